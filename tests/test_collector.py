@@ -1,0 +1,97 @@
+"""The window collector: graph kept inside a window, cut between windows, resets, graph modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor
+
+from torchrl_shacpp.collectors import WindowCollector
+
+HORIZON = 4
+
+
+def point_mass_collector(windows: int, cut_graph=detach_point_masses, **kwargs) -> WindowCollector:
+    torch.manual_seed(0)
+    start = torch.randn(3, 2, 2)
+    actions = 0.1 * torch.randn(windows * HORIZON, 3, 2, 2)
+    env = make_point_mass_env(start, terminate_at=[0, 2, 0], max_steps=100)
+    return WindowCollector(env, open_loop_actor(actions), window_length=HORIZON, cut_graph=cut_graph, **kwargs)
+
+
+def action_table_gradient_of_second_window(collector: WindowCollector) -> torch.Tensor:
+    """Gradient of the second window's rewards w.r.t. the open-loop action table (rows = steps of both windows)."""
+    collector.rollout()
+    second = collector.rollout()
+    (gradient,) = torch.autograd.grad(second["next", "agents", "reward"].sum(), collector.policy.module.actions)
+    return gradient
+
+
+def test_second_window_gradient_does_not_depend_on_first_window_actions():
+    gradient = action_table_gradient_of_second_window(point_mass_collector(2, reset_every=None))
+    assert not gradient[:HORIZON].any()
+    assert gradient[HORIZON:].abs().sum() > 0
+
+
+def test_without_the_graph_cut_the_gradient_leaks_into_the_previous_window():
+    # Negative control for the test above: the leak is real when the simulator state is not detached.
+    collector = point_mass_collector(2, cut_graph=lambda env: None, reset_every=None)
+    assert action_table_gradient_of_second_window(collector)[:HORIZON].abs().sum() > 0
+
+
+def test_consecutive_windows_backpropagate():
+    collector = point_mass_collector(3, reset_every=None)
+    for window in (collector.rollout(), collector.rollout(), collector.rollout()):
+        window["next", "agents", "reward"].sum().backward()
+
+
+def test_window_shape_time_name_and_done_flags():
+    window = point_mass_collector(1).rollout()
+    assert window.batch_size == torch.Size([3, HORIZON])
+    assert window.names == [None, "time"]
+    # env 1 terminates every 2nd step; the step counter never truncates within 100 steps.
+    assert window["next", "terminated"][1].squeeze(-1).tolist() == [False, True, False, True]
+    assert not window["next", "truncated"].any()
+    torch.testing.assert_close(window["next", "done"], window["next", "terminated"])
+
+
+def test_pre_reset_next_observation_is_kept_and_reset_cuts_the_graph():
+    collector = point_mass_collector(1)
+    window = collector.rollout()
+    env = collector.env.base_env
+    actions = window["agents", "action"]
+    # After its termination at t=1, env 1 restarts from `start`: its observation at t=2 is the reset state.
+    torch.testing.assert_close(window["agents", "observation"][1, 2], env.start[1])
+    torch.testing.assert_close(
+        window["next", "agents", "observation"][1, 1], env.start[1] + actions[1, 0] + actions[1, 1]
+    )
+    (gradient,) = torch.autograd.grad(window["next", "agents", "reward"][1, 2].sum(), collector.policy.module.actions)
+    assert not gradient[:2, 1].any(), "a reset must cut the graph to the previous episode"
+    assert gradient[2, 1].any()
+    assert not gradient[:, [0, 2]].any(), "no leakage across environments"
+
+
+@pytest.mark.parametrize(
+    "graph, action_grad, reward_grad", [("simulator", True, True), ("policy", True, False), ("none", False, False)]
+)
+def test_graph_modes(graph, action_grad, reward_grad):
+    window = point_mass_collector(1, graph=graph).rollout()
+    assert window["agents", "action"].requires_grad == action_grad
+    assert window["next", "agents", "reward"].requires_grad == reward_grad
+
+
+def test_all_envs_reset_every_k_windows_and_iteration_stops_at_total_frames():
+    collector = point_mass_collector(3, reset_every=2, total_frames=3 * 3 * HORIZON)
+    windows = list(collector)
+    assert len(windows) == 3
+    start = collector.env.base_env.start
+    assert not torch.allclose(windows[1]["agents", "observation"][:, 0], start)
+    torch.testing.assert_close(windows[2]["agents", "observation"][:, 0], start)
+    assert collector.state_dict()["frames"] == 36
+
+
+def test_invalid_arguments_are_named():
+    with pytest.raises(ValueError, match="graph must be"):
+        point_mass_collector(1, graph="sim")
+    with pytest.raises(ValueError, match="window_length"):
+        WindowCollector(point_mass_collector(1).env, None, window_length=0)

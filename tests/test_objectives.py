@@ -1,0 +1,225 @@
+"""The SHAC actor loss and the TD(λ) value loss against closed forms and hand-written recursions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from torchrl.objectives import SoftUpdate
+from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor, quadratic_critic
+
+from torchrl_shacpp.collectors import WindowCollector
+from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
+
+GAMMA = 0.9
+K_CRITIC = 0.5
+MULTI_AGENT_KEYS = dict(reward=("agents", "reward"), value=("agents", "state_value"))
+
+
+def closed_form_window(start, actions, segments, gamma, k):
+    """Objective and its gradient w.r.t. the actions, from x_{t+1} = x_s + Σ_{u=s..t} a_u and r = -|x|².
+
+    ``segments[b]`` lists ``(s, e, terminated)``: steps s..e of env b form one episode segment.
+    """
+    objective = torch.zeros(())
+    grad = torch.zeros_like(actions)  # [T, B, n, d]
+    for b, env_segments in enumerate(segments):
+        for s, e, terminated in env_segments:
+            x = start[b] + torch.cumsum(actions[s : e + 1, b], dim=0)  # x_{t+1} for t = s..e
+            discount = gamma ** torch.arange(e - s + 1, dtype=x.dtype)
+            objective = objective - (discount[:, None] * x.pow(2).sum(-1)).sum()
+            dx = -2 * discount[:, None, None] * x  # ∂J/∂x_{t+1} from the rewards
+            if not terminated:
+                objective = objective - gamma ** (e - s + 1) * k * x[-1].pow(2).sum()
+                dx[-1] -= gamma ** (e - s + 1) * 2 * k * x[-1]
+            # a_u moves every x_{t+1} with t >= u: reverse cumulative sum.
+            grad[s : e + 1, b] = dx.flip(0).cumsum(0).flip(0)
+    return objective, grad
+
+
+def test_actor_loss_gradient_matches_closed_form_with_termination_and_truncation():
+    torch.manual_seed(0)
+    num_envs, n_agents, dim, horizon = 3, 2, 2, 8
+    start = torch.randn(num_envs, n_agents, dim)
+    actions = 0.3 * torch.randn(horizon, num_envs, n_agents, dim)
+    # env 0 terminates on the 3rd step of each episode; every episode is truncated at 5 steps.
+    env = make_point_mass_env(start, terminate_at=[3, 0, 0], max_steps=5)
+    actor = open_loop_actor(actions.clone())
+    critic = quadratic_critic(K_CRITIC)
+    collector = WindowCollector(env, actor, window_length=horizon, cut_graph=detach_point_masses)
+    window = collector.rollout()
+
+    terminated = window["next", "terminated"].squeeze(-1)
+    truncated = window["next", "truncated"].squeeze(-1)
+    assert terminated[0].nonzero().squeeze(-1).tolist() == [2, 5]
+    assert truncated[1].nonzero().squeeze(-1).tolist() == [4]
+    assert not terminated[1:].any() and not truncated[0].any()
+
+    loss = SHACActorLoss(actor, critic, gamma=GAMMA, action_bound_coef=0.0)
+    loss.set_keys(**MULTI_AGENT_KEYS)
+    loss_actor = loss(window)["loss_actor"]
+    loss_actor.backward()
+
+    segments = [
+        [(0, 2, True), (3, 5, True), (6, 7, False)],
+        [(0, 4, False), (5, 7, False)],
+        [(0, 4, False), (5, 7, False)],
+    ]
+    objective, grad = closed_form_window(start, actions, segments, GAMMA, K_CRITIC)
+    normaliser = num_envs * n_agents * horizon
+    torch.testing.assert_close(loss_actor, -objective / normaliser)
+    torch.testing.assert_close(actor.module.actions.grad, -grad / normaliser)
+    assert critic.module.k.grad is None, "the critic must be held out of the actor loss"
+
+
+def test_actor_loss_uses_the_given_bootstrap_params():
+    torch.manual_seed(1)
+    start = torch.randn(2, 1, 2)
+    actions = 0.3 * torch.randn(4, 2, 1, 2)
+    window = WindowCollector(
+        make_point_mass_env(start, [0, 0], max_steps=100), open_loop_actor(actions), window_length=4
+    ).rollout()
+    critic = quadratic_critic(K_CRITIC)
+    frozen = TensorDict.from_module(critic).clone()
+    frozen["module", "k"] = torch.tensor(2.0)
+    losses = {}
+    for name, params in (("online", None), ("frozen", frozen)):
+        loss = SHACActorLoss(open_loop_actor(actions), critic, gamma=GAMMA, value_params=params, action_bound_coef=0)
+        loss.set_keys(**MULTI_AGENT_KEYS)
+        losses[name] = loss(window)["loss_actor"]
+    segments = [[(0, 3, False)], [(0, 3, False)]]
+    for name, k in (("online", K_CRITIC), ("frozen", 2.0)):
+        objective, _ = closed_form_window(start, actions, segments, GAMMA, k)
+        torch.testing.assert_close(losses[name], -objective / 8)
+
+
+def test_action_bound_penalty_closed_form():
+    loc = torch.tensor([[[1.5, -0.2]], [[-3.0, 0.9]]], requires_grad=True)
+    window = TensorDict({"agents": {"loc": loc}}, batch_size=[2])
+    loss = SHACActorLoss(
+        open_loop_actor(torch.zeros(1, 2, 1, 2)),
+        quadratic_critic(1.0),
+        action_low=-1.0,
+        action_high=1.0,
+        action_bound_coef=2.0,
+    )
+    loss.set_keys(loc=("agents", "loc"))
+    penalty = loss.action_bound_penalty(window)
+    torch.testing.assert_close(penalty, torch.tensor(2.0 * (0.5**2 + 2.0**2) / 4))
+    penalty.backward()
+    expected = 2.0 * 2 * torch.tensor([[[0.5, 0.0]], [[-2.0, 0.0]]]) / 4
+    torch.testing.assert_close(loc.grad, expected)
+
+
+def test_actor_loss_refuses_a_window_without_graph():
+    start = torch.randn(2, 1, 2)
+    window = WindowCollector(
+        make_point_mass_env(start, [0, 0], 100), open_loop_actor(torch.zeros(3, 2, 1, 2)), window_length=3, graph="none"
+    ).rollout()
+    loss = SHACActorLoss(open_loop_actor(torch.zeros(3, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0)
+    loss.set_keys(**MULTI_AGENT_KEYS)
+    with pytest.raises(RuntimeError, match="carries no autograd graph"):
+        loss(window)
+
+
+def test_actor_loss_needs_the_action_box_for_the_penalty():
+    with pytest.raises(ValueError, match="action_low and action_high"):
+        SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0))
+
+
+def hand_td_lambda(reward, next_value, done, terminated, gamma, lmbda):
+    """G_t = r_t + γ[(1-λ)V'_t + λG_{t+1}], and G_t = r_t + γ(1-term_t)V'_t at episode or window ends."""
+    horizon = reward.shape[1]
+    targets = torch.zeros_like(reward)
+    following = torch.zeros_like(reward[:, 0])
+    for t in reversed(range(horizon)):
+        bootstrap = (~terminated[:, t]).float() * next_value[:, t]
+        if t == horizon - 1:
+            following = reward[:, t] + gamma * bootstrap
+        else:
+            cont = reward[:, t] + gamma * ((1 - lmbda) * bootstrap + lmbda * following)
+            end = reward[:, t] + gamma * bootstrap
+            following = torch.where(done[:, t], end, cont)
+        targets[:, t] = following
+    return targets
+
+
+def linear_critic() -> TensorDictModule:
+    critic = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        critic.weight.fill_(1.0)
+        critic.bias.zero_()
+    return TensorDictModule(critic, in_keys=[("agents", "observation")], out_keys=[("agents", "state_value")])
+
+
+def random_window(num_envs=4, horizon=7, n_agents=3):
+    torch.manual_seed(2)
+    terminated = torch.zeros(num_envs, horizon, 1, dtype=torch.bool)
+    truncated = torch.zeros_like(terminated)
+    terminated[0, 2] = terminated[1, 6] = terminated[3, 0] = True
+    truncated[0, 4] = truncated[2, 3] = True
+    shape = (num_envs, horizon, n_agents, 1)
+    return TensorDict(
+        {
+            "agents": {"observation": torch.randn(shape)},
+            "next": {
+                "agents": {"observation": torch.randn(shape), "reward": torch.randn(shape)},
+                "terminated": terminated,
+                "truncated": truncated,
+                "done": terminated | truncated,
+            },
+        },
+        batch_size=[num_envs, horizon],
+    )
+
+
+def test_td_lambda_targets_match_hand_recursion_with_terminations_and_truncations():
+    window = random_window()
+    loss = TDLambdaValueLoss(linear_critic(), gamma=0.97, lmbda=0.9)
+    loss.set_keys(**MULTI_AGENT_KEYS)
+    targets = loss.value_targets(window)
+    reward = window["next", "agents", "reward"]
+    expand = lambda flag: flag.unsqueeze(-2).expand_as(reward)  # noqa: E731
+    expected = hand_td_lambda(
+        reward,
+        window["next", "agents", "observation"],  # V'(s') = s' for the unit linear critic
+        expand(window["next", "done"]),
+        expand(window["next", "terminated"]),
+        0.97,
+        0.9,
+    )
+    assert targets.shape == reward.shape
+    torch.testing.assert_close(targets, expected)
+
+
+def test_value_loss_regresses_onto_targets_and_trains_on_flattened_minibatches():
+    window = random_window()
+    loss = TDLambdaValueLoss(linear_critic(), gamma=0.97, lmbda=0.9)
+    loss.set_keys(value_target=("agents", "value_target"), **MULTI_AGENT_KEYS)
+    targets = loss.value_targets(window)
+    # With a named time dimension the loss computes the same targets itself.
+    named = window.clone().refine_names(None, "time")
+    window["agents", "value_target"] = targets
+    flat = window.reshape(-1)
+    value = flat["agents", "observation"]  # unit linear critic
+    expected = (value - targets.reshape(flat["agents", "observation"].shape)).pow(2).mean()
+    torch.testing.assert_close(loss(flat)["loss_value"], expected)
+    torch.testing.assert_close(loss(named)["loss_value"], expected)
+    del flat["agents", "value_target"]
+    with pytest.raises(KeyError, match="before flattening"):
+        loss(flat)
+
+
+def test_target_critic_is_used_for_targets_and_follows_soft_updates():
+    window = random_window()
+    loss = TDLambdaValueLoss(linear_critic(), gamma=0.97, lmbda=0.9, use_target_network=True)
+    loss.set_keys(**MULTI_AGENT_KEYS)
+    updater = SoftUpdate(loss, tau=0.5)
+    before = loss.value_targets(window)
+    with torch.no_grad():
+        loss.value_network_params["module", "weight"].fill_(3.0)
+    torch.testing.assert_close(loss.value_targets(window), before)
+    updater.step()
+    assert loss.target_value_network_params["module", "weight"].item() == pytest.approx(2.0)
+    assert not torch.allclose(loss.value_targets(window), before)

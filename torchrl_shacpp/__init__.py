@@ -1,0 +1,3 @@
+"""SHAC, SHAC+ and SHAC++ for TorchRL and BenchMARL."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,6 @@
+"""TorchRL loss modules for SHAC-family algorithms."""
+
+from torchrl_shacpp.objectives.actor import SHACActorLoss
+from torchrl_shacpp.objectives.value import TDLambdaValueLoss
+
+__all__ = ["SHACActorLoss", "TDLambdaValueLoss"]

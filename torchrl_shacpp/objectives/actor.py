@@ -1,0 +1,169 @@
+"""The SHAC window objective: a pathwise policy gradient through a differentiable window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torch import nn
+from torchrl.objectives import LossModule
+from torchrl.objectives.value.functional import vec_td1_return_estimate
+
+from torchrl_shacpp.objectives.utils import check_window, expand_like, window_end_as_done
+
+
+class SHACActorLoss(LossModule):
+    r"""Short-horizon actor-critic (SHAC) actor loss over a graph-carrying window of ``h`` steps.
+
+    The window is cut into episode *segments*: a segment starts at the window's first step or right after an
+    episode ended, and ends at a termination, a time-limit truncation or the window's last step. For every
+    environment, agent and segment :math:`[s, e]` the objective is the discounted segment return with a
+    critic bootstrap,
+
+    .. math::
+
+        J_{s} = \sum_{t=s}^{e} \gamma^{t-s}\, \tilde r_t + \gamma^{e-s+1}\, (1 - d^{\text{term}}_e)\, V(\tilde o'_e),
+
+    i.e. the discount restarts with each episode, a termination bootstraps 0, a truncation or the window end
+    bootstraps the critic at the pre-reset next observation :math:`\tilde o'_e`. This is the TD(1) return
+    :math:`G_s` at the segment's first step, computed with TorchRL's
+    :func:`~torchrl.objectives.value.functional.vec_td1_return_estimate`. The loss is
+
+    .. math::
+
+        \mathcal{L}_\pi = -\frac{1}{B\,n\,h} \sum_{\text{env}} \sum_{\text{agent}} \sum_{\text{segments } s} J_s,
+
+    plus the action-bound penalty :math:`c \cdot \operatorname{mean}\big(\operatorname{relu}(\mu - a_{\max})^2
+    + \operatorname{relu}(a_{\min} - \mu)^2\big)` on the policy mean :math:`\mu` (the authors' SHAC++ term that
+    keeps the clamped Gaussian's mean inside the action box), returned separately as ``loss_action_bound``.
+
+    The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
+    graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). For SHAC,
+    :math:`\tilde r` and :math:`\tilde o'` are the simulator's rewards and observations. The critic is held out:
+    it is evaluated with detached parameters (``value_params``, e.g. a target critic), so gradients flow through
+    its input only.
+
+    Args:
+        actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
+            parameters.
+        value_network (TensorDictModule): the critic; reads observations, writes ``value``. Not a parameter of
+            this loss.
+
+    Keyword Args:
+        gamma (float): discount. Defaults to 0.99.
+        value_params (TensorDictBase, optional): parameters to evaluate the bootstrap critic with, e.g.
+            :attr:`TDLambdaValueLoss.bootstrap_params` (the target critic). Defaults to the critic's current
+            parameters, detached.
+        action_low, action_high (Tensor or float, optional): the action box for the penalty.
+        action_bound_coef (float): penalty coefficient :math:`c` (paper: 1.0). Defaults to 1.0; 0 disables it.
+
+    Returns (forward):
+        a TensorDict with ``loss_actor`` and ``loss_action_bound``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (set them with :meth:`set_keys`).
+
+        Attributes:
+            reward: reward key under ``"next"``. Defaults to ``"reward"``.
+            value: the critic's output key. Defaults to ``"state_value"``.
+            done: done key under ``"next"``. Defaults to ``"done"``.
+            terminated: termination key under ``"next"``. Defaults to ``"terminated"``.
+            loc: the policy mean written by the actor, for the action-bound penalty. Defaults to ``"loc"``.
+        """
+
+        reward: NestedKey = "reward"
+        value: NestedKey = "state_value"
+        done: NestedKey = "done"
+        terminated: NestedKey = "terminated"
+        loc: NestedKey = "loc"
+
+    default_keys = _AcceptedKeys
+    out_keys = ["loss_actor", "loss_action_bound"]
+
+    def __init__(
+        self,
+        actor_network: TensorDictModule,
+        value_network: TensorDictModule,
+        *,
+        gamma: float = 0.99,
+        value_params: TensorDictBase | None = None,
+        action_low: torch.Tensor | float | None = None,
+        action_high: torch.Tensor | float | None = None,
+        action_bound_coef: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if action_bound_coef and (action_low is None or action_high is None):
+            raise ValueError(
+                "The action-bound penalty needs the action box: pass action_low and action_high "
+                "(e.g. env.full_action_spec[...].space.low/high), or action_bound_coef=0 to disable it."
+            )
+        self.actor_network = actor_network
+        # Stored outside the module tree: the critic is trained by the value loss, never by this one.
+        self.__dict__["value_network"] = value_network
+        self.__dict__["_value_params"] = value_params
+        self.gamma = gamma
+        self.action_bound_coef = action_bound_coef
+        self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
+        self.register_buffer("action_high", torch.as_tensor(action_high if action_high is not None else 0.0))
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        # The window return is computed with the TD(1) functional directly; there is no estimator to update.
+        pass
+
+    def _bootstrap_values(self, next_td: TensorDictBase) -> torch.Tensor:
+        params = self._value_params
+        if params is None:
+            params = TensorDict.from_module(self.value_network)
+        with params.detach().to_module(self.value_network):
+            return self.value_network(next_td.select(*self.value_network.in_keys)).get(self.tensor_keys.value)
+
+    def window_return(self, tensordict: TensorDictBase) -> torch.Tensor:
+        r"""Sum of the segment objectives :math:`J_s`, shape ``[*B, *A, 1]`` (differentiable)."""
+        time_dim = check_window(tensordict, type(self).__name__)
+        keys = self.tensor_keys
+        next_td = tensordict.get("next")
+        reward = next_td.get(keys.reward)
+        next_value = self._bootstrap_values(next_td)
+        episode_end = expand_like(next_td.get(keys.done), reward)
+        terminated = expand_like(next_td.get(keys.terminated), reward)
+        segment_end = window_end_as_done(episode_end, time_dim)
+        returns = vec_td1_return_estimate(
+            self.gamma,
+            next_value,
+            reward,
+            done=segment_end,
+            terminated=terminated,
+            time_dim=time_dim,
+        )
+        # A segment starts at the window's first step and after every episode end.
+        segment_start = torch.roll(episode_end, 1, dims=time_dim)
+        segment_start.select(time_dim, 0).fill_(True)
+        return (returns * segment_start).sum(time_dim)
+
+    def action_bound_penalty(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """Coefficient × mean squared excess of the policy mean beyond the action box."""
+        if not self.action_bound_coef:
+            return torch.zeros((), device=self.action_low.device)
+        loc = tensordict.get(self.tensor_keys.loc)
+        excess = nn.functional.relu(loc - self.action_high) + nn.functional.relu(self.action_low - loc)
+        return self.action_bound_coef * excess.pow(2).mean()
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        reward = tensordict.get(("next", self.tensor_keys.reward))
+        objective = self.window_return(tensordict)
+        loss_actor = -objective.sum() / reward.numel()
+        if not loss_actor.requires_grad:
+            raise RuntimeError(
+                "The SHAC window carries no autograd graph: neither the rewards nor the bootstrap observations "
+                "depend on the policy. Collect the window with WindowCollector(graph='simulator') on an env "
+                "with differentiable dynamics and reward."
+            )
+        return TensorDict(
+            {"loss_actor": loss_actor, "loss_action_bound": self.action_bound_penalty(tensordict)},
+            batch_size=[],
+        )

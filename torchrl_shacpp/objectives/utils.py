@@ -1,0 +1,46 @@
+"""Shape and episode-boundary helpers shared by the window losses."""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDictBase
+
+
+def expand_like(flag: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+    """Broadcast an env-level flag ``[*B, T, 1]`` to the reward's shape ``[*B, T, *A, 1]``.
+
+    Multi-agent environments (VMAS) report ``done``/``terminated`` once per environment but rewards per
+    agent; TorchRL's value estimators need every input to share one shape.
+    """
+    while flag.ndim < reward.ndim:
+        flag = flag.unsqueeze(-2)
+    return flag.expand_as(reward)
+
+
+def window_end_as_done(done: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """Return a copy of ``done`` with the last step of the window marked as a trajectory end.
+
+    A window is a slice of longer episodes: its last transition is cut by the window, not by the task, so
+    every return computed inside the window must stop there and bootstrap from the value of the next
+    observation (a truncation).
+    """
+    done = done.clone()
+    done.select(time_dim, -1).fill_(True)
+    return done
+
+
+def check_window(tensordict: TensorDictBase, who: str) -> int:
+    """Check that ``tensordict`` is a ``[*B, T]`` window and return the index of its time dimension.
+
+    The time dimension is the one named ``"time"`` (as set by :class:`~torchrl_shacpp.collectors.WindowCollector`
+    and TorchRL rollouts), otherwise the last batch dimension.
+    """
+    if tensordict.batch_dims < 1:
+        raise ValueError(
+            f"{who} needs a window of transitions shaped [*batch, time]; got batch_size "
+            f"{tuple(tensordict.batch_size)}. Compute it before flattening the data into a replay buffer."
+        )
+    names = tensordict.names
+    if "time" in names:
+        return names.index("time")
+    return tensordict.batch_dims - 1
