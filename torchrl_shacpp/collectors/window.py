@@ -13,7 +13,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
-from torchrl_shacpp.envs.simulator import detach_simulator_state, set_simulator_grad
+from torchrl_shacpp.envs import detach_simulator_state, set_simulator_grad
 
 GraphMode = Literal["simulator", "policy", "none"]
 
