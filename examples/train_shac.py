@@ -109,7 +109,7 @@ def save_curve(rows: list[dict], out: Path, title: str) -> None:
 def train(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    env_kwargs = dict(n_agents=args.n_agents, max_steps=args.max_steps, device=args.device)
+    env_kwargs = dict(n_agents=args.n_agents, max_steps=args.max_steps, device=args.device, **dict(args.scenario))
     env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed, **env_kwargs)
     eval_env = make_vmas_env(args.task, num_envs=args.eval_envs, seed=args.seed + 1, **env_kwargs)
     policy = make_policy(env, args.hidden, args.action_std, args.learn_std)
@@ -174,10 +174,23 @@ def train(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def scenario_kwarg(text: str) -> tuple[str, float | int]:
+    """``"key=value"`` to ``(key, number)``."""
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    number = float(value)
+    return key, int(number) if number.is_integer() and "." not in value else number
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="transport", help="transport or sampling (differentiable rewards)")
     parser.add_argument("--n-agents", type=int, default=3)
+    parser.add_argument(
+        "--scenario", type=scenario_kwarg, action="append", default=[], metavar="KEY=VALUE",
+        help="scenario kwarg, repeatable, e.g. --scenario approach_coef=0.5 (transport) or lookahead_coef=1 (sampling)",
+    )  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=512, help="parallel envs B (paper: 512)")
     parser.add_argument("--window", type=int, default=32, help="window length h (paper: 32)")
     parser.add_argument("--frames", type=int, default=1_000_000, help="env steps to train for")

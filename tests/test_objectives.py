@@ -7,10 +7,17 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torchrl.objectives import SoftUpdate
-from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor, quadratic_critic
+from toy_env import (
+    cumulative_world_model,
+    detach_point_masses,
+    make_point_mass_env,
+    open_loop_actor,
+    quadratic_critic,
+    quadratic_reward_model,
+)
 
 from torchrl_shacpp.collectors import WindowCollector
-from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
+from torchrl_shacpp.objectives import RewardModelLoss, SHACActorLoss, TDLambdaValueLoss, WorldModelLoss
 
 GAMMA = 0.9
 K_CRITIC = 0.5
@@ -38,39 +45,110 @@ def closed_form_window(start, actions, segments, gamma, k):
     return objective, grad
 
 
-def test_actor_loss_gradient_matches_closed_form_with_termination_and_truncation():
+SEGMENTS = [  # env 0 terminates on the 3rd step of each episode; every episode is truncated at 5 steps
+    [(0, 2, True), (3, 5, True), (6, 7, False)],
+    [(0, 4, False), (5, 7, False)],
+    [(0, 4, False), (5, 7, False)],
+]
+
+
+def point_mass_window(graph: str = "simulator"):
+    """A window of 8 steps on 3 envs × 2 agents with a termination and a truncation inside; and its inputs."""
     torch.manual_seed(0)
     num_envs, n_agents, dim, horizon = 3, 2, 2, 8
     start = torch.randn(num_envs, n_agents, dim)
     actions = 0.3 * torch.randn(horizon, num_envs, n_agents, dim)
-    # env 0 terminates on the 3rd step of each episode; every episode is truncated at 5 steps.
     env = make_point_mass_env(start, terminate_at=[3, 0, 0], max_steps=5)
     actor = open_loop_actor(actions.clone())
-    critic = quadratic_critic(K_CRITIC)
-    collector = WindowCollector(env, actor, window_length=horizon, cut_graph=detach_point_masses)
-    window = collector.rollout()
+    collector = WindowCollector(env, actor, window_length=horizon, cut_graph=detach_point_masses, graph=graph)
+    return collector.rollout(), actor, start, actions
 
+
+def check_actor_loss(loss, window, actor, start, actions, segments):
+    loss.set_keys(**MULTI_AGENT_KEYS, predicted_reward=("agents", "predicted_reward"))
+    loss_actor = loss(window)["loss_actor"]
+    loss_actor.backward()
+    objective, grad = closed_form_window(start, actions, segments, GAMMA, K_CRITIC)
+    normaliser = actions[0].numel() / actions.shape[-1] * actions.shape[0]  # B · n · h
+    torch.testing.assert_close(loss_actor, -objective / normaliser)
+    torch.testing.assert_close(actor.module.actions.grad, -grad / normaliser)
+
+
+def test_actor_loss_gradient_matches_closed_form_with_termination_and_truncation():
+    window, actor, start, actions = point_mass_window()
     terminated = window["next", "terminated"].squeeze(-1)
     truncated = window["next", "truncated"].squeeze(-1)
     assert terminated[0].nonzero().squeeze(-1).tolist() == [2, 5]
     assert truncated[1].nonzero().squeeze(-1).tolist() == [4]
     assert not terminated[1:].any() and not truncated[0].any()
 
+    critic = quadratic_critic(K_CRITIC)
     loss = SHACActorLoss(actor, critic, gamma=GAMMA, action_bound_coef=0.0)
-    loss.set_keys(**MULTI_AGENT_KEYS)
-    loss_actor = loss(window)["loss_actor"]
-    loss_actor.backward()
-
-    segments = [
-        [(0, 2, True), (3, 5, True), (6, 7, False)],
-        [(0, 4, False), (5, 7, False)],
-        [(0, 4, False), (5, 7, False)],
-    ]
-    objective, grad = closed_form_window(start, actions, segments, GAMMA, K_CRITIC)
-    normaliser = num_envs * n_agents * horizon
-    torch.testing.assert_close(loss_actor, -objective / normaliser)
-    torch.testing.assert_close(actor.module.actions.grad, -grad / normaliser)
+    check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
     assert critic.module.k.grad is None, "the critic must be held out of the actor loss"
+
+
+def test_shac_plus_learned_reward_on_simulator_observations_matches_closed_form():
+    window, actor, start, actions = point_mass_window()
+    reward_model = quadratic_reward_model(1.0)  # equals the env's reward, so the closed form is SHAC's
+    window["next", "agents", "reward"] = torch.zeros_like(window["next", "agents", "reward"])  # must be unused
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0,
+                         reward_model=reward_model)  # fmt: skip
+    check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
+    assert reward_model.module.c.grad is None
+
+
+def test_shac_plus_plus_gradient_reaches_the_policy_without_simulator_gradients():
+    window, actor, start, actions = point_mass_window(graph="policy")
+    assert not window["next", "agents", "observation"].requires_grad
+    world_model, reward_model = cumulative_world_model(), quadratic_reward_model(1.0)
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0,
+                         reward_model=reward_model, world_model=world_model)  # fmt: skip
+    # The exact world model reproduces each env's first segment; later segments get no credit.
+    check_actor_loss(loss, window, actor, start, actions, [segments[:1] for segments in SEGMENTS])
+    assert world_model.module.s.grad is None and reward_model.module.c.grad is None
+
+
+def test_shac_plus_plus_gradient_vanishes_with_a_constant_reward_model_and_critic():
+    window, actor, _, _ = point_mass_window(graph="policy")
+    loss = SHACActorLoss(actor, quadratic_critic(0.0), action_bound_coef=0.0,
+                         reward_model=quadratic_reward_model(0.0), world_model=cumulative_world_model())  # fmt: skip
+    loss.set_keys(**MULTI_AGENT_KEYS, predicted_reward=("agents", "predicted_reward"))
+    loss(window)["loss_actor"].backward()
+    assert not actor.module.actions.grad.any()
+
+
+def test_world_model_needs_a_reward_model():
+    with pytest.raises(ValueError, match="needs a reward_model"):
+        SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
+                      world_model=cumulative_world_model())  # fmt: skip
+
+
+def test_reward_model_loss_is_the_mse_to_the_env_reward():
+    window, *_ = point_mass_window(graph="none")
+    flat = window.reshape(-1)
+    loss = RewardModelLoss(quadratic_reward_model(2.0))
+    loss.set_keys(reward=("agents", "reward"), predicted_reward=("agents", "predicted_reward"))
+    reward = flat["next", "agents", "reward"]  # the model predicts twice the true reward
+    torch.testing.assert_close(loss(flat)["loss_reward"], reward.pow(2).mean())
+
+
+def test_world_model_loss_ignores_steps_after_an_episode_end_in_the_window():
+    window, *_ = point_mass_window(graph="none")
+    loss = WorldModelLoss(cumulative_world_model(1.0))
+    loss.set_keys(observation=("agents", "observation"))
+    # Exact up to the first episode end; the resets after it would otherwise make the error large.
+    assert loss(window)["loss_world"].item() < 1e-12
+    scaled = WorldModelLoss(cumulative_world_model(2.0))
+    scaled.set_keys(observation=("agents", "observation"))
+    observation, next_observation = window["agents", "observation"], window["next", "agents", "observation"]
+    first = observation[:, :1]
+    alive = torch.ones(3, 8, dtype=torch.bool)
+    alive[0, 3:] = alive[1:, 5:] = False  # steps after env 0's termination at t=2 and the truncations at t=4
+    # With s = 2 the predicted displacement from o_0 is doubled: the error is the true displacement.
+    errors = (observation - first).pow(2) + (next_observation - first).pow(2)
+    expected = errors[alive].sum() / (2 * alive.sum() * 2 * 2)
+    torch.testing.assert_close(scaled(window)["loss_world"], expected)
 
 
 def test_actor_loss_uses_the_given_bootstrap_params():

@@ -114,3 +114,40 @@ def quadratic_critic(k: float) -> TensorDictModule:
     return TensorDictModule(
         QuadraticCritic(k), in_keys=[("agents", "observation")], out_keys=[("agents", "state_value")]
     )
+
+
+class QuadraticReward(nn.Module):
+    r"""A reward model :math:`R(o, a, o') = -c \lVert o' \rVert^2`; with ``c = 1`` it is the point masses' reward."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = nn.Parameter(torch.tensor(c))
+
+    def forward(self, next_observation: torch.Tensor) -> torch.Tensor:
+        return -self.c * next_observation.pow(2).sum(-1, keepdim=True)
+
+
+def quadratic_reward_model(c: float) -> TensorDictModule:
+    return TensorDictModule(
+        QuadraticReward(c), in_keys=[("next", "agents", "observation")], out_keys=[("agents", "predicted_reward")]
+    )
+
+
+class CumulativeWorldModel(nn.Module):
+    r"""The point masses' exact one-pass model :math:`\hat o_t = o_0 + s \sum_{u<t} a_u` (``s = 1``), on windows."""
+
+    def __init__(self, s: float = 1.0) -> None:
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(s))
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = observation[:, :1]
+        next_observation = first + self.s * action.cumsum(1)
+        return torch.cat([first, next_observation[:, :-1]], 1), next_observation
+
+
+def cumulative_world_model(s: float = 1.0) -> TensorDictModule:
+    keys = [("agents", "observation"), ("agents", "action")]
+    return TensorDictModule(
+        CumulativeWorldModel(s), in_keys=keys, out_keys=[("agents", "observation"), ("next", "agents", "observation")]
+    )

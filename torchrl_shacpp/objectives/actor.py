@@ -12,7 +12,7 @@ from torch import nn
 from torchrl.objectives import LossModule
 from torchrl.objectives.value.functional import vec_td1_return_estimate
 
-from torchrl_shacpp.objectives.utils import check_window, expand_like, window_end_as_done
+from torchrl_shacpp.objectives.utils import check_window, expand_like, held_out, window_end_as_done
 
 
 class SHACActorLoss(LossModule):
@@ -41,10 +41,21 @@ class SHACActorLoss(LossModule):
     keeps the clamped Gaussian's mean inside the action box), returned separately as ``loss_action_bound``.
 
     The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
-    graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). For SHAC,
-    :math:`\tilde r` and :math:`\tilde o'` are the simulator's rewards and observations. The critic is held out:
-    it is evaluated with detached parameters (``value_params``, e.g. a target critic), so gradients flow through
-    its input only.
+    graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). Three gradient
+    sources, chosen by the models given:
+
+    * **SHAC** (no models): :math:`\tilde r` and :math:`\tilde o'` are the simulator's rewards and observations
+      (``graph="simulator"``; the reward must be differentiable).
+    * **SHAC+** (``reward_model``): :math:`\tilde r_t = R_\theta(o_t, a_t, o_{t+1})` on the simulator's
+      observations (``graph="simulator"``).
+    * **SHAC++** (``world_model`` and ``reward_model``): :math:`\hat o_{0..h} = F_\theta(o_0, a_{0..h-1})` in one
+      pass from the real first observation and the graph-carrying actions, then
+      :math:`\tilde r_t = R_\theta(\hat o_t, a_t, \hat o_{t+1})` and :math:`V(\hat o_{t+1})` (``graph="policy"``:
+      the simulator needs no gradient). The policy acted on the real observations. As the prediction cannot see a
+      reset inside the window, only each environment's first segment counts (its later steps get no credit).
+
+    The critic and the models are held out: they are evaluated with detached parameters (``value_params``, e.g.
+    a target critic, for the critic), so gradients flow through their inputs only.
 
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
@@ -57,8 +68,14 @@ class SHACActorLoss(LossModule):
         value_params (TensorDictBase, optional): parameters to evaluate the bootstrap critic with, e.g.
             :attr:`TDLambdaValueLoss.bootstrap_params` (the target critic). Defaults to the critic's current
             parameters, detached.
-        action_low, action_high (Tensor or float, optional): the action box for the penalty.
+        action_low, action_high (Tensor or float, optional): the action box for the penalty, broadcastable to
+            the action's trailing dimensions (e.g. ``[n_agents, action_dim]``; not the env batch shape).
         action_bound_coef (float): penalty coefficient :math:`c` (paper: 1.0). Defaults to 1.0; 0 disables it.
+        reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
+            keys and writes ``predicted_reward`` (SHAC+, SHAC++).
+        world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
+            predicted observations under the observation key and ``("next", observation)`` of the tensordict it
+            is given (SHAC++, needs ``reward_model``), e.g. :func:`~torchrl_shacpp.modules.window_world_model`.
 
     Returns (forward):
         a TensorDict with ``loss_actor`` and ``loss_action_bound``.
@@ -74,6 +91,7 @@ class SHACActorLoss(LossModule):
             done: done key under ``"next"``. Defaults to ``"done"``.
             terminated: termination key under ``"next"``. Defaults to ``"terminated"``.
             loc: the policy mean written by the actor, for the action-bound penalty. Defaults to ``"loc"``.
+            predicted_reward: the reward model's output key. Defaults to ``"predicted_reward"``.
         """
 
         reward: NestedKey = "reward"
@@ -81,6 +99,7 @@ class SHACActorLoss(LossModule):
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
         loc: NestedKey = "loc"
+        predicted_reward: NestedKey = "predicted_reward"
 
     default_keys = _AcceptedKeys
     out_keys = ["loss_actor", "loss_action_bound"]
@@ -95,8 +114,15 @@ class SHACActorLoss(LossModule):
         action_low: torch.Tensor | float | None = None,
         action_high: torch.Tensor | float | None = None,
         action_bound_coef: float = 1.0,
+        reward_model: TensorDictModule | None = None,
+        world_model: TensorDictModule | None = None,
     ) -> None:
         super().__init__()
+        if world_model is not None and reward_model is None:
+            raise ValueError(
+                "A world model predicts observations only: SHAC++ also needs a reward_model to turn the predicted "
+                "observations into rewards."
+            )
         if action_bound_coef and (action_low is None or action_high is None):
             raise ValueError(
                 "The action-bound penalty needs the action box: pass action_low and action_high "
@@ -106,6 +132,8 @@ class SHACActorLoss(LossModule):
         # Stored outside the module tree: the critic is trained by the value loss, never by this one.
         self.__dict__["value_network"] = value_network
         self.__dict__["_value_params"] = value_params
+        self.__dict__["reward_model"] = reward_model
+        self.__dict__["world_model"] = world_model
         self.gamma = gamma
         self.action_bound_coef = action_bound_coef
         self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
@@ -115,19 +143,30 @@ class SHACActorLoss(LossModule):
         # The window return is computed with the TD(1) functional directly; there is no estimator to update.
         pass
 
+    def _imagined_window(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """A shallow copy of the window whose observations are the world model's predictions."""
+        with held_out(self.world_model):
+            return self.world_model(tensordict.copy())
+
+    def _rewards(self, tensordict: TensorDictBase) -> torch.Tensor:
+        if self.reward_model is None:
+            return tensordict.get(("next", self.tensor_keys.reward))
+        with held_out(self.reward_model):
+            predicted = self.reward_model(tensordict.select(*self.reward_model.in_keys))
+        return predicted.get(self.tensor_keys.predicted_reward)
+
     def _bootstrap_values(self, next_td: TensorDictBase) -> torch.Tensor:
-        params = self._value_params
-        if params is None:
-            params = TensorDict.from_module(self.value_network)
-        with params.detach().to_module(self.value_network):
+        with held_out(self.value_network, self._value_params):
             return self.value_network(next_td.select(*self.value_network.in_keys)).get(self.tensor_keys.value)
 
     def window_return(self, tensordict: TensorDictBase) -> torch.Tensor:
         r"""Sum of the segment objectives :math:`J_s`, shape ``[*B, *A, 1]`` (differentiable)."""
         time_dim = check_window(tensordict, type(self).__name__)
         keys = self.tensor_keys
+        if self.world_model is not None:
+            tensordict = self._imagined_window(tensordict)
+        reward = self._rewards(tensordict)
         next_td = tensordict.get("next")
-        reward = next_td.get(keys.reward)
         next_value = self._bootstrap_values(next_td)
         episode_end = expand_like(next_td.get(keys.done), reward)
         terminated = expand_like(next_td.get(keys.terminated), reward)
@@ -140,8 +179,10 @@ class SHACActorLoss(LossModule):
             terminated=terminated,
             time_dim=time_dim,
         )
-        # A segment starts at the window's first step and after every episode end.
-        segment_start = torch.roll(episode_end, 1, dims=time_dim)
+        # A segment starts at the window's first step and, unless a world model imagines the window from its
+        # first observation only, after every episode end.
+        segment_start = torch.zeros_like(episode_end) if self.world_model is not None else episode_end
+        segment_start = torch.roll(segment_start, 1, dims=time_dim)
         segment_start.select(time_dim, 0).fill_(True)
         return (returns * segment_start).sum(time_dim)
 
@@ -154,14 +195,14 @@ class SHACActorLoss(LossModule):
         return self.action_bound_coef * excess.pow(2).mean()
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        reward = tensordict.get(("next", self.tensor_keys.reward))
         objective = self.window_return(tensordict)
-        loss_actor = -objective.sum() / reward.numel()
+        horizon = tensordict.shape[check_window(tensordict, type(self).__name__)]
+        loss_actor = -objective.sum() / (objective.numel() * horizon)
         if not loss_actor.requires_grad:
             raise RuntimeError(
                 "The SHAC window carries no autograd graph: neither the rewards nor the bootstrap observations "
                 "depend on the policy. Collect the window with WindowCollector(graph='simulator') on an env "
-                "with differentiable dynamics and reward."
+                "with differentiable dynamics (or graph='policy' with a world model)."
             )
         return TensorDict(
             {"loss_actor": loss_actor, "loss_action_bound": self.action_bound_penalty(tensordict)},

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
 
 
 def expand_like(flag: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
@@ -44,3 +48,15 @@ def check_window(tensordict: TensorDictBase, who: str) -> int:
     if "time" in names:
         return names.index("time")
     return tensordict.batch_dims - 1
+
+
+@contextlib.contextmanager
+def held_out(module: nn.Module, params: TensorDictBase | None = None) -> Iterator[nn.Module]:
+    """Evaluate ``module`` with detached parameters (``params``, e.g. a target critic, or its own).
+
+    Gradients flow through the module to its inputs but never into its parameters: the critic, reward and
+    world models are trained by their own losses, not by the actor's.
+    """
+    params = TensorDict.from_module(module) if params is None else params
+    with params.detach().to_module(module):
+        yield module

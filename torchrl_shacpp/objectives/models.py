@@ -1,0 +1,132 @@
+"""Supervised losses of the learned reward and world models (SHAC+, SHAC++)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule
+from torchrl.objectives.utils import distance_loss
+
+from torchrl_shacpp.objectives.utils import check_window, expand_like
+
+
+def alive_mask(done: torch.Tensor, time_dim: int) -> torch.Tensor:
+    """``True`` at steps that no episode end precedes within the window (``done`` at an earlier step).
+
+    A world model predicts the window in one pass from its first observation, so it cannot know of a reset
+    inside the window: observations after the first episode end are not its targets, and SHAC++ gives them no
+    credit. The step that ends the episode is alive (its next observation is the pre-reset one).
+    """
+    done = done.long()
+    return (done.cumsum(time_dim) - done) == 0
+
+
+class RewardModelLoss(LossModule):
+    r"""Regresses a reward model onto the environment's rewards: :math:`\operatorname{mean} (R_\theta(o, a, o') - r)^2`.
+
+    Works on any batch of transitions (flattened windows or samples of a reward cache).
+
+    Args:
+        reward_model (TensorDictModule): reads observation, action and ``("next", observation)`` keys of a
+            transition (any subset) and writes ``predicted_reward``.
+
+    Keyword Args:
+        loss_function (str): ``"l2"`` (paper), ``"l1"`` or ``"smooth_l1"``. Defaults to ``"l2"``.
+
+    Returns (forward):
+        a TensorDict with ``loss_reward``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (set them with :meth:`set_keys`).
+
+        Attributes:
+            reward: the environment reward under ``"next"``. Defaults to ``"reward"``.
+            predicted_reward: the reward model's output key. Defaults to ``"predicted_reward"``.
+        """
+
+        reward: NestedKey = "reward"
+        predicted_reward: NestedKey = "predicted_reward"
+
+    default_keys = _AcceptedKeys
+    out_keys = ["loss_reward"]
+
+    def __init__(self, reward_model: TensorDictModule, *, loss_function: str = "l2") -> None:
+        super().__init__()
+        self.reward_model = reward_model
+        self.loss_function = loss_function
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        keys = self.tensor_keys
+        prediction = self.reward_model(tensordict.select(*self.reward_model.in_keys)).get(keys.predicted_reward)
+        target = tensordict.get(("next", keys.reward))
+        loss = distance_loss(prediction, target, self.loss_function).mean()
+        return TensorDict({"loss_reward": loss}, batch_size=[])
+
+
+class WorldModelLoss(LossModule):
+    r"""Regresses a one-pass world model onto the real observation sequences of ``[*B, T]`` windows.
+
+    The world model reads the window's observations (it uses the first, :math:`o_0`) and its actions
+    :math:`a_{0..T-1}`, and writes its predictions :math:`\hat o_{0..T-1}` and :math:`\hat o_{1..T}` under the
+    observation key and ``("next", observation)`` of the tensordict it is given (a shallow copy here, so the real
+    observations stay the targets). The loss is the mean squared error over every agent and every step that no
+    episode end precedes in the window (:func:`alive_mask`):
+
+    .. math::
+
+        \mathcal{L}_F = \frac{1}{|\mathcal{A}|}\sum_{(t, i) \in \mathcal{A}}
+        \tfrac12\big(\lVert \hat o_{t,i} - o_{t,i}\rVert^2 + \lVert \hat o_{t+1,i} - o_{t+1,i}\rVert^2\big) / d_o.
+
+    Args:
+        world_model (TensorDictModule): see above, e.g. :func:`~torchrl_shacpp.modules.window_world_model`.
+
+    Keyword Args:
+        loss_function (str): ``"l2"`` (paper), ``"l1"`` or ``"smooth_l1"``. Defaults to ``"l2"``.
+
+    Returns (forward):
+        a TensorDict with ``loss_world``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (set them with :meth:`set_keys`).
+
+        Attributes:
+            observation: the observation key (also read under ``"next"``). Defaults to ``"observation"``.
+            done: the done key under ``"next"``. Defaults to ``"done"``.
+        """
+
+        observation: NestedKey = "observation"
+        done: NestedKey = "done"
+
+    default_keys = _AcceptedKeys
+    out_keys = ["loss_world"]
+
+    def __init__(self, world_model: TensorDictModule, *, loss_function: str = "l2") -> None:
+        super().__init__()
+        self.world_model = world_model
+        self.loss_function = loss_function
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        time_dim = check_window(tensordict, type(self).__name__)
+        keys = self.tensor_keys
+        observation, next_observation = tensordict.get(keys.observation), tensordict.get(("next", keys.observation))
+        predicted = self.world_model(tensordict.select(*self.world_model.in_keys))
+        errors = distance_loss(predicted.get(keys.observation), observation, self.loss_function) + distance_loss(
+            predicted.get(("next", keys.observation)), next_observation, self.loss_function
+        )
+        alive = expand_like(alive_mask(tensordict.get(("next", keys.done)), time_dim), errors[..., :1])
+        loss = (errors * alive).sum() / (2 * alive.sum() * errors.shape[-1])
+        return TensorDict({"loss_world": loss}, batch_size=[])
