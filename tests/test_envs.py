@@ -180,12 +180,37 @@ def test_transport_contact_gradient_matches_finite_differences_and_vmas():
 
 
 def approach_potential(env) -> torch.Tensor:
-    r"""[B] :math:`\Phi = -\sum_i \sqrt{\lVert x_i - h\rVert^2 + r_a^2}` recomputed from the docstring's formula."""
+    r"""[B] :math:`\Phi = -\sum_i \sqrt{\lVert x_i - \tau_i\rVert^2 + r_a^2}` recomputed from the docstring's formula."""
     scenario = env.scenario
     package = scenario.packages[0]
+    c = 0.075 + scenario.agent_radius
     to_goal = package.goal.state.pos - package.state.pos
-    push_point = package.state.pos - to_goal / to_goal.norm(dim=-1, keepdim=True) * (0.075 + scenario.agent_radius)
-    return -sum(((a.state.pos - push_point).square().sum(-1) + scenario.agent_radius**2).sqrt() for a in env.agents)
+    u = to_goal / to_goal.norm(dim=-1, keepdim=True)
+    u_perp = torch.stack([-u[:, 1], u[:, 0]], dim=-1)
+    potential = 0.0
+    for agent in env.agents:
+        relative = agent.state.pos - package.state.pos
+        behind = ((relative * u).sum(-1, keepdim=True) < -c / 2).detach()
+        side = torch.sign((relative * u_perp).sum(-1, keepdim=True)).detach()
+        target = torch.where(behind, package.state.pos - c * u, package.state.pos - c * u + 2 * c * side * u_perp)
+        potential = potential - ((agent.state.pos - target).square().sum(-1) + scenario.agent_radius**2).sqrt()
+    return potential
+
+
+def test_transport_approach_target_leads_agents_on_the_goal_side_around_the_package():
+    # Envs 0 and 3 (goals (0.6, 0.3) and (0.7, 0)): agent 0 is behind the package, agents 1 and 2 on the goal
+    # side, on either side of the package-goal line.
+    env = transport_at([[-0.3, 0.0], [0.3, 0.2], [0.3, -0.2]], approach_coef=1.0)
+    scenario, package = env.scenario, env.scenario.packages[0]
+    c = scenario.push_offset
+    envs = [0, 3]
+    targets = [scenario._approach_target(package, agent.state.pos)[envs] for agent in env.agents]
+    u = package.goal.state.pos[envs] / package.goal.state.pos[envs].norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(targets[0], -c * u)  # the push point
+    for target in targets[1:]:
+        assert (target.norm(dim=-1) > 0.2).all()  # a waypoint clear of the package (half-diagonal 0.106 + r_a)
+        torch.testing.assert_close((target * u).sum(-1), torch.full((2,), -c))  # level with the push point
+    torch.testing.assert_close(targets[1] + targets[2], -2 * c * u)  # mirror images across the package-goal line
 
 
 def test_transport_gradient_before_contact_is_the_approach_potentials():
