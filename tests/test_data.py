@@ -1,0 +1,204 @@
+"""Return-stratified caches and the cool-down schedule of the learned models."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
+
+from torchrl_shacpp.data import CoolDown, StratifiedWriter, make_stratified_cache
+
+
+def items(scores: list[float] | torch.Tensor, first_id: int = 0) -> TensorDict:
+    scores = torch.as_tensor(scores, dtype=torch.float32)
+    return TensorDict({"score": scores, "id": torch.arange(first_id, first_id + len(scores))}, [len(scores)])
+
+
+def stored_ids(buffer: TensorDictReplayBuffer) -> list[int]:
+    return sorted(buffer[:]["id"].tolist())
+
+
+def test_rare_high_return_item_survives_a_flood_that_a_fifo_buffer_loses():
+    torch.manual_seed(0)
+    cache = make_stratified_cache(90, 9)
+    fifo = TensorDictReplayBuffer(storage=LazyTensorStorage(90))
+    for buffer in (cache, fifo):
+        buffer.extend(items(0.3 * torch.rand(20), first_id=0))
+        buffer.extend(items([1.0], first_id=1000))
+        for batch in range(5):  # 100 low-return items, 100 times the rare one
+            buffer.extend(items(0.3 * torch.rand(20), first_id=100 + 20 * batch))
+
+    assert 1000 in stored_ids(cache)
+    assert 1000 not in stored_ids(fifo)
+    # The flood did replace the older low-return items of the cache.
+    assert sum(i >= 100 for i in stored_ids(cache)) > sum(i < 20 for i in stored_ids(cache))
+
+
+def test_scores_map_to_bins_with_running_extremes():
+    torch.manual_seed(0)
+    cache = make_stratified_cache(90, 9)  # blocks of 10 slots: bin = slot // 10
+
+    def bins(scores: list[float]) -> list[int]:
+        return (cache.extend(items(scores)) // 10).tolist()
+
+    assert bins([0.0, 8.0]) == [0, 8]
+    assert bins([4.0, 2.0, 1.4, 1.6]) == [4, 2, 1, 2]
+    assert bins([16.0, 8.0]) == [8, 4]  # the maximum grows to 16 before this batch is binned
+    assert bins([0.0, -16.0]) == [4, 0]
+    assert cache.writer.score_range == (-16.0, 16.0)
+
+    fresh = make_stratified_cache(90, 9)
+    assert (fresh.extend(items([3.0, 3.0])) // 10).tolist() == [0, 0]  # no spread yet: bin 0
+
+
+def test_uneven_blocks_use_every_slot():
+    torch.manual_seed(0)
+    cache = make_stratified_cache(10, 3)  # blocks [0, 3), [3, 6), [6, 10)
+    slots = cache.extend(items([0.0, 0.5, 1.0] * 40))
+    block = torch.bucketize(slots, torch.tensor([3, 6]), right=True)
+    assert block.tolist() == [0, 1, 2] * 40
+    assert len(cache) == 10
+
+
+def test_impossible_sizes_and_scores_raise():
+    with pytest.raises(ValueError, match="num_bins must be at least 1"):
+        make_stratified_cache(10, 0)
+    with pytest.raises(ValueError, match="capacity must be at least"):
+        make_stratified_cache(2, 3)
+    with pytest.raises(ValueError, match="must be finite"):
+        make_stratified_cache(10, 2).extend(items([0.0, math.nan]))
+    with pytest.raises(TypeError, match="ScatteredTensorStorage"):
+        TensorDictReplayBuffer(storage=LazyTensorStorage(10), writer=StratifiedWriter(2))
+
+
+def test_sampling_never_returns_unwritten_slots():
+    torch.manual_seed(0)
+    cache = make_stratified_cache(90, 9, batch_size=2)
+    cache.extend(items([0.0, 1.0, 0.5]))
+    cache.add(items([1.0], first_id=3)[0])
+    written = set(cache.storage.written_slots().tolist())
+    assert len(cache) == len(written) <= 4 and stored_ids(cache)[0] == 0
+    for sampler in (None, RandomSampler()):
+        if sampler is not None:
+            cache.set_sampler(sampler)
+        for _ in range(50):
+            batch = cache.sample()
+            assert set(batch["index"].tolist()) <= written
+            assert set(batch["id"].tolist()) <= set(stored_ids(cache))
+    unwritten = next(slot for slot in range(90) if slot not in written)
+    with pytest.raises(IndexError, match="never written"):
+        cache[unwritten]
+
+
+def test_rewriting_a_slot_does_not_grow_the_cache():
+    cache = make_stratified_cache(3, 3)  # one slot per bin
+    for _ in range(4):
+        cache.extend(items([0.0, 1.0]))
+    assert len(cache) == 2 and cache.write_count == 8
+
+
+@pytest.mark.parametrize("via", ["state_dict", "dumps"])
+def test_restored_cache_continues_exactly(via, tmp_path):
+    torch.manual_seed(0)
+    cache = make_stratified_cache(90, 9, batch_size=4)
+    for batch in range(3):
+        cache.extend(items(10 * torch.rand(7) - 5, first_id=7 * batch))
+    cache.sample()  # leaves the shuffled pass half-way
+
+    restored = make_stratified_cache(90, 9, batch_size=4)
+    if via == "state_dict":
+        saved = io.BytesIO()
+        torch.save(cache.state_dict(), saved)
+        saved.seek(0)
+        restored.load_state_dict(torch.load(saved, weights_only=False))
+    else:
+        cache.dumps(tmp_path)
+        restored.loads(tmp_path)
+
+    assert len(restored) == len(cache) and stored_ids(restored) == stored_ids(cache)
+    assert restored.writer.score_range == cache.writer.score_range
+    assert restored.write_count == cache.write_count
+    torch.manual_seed(1)
+    expected = cache.sample()["index"]
+    torch.manual_seed(1)
+    assert (restored.sample()["index"] == expected).all()
+
+    new = items([-1.0, 0.5, 3.0, 100.0], first_id=500)
+    torch.manual_seed(2)
+    expected = cache.extend(new.clone())
+    torch.manual_seed(2)
+    assert (restored.extend(new.clone()) == expected).all()
+    assert (restored[:] == cache[:]).all()
+
+
+def multi_agent_windows(n_windows: int, steps: int, n_agents: int) -> TensorDict:
+    """``[n_windows, steps]`` windows of ``n_agents`` agents; every agent of window w earns w per step."""
+    reward = torch.arange(n_windows, dtype=torch.float32).view(-1, 1, 1, 1).expand(n_windows, steps, n_agents, 1)
+    return TensorDict(
+        {
+            "agents": TensorDict(
+                {"observation": torch.randn(n_windows, steps, n_agents, 5)}, [n_windows, steps, n_agents]
+            ),
+            "next": {"agents": TensorDict({"reward": reward.clone()}, [n_windows, steps, n_agents])},
+            "window": torch.arange(n_windows).view(-1, 1).expand(n_windows, steps).clone(),
+        },
+        [n_windows, steps],
+    )
+
+
+def test_multi_agent_windows_and_transitions():
+    torch.manual_seed(0)
+    windows = multi_agent_windows(n_windows=4, steps=3, n_agents=2)
+
+    # World cache: an item is a [T] window; its score is the return summed over steps and agents.
+    world_cache = make_stratified_cache(8, 4, score_key=("next", "agents", "reward"), batch_size=2)
+    slots = world_cache.extend(windows)
+    assert (slots // 2).tolist() == [0, 1, 2, 3]  # returns 0, 6, 12, 18 over 4 bins of 2 slots
+    sample = world_cache.sample()
+    assert sample.batch_size == (2, 3) and sample["agents", "observation"].shape == (2, 3, 2, 5)
+    stored = world_cache[slots]
+    assert (stored["agents", "observation"] == windows["agents", "observation"]).all()
+
+    # Reward cache: an item is a transition, its score the reward summed over agents.
+    reward_cache = make_stratified_cache(24, 4, score_key=("next", "agents", "reward"))
+    slots = reward_cache.extend(windows.reshape(-1))
+    assert ((slots // 6) == windows["window"].reshape(-1)).all()
+    assert reward_cache[slots]["agents", "observation"].shape == (12, 2, 5)
+
+
+def test_cooldown_trains_after_every_cth_window():
+    cooldown = CoolDown(every=3, epochs=2)
+    assert [window for window in range(10) if cooldown.should_train(window)] == [2, 5, 8]
+    assert CoolDown().should_train(9) and not CoolDown().should_train(10)
+    with pytest.raises(ValueError):
+        CoolDown(every=0)
+    with pytest.raises(ValueError):
+        cooldown.should_train(-1)
+
+
+def test_cooldown_minibatches_cover_every_valid_item_once_per_epoch():
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, epochs=3)
+    cache = make_stratified_cache(12, 3, batch_size=5)
+    assert list(cooldown.minibatches(cache)) == []
+    cache.extend(items(torch.rand(60)))
+    assert len(cache) == 12
+    cache.sample()  # a stray partial pass: the next write must start a fresh one, though len stays 12
+    cache.extend(items(torch.rand(30), first_id=60))
+    valid = stored_ids(cache)
+
+    batches = [batch["id"].tolist() for batch in cooldown.minibatches(cache)]
+    per_epoch = math.ceil(len(valid) / 5)
+    assert len(batches) == 3 * per_epoch
+    for epoch in range(3):
+        epoch_batches = batches[epoch * per_epoch : (epoch + 1) * per_epoch]
+        assert [len(batch) for batch in epoch_batches[:-1]] == [5] * (per_epoch - 1)
+        assert sorted(i for batch in epoch_batches for i in batch) == valid
+    assert batches[:per_epoch] != batches[per_epoch : 2 * per_epoch]  # reshuffled
+
+    with pytest.raises(TypeError, match="passes without replacement"):
+        next(cooldown.minibatches(TensorDictReplayBuffer(storage=LazyTensorStorage(4), batch_size=2)))

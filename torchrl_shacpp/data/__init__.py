@@ -1,0 +1,9 @@
+"""Return-stratified caches on TorchRL replay-buffer storage, and the cool-down schedule of the learned models."""
+
+from torchrl_shacpp.data.cache import make_stratified_cache
+from torchrl_shacpp.data.cooldown import CoolDown
+from torchrl_shacpp.data.samplers import WrittenSlotSampler
+from torchrl_shacpp.data.storages import ScatteredTensorStorage
+from torchrl_shacpp.data.writers import StratifiedWriter
+
+__all__ = ["CoolDown", "ScatteredTensorStorage", "StratifiedWriter", "WrittenSlotSampler", "make_stratified_cache"]

@@ -1,0 +1,63 @@
+"""The cool-down schedule of the learned models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from tensordict import TensorDictBase
+from torchrl.data import ReplayBuffer
+from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
+
+
+@dataclass(frozen=True)
+class CoolDown:
+    """When the value, reward and world models train, and on which minibatches.
+
+    Data are cached after every window, but the models train only after every ``every``-th window, for
+    ``epochs`` passes over their cache (paper: 10 and 10, minibatches of 1000). Windows are counted from 0, so
+    with ``every=10`` they train after windows 9, 19, 29, ..., each time on 10 more windows of data (the authors'
+    ``episode % ett == 0`` with episodes counted from 1).
+
+    Args:
+        every (int, optional): train after every ``every``-th window. Defaults to 10.
+        epochs (int, optional): passes over the cache per training. Defaults to 10.
+
+    Examples:
+        >>> cooldown = CoolDown(every=10, epochs=10)
+        >>> cache.extend(transitions)
+        >>> if cooldown.should_train(window):
+        ...     for minibatch in cooldown.minibatches(cache):
+        ...         step(loss(minibatch))
+    """
+
+    every: int = 10
+    epochs: int = 10
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.epochs < 1:
+            raise ValueError(f"every and epochs must be at least 1, got every={self.every}, epochs={self.epochs}.")
+
+    def should_train(self, window: int) -> bool:
+        """Whether the models train after window ``window`` (counted from 0)."""
+        if window < 0:
+            raise ValueError(f"Windows are counted from 0, got {window}.")
+        return (window + 1) % self.every == 0
+
+    def minibatches(self, buffer: ReplayBuffer) -> Iterator[TensorDictBase]:
+        """Yields the minibatches of ``epochs`` shuffled passes over ``buffer``, of its ``batch_size``.
+
+        Each pass visits every stored item exactly once and keeps its last, short minibatch. A pass is one run
+        of the buffer's iterator, so the buffer needs a sampler without replacement, such as the
+        :class:`~torchrl_shacpp.data.WrittenSlotSampler` of :func:`~torchrl_shacpp.data.make_stratified_cache`,
+        which starts its first pass afresh after the window's data are written. An empty buffer yields nothing.
+        """
+        if not isinstance(buffer.sampler, SamplerWithoutReplacement):
+            raise TypeError(
+                f"CoolDown needs a buffer that samples in passes without replacement, got a "
+                f"{type(buffer.sampler).__name__} (its iterator never ends)."
+            )
+        if not len(buffer):
+            return
+        for _ in range(self.epochs):
+            yield from buffer
