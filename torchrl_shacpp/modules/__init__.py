@@ -1,0 +1,21 @@
+"""Neural networks for SHAC-family algorithms, as plain ``nn.Module`` s on ``[*batch, n_agents, features]``
+tensors (wrap them in :class:`~tensordict.nn.TensorDictModule` to read and write tensordict keys)."""
+
+from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttention, axis_attention_mask
+from torchrl_shacpp.modules.mlp import JointMLP
+from torchrl_shacpp.modules.reward import MLPRewardModel, RewardModel, TransformerRewardModel
+from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
+from torchrl_shacpp.modules.world_model import AxisAttentionWorldModel
+
+__all__ = [
+    "AgentSelfAttention",
+    "AgentSetTransformer",
+    "AxisAttentionWorldModel",
+    "AxisSelfAttention",
+    "EncoderLayer",
+    "JointMLP",
+    "MLPRewardModel",
+    "RewardModel",
+    "TransformerRewardModel",
+    "axis_attention_mask",
+]

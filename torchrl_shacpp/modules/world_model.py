@@ -1,0 +1,98 @@
+"""The SHAC++ world model: every agent's observation sequence from the first observation and the actions."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from torchrl_shacpp.modules.attention import AxisSelfAttention
+from torchrl_shacpp.modules.transformer import EncoderLayer
+
+
+class AxisAttentionWorldModel(nn.Module):
+    r"""Predicts :math:`\hat o_{0..h'}` for every agent in one pass from the real :math:`o_0` and actions
+    :math:`a_{0..h'-1}`.
+
+    Tokens live on a (step, agent) grid of :math:`(h'+1) \times n`:
+
+    .. math::
+
+        e_{0j} = W_o\, o_{0j} + b_o + p_0, \qquad e_{ij} = W_a\, a_{i-1,j} + b_a + p_i \quad (1 \le i \le h'),
+
+    with a learned per-step embedding :math:`p_i` (``horizon + 1`` rows, shared by all agents, so the model is
+    permutation-equivariant over agents). Then :math:`z = \operatorname{Drop}(\operatorname{LN}(e))`,
+    ``num_layers`` post-norm :class:`EncoderLayer` s with :class:`AxisSelfAttention` (token :math:`(i, j)` sees
+    every agent at step :math:`i` and agent :math:`j` at steps :math:`\le i`), and a linear head
+    :math:`\hat o_{ij} = W_{\text{out}} z_{ij} + b_{\text{out}}`. Position 0 reconstructs :math:`o_0`; position
+    :math:`i` predicts :math:`o_i`, which therefore depends on :math:`o_0` and on actions up to :math:`a_{i-1}` only.
+    After two layers every agent's past reaches every agent (agent mixing at step :math:`t`, then the own-agent
+    time axis), so :math:`\hat o_{ij}` is a function of all agents' :math:`o_0, a_{0..i-1}`.
+
+    The attention never materialises the :math:`(h n)^2` score matrix unless ``dense_attention=True`` (the
+    reference implementation of the same function, same parameters).
+
+    Defaults are the paper's (App. B.3, Table 2): 3 layers, hidden 64, feed-forward 128, 1 head, dropout 0.
+
+    Args:
+        obs_dim: per-agent observation features.
+        action_dim: per-agent action features.
+        horizon: the longest action sequence :math:`h` (size of the per-step table); shorter ones are accepted.
+
+    Keyword Args:
+        hidden_size: token features. Defaults to 64.
+        feedforward_size: feed-forward hidden features. Defaults to 128.
+        num_layers: encoder layers. Defaults to 3.
+        num_heads: attention heads (must divide ``hidden_size``). Defaults to 1.
+        dropout: dropout probability. Defaults to 0.0.
+        dense_attention: use the dense masked reference attention. Defaults to ``False``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        horizon: int,
+        *,
+        hidden_size: int = 64,
+        feedforward_size: int = 128,
+        num_layers: int = 3,
+        num_heads: int = 1,
+        dropout: float = 0.0,
+        dense_attention: bool = False,
+    ) -> None:
+        super().__init__()
+        self.horizon = horizon
+        self.obs_embed = nn.Linear(obs_dim, hidden_size)
+        self.action_embed = nn.Linear(action_dim, hidden_size)
+        self.step_embed = nn.Parameter(torch.randn(horizon + 1, hidden_size))
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(
+                AxisSelfAttention(hidden_size, num_heads, dropout, dense=dense_attention),
+                hidden_size,
+                feedforward_size,
+                dropout,
+            )
+            for _ in range(num_layers)
+        )
+        self.head = nn.Linear(hidden_size, obs_dim)
+
+    def forward(self, initial_obs: Tensor, actions: Tensor) -> Tensor:
+        """Predict the observation sequence.
+
+        Args:
+            initial_obs: :math:`o_0`, ``[*batch, n_agents, obs_dim]``.
+            actions: :math:`a_{0..h'-1}`, ``[*batch, h', n_agents, action_dim]`` with ``h' <= horizon``.
+
+        Returns:
+            :math:`\\hat o_{0..h'}`, ``[*batch, h' + 1, n_agents, obs_dim]``.
+        """
+        steps = actions.shape[-3]
+        if steps > self.horizon:
+            raise ValueError(f"Got {steps} action steps but the world model was built for horizon {self.horizon}.")
+        tokens = torch.cat([self.obs_embed(initial_obs).unsqueeze(-3), self.action_embed(actions)], dim=-3)
+        z = self.dropout(self.norm(tokens + self.step_embed[: steps + 1, None]))
+        for layer in self.layers:
+            z = layer(z)
+        return self.head(z)
