@@ -3,7 +3,8 @@
 Each iteration collects one window of ``--window`` steps on ``--num-envs`` parallel envs with the simulator's
 autograd graph, takes one actor step on the SHAC window objective (gradients through VMAS), then fits the
 critic to TD(λ) targets of the same window. A deterministic evaluation runs every ``--eval-every`` windows.
-The return-vs-frames curve is written to ``<out>/curve.csv`` and ``<out>/curve.png`` at every evaluation.
+The return-vs-frames curve (``<out>/curve.csv``, ``<out>/curve.png``) and the policy's state dict
+(``<out>/policy.pt``) are written at every evaluation.
 
     python examples/train_shac.py --task transport --n-agents 3 --frames 2_000_000
 """
@@ -117,7 +118,7 @@ def train(args: argparse.Namespace) -> list[dict]:
 
     value_loss = TDLambdaValueLoss(critic, gamma=args.gamma, lmbda=args.lmbda, use_target_network=True)
     value_loss.set_keys(reward=(GROUP, "reward"), value=(GROUP, "state_value"), value_target=(GROUP, "value_target"))
-    target_update = SoftUpdate(value_loss, eps=args.target_alpha)
+    target_update = SoftUpdate(value_loss, tau=1 - args.target_alpha)
     action_spec = env.full_action_spec[GROUP, "action"]
     actor_loss = SHACActorLoss(
         policy,
@@ -166,6 +167,7 @@ def train(args: argparse.Namespace) -> list[dict]:
             rows.append(row)
             progress.set_postfix(eval_return=f"{row['eval_return']:.3f}", grad=f"{row['actor_grad_norm']:.2g}")
             save_curve(rows, args.out, f"SHAC {args.task} n={args.n_agents}")
+            torch.save(policy.state_dict(), args.out / "policy.pt")
         if out_of_time:
             break
     progress.close()

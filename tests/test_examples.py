@@ -25,3 +25,4 @@ def test_train_shac_writes_a_curve(tmp_path: Path, task: str):
     assert [int(row["frames"]) for row in rows] == [32, 64, 96]
     assert all(row["skipped_actor_steps"] == "0" for row in rows)
     assert (tmp_path / "curve.png").stat().st_size > 0
+    assert (tmp_path / "policy.pt").exists()
