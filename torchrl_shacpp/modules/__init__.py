@@ -5,6 +5,7 @@ from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttenti
 from torchrl_shacpp.modules.mlp import JointMLP
 from torchrl_shacpp.modules.reward import MLPRewardModel, RewardModel, TransformerRewardModel
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
+from torchrl_shacpp.modules.window import window_world_model
 from torchrl_shacpp.modules.world_model import AxisAttentionWorldModel
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "RewardModel",
     "TransformerRewardModel",
     "axis_attention_mask",
+    "window_world_model",
 ]
