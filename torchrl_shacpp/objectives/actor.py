@@ -126,10 +126,11 @@ class SHACActorLoss(LossModule):
         if action_bound_coef and (action_low is None or action_high is None):
             raise ValueError(
                 "The action-bound penalty needs the action box: pass action_low and action_high "
-                "(e.g. env.full_action_spec[...].space.low/high), or action_bound_coef=0 to disable it."
+                "(e.g. env.full_action_spec[...].space.low[0] for an env with one batch dimension), or "
+                "action_bound_coef=0 to disable it."
             )
         self.actor_network = actor_network
-        # Stored outside the module tree: the critic is trained by the value loss, never by this one.
+        # Outside the module tree: the critic and the models are trained by their own losses, never by this one.
         self.__dict__["value_network"] = value_network
         self.__dict__["_value_params"] = value_params
         self.__dict__["reward_model"] = reward_model
