@@ -12,30 +12,24 @@ from pathlib import Path
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
-from tensordict.nn.distributions import AddStateIndependentNormalScale
 from torch import nn
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
-from torchrl.modules import IndependentNormal, ProbabilisticActor
+from torchrl.modules import ProbabilisticActor
 from tqdm import tqdm
 
+from torchrl_shacpp.modules import gaussian_actor as make_gaussian_actor
 from torchrl_shacpp.optim import FiniteGradientStep
 
 GROUP = "agents"
 
 
 def gaussian_actor(network: nn.Module, action_dim: int, action_std: float, learn_std: bool) -> ProbabilisticActor:
-    """Policy :math:`\\mathcal N(\\mu(o), \\sigma^2)` with :math:`\\mu` = ``network`` and a state-independent
-    :math:`\\sigma` (fixed unless ``learn_std``); ``rsample`` keeps the pathwise gradient and the env clamps actions."""
-    scale = AddStateIndependentNormalScale(action_dim, make_param=learn_std, init_value=math.log(action_std))
-    module = TensorDictModule(
-        nn.Sequential(network, scale), in_keys=[(GROUP, "observation")], out_keys=[(GROUP, "loc"), (GROUP, "scale")]
-    )
-    return ProbabilisticActor(
-        module,
-        in_keys={"loc": (GROUP, "loc"), "scale": (GROUP, "scale")},
-        out_keys=[(GROUP, "action")],
-        distribution_class=IndependentNormal,
-    )
+    """The agents' Gaussian policy around ``network``'s mean (:func:`torchrl_shacpp.modules.gaussian_actor`)."""
+    loc = TensorDictModule(network, in_keys=[(GROUP, "observation")], out_keys=[(GROUP, "loc")])
+    return make_gaussian_actor(
+        loc, action_dim=action_dim, loc_key=(GROUP, "loc"), scale_key=(GROUP, "scale"), action_key=(GROUP, "action"),
+        action_std=action_std, learn_std=learn_std,
+    )  # fmt: skip
 
 
 @torch.no_grad()

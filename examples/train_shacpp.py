@@ -22,20 +22,15 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from common import GROUP, TrainingLog, common_parser, gaussian_actor, run
-from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
-from torchrl.data import ReplayBuffer
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor
-from torchrl.objectives import LossModule
 
 from torchrl_shacpp.collectors import WindowCollector
-from torchrl_shacpp.data import CoolDown, make_stratified_cache
+from torchrl_shacpp.data import CoolDown, LearnedModel, make_stratified_cache, reward_items, value_items, world_items
 from torchrl_shacpp.envs import make_vmas_env
 from torchrl_shacpp.modules import (
     AgentSetTransformer,
@@ -84,54 +79,6 @@ def make_reward_model(env: EnvBase) -> TensorDictModule:
     )  # fmt: skip
 
 
-def world_items(window: TensorDictBase) -> TensorDictBase:
-    """Whole ``[B, h]`` windows with what the world-model loss reads; score: return summed over steps and agents."""
-    items = window.select(OBSERVATION, ACTION, NEXT_OBSERVATION, ("next", "done"))
-    items["score"] = window["next", *REWARD].sum((-2, -1))  # per step; the cache sums it over the window
-    return items
-
-
-def reward_items(window: TensorDictBase) -> TensorDictBase:
-    """Flattened transitions ``(o, a, o', r)``; score: the reward summed over agents."""
-    return window.select(OBSERVATION, ACTION, NEXT_OBSERVATION, ("next", *REWARD)).reshape(-1)
-
-
-def value_items(window: TensorDictBase, value_loss: TDLambdaValueLoss) -> TensorDictBase:
-    """Flattened observations with their TD(λ) targets on the real window; score: the target summed over agents."""
-    items = window.select(OBSERVATION)
-    items[VALUE_TARGET] = value_loss.value_targets(window)
-    return items.reshape(-1)
-
-
-@dataclass
-class LearnedModel:
-    """A model trained from its own cache: what to cache from each window, the loss, and Adam at ``lr`` without
-    gradient clipping (non-finite steps are still skipped, and counted)."""
-
-    name: str
-    loss: LossModule
-    cache: ReplayBuffer
-    items: Callable[[TensorDictBase], TensorDictBase]
-    lr: float
-    step: FiniteGradientStep = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.step = FiniteGradientStep(torch.optim.Adam(self.loss.parameters(), lr=self.lr))
-
-    def store(self, window: TensorDictBase) -> None:
-        """Caches the items of a detached window."""
-        self.cache.extend(self.items(window))
-
-    def fit(self, cooldown: CoolDown) -> float:
-        """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none)."""
-        losses = []
-        for batch in cooldown.minibatches(self.cache):
-            loss = self.loss(batch)[f"loss_{self.name}"]
-            self.step(loss)
-            losses.append(loss.item())
-        return sum(losses) / len(losses) if losses else math.nan
-
-
 def make_learned_models(
     env: EnvBase, value_loss: TDLambdaValueLoss, args: argparse.Namespace
 ) -> tuple[list[LearnedModel], TensorDictModule, TensorDictModule]:
@@ -141,13 +88,15 @@ def make_learned_models(
     world_loss.set_keys(observation=OBSERVATION)
     reward_loss.set_keys(reward=REWARD, predicted_reward=PREDICTED_REWARD)
     cache = functools.partial(make_stratified_cache, batch_size=args.minibatch)
+    keys = dict(observation_key=OBSERVATION, action_key=ACTION, reward_key=REWARD)
     models = [
         LearnedModel("world", world_loss, cache(args.world_cache_size or args.cache_size, args.world_bins),
-                     world_items, args.lr),
+                     functools.partial(world_items, **keys), lr=args.lr),
         LearnedModel("reward", reward_loss, cache(args.cache_size, args.reward_bins, score_key=("next", *REWARD)),
-                     reward_items, args.lr),
+                     functools.partial(reward_items, **keys), lr=args.lr),
         LearnedModel("value", value_loss, cache(args.cache_size, args.value_bins, score_key=VALUE_TARGET),
-                     functools.partial(value_items, value_loss=value_loss), args.lr),
+                     functools.partial(value_items, observation_key=OBSERVATION, value_target_key=VALUE_TARGET),
+                     lr=args.lr),
     ]  # fmt: skip
     return models, world_model, reward_model
 
@@ -203,6 +152,7 @@ def train(args: argparse.Namespace) -> list[dict]:
         actor_info = actor_step(losses["loss_actor"] + losses["loss_action_bound"])
 
         window = window.detach()
+        window[VALUE_TARGET] = value_loss.value_targets(window)
         for model in models:
             model.store(window)
         if cooldown.should_train(index):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
+from torch.utils.hooks import RemovableHandle
 
 logger = logging.getLogger(__name__)
 
@@ -37,24 +39,45 @@ class FiniteGradientStep:
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def __call__(self, loss: torch.Tensor) -> dict[str, float]:
+    def __call__(self, loss: torch.Tensor, retain_graph: bool = False) -> dict[str, float]:
         """Runs one guarded step on ``loss`` and returns ``{"grad_norm", "skipped"}`` for logging.
 
-        ``grad_norm`` is the total norm before clipping (NaN when the loss itself was not finite).
+        ``grad_norm`` is the total norm before clipping (NaN when the loss itself was not finite). ``retain_graph``
+        keeps the graph for another loss that shares it (several agent groups acting in one simulator).
         """
         self.optimizer.zero_grad(set_to_none=True)
-        grad_norm = torch.tensor(math.nan)
-        if torch.isfinite(loss):
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_steps += 1
-            logger.warning(
-                "Skipped an optimiser step: non-finite %s (%d skipped so far).",
-                "gradient" if torch.isfinite(loss) else "loss",
-                self.skipped_steps,
-            )
-            return {"grad_norm": grad_norm.item(), "skipped": 1.0}
+        if not torch.isfinite(loss):
+            return self._skip("loss", math.nan)
+        loss.backward(retain_graph=retain_graph)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm).item()
+        if not math.isfinite(grad_norm):
+            return self._skip("gradient", grad_norm)
         self.optimizer.step()
-        return {"grad_norm": grad_norm.item(), "skipped": 0.0}
+        return {"grad_norm": grad_norm, "skipped": 0.0}
+
+    def _skip(self, what: str, grad_norm: float) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        logger.warning("Skipped an optimiser step: non-finite %s (%d skipped so far).", what, self.skipped_steps)
+        return {"grad_norm": grad_norm, "skipped": 1.0}
+
+
+def skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip: Callable[[], None]) -> RemovableHandle:
+    """Makes ``optimizer.step()`` a no-op whenever a gradient holds a NaN or an infinity.
+
+    For optimisers stepped by code we do not own (BenchMARL's optimiser loop): a step pre-hook drops every
+    gradient of the optimiser when one is not finite, so the step leaves parameters and optimiser state untouched
+    (torch optimisers skip parameters without a gradient), then calls ``on_skip`` (to count and log it).
+
+    Returns:
+        the hook's handle (``handle.remove()`` undoes it).
+    """
+
+    def drop_non_finite_gradients(opt: torch.optim.Optimizer, args, kwargs) -> None:
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if params and not torch.stack([torch.isfinite(p.grad).all() for p in params]).all():
+            for p in params:
+                p.grad = None
+            on_skip()
+
+    return optimizer.register_step_pre_hook(drop_non_finite_gradients)

@@ -1,6 +1,7 @@
 """Neural networks for SHAC-family algorithms, as plain ``nn.Module`` s on ``[*batch, n_agents, features]``
 tensors (wrap them in :class:`~tensordict.nn.TensorDictModule` to read and write tensordict keys)."""
 
+from torchrl_shacpp.modules.actor import gaussian_actor
 from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttention, axis_attention_mask
 from torchrl_shacpp.modules.mlp import JointMLP
 from torchrl_shacpp.modules.reward import MLPRewardModel, RewardModel, TransformerRewardModel
@@ -19,5 +20,6 @@ __all__ = [
     "RewardModel",
     "TransformerRewardModel",
     "axis_attention_mask",
+    "gaussian_actor",
     "window_world_model",
 ]

@@ -1,0 +1,73 @@
+"""BenchMARL integration: ``algorithm=shac|shacp|shacpp``, ``model=layers/transformer``, paper presets, callbacks.
+
+After ``pip install``, the ``hydra_plugins`` SearchPathPlugin puts this package's configs on BenchMARL's search path
+and calls :func:`register`, so ``python -m benchmarl.run algorithm=shacpp task=vmas/transport`` works. Python
+users import from here (importing registers too).
+"""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+from torchrl_shacpp.benchmarl.algorithms import (
+    SHACFamilyLoss,
+    Shac,
+    ShacConfig,
+    Shacp,
+    ShacpConfig,
+    Shacpp,
+    ShacppConfig,
+)
+from torchrl_shacpp.benchmarl.callbacks import EarlyStopping
+from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
+
+ALGORITHMS = {"shac": ShacConfig, "shacp": ShacpConfig, "shacpp": ShacppConfig}
+MODELS = {"transformer": TransformerConfig}
+#: Task presets with the paper's settings (App. A), as hydra options of BenchMARL's VMAS tasks.
+PAPER_TASKS = {"vmas/dispersion_paper": "DISPERSION", "vmas/discovery_paper": "DISCOVERY"}
+
+
+def _agents_per_target(n_agents: int) -> int:
+    """The paper's discovery: two agents cover a target, one when there is a single agent (who could not otherwise)."""
+    return 2 if int(n_agents) > 1 else 1
+
+
+def register() -> None:
+    """Registers the algorithms, the model and the task presets with BenchMARL and hydra (idempotent).
+
+    Also makes wandb run offline unless ``WANDB_MODE`` says otherwise: BenchMARL logs to wandb by default, and a
+    run must not need an account or a network.
+    """
+    from benchmarl.algorithms import algorithm_config_registry
+    from benchmarl.environments import VmasTask, task_config_registry
+    from benchmarl.models import model_config_registry
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, config in ALGORITHMS.items():
+        algorithm_config_registry[name] = config
+        store.store(name=f"{name}_config", group="algorithm", node=config)
+    model_config_registry.update(MODELS)
+    for name, task in PAPER_TASKS.items():
+        task_config_registry[name] = VmasTask[task]
+    OmegaConf.register_new_resolver("shacpp_agents_per_target", _agents_per_target, replace=True)
+    os.environ.setdefault("WANDB_MODE", "offline")
+
+
+register()
+
+__all__ = [
+    "EarlyStopping",
+    "SHACFamilyLoss",
+    "Shac",
+    "ShacConfig",
+    "Shacp",
+    "ShacpConfig",
+    "Shacpp",
+    "ShacppConfig",
+    "Transformer",
+    "TransformerConfig",
+    "register",
+]

@@ -1,0 +1,129 @@
+"""The paper's early stopping as a BenchMARL callback that any algorithm can use (MAPPO included)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import List
+
+import torch
+from benchmarl.environments import TaskClass, VmasClass
+from benchmarl.experiment.callback import Callback
+from tensordict import TensorDictBase
+
+#: Per-agent transport reward: 100 × the decrease of the package-goal distance (VMAS's ``shaping_factor``).
+TRANSPORT_SHAPING = 100.0
+
+
+def paper_max_episode_reward(task: TaskClass, rollouts: List[TensorDictBase]) -> torch.Tensor:
+    """Each evaluation env's maximum episode reward per agent, as the SHAC++ authors define it for early stopping.
+
+    * dispersion: the number of food items (shared reward: every agent is credited every food eaten);
+    * discovery: the number of targets;
+    * transport: 100 × the package's initial distance to the goal (read from the first observation, whose
+      features 4:6 are the package-goal offset).
+
+    Raises:
+        ValueError: for other tasks, naming the ``max_episode_reward`` argument that supplies the maximum.
+    """
+    name = task.name.lower() if isinstance(task, VmasClass) else None
+    if name == "dispersion":
+        return torch.full((len(rollouts),), float(task.config["n_food"]))
+    if name == "discovery":
+        return torch.full((len(rollouts),), float(task.config["n_targets"]))
+    if name == "transport":
+        group = next(key for key in rollouts[0].keys() if key not in ("next", "done", "terminated", "truncated"))
+        offsets = torch.stack([rollout[group, "observation"][0, 0, 4:6] for rollout in rollouts])
+        return TRANSPORT_SHAPING * offsets.norm(dim=-1)
+    raise ValueError(
+        f"EarlyStopping knows the maximum reward of vmas/dispersion, vmas/discovery and vmas/transport only, not of "
+        f"{task.env_name()}/{task.name.lower()}: pass max_episode_reward=(a number, or a function of the task and the "
+        "evaluation rollouts returning one number per env)."
+    )
+
+
+class _Solved(Exception):
+    """Raised inside BenchMARL's collection loop to end it after a solving evaluation."""
+
+
+class EarlyStopping(Callback):
+    r"""Stops training once a fraction ``env_fraction`` of the evaluation envs reach ``reward_fraction`` of the task's
+    maximum episode reward (paper: 90% of the envs at 90% of the maximum).
+
+    After every evaluation it compares each env's first-episode reward (mean over agents and groups, as BenchMARL
+    logs it) with ``reward_fraction`` × the env's maximum, and logs ``eval/solved_fraction``. When enough envs
+    are solved the experiment ends as if it had run out of frames: the iteration's logs are committed, the final
+    checkpoint is written if ``checkpoint_at_end``, and everything is closed. BenchMARL's loop has no stop signal,
+    so :meth:`on_setup` wraps the experiment's collection loop to end it there.
+
+    From the command line: ``python -m torchrl_shacpp.benchmarl.run`` is ``python -m benchmarl.run`` with this
+    callback (e.g. ``algorithm=mappo`` under the same protocol as ``algorithm=shacpp``).
+
+    Args:
+        env_fraction: fraction of evaluation envs that must be solved. Defaults to 0.9.
+        reward_fraction: fraction of the maximum episode reward that solves an env. Defaults to 0.9.
+        max_episode_reward: a number, or ``f(task, rollouts) -> tensor[n_envs]``; defaults to
+            :func:`paper_max_episode_reward`.
+
+    Attributes:
+        solved_at_frames: the frame count of the solving evaluation, ``None`` while unsolved.
+    """
+
+    def __init__(
+        self,
+        env_fraction: float = 0.9,
+        reward_fraction: float = 0.9,
+        max_episode_reward: float | Callable[[TaskClass, List[TensorDictBase]], torch.Tensor] = paper_max_episode_reward,
+    ) -> None:
+        super().__init__()
+        if not (0 < env_fraction <= 1 and 0 < reward_fraction <= 1):
+            raise ValueError(
+                f"env_fraction and reward_fraction must be in (0, 1]; got {env_fraction} and {reward_fraction}."
+            )
+        self.env_fraction = env_fraction
+        self.reward_fraction = reward_fraction
+        self.max_episode_reward = max_episode_reward
+        self.solved_at_frames: int | None = None
+        self._in_collection_loop = False
+
+    def on_setup(self) -> None:
+        experiment = self.experiment
+        collection_loop = experiment._collection_loop
+
+        def collection_loop_until_solved() -> None:
+            self._in_collection_loop = True
+            try:
+                collection_loop()
+            except _Solved:
+                experiment.n_iters_performed += 1  # the solving iteration ended with its evaluation
+                experiment.logger.commit()
+                if experiment.config.checkpoint_at_end:
+                    experiment._save_experiment()
+                experiment.close()
+            finally:
+                self._in_collection_loop = False
+
+        experiment._collection_loop = collection_loop_until_solved
+
+    def solved_fraction(self, rollouts: List[TensorDictBase]) -> float:
+        """The fraction of evaluation envs whose episode reward reaches ``reward_fraction`` of their maximum."""
+        groups = list(self.experiment.group_map)
+        returns = torch.stack(
+            [torch.stack([rollout["next", group, "reward"].sum(0).mean() for group in groups]).mean() for rollout in rollouts]
+        )
+        maximum = self.max_episode_reward
+        if callable(maximum):
+            maximum = maximum(self.experiment.task, rollouts)
+        solved = returns >= self.reward_fraction * torch.as_tensor(maximum, dtype=returns.dtype)
+        return solved.float().mean().item()
+
+    def on_evaluation_end(self, rollouts: List[TensorDictBase]) -> None:
+        fraction = self.solved_fraction(rollouts)
+        experiment = self.experiment
+        experiment.logger.log({"eval/solved_fraction": fraction}, step=experiment.n_iters_performed)
+        if fraction >= self.env_fraction and self._in_collection_loop:
+            self.solved_at_frames = experiment.total_frames
+            print(
+                f"\nEarly stopping: {fraction:.0%} of the evaluation envs reached {self.reward_fraction:.0%} of the "
+                f"maximum reward after {experiment.total_frames} frames.\n"
+            )
+            raise _Solved

@@ -1,0 +1,124 @@
+"""The agent-set transformer as a BenchMARL model, usable by every BenchMARL algorithm (``model=layers/transformer``)."""
+
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+import torch
+from benchmarl.models.common import Model, ModelConfig, parse_model_config
+from benchmarl.utils import _read_yaml_config
+from tensordict import TensorDictBase
+from torch import nn
+
+from torchrl_shacpp.modules import AgentSetTransformer
+
+CONFIG_DIR = pathlib.Path(__file__).parents[1] / "benchmarl_configs"
+
+
+class Transformer(Model):
+    r"""Permutation-equivariant transformer over a group's agents (:class:`~torchrl_shacpp.modules.AgentSetTransformer`).
+
+    Each agent is one token: the concatenation of its input features (all input keys, each
+    ``[*batch, n_agents, features]``). One post-norm encoder layer stack attends across the agents, with no agent
+    positional embedding, so permuting the agents permutes the outputs. As for BenchMARL's GNN, the agents
+    communicate: a *decentralised* model (a policy) gives agent :math:`j` the output of token :math:`j`, which
+    depends on every agent's input through attention. Then:
+
+    * ``share_params=True``: one transformer for all agents; when also ``centralised`` (a shared centralised
+      critic), its token outputs are mean-pooled into one output without the agent dimension, as BenchMARL expects.
+    * ``share_params=False``: one transformer per agent; agent :math:`j` takes token :math:`j` of its own
+      transformer, or its mean over tokens when ``centralised``.
+
+    Inputs without the agent dimension (a global state) have no tokens to attend over: use another critic model.
+
+    Args:
+        num_layers: encoder layers (paper: 1).
+        num_heads: attention heads (paper: 1).
+        hidden_size: token features (paper: 64).
+        feedforward_size: feed-forward features (paper: 128).
+        dropout: dropout probability (paper: 0.1 in the policy, 0 elsewhere). BenchMARL never switches a policy to
+            ``eval()``, so a positive value also applies during evaluation.
+    """
+
+    def __init__(
+        self,
+        num_layers: int,
+        num_heads: int,
+        hidden_size: int,
+        feedforward_size: int,
+        dropout: float,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        in_features = sum(spec.shape[-1] for spec in self.input_spec.values(True, True))
+        out_features = self.output_leaf_spec.shape[-1]
+        self.transformers = nn.ModuleList(
+            AgentSetTransformer(
+                in_features,
+                out_features,
+                hidden_size=hidden_size,
+                feedforward_size=feedforward_size,
+                num_layers=num_layers,
+                num_heads=num_heads,
+                dropout=dropout,
+            ).to(self.device)
+            for _ in range(1 if self.share_params else self.n_agents)
+        )
+
+    def _perform_checks(self) -> None:
+        super()._perform_checks()
+        if not self.input_has_agent_dim:
+            raise ValueError(
+                "The transformer attends over the agent dimension, and this input has none (a global state, as in "
+                "a centralised critic on a task with a state). Choose another critic model, e.g. "
+                "model@critic_model=layers/mlp."
+            )
+        for key, spec in self.input_spec.items(True, True):
+            if len(spec.shape) != 2 or spec.shape[0] != self.n_agents:
+                raise ValueError(
+                    f"Transformer inputs must be [n_agents={self.n_agents}, features]; {key!r} has shape "
+                    f"{tuple(spec.shape)}."
+                )
+        if self.output_has_agent_dim and self.output_leaf_spec.shape[-2] != self.n_agents:
+            raise ValueError(
+                f"The transformer's output spec must be [n_agents={self.n_agents}, features]; got "
+                f"{tuple(self.output_leaf_spec.shape)}."
+            )
+
+    def _forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        tokens = torch.cat([tensordict.get(key) for key in self.in_keys], dim=-1)
+        if self.share_params:
+            output = self.transformers[0](tokens)
+            if self.centralised:
+                output = output.mean(-2)
+        else:
+            per_agent = [
+                transformer(tokens).mean(-2) if self.centralised else transformer(tokens)[..., agent, :]
+                for agent, transformer in enumerate(self.transformers)
+            ]
+            output = torch.stack(per_agent, dim=-2)
+        tensordict.set(self.out_key, output)
+        return tensordict
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    """Configuration of :class:`Transformer`; the defaults are the paper's (App. B.2)."""
+
+    num_layers: int = 1
+    num_heads: int = 1
+    hidden_size: int = 64
+    feedforward_size: int = 128
+    dropout: float = 0.0
+
+    @staticmethod
+    def associated_class() -> type[Transformer]:
+        return Transformer
+
+    @classmethod
+    def get_from_yaml(cls, path: str | None = None) -> TransformerConfig:
+        """Loads the config from ``path``, by default this package's ``model/layers/transformer.yaml``."""
+        if path is None:
+            path = CONFIG_DIR / "model" / "layers" / "transformer.yaml"
+        return cls(**parse_model_config(_read_yaml_config(str(path))))

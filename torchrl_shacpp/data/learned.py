@@ -1,0 +1,95 @@
+"""What each learned model of SHAC+/SHAC++ caches from a window, and how it trains from its cache."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.utils import NestedKey
+from torchrl.data import ReplayBuffer
+from torchrl.objectives import LossModule
+
+from torchrl_shacpp.data.cooldown import CoolDown
+from torchrl_shacpp.optim import FiniteGradientStep
+
+
+def world_items(
+    window: TensorDictBase, *, observation_key: NestedKey, action_key: NestedKey, reward_key: NestedKey
+) -> TensorDictBase:
+    """Whole ``[B, h]`` windows with what :class:`~torchrl_shacpp.objectives.WorldModelLoss` reads; the score under
+    ``"score"`` is the reward summed over agents per step, which the cache sums over the window (its return)."""
+    items = window.select(observation_key, action_key, ("next", observation_key), ("next", "done"))
+    items["score"] = window.get(("next", reward_key)).sum((-2, -1))
+    return items
+
+
+def reward_items(
+    window: TensorDictBase, *, observation_key: NestedKey, action_key: NestedKey, reward_key: NestedKey
+) -> TensorDictBase:
+    """Flattened transitions ``(o, a, o', r)``; score the reward (summed over agents by the cache)."""
+    return window.select(observation_key, action_key, ("next", observation_key), ("next", reward_key)).reshape(-1)
+
+
+def value_items(window: TensorDictBase, *, observation_key: NestedKey, value_target_key: NestedKey) -> TensorDictBase:
+    """Flattened observations with the TD(λ) targets already written in the window; score the target."""
+    return window.select(observation_key, value_target_key).reshape(-1)
+
+
+class LearnedModel:
+    """A model trained from its own cache on the cool-down schedule, with Adam and no gradient clipping.
+
+    Non-finite steps are skipped and counted (:class:`~torchrl_shacpp.optim.FiniteGradientStep`).
+
+    Args:
+        name: the model's name; its loss module writes ``loss_<name>``.
+        loss: the model's loss (e.g. :class:`~torchrl_shacpp.objectives.WorldModelLoss`); its parameters are trained.
+        cache: where the model's items are kept, e.g. :func:`~torchrl_shacpp.data.make_stratified_cache`.
+        items: what to cache from a detached ``[B, h]`` window (:func:`world_items`, :func:`reward_items`,
+            :func:`value_items`).
+
+    Keyword Args:
+        lr: Adam's learning rate (paper: 1e-3).
+        adam_kwargs: further Adam arguments (e.g. ``eps``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        loss: LossModule,
+        cache: ReplayBuffer,
+        items: Callable[[TensorDictBase], TensorDictBase],
+        *,
+        lr: float,
+        **adam_kwargs: Any,
+    ) -> None:
+        self.name, self.loss, self.cache, self.items = name, loss, cache, items
+        self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
+
+    def store(self, window: TensorDictBase) -> None:
+        """Caches the items of a detached window."""
+        self.cache.extend(self.items(window))
+
+    def fit(self, cooldown: CoolDown) -> float:
+        """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none)."""
+        losses = []
+        for batch in cooldown.minibatches(self.cache):
+            loss = self.loss(batch)[f"loss_{self.name}"]
+            self.step(loss)
+            losses.append(loss.item())
+        return sum(losses) / len(losses) if losses else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimiser, the cache and the skip count (the model's parameters live in its loss)."""
+        return {
+            "optimizer": self.step.optimizer.state_dict(),
+            "cache": self.cache.state_dict(),
+            "skipped_steps": self.step.skipped_steps,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step.optimizer.load_state_dict(state_dict["optimizer"])
+        self.cache.load_state_dict(state_dict["cache"])
+        self.step.skipped_steps = state_dict["skipped_steps"]

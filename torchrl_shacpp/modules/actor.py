@@ -1,0 +1,56 @@
+"""The SHAC policy: a Gaussian around a network's mean with a state-independent scale."""
+
+from __future__ import annotations
+
+import math
+
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn.distributions import AddStateIndependentNormalScale
+from tensordict.utils import NestedKey
+from torchrl.data import TensorSpec
+from torchrl.modules import IndependentNormal, ProbabilisticActor
+
+
+def gaussian_actor(
+    loc_module: TensorDictModule,
+    *,
+    action_dim: int,
+    loc_key: NestedKey,
+    scale_key: NestedKey,
+    action_key: NestedKey,
+    action_std: float = 1.0,
+    learn_std: bool = False,
+    spec: TensorSpec | None = None,
+) -> ProbabilisticActor:
+    r"""Policy :math:`a \sim \mathcal N(\mu_\theta(o), \sigma^2 I)` whose mean ``loc_module`` writes at ``loc_key``.
+
+    :math:`\sigma` is state independent: fixed at ``action_std`` (the paper's variance 1) or, with
+    ``learn_std``, a learned log-std initialised there. Under ``ExplorationType.RANDOM`` the action is drawn with
+    ``rsample``, :math:`a = \mu_\theta(o) + \sigma\varepsilon`, which keeps the pathwise gradient SHAC needs; the
+    deterministic action is :math:`\mu_\theta(o)`. Actions are not squashed: the environment clamps them to its box
+    and :class:`~torchrl_shacpp.objectives.SHACActorLoss` penalises a mean outside it.
+
+    Args:
+        loc_module: reads observations, writes :math:`\mu` at ``loc_key`` (``[..., action_dim]``).
+
+    Keyword Args:
+        action_dim: action features (the scale's size).
+        loc_key, scale_key, action_key: where the mean, the scale and the action are written.
+        action_std: :math:`\sigma`, or its initial value when learned. Defaults to 1.0.
+        learn_std: learn :math:`\log\sigma`. Defaults to ``False``.
+        spec: the action spec, kept by the actor for TorchRL utilities (no projection is applied).
+    """
+    if action_std <= 0:
+        raise ValueError(f"action_std must be positive, got {action_std}.")
+    scale = TensorDictModule(
+        AddStateIndependentNormalScale(action_dim, make_param=learn_std, init_value=math.log(action_std)),
+        in_keys=[loc_key],
+        out_keys=[loc_key, scale_key],
+    )
+    return ProbabilisticActor(
+        TensorDictSequential(loc_module, scale),
+        in_keys={"loc": loc_key, "scale": scale_key},
+        out_keys=[action_key],
+        distribution_class=IndependentNormal,
+        spec=spec,
+    )
