@@ -6,7 +6,10 @@ import pytest
 import torch
 from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor
 
-from torchrl_shacpp.collectors import WindowCollector
+from tensordict.nn import TensorDictModule
+
+from torchrl_shacpp.collectors import WindowCollector, attach_policy_graph
+from torchrl_shacpp.modules import gaussian_actor
 
 HORIZON = 4
 
@@ -95,3 +98,33 @@ def test_invalid_arguments_are_named():
         point_mass_collector(1, graph="sim")
     with pytest.raises(ValueError, match="window_length"):
         WindowCollector(point_mass_collector(1).env, None, window_length=0)
+
+
+@pytest.mark.parametrize("learn_std", [False, True])
+def test_attached_policy_graph_equals_the_collected_one(learn_std: bool):
+    """A SHAC++ window from a graph-free collector, with the actions' graph re-attached, has the same actions and the
+    same policy gradient as the window collected with the policy's graph (``graph="policy"``)."""
+    torch.manual_seed(0)
+    n_agents, dim = 2, 2
+    network = torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, dim))
+    loc = TensorDictModule(network, in_keys=[("agents", "observation")], out_keys=[("agents", "loc")])
+    actor = gaussian_actor(
+        loc, action_dim=dim, loc_key=("agents", "loc"), scale_key=("agents", "scale"),
+        action_key=("agents", "action"), action_std=0.5, learn_std=learn_std,
+    )  # fmt: skip
+    env = make_point_mass_env(torch.randn(3, n_agents, dim), terminate_at=[0, 0, 0], max_steps=100)
+    window = WindowCollector(env, actor, window_length=HORIZON, graph="policy").rollout()
+    weights = torch.randn_like(window["agents", "action"])
+
+    def policy_gradient(window) -> list[torch.Tensor]:
+        objective = (weights * window["agents", "action"]).sum() + window["agents", "loc"].pow(2).sum()
+        return torch.autograd.grad(objective, list(actor.parameters()))
+
+    replayed = attach_policy_graph(
+        window.detach(), actor, action_key=("agents", "action"), loc_key=("agents", "loc"),
+        scale_key=("agents", "scale"),
+    )  # fmt: skip
+    torch.testing.assert_close(replayed["agents", "action"], window["agents", "action"], rtol=0, atol=0)
+    for collected, attached in zip(policy_gradient(window), policy_gradient(replayed)):
+        torch.testing.assert_close(attached, collected)
+    assert len(list(actor.parameters())) == 4 + learn_std

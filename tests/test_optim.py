@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_shacpp.objectives import SHACActorLoss
-from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.optim import FiniteGradientStep, skip_non_finite_steps
 from toy_env import make_point_mass_env, open_loop_actor, quadratic_critic
 from torchrl_shacpp.collectors import WindowCollector
 
@@ -50,3 +50,21 @@ def test_gradient_norm_is_clipped():
     info = step((weight * torch.tensor([30.0, 40.0])).sum())
     assert info["grad_norm"] == 50.0
     torch.testing.assert_close(weight.detach(), torch.tensor([-0.6, -0.8]))
+
+
+def test_guarded_optimizer_skips_a_step_with_a_non_finite_gradient():
+    """``skip_non_finite_steps`` for optimisers stepped by others (BenchMARL): the step with a NaN gradient changes
+    neither the parameters nor Adam's state, is counted, and the next finite step goes through."""
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.Adam([weight], lr=0.1)
+    skipped = []
+    skip_non_finite_steps(optimizer, lambda: skipped.append(1))
+
+    (weight * torch.tensor([1.0, math.nan, 1.0])).sum().backward()
+    optimizer.step()
+    assert torch.equal(weight.detach(), torch.ones(3)) and not optimizer.state and len(skipped) == 1
+
+    optimizer.zero_grad()
+    weight.sum().backward()
+    optimizer.step()
+    assert torch.all(weight.detach() < 1) and len(skipped) == 1

@@ -95,6 +95,8 @@ class _Hooks(Callback):
 
 
 STATE_KEY = "torchrl_shacpp"
+#: The paper's window length h, which its cache sizes assume.
+PAPER_WINDOW_LENGTH = 32
 
 
 class Shac(Algorithm):
@@ -523,6 +525,7 @@ class Shacp(Shac):
         self.reward_bins = reward_bins
         self.model_minibatch_size = model_minibatch_size
         self.cooldown = CoolDown(every=model_train_every, epochs=model_epochs)
+        self._caches_made = 0
 
     def _model_losses(self, group: str) -> tuple[RewardModelLoss | None, WorldModelLoss | None]:
         reward = RewardModelLoss(self._reward_model(group))
@@ -530,10 +533,18 @@ class Shacp(Shac):
         return reward, None
 
     def _cache(self, capacity: int, bins: int, score_key) -> Any:
+        """A stratified cache with its own random generator, which checkpoints save and restore with it."""
         if capacity < bins:
             raise ValueError(f"A cache of {capacity} items cannot hold {bins} bins; raise the cache size.")
+        self._caches_made += 1
+        generator = torch.Generator(device=self.device).manual_seed(self.experiment.seed * 1000 + self._caches_made)
         return make_stratified_cache(
-            capacity, bins, score_key=score_key, batch_size=self.model_minibatch_size, device=self.device
+            capacity,
+            bins,
+            score_key=score_key,
+            batch_size=self.model_minibatch_size,
+            device=self.device,
+            generator=generator,
         )
 
     def _learned_models(
@@ -582,7 +593,8 @@ class Shacpp(Shacp):
     ``loss_world``, ``loss_value``, ``skipped_{world,value}_steps``.
 
     Args:
-        world_cache_size: windows in the world cache (default: ``cache_size``, as the paper).
+        world_cache_size: windows in the world cache (default: as many steps as ``cache_size`` windows of the paper's
+            32 steps, i.e. ``cache_size`` windows at the paper's window length).
         world_bins: return bins of the world cache (paper: 25).
         value_bins: λ-target bins of the value cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
@@ -635,7 +647,9 @@ class Shacpp(Shacp):
     ) -> list[LearnedModel]:
         keys = dict(observation_key=(group, "observation"), action_key=(group, "action"), reward_key=(group, "reward"))
         adam = dict(lr=self.experiment_config.lr, eps=self.experiment_config.adam_eps)
-        world_cache_size = self.cache_size if self.world_cache_size is None else self.world_cache_size
+        world_cache_size = self.world_cache_size
+        if world_cache_size is None:  # as many steps as the paper's cache_size windows of 32 steps
+            world_cache_size = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.window_length)
         return [
             LearnedModel(
                 "world",

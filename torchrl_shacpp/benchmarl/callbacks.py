@@ -55,6 +55,8 @@ class EarlyStopping(Callback):
     checkpoint is written if ``checkpoint_at_end``, and everything is closed. BenchMARL's loop has no stop signal,
     so :meth:`on_setup` wraps the experiment's collection loop to end it there.
 
+    BenchMARL evaluates only with ``experiment.evaluation`` on and a logger or ``create_json``.
+
     From the command line: ``python -m torchrl_shacpp.benchmarl.run`` is ``python -m benchmarl.run`` with this
     callback (e.g. ``algorithm=mappo`` under the same protocol as ``algorithm=shacpp``).
 

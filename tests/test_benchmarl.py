@@ -1,0 +1,297 @@
+"""The BenchMARL layer: the algorithms from the command line and from Python, resume, errors, early stopping."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from benchmarl.algorithms import MappoConfig
+from benchmarl.environments import VmasTask
+from benchmarl.experiment import Experiment, ExperimentConfig
+from benchmarl.models import MlpConfig
+from tensordict import TensorDict
+from torchrl.data import Composite, Unbounded
+
+from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacppConfig, TransformerConfig
+from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
+from torchrl_shacpp.benchmarl.envs import WindowStartDetach
+
+# 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
+TINY = [
+    "task.n_agents=2",
+    "experiment.on_policy_n_envs_per_worker=8",
+    "experiment.on_policy_collected_frames_per_batch=64",
+    "experiment.on_policy_n_minibatch_iters=1",
+    "experiment.on_policy_minibatch_size=32",
+    "experiment.evaluation_interval=64",
+    "experiment.evaluation_episodes=4",
+    "experiment.loggers=[csv]",
+    "experiment.render=false",
+]
+
+
+def benchmarl_run(tmp_path: Path, *overrides: str, module: str = "benchmarl.run", multirun: bool = False):
+    """Runs BenchMARL's hydra app in ``tmp_path``; returns the completed process (output captured)."""
+    command = [sys.executable, "-m", module, *(["-m"] if multirun else []), *overrides]
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def scalar(run_folder: Path, name: str) -> list[float]:
+    """The values of a BenchMARL csv scalar (``scalars/<name>.csv``) of the single run under ``run_folder``."""
+    (path,) = run_folder.rglob(f"scalars/{name}.csv")
+    with open(path) as file:
+        return [float(row[1]) for row in csv.reader(file)]
+
+
+@pytest.mark.parametrize("algorithm", ["shac", "shacp", "shacpp"])
+def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str):
+    result = benchmarl_run(tmp_path, f"algorithm={algorithm}", "task=vmas/transport", "experiment.max_n_iters=3", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    grad_norms = scalar(tmp_path, "train_agents_actor_grad_norm")
+    assert len(grad_norms) == 3 and all(0 < g < float("inf") for g in grad_norms)
+    assert scalar(tmp_path, "train_agents_skipped_actor_steps") == [0, 0, 0]
+    if algorithm == "shacpp":  # the cool-down of the paper trains the models after the 10th window only
+        assert not list(tmp_path.rglob("scalars/train_agents_loss_world.csv"))
+    else:  # BenchMARL's loop trains the critic every window
+        assert len(scalar(tmp_path, "train_agents_loss_value")) == 3
+
+
+def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path):
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/dispersion_paper", "experiment.max_n_iters=4",
+        "algorithm.model_train_every=2", "algorithm.model_epochs=2", "model=layers/transformer",
+        "model@critic_model=layers/transformer", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for model in ("world", "reward", "value"):
+        losses = scalar(tmp_path, f"train_agents_loss_{model}")
+        assert len(losses) == 2 and all(0 <= loss < float("inf") for loss in losses)
+
+
+def test_mappo_with_the_transformer_model(tmp_path: Path):
+    result = benchmarl_run(
+        tmp_path, "algorithm=mappo", "task=vmas/transport", "model=layers/transformer",
+        "model@critic_model=layers/transformer", "experiment.max_n_iters=2", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(scalar(tmp_path, "train_agents_loss_objective")) == 2
+
+
+def test_multirun_with_mappo_merges_into_one_table(tmp_path: Path):
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp,mappo", "task=vmas/transport", "seed=0,1", "experiment.max_n_iters=2", *TINY,
+        module="torchrl_shacpp.benchmarl.run", multirun=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = subprocess.run(
+        [sys.executable, "-m", "torchrl_shacpp.benchmarl.table", str(tmp_path / "multirun")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    rows = [line for line in table.splitlines() if line.startswith("| vmas/transport")]
+    assert sorted(row.split(" | ")[1] for row in rows) == ["mappo", "shacpp"]
+    assert all(row.split(" | ")[2] == "2" and row.split(" | ")[5] == "128 |" for row in rows)
+
+
+def test_command_line_resume_continues_the_run(tmp_path: Path):
+    first = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=2",
+        "experiment.checkpoint_at_end=true", *TINY,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    (checkpoint,) = tmp_path.rglob("checkpoints/checkpoint_128.pt")
+    assert "torchrl_shacpp" in torch.load(checkpoint, weights_only=False)
+    resumed = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3",
+        f"experiment.restore_file={checkpoint}", *TINY,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert scalar(checkpoint.parents[1], "counters_iter")[-1] == 2  # the third iteration, in the same run folder
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["algorithm=shac", "task=vmas/dispersion"], "shac needs a differentiable reward"),
+        (["algorithm=shacpp", "task=vmas/transport", "experiment.prefer_continuous_actions=false"],
+         "needs continuous actions"),
+        (["algorithm=shacpp", "task=vmas/transport", "model=layers/gru"], "does not support recurrent models"),
+        (["algorithm=shac", "task=vmas/transport", "experiment.collect_with_grad=false"], "collect_with_grad=true"),
+        (["algorithm=shacpp", "task=vmas/transport", "experiment.on_policy_collected_frames_per_batch=60",
+          "experiment.evaluation_interval=60"], "not a multiple of"),
+        (["algorithm=shacpp", "task=vmas/transport", "algorithm.cache_size=5"], "cannot hold 9 bins"),
+        (["algorithm=shacpp", "task=vmas/transport", "task=vmas/navigatio"], "Could not find 'task/vmas/navigatio'"),
+    ],
+)  # fmt: skip
+def test_bad_input_fails_early_with_the_fix(tmp_path: Path, overrides: list[str], message: str):
+    result = benchmarl_run(tmp_path, *TINY, "experiment.max_n_iters=1", *overrides)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def tiny_experiment(algorithm_config, tmp_path: Path, task=VmasTask.TRANSPORT, callbacks=(), **config) -> Experiment:
+    """A Python-API experiment at the sizes of :data:`TINY`."""
+    experiment_config = ExperimentConfig.get_from_yaml()
+    settings = dict(
+        on_policy_n_envs_per_worker=8, on_policy_collected_frames_per_batch=64, on_policy_n_minibatch_iters=1,
+        on_policy_minibatch_size=32, evaluation_interval=64, evaluation_episodes=4, loggers=[], render=False,
+        max_n_frames=None, save_folder=str(tmp_path), create_json=False,
+    )  # fmt: skip
+    for key, value in {**settings, **config}.items():
+        setattr(experiment_config, key, value)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    task = task.get_from_yaml()
+    task.config["n_agents"] = 2
+    return Experiment(
+        task=task,
+        algorithm_config=algorithm_config,
+        model_config=MlpConfig.get_from_yaml(),
+        critic_model_config=MlpConfig.get_from_yaml(),
+        seed=0,
+        config=experiment_config,
+        callbacks=list(callbacks),
+    )
+
+
+def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run(tmp_path: Path):
+    """Models, optimisers, caches and counters all come back: on the same next window, the restored run's losses and
+    parameters equal the uninterrupted run's. The window's third step trains the models from the caches (cool-down),
+    so a cache or a model optimiser that did not come back would show."""
+    algorithm = ShacppConfig(model_train_every=3, model_epochs=2, cache_size=200, world_cache_size=50)
+    uninterrupted = tiny_experiment(algorithm, tmp_path / "a", max_n_iters=2, checkpoint_at_end=True)
+    uninterrupted.run()
+    (checkpoint,) = (tmp_path / "a").rglob("checkpoint_128.pt")
+    restored = tiny_experiment(algorithm, tmp_path / "b", max_n_iters=3, restore_file=str(checkpoint))
+    next_window = next(iter(restored.collector)).detach()
+
+    def train_on(experiment: Experiment) -> dict[str, float]:
+        logged = {}
+        experiment.logger.log = lambda values, step: logged.update(values)
+        experiment.algorithm.train_actor(next_window.clone())
+        batch = experiment.algorithm.process_batch("agents", next_window.clone())
+        experiment.algorithm.train_learned_models("agents")
+        logged["value_target_sum"] = batch["agents", "value_target"].sum().item()
+        return logged
+
+    logged_a, logged_b = train_on(uninterrupted), train_on(restored)
+    assert {"train/agents/actor_loss", "train/agents/loss_world", "train/agents/loss_reward"} <= logged_a.keys()
+    assert logged_a == logged_b
+    params_a, params_b = uninterrupted.losses["agents"].state_dict(), restored.losses["agents"].state_dict()
+    assert params_a.keys() == params_b.keys()
+    tensors = [key for key, value in params_a.items() if isinstance(value, torch.Tensor)]
+    assert len(tensors) > 20 and all(torch.equal(params_a[key], params_b[key]) for key in tensors)
+
+
+def test_shac_gradient_reaches_the_policy_every_window_through_the_simulator(tmp_path: Path):
+    """Three windows in a row: the graph is cut between them (a second backward through a freed graph would raise),
+    and every actor step has a finite, non-zero gradient."""
+    experiment = tiny_experiment(ShacConfig(), tmp_path, max_n_iters=3, collect_with_grad=True)
+    grad_norms = []
+    log = experiment.logger.log
+    experiment.logger.log = lambda values, step: (
+        grad_norms.append(values["train/agents/actor_grad_norm"]) if "train/agents/actor_grad_norm" in values else None,
+        log(values, step),
+    )
+    experiment.run()
+    assert len(grad_norms) == 3 and all(0 < g < float("inf") for g in grad_norms)
+
+
+def test_early_stopping_ends_the_run_cleanly_after_the_solving_evaluation(tmp_path: Path):
+    """With a maximum every env reaches, the first evaluation (before training) solves the task: MAPPO stops after
+    one iteration instead of five, and the run ends normally."""
+    stopper = EarlyStopping(max_episode_reward=-1.0)
+    mappo = MappoConfig.get_from_yaml()
+    experiment = tiny_experiment(
+        mappo, tmp_path, callbacks=[stopper], max_n_iters=5, checkpoint_at_end=True, create_json=True
+    )
+    experiment.run()
+    assert experiment.n_iters_performed == 1 and stopper.solved_at_frames == 64
+    assert list(tmp_path.rglob("checkpoint_64.pt"))
+
+
+def test_early_stopping_never_stops_an_unsolved_run(tmp_path: Path):
+    stopper = EarlyStopping(max_episode_reward=1e6)
+    experiment = tiny_experiment(
+        MappoConfig.get_from_yaml(), tmp_path, callbacks=[stopper], max_n_iters=2, create_json=True
+    )
+    experiment.run()
+    assert experiment.n_iters_performed == 2 and stopper.solved_at_frames is None
+
+
+def test_paper_maximum_rewards(tmp_path: Path):
+    """Transport: 100 × the package's initial distance to the goal, read from the first observation and checked
+    against the simulator's state; dispersion: one per food; other tasks need the maximum to be given."""
+    experiment = tiny_experiment(MappoConfig.get_from_yaml(), tmp_path, max_n_iters=1)
+    first_steps = experiment.test_env.reset()
+    package = experiment.test_env.base_env._env.scenario.packages[0]
+    rollouts = [first_steps[i].unsqueeze(0) for i in range(len(first_steps))]
+    expected = 100 * (package.state.pos - package.goal.state.pos).norm(dim=-1)
+    torch.testing.assert_close(paper_max_episode_reward(experiment.task, rollouts), expected)
+    dispersion = VmasTask.DISPERSION.get_from_yaml()
+    assert paper_max_episode_reward(dispersion, rollouts[:2]).tolist() == [dispersion.config["n_food"]] * 2
+    with pytest.raises(ValueError, match="pass max_episode_reward"):
+        paper_max_episode_reward(VmasTask.BALANCE.get_from_yaml(), rollouts)
+
+
+def test_transformer_config_loads_from_the_package_yaml():
+    assert TransformerConfig.get_from_yaml() == TransformerConfig()
+    assert ShacppConfig.get_from_yaml() == ShacppConfig()
+    assert ShacConfig.get_from_yaml() == ShacConfig()
+
+
+def transformer(n_agents: int = 3, *, centralised: bool, share_params: bool, input_has_agent_dim: bool = True):
+    if input_has_agent_dim:
+        input_spec = Composite({"agents": Composite({"observation": Unbounded((n_agents, 5))}, shape=(n_agents,))})
+    else:  # a global state
+        input_spec = Composite({"state": Unbounded((5,))})
+    if share_params and centralised:
+        output_spec = Composite({"out": Unbounded((4,))})
+    else:
+        output_spec = Composite({"agents": Composite({"out": Unbounded((n_agents, 4))}, shape=(n_agents,))})
+    return TransformerConfig(hidden_size=16, feedforward_size=32).get_model(
+        input_spec=input_spec, output_spec=output_spec, agent_group="agents", input_has_agent_dim=input_has_agent_dim,
+        n_agents=n_agents, centralised=centralised, share_params=share_params, device="cpu", action_spec=Composite(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("centralised", [False, True])
+@pytest.mark.parametrize("share_params", [False, True])
+def test_transformer_model_follows_benchmarl_conventions(centralised: bool, share_params: bool):
+    """Shared parameters: agent-permutation equivariant outputs, pooled (invariant, no agent dim) when centralised.
+    Per-agent parameters: agent j's output comes from its own network."""
+    torch.manual_seed(0)
+    model = transformer(centralised=centralised, share_params=share_params)
+    observation = torch.randn(7, 3, 5)
+    permutation = torch.tensor([2, 0, 1])
+
+    def output(x):
+        return model(TensorDict({"agents": {"observation": x}}, [7]))["out" if share_params and centralised else ("agents", "out")]
+
+    out = output(observation)
+    assert out.shape == ((7, 4) if share_params and centralised else (7, 3, 4))
+    permuted = output(observation[:, permutation])
+    if share_params and centralised:
+        torch.testing.assert_close(permuted, out)
+    elif share_params:
+        torch.testing.assert_close(permuted, out[:, permutation])
+    else:  # each agent's own network: permuting the inputs is not permuting the outputs
+        assert not torch.allclose(permuted, out[:, permutation])
+
+
+def test_transformer_model_refuses_inputs_without_agents():
+    with pytest.raises(ValueError, match="Choose another critic model"):
+        transformer(centralised=True, share_params=True, input_has_agent_dim=False)
+
+
+def test_window_start_detach_cuts_only_the_next_graph_carrying_input():
+    head = WindowStartDetach()
+    x = torch.ones(2, requires_grad=True)
+    carried = TensorDict({"obs": x * 2}, [2])
+    assert head(carried)["obs"].requires_grad  # not armed
+    head.cut()
+    assert not head(TensorDict({"obs": torch.ones(2)}, [2]))["obs"].requires_grad and head.armed  # evaluation input
+    assert not head(carried)["obs"].requires_grad and not head.armed
+    assert head(TensorDict({"obs": x * 3}, [2]))["obs"].requires_grad  # inside the window the graph stays
