@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from tensordict import TensorDict
 from torch import nn
 
 from torchrl_shacpp.modules import (
@@ -78,6 +79,36 @@ def test_world_model_equals_dense_reference(h, n, heads):
     actions = torch.randn(2, h, n, 2, dtype=torch.float64)
     weight = torch.randn(2, h + 1, n, 3, dtype=torch.float64)
     _assert_same(_values_and_grads(fast, (obs, actions), weight), _values_and_grads(dense, (obs, actions), weight))
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+@pytest.mark.parametrize("dense", [False, True])
+def test_checkpointed_world_model_equals_the_plain_one(chunks, dense):
+    """Layer checkpointing over batch slices changes neither the predictions nor any gradient."""
+    torch.manual_seed(0)
+    make = functools.partial(AxisAttentionWorldModel, 3, 2, 4, hidden_size=8, feedforward_size=16, num_heads=2)
+    plain, checkpointed = make(dense_attention=dense).double(), make(dense_attention=dense, checkpoint_chunks=chunks)
+    checkpointed.double().load_state_dict(plain.state_dict())
+    obs = torch.randn(5, 2, 3, 3, dtype=torch.float64)  # two batch dims, 5 x 2 windows
+    actions = torch.randn(5, 2, 4, 3, 2, dtype=torch.float64)
+    weight = torch.randn(5, 2, 5, 3, 3, dtype=torch.float64)
+    _assert_same(_values_and_grads(plain, (obs, actions), weight), _values_and_grads(checkpointed, (obs, actions), weight))
+
+
+def test_checkpointed_world_model_keeps_held_out_parameters_held_out():
+    """Under ``to_module`` with detached parameters (the actor loss's held-out model), the recomputation in backward
+    uses those tensors: gradients reach the inputs, equal to the plain model's, and never the real parameters."""
+    torch.manual_seed(0)
+    model = AxisAttentionWorldModel(3, 2, 4, hidden_size=8, feedforward_size=16, checkpoint_chunks=2)
+    obs, actions = torch.randn(4, 2, 3), torch.randn(4, 4, 2, 2, requires_grad=True)
+    params = TensorDict.from_module(model)
+    with params.detach().to_module(model):
+        out = model(obs, actions)
+    (grad,) = torch.autograd.grad(out.pow(2).sum(), actions)
+    model.checkpoint_chunks = 0
+    (expected,) = torch.autograd.grad(model(obs, actions).pow(2).sum(), actions)
+    torch.testing.assert_close(grad, expected)
+    assert all(p.grad is None for p in model.parameters())
 
 
 def _changed_outputs(module: nn.Module, perturb, *inputs: torch.Tensor) -> torch.Tensor:
