@@ -532,20 +532,26 @@ class Shacp(Shac):
         reward.set_keys(reward=(group, "reward"), predicted_reward=(group, "predicted_reward"))
         return reward, None
 
-    def _cache(self, capacity: int, bins: int, score_key) -> Any:
-        """A stratified cache with its own random generator, which checkpoints save and restore with it."""
+    def _learned_model(
+        self, name: str, loss: LossModule, capacity: int, bins: int, score_key, items
+    ) -> LearnedModel:
+        """A model trained with Adam (``experiment.lr``) from a stratified cache of ``capacity`` items in ``bins``
+        bins; the cache has its own random generator, which checkpoints save and restore with it."""
         if capacity < bins:
-            raise ValueError(f"A cache of {capacity} items cannot hold {bins} bins; raise the cache size.")
+            raise ValueError(f"The {name} cache of {capacity} items cannot hold {bins} bins; raise its size.")
         self._caches_made += 1
         generator = torch.Generator(device=self.device).manual_seed(self.experiment.seed * 1000 + self._caches_made)
-        return make_stratified_cache(
-            capacity,
-            bins,
-            score_key=score_key,
-            batch_size=self.model_minibatch_size,
-            device=self.device,
+        cache = make_stratified_cache(
+            capacity, bins, score_key=score_key, batch_size=self.model_minibatch_size, device=self.device,
             generator=generator,
+        )  # fmt: skip
+        return LearnedModel(
+            name, loss, cache, items, lr=self.experiment_config.lr, eps=self.experiment_config.adam_eps
         )
+
+    @staticmethod
+    def _transition_keys(group: str) -> dict[str, tuple[str, str]]:
+        return dict(observation_key=(group, "observation"), action_key=(group, "action"), reward_key=(group, "reward"))
 
     def _learned_models(
         self,
@@ -554,17 +560,8 @@ class Shacp(Shac):
         reward: RewardModelLoss | None,
         world: WorldModelLoss | None,
     ) -> list[LearnedModel]:
-        keys = dict(observation_key=(group, "observation"), action_key=(group, "action"), reward_key=(group, "reward"))
-        adam = dict(lr=self.experiment_config.lr, eps=self.experiment_config.adam_eps)
-        return [
-            LearnedModel(
-                "reward",
-                reward,
-                self._cache(self.cache_size, self.reward_bins, ("next", group, "reward")),
-                functools.partial(reward_items, **keys),
-                **adam,
-            )
-        ]
+        items = functools.partial(reward_items, **self._transition_keys(group))
+        return [self._learned_model("reward", reward, self.cache_size, self.reward_bins, ("next", group, "reward"), items)]
 
     def train_learned_models(self, group: str) -> None:
         """Trains the group's learned models on the cool-down schedule and logs their mean minibatch losses."""
@@ -574,6 +571,8 @@ class Shacp(Shac):
         for model in self.learned_models[group]:
             log[f"train/{group}/loss_{model.name}"] = model.fit(self.cooldown)
             log[f"train/{group}/skipped_{model.name}_steps"] = model.step.skipped_steps
+        if group in self.target_updaters and not self.experiment.losses[group].value_in_loop:
+            self.target_updaters[group].step()  # a critic trained from its cache: one Polyak step per training
         self.experiment.logger.log(log, step=self.experiment.n_iters_performed)
 
 
@@ -598,7 +597,10 @@ class Shacpp(Shacp):
         world_bins: return bins of the world cache (paper: 25).
         value_bins: λ-target bins of the value cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
-        **kwargs: see :class:`Shacp` and :class:`Shac` (the authors' SHAC++ uses no target critic).
+        world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
+            (0: off); exact, for many agents (``benchmarks/results/world_model_scaling.md``).
+        **kwargs: see :class:`Shacp` and :class:`Shac`. The authors' SHAC++ uses no target critic; with
+            ``use_target_critic`` it takes one Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
 
     gradient_source = "world_model"
@@ -612,6 +614,7 @@ class Shacpp(Shacp):
         world_hidden_size: int,
         world_feedforward_size: int,
         world_num_heads: int,
+        world_checkpoint_chunks: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -623,6 +626,7 @@ class Shacpp(Shacp):
             hidden_size=world_hidden_size,
             feedforward_size=world_feedforward_size,
             num_heads=world_num_heads,
+            checkpoint_chunks=world_checkpoint_chunks,
         )
 
     def _model_losses(self, group: str) -> tuple[RewardModelLoss | None, WorldModelLoss | None]:
@@ -645,28 +649,18 @@ class Shacpp(Shacp):
         reward: RewardModelLoss | None,
         world: WorldModelLoss | None,
     ) -> list[LearnedModel]:
-        keys = dict(observation_key=(group, "observation"), action_key=(group, "action"), reward_key=(group, "reward"))
-        adam = dict(lr=self.experiment_config.lr, eps=self.experiment_config.adam_eps)
         world_cache_size = self.world_cache_size
         if world_cache_size is None:  # as many steps as the paper's cache_size windows of 32 steps
             world_cache_size = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.window_length)
+        world_windows = functools.partial(world_items, **self._transition_keys(group))
+        value_targets = functools.partial(
+            value_items, observation_key=(group, "observation"), value_target_key=(group, "value_target")
+        )
         return [
-            LearnedModel(
-                "world",
-                world,
-                self._cache(world_cache_size, self.world_bins, "score"),
-                functools.partial(world_items, **keys),
-                **adam,
-            ),
+            self._learned_model("world", world, world_cache_size, self.world_bins, "score", world_windows),
             *super()._learned_models(group, value, reward, world),
-            LearnedModel(
-                "value",
-                value,
-                self._cache(self.cache_size, self.value_bins, (group, "value_target")),
-                functools.partial(
-                    value_items, observation_key=(group, "observation"), value_target_key=(group, "value_target")
-                ),
-                **adam,
+            self._learned_model(
+                "value", value, self.cache_size, self.value_bins, (group, "value_target"), value_targets
             ),
         ]
 
@@ -746,6 +740,7 @@ class ShacppConfig(ShacpConfig):
     world_hidden_size: int = 64
     world_feedforward_size: int = 128
     world_num_heads: int = 1
+    world_checkpoint_chunks: int = 0
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:

@@ -1,0 +1,97 @@
+"""End-to-end training throughput of BenchMARL runs: frames per second of ``algorithm=shacpp`` against MAPPO.
+
+Each (experiment preset, algorithm) pair runs ``python -m benchmarl.run`` for ``--iters`` iterations on
+``vmas/transport`` with ``--n-agents`` agents, evaluation off, in a fresh subprocess; the algorithms alternate
+within each preset so that they share the machine's state. Throughput = frames / the sum of BenchMARL's own
+``timers/iteration_time`` (collection + training) over the iterations after the first (warm-up). SHAC++ trains its
+models every ``model_train_every`` windows (paper: 10), so ``--iters`` should cover at least one cool-down.
+
+Usage (results/benchmarl_throughput.md was made with the command written at its top)::
+
+    python benchmarks/benchmarl_throughput.py --iters 21 --presets base_experiment shacpp_paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def run(algorithm: str, preset: str, args: argparse.Namespace) -> dict[str, float]:
+    """One BenchMARL run; returns frames per second and the mean collection / training time per iteration."""
+    with tempfile.TemporaryDirectory() as folder:
+        command = [
+            sys.executable, "-m", "benchmarl.run", f"algorithm={algorithm}", "task=vmas/transport",
+            f"task.n_agents={args.n_agents}", f"experiment={preset}", f"experiment.max_n_iters={args.iters}",
+            "experiment.evaluation=false", "experiment.loggers=[csv]", "experiment.render=false",
+            "experiment.create_json=false", *args.override,
+        ]  # fmt: skip
+        subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True)
+        scalars = {name: _read_scalar(Path(folder), name) for name in ("iteration_time", "collection_time", "training_time")}
+        frames = _read_scalar(Path(folder), "current_frames", prefix="counters")
+    measured = slice(1, None)  # the first iteration is a warm-up
+    seconds = sum(scalars["iteration_time"][measured])
+    return {
+        "frames_per_iteration": frames[0],
+        "fps": sum(frames[measured]) / seconds,
+        "collection_s": _mean(scalars["collection_time"][measured]),
+        "training_s": _mean(scalars["training_time"][measured]),
+    }
+
+
+def _read_scalar(folder: Path, name: str, prefix: str = "timers") -> list[float]:
+    (path,) = folder.rglob(f"scalars/{prefix}_{name}.csv")
+    with open(path) as file:
+        return [float(row[1]) for row in csv.reader(file)]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["base_experiment", "shacpp_paper"], help="experiment presets")
+    parser.add_argument("--algorithms", nargs="+", default=["shacpp", "mappo"])
+    parser.add_argument("--iters", type=int, default=21, help="iterations per run; the first is not timed")
+    parser.add_argument("--n-agents", type=int, default=3)
+    parser.add_argument("--override", nargs="*", default=[], help="extra hydra overrides for every run")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "benchmarl_throughput.md")
+    args = parser.parse_args()
+
+    lines = [
+        "# BenchMARL end-to-end throughput: SHAC++ vs MAPPO",
+        "",
+        f"Command: `python benchmarks/benchmarl_throughput.py {' '.join(sys.argv[1:])}`",
+        "",
+        f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads), torch {torch.__version__}; "
+        f"vmas/transport with {args.n_agents} agents, {args.iters} iterations per run (the first untimed), evaluation "
+        "off, runs of one preset interleaved. fps = frames / Σ BenchMARL iteration time (collection + training).",
+        "",
+        "| preset | algorithm | frames / iteration | collection (s / iter) | training (s / iter) | frames / s "
+        "| shacpp / mappo |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for preset in args.presets:
+        results = {algorithm: run(algorithm, preset, args) for algorithm in args.algorithms}
+        for algorithm, result in results.items():
+            ratio = result["fps"] / results["mappo"]["fps"] if "mappo" in results else float("nan")
+            lines.append(
+                f"| {preset} | {algorithm} | {result['frames_per_iteration']:.0f} | {result['collection_s']:.3g} "
+                f"| {result['training_s']:.3g} | {result['fps']:.0f} | {ratio:.2f}× |"
+            )
+            print(lines[-1], flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
