@@ -36,19 +36,28 @@ def run(algorithm: str, preset: str, args: argparse.Namespace) -> dict[str, floa
         subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True)
         scalars = {name: _read_scalar(Path(folder), name) for name in ("iteration_time", "collection_time", "training_time")}
         frames = _read_scalar(Path(folder), "current_frames", prefix="counters")
-    measured = slice(1, None)  # the first iteration is a warm-up
-    seconds = sum(scalars["iteration_time"][measured])
+        # SHAC-family timers: the actor step (every iteration) and the cool-down training (only when it trains).
+        actor = _read_scalar(Path(folder), "actor_time")
+        models = _read_scalar(Path(folder), "agents_model_training_time")
+    iterations = len(scalars["iteration_time"]) - 1  # the first iteration is a warm-up
+    measured = slice(1, None)
     return {
         "frames_per_iteration": frames[0],
-        "fps": sum(frames[measured]) / seconds,
+        "fps": sum(frames[measured]) / sum(scalars["iteration_time"][measured]),
         "collection_s": _mean(scalars["collection_time"][measured]),
+        "actor_s": _mean(actor[measured]) if actor else 0.0,
+        "models_s": sum(models) / iterations,  # no cool-down falls in the warm-up iteration
         "training_s": _mean(scalars["training_time"][measured]),
+        "iteration_s": _mean(scalars["iteration_time"][measured]),
     }
 
 
 def _read_scalar(folder: Path, name: str, prefix: str = "timers") -> list[float]:
-    (path,) = folder.rglob(f"scalars/{prefix}_{name}.csv")
-    with open(path) as file:
+    """A BenchMARL csv scalar's values; empty if the run did not log it."""
+    paths = list(folder.rglob(f"scalars/{prefix}_{name}.csv"))
+    if not paths:
+        return []
+    with open(paths[0]) as file:
         return [float(row[1]) for row in csv.reader(file)]
 
 
@@ -73,18 +82,21 @@ def main() -> None:
         "",
         f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads), torch {torch.__version__}; "
         f"vmas/transport with {args.n_agents} agents, {args.iters} iterations per run (the first untimed), evaluation "
-        "off, runs of one preset interleaved. fps = frames / Σ BenchMARL iteration time (collection + training).",
+        "off, runs of one preset interleaved; times are means per timed iteration. fps = frames / Σ BenchMARL "
+        "iteration time. The BenchMARL training loop time includes the SHAC++ cool-down (its model training runs in "
+        "the loop's end-of-training callback); the actor step is outside both BenchMARL timers.",
         "",
-        "| preset | algorithm | frames / iteration | collection (s / iter) | training (s / iter) | frames / s "
-        "| shacpp / mappo |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| preset | algorithm | frames / iteration | iteration (s) | collection (s) | actor step (s) "
+        "| model cool-down (s, amortised) | BenchMARL training loop (s) | frames / s | shacpp / mappo |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for preset in args.presets:
         results = {algorithm: run(algorithm, preset, args) for algorithm in args.algorithms}
         for algorithm, result in results.items():
             ratio = result["fps"] / results["mappo"]["fps"] if "mappo" in results else float("nan")
             lines.append(
-                f"| {preset} | {algorithm} | {result['frames_per_iteration']:.0f} | {result['collection_s']:.3g} "
+                f"| {preset} | {algorithm} | {result['frames_per_iteration']:.0f} | {result['iteration_s']:.3g} "
+                f"| {result['collection_s']:.3g} | {result['actor_s']:.3g} | {result['models_s']:.3g} "
                 f"| {result['training_s']:.3g} | {result['fps']:.0f} | {ratio:.2f}× |"
             )
             print(lines[-1], flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple, Type
 
@@ -121,7 +122,8 @@ class Shac(Algorithm):
     gradients on, and with time limits reported as truncations (see :func:`~torchrl_shacpp.benchmarl.envs.
     rebuild_vmas_env`). A non-finite actor or critic step is skipped, counted and logged; parameters never receive
     NaN. Logged per group: ``actor_loss``, ``action_bound_loss``, ``actor_grad_norm`` (the paper's Fig. 2),
-    ``skipped_actor_steps``, ``skipped_critic_steps``; BenchMARL logs ``loss_value``.
+    ``skipped_actor_steps``, ``skipped_critic_steps``; BenchMARL logs ``loss_value``; ``timers/actor_time`` is the
+    actor step's wall time (BenchMARL's collection and training timers leave it out).
 
     Args:
         lmbda: TD(λ) parameter (paper: 0.95); the discount is ``experiment.gamma``.
@@ -418,6 +420,7 @@ class Shac(Algorithm):
 
     def train_actor(self, batch: TensorDictBase) -> None:
         """One actor step per group on the window ``batch`` (graph-carrying for SHAC/SHAC+), then the graph cut."""
+        start = time.perf_counter()
         groups = list(self.group_map)
         log = {}
         for index, group in enumerate(groups):
@@ -446,6 +449,7 @@ class Shac(Algorithm):
             detach_simulator_state(self.experiment.rollout_env)
             self.window_start.cut()
         self.windows += 1
+        log["timers/actor_time"] = time.perf_counter() - start
         self.experiment.logger.log(log, step=self.experiment.n_iters_performed)
 
     def update_target_critic(self, group: str) -> None:
@@ -567,12 +571,14 @@ class Shacp(Shac):
         """Trains the group's learned models on the cool-down schedule and logs their mean minibatch losses."""
         if not self.cooldown.should_train(self.windows - 1):
             return
+        start = time.perf_counter()
         log = {}
         for model in self.learned_models[group]:
             log[f"train/{group}/loss_{model.name}"] = model.fit(self.cooldown)
             log[f"train/{group}/skipped_{model.name}_steps"] = model.step.skipped_steps
         if group in self.target_updaters and not self.experiment.losses[group].value_in_loop:
             self.target_updaters[group].step()  # a critic trained from its cache: one Polyak step per training
+        log[f"timers/{group}/model_training_time"] = time.perf_counter() - start
         self.experiment.logger.log(log, step=self.experiment.n_iters_performed)
 
 
@@ -589,7 +595,7 @@ class Shacpp(Shacp):
     ``reward_bins`` / ``value_bins`` bins) on the cool-down schedule of :class:`Shacp`, as the authors do; BenchMARL's
     optimiser loop trains nothing (set ``experiment.on_policy_n_minibatch_iters=1`` and a minibatch of the whole
     batch to spend no time in it). Works on any BenchMARL task with continuous actions. Also logged per group:
-    ``loss_world``, ``loss_value``, ``skipped_{world,value}_steps``.
+    ``loss_world``, ``loss_value``, ``skipped_{world,value}_steps`` and ``timers/<group>/model_training_time``.
 
     Args:
         world_cache_size: windows in the world cache (default: as many steps as ``cache_size`` windows of the paper's
