@@ -10,15 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 from benchmarl.algorithms import MappoConfig
-from benchmarl.environments import VmasTask
+from benchmarl.environments import VmasTask, task_config_registry
 from benchmarl.experiment import Experiment, ExperimentConfig
 from benchmarl.models import MlpConfig
 from tensordict import TensorDict
 from torchrl.data import Composite, Unbounded
 
-from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacppConfig, TransformerConfig
+from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacppConfig, TransformerConfig, experiment_config
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
 from torchrl_shacpp.benchmarl.envs import WindowStartDetach
+from torchrl_shacpp.envs import DifferentiableSampling, DifferentiableTransport
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
 TINY = [
@@ -236,6 +237,15 @@ def test_paper_maximum_rewards(tmp_path: Path):
         paper_max_episode_reward(VmasTask.BALANCE.get_from_yaml(), rollouts)
 
 
+def test_experiment_presets_for_python_users():
+    paper = experiment_config("shacpp_paper")
+    assert (paper.on_policy_n_envs_per_worker, paper.on_policy_collected_frames_per_batch, paper.lr) == (512, 16384, 1e-3)
+    assert paper.evaluation_interval % paper.on_policy_collected_frames_per_batch == 0  # BenchMARL's own check
+    assert experiment_config("shacpp_cpu").on_policy_n_envs_per_worker == 64
+    with pytest.raises(ValueError, match="shacpp_cpu, shacpp_paper"):
+        experiment_config("paper")
+
+
 def test_transformer_config_loads_from_the_package_yaml():
     assert TransformerConfig.get_from_yaml() == TransformerConfig()
     assert ShacppConfig.get_from_yaml() == ShacppConfig()
@@ -295,3 +305,11 @@ def test_window_start_detach_cuts_only_the_next_graph_carrying_input():
     assert not head(TensorDict({"obs": torch.ones(2)}, [2]))["obs"].requires_grad and head.armed  # evaluation input
     assert not head(carried)["obs"].requires_grad and not head.armed
     assert head(TensorDict({"obs": x * 3}, [2]))["obs"].requires_grad  # inside the window the graph stays
+
+
+@pytest.mark.parametrize("name, scenario", [("transport", DifferentiableTransport), ("sampling", DifferentiableSampling)])
+def test_differentiable_tasks_are_benchmarl_tasks_filed_under_the_vmas_name(name, scenario):
+    task = task_config_registry[f"vmas/{name}_differentiable"].get_from_yaml()
+    assert task.config == VmasTask[name.upper()].get_from_yaml().config  # BenchMARL's settings
+    env = task.get_env_fun(num_envs=2, continuous_actions=True, seed=0, device="cpu")()
+    assert isinstance(env._env.scenario, scenario) and task.name.lower() == name and task.env_name() == "vmas"

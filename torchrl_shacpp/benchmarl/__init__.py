@@ -22,11 +22,15 @@ from torchrl_shacpp.benchmarl.algorithms import (
 )
 from torchrl_shacpp.benchmarl.callbacks import EarlyStopping
 from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
+from torchrl_shacpp.benchmarl.presets import experiment_config
+from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasClass, DifferentiableVmasTask
 
 ALGORITHMS = {"shac": ShacConfig, "shacp": ShacpConfig, "shacpp": ShacppConfig}
 MODELS = {"transformer": TransformerConfig}
 #: Task presets with the paper's settings (App. A), as hydra options of BenchMARL's VMAS tasks.
 PAPER_TASKS = {"vmas/dispersion_paper": "DISPERSION", "vmas/discovery_paper": "DISCOVERY"}
+#: The differentiable-reward VMAS tasks.
+DIFFERENTIABLE_TASKS = {f"vmas/{task.name.lower()}_differentiable": task for task in DifferentiableVmasTask}
 
 
 def _agents_per_target(n_agents: int) -> int:
@@ -52,6 +56,7 @@ def register() -> None:
     model_config_registry.update(MODELS)
     for name, task in PAPER_TASKS.items():
         task_config_registry[name] = VmasTask[task]
+    task_config_registry.update(DIFFERENTIABLE_TASKS)
     OmegaConf.register_new_resolver("shacpp_agents_per_target", _agents_per_target, replace=True)
     os.environ.setdefault("WANDB_MODE", "offline")
 
@@ -59,6 +64,8 @@ def register() -> None:
 register()
 
 __all__ = [
+    "DifferentiableVmasClass",
+    "DifferentiableVmasTask",
     "EarlyStopping",
     "SHACFamilyLoss",
     "Shac",
@@ -69,5 +76,6 @@ __all__ = [
     "ShacppConfig",
     "Transformer",
     "TransformerConfig",
+    "experiment_config",
     "register",
 ]
