@@ -89,9 +89,11 @@ def test_multirun_with_mappo_merges_into_one_table(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     table = subprocess.run(
-        [sys.executable, "-m", "torchrl_shacpp.benchmarl.table", str(tmp_path / "multirun")],
+        [sys.executable, "-m", "torchrl_shacpp.benchmarl.table", str(tmp_path / "multirun"), "--plot",
+         str(tmp_path / "curves.png")],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    assert (tmp_path / "curves.png").stat().st_size > 0
     rows = [line for line in table.splitlines() if line.startswith("| vmas/transport")]
     assert sorted(row.split(" | ")[1] for row in rows) == ["mappo", "shacpp"]
     assert all(row.split(" | ")[2] == "2" and row.split(" | ")[5] == "128 |" for row in rows)
