@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,10 @@ TINY = [
 
 
 def benchmarl_run(tmp_path: Path, *overrides: str, module: str = "benchmarl.run", multirun: bool = False):
-    """Runs BenchMARL's hydra app in ``tmp_path``; returns the completed process (output captured)."""
+    """Runs BenchMARL's hydra app in ``tmp_path`` as a user would (no ``WANDB_MODE``); returns the completed process."""
     command = [sys.executable, "-m", module, *(["-m"] if multirun else []), *overrides]
-    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_MODE"}
+    return subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
 
 
 def scalar(run_folder: Path, name: str) -> list[float]:
@@ -71,6 +73,16 @@ def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path):
     for model in ("world", "reward", "value"):
         losses = scalar(tmp_path, f"train_agents_loss_{model}")
         assert len(losses) == 2 and all(0 <= loss < float("inf") for loss in losses)
+
+
+def test_wandb_logs_offline_by_default(tmp_path: Path):
+    """BenchMARL logs to wandb by default: the run must need neither an account nor a network."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=1", *TINY,
+        "experiment.loggers=[wandb]",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.rglob("wandb/offline-run-*"))
 
 
 def test_mappo_with_the_transformer_model(tmp_path: Path):
