@@ -50,9 +50,15 @@ def scalar(run_folder: Path, name: str) -> list[float]:
         return [float(row[1]) for row in csv.reader(file)]
 
 
-@pytest.mark.parametrize("algorithm", ["shac", "shacp", "shacpp"])
-def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str):
-    result = benchmarl_run(tmp_path, f"algorithm={algorithm}", "task=vmas/transport", "experiment.max_n_iters=3", *TINY)
+@pytest.mark.parametrize(
+    "algorithm, task",
+    [("shac", "transport"), ("shacp", "transport"), ("shacpp", "transport"), ("shacp", "sampling")],
+)
+def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str, task: str):
+    # Episodes of 12 steps end inside the second and third windows: backward must survive VMAS's resets.
+    result = benchmarl_run(
+        tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "task.max_steps=12", "experiment.max_n_iters=3", *TINY
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     grad_norms = scalar(tmp_path, "train_agents_actor_grad_norm")
     assert len(grad_norms) == 3 and all(0 < g < float("inf") for g in grad_norms)
@@ -234,6 +240,20 @@ def test_early_stopping_never_stops_an_unsolved_run(tmp_path: Path):
     )
     experiment.run()
     assert experiment.n_iters_performed == 2 and stopper.solved_at_frames is None
+
+
+def test_early_stopping_on_a_task_without_a_paper_maximum(tmp_path: Path):
+    """The command line runs vmas/sampling without early stopping; the callback alone refuses it at set-up."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=mappo", "task=vmas/sampling", "experiment.max_n_iters=1", *TINY,
+        module="torchrl_shacpp.benchmarl.run",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "No early stopping: the paper defines no maximum reward for vmas/sampling" in result.stdout
+    with pytest.raises(ValueError, match="pass max_episode_reward"):
+        tiny_experiment(
+            MappoConfig.get_from_yaml(), tmp_path, task=VmasTask.SAMPLING, callbacks=[EarlyStopping()], max_n_iters=1
+        )
 
 
 def test_paper_maximum_rewards(tmp_path: Path):

@@ -391,7 +391,9 @@ class Shac(Algorithm):
             return rebuild_vmas_env(
                 env_fun(),
                 self.experiment.task,
-                differentiable_reward=self.gradient_source == "simulator",
+                # Also for SHAC+: the variants keep VMAS's values but not its in-place writes into tensors that a
+                # graph-carrying window saved for backward (sampling's max_pdf at a reset).
+                differentiable_reward=self.simulator_graph,
                 grad_enabled=self.simulator_graph,
                 seed=self.experiment.seed,
             )

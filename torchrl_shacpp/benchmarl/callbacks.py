@@ -12,6 +12,21 @@ from tensordict import TensorDictBase
 
 #: Per-agent transport reward: 100 × the decrease of the package-goal distance (VMAS's ``shaping_factor``).
 TRANSPORT_SHAPING = 100.0
+#: The VMAS tasks whose maximum reward the paper defines (sampling's depends on the Gaussians: it has none).
+PAPER_MAX_REWARD_TASKS = ("dispersion", "discovery", "transport")
+
+
+def has_paper_max_episode_reward(task: TaskClass) -> bool:
+    """Whether :func:`paper_max_episode_reward` knows the task's maximum."""
+    return isinstance(task, VmasClass) and task.name.lower() in PAPER_MAX_REWARD_TASKS
+
+
+def _unknown_maximum_error(task: TaskClass) -> ValueError:
+    return ValueError(
+        f"EarlyStopping knows the maximum reward of vmas/dispersion, vmas/discovery and vmas/transport only, not of "
+        f"{task.env_name()}/{task.name.lower()}: pass max_episode_reward=(a number, or a function of the task and the "
+        "evaluation rollouts returning one number per env)."
+    )
 
 
 def paper_max_episode_reward(task: TaskClass, rollouts: List[TensorDictBase]) -> torch.Tensor:
@@ -25,20 +40,17 @@ def paper_max_episode_reward(task: TaskClass, rollouts: List[TensorDictBase]) ->
     Raises:
         ValueError: for other tasks, naming the ``max_episode_reward`` argument that supplies the maximum.
     """
-    name = task.name.lower() if isinstance(task, VmasClass) else None
+    if not has_paper_max_episode_reward(task):
+        raise _unknown_maximum_error(task)
+    name = task.name.lower()
     if name == "dispersion":
         return torch.full((len(rollouts),), float(task.config["n_food"]))
     if name == "discovery":
         return torch.full((len(rollouts),), float(task.config["n_targets"]))
-    if name == "transport":
-        group = next(key for key in rollouts[0].keys() if key not in ("next", "done", "terminated", "truncated"))
-        offsets = torch.stack([rollout[group, "observation"][0, 0, 4:6] for rollout in rollouts])
-        return TRANSPORT_SHAPING * offsets.norm(dim=-1)
-    raise ValueError(
-        f"EarlyStopping knows the maximum reward of vmas/dispersion, vmas/discovery and vmas/transport only, not of "
-        f"{task.env_name()}/{task.name.lower()}: pass max_episode_reward=(a number, or a function of the task and the "
-        "evaluation rollouts returning one number per env)."
-    )
+    # transport
+    group = next(key for key in rollouts[0].keys() if key not in ("next", "done", "terminated", "truncated"))
+    offsets = torch.stack([rollout[group, "observation"][0, 0, 4:6] for rollout in rollouts])
+    return TRANSPORT_SHAPING * offsets.norm(dim=-1)
 
 
 class _Solved(Exception):
@@ -89,6 +101,8 @@ class EarlyStopping(Callback):
 
     def on_setup(self) -> None:
         experiment = self.experiment
+        if self.max_episode_reward is paper_max_episode_reward and not has_paper_max_episode_reward(experiment.task):
+            raise _unknown_maximum_error(experiment.task)  # at set-up, not after the first evaluation
         collection_loop = experiment._collection_loop
 
         def collection_loop_until_solved() -> None:

@@ -4,7 +4,8 @@
 
 takes exactly BenchMARL's configuration and overrides, and adds :class:`~torchrl_shacpp.benchmarl.EarlyStopping`
 (90% of the evaluation envs at 90% of the maximum reward; change it with ``+early_stopping.env_fraction=0.8``
-or ``+early_stopping.reward_fraction=0.8``).
+or ``+early_stopping.reward_fraction=0.8``). On a task whose maximum the paper does not define (e.g. vmas/sampling)
+the run has no early stopping unless ``+early_stopping.max_episode_reward=<number>`` gives one.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import benchmarl
 import hydra
-from benchmarl.hydra_config import load_experiment_from_hydra
+from benchmarl.hydra_config import load_experiment_from_hydra, load_task_config_from_hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from torchrl_shacpp.benchmarl.callbacks import EarlyStopping
+from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, has_paper_max_episode_reward
 
 BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 
@@ -26,8 +27,14 @@ BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 def run_with_early_stopping(cfg: DictConfig) -> None:
     """Runs one BenchMARL experiment from its hydra config, stopping early once the task is solved."""
     task_name = HydraConfig.get().runtime.choices.task
-    early_stopping = EarlyStopping(**cfg.get("early_stopping", {}))
-    load_experiment_from_hydra(cfg, task_name=task_name, callbacks=[early_stopping]).run()
+    early_stopping_kwargs = dict(cfg.get("early_stopping", {}))
+    task = load_task_config_from_hydra(cfg.task, task_name)
+    if "max_episode_reward" in early_stopping_kwargs or has_paper_max_episode_reward(task):
+        callbacks = [EarlyStopping(**early_stopping_kwargs)]
+    else:
+        print(f"No early stopping: the paper defines no maximum reward for {task_name}.")
+        callbacks = []
+    load_experiment_from_hydra(cfg, task_name=task_name, callbacks=callbacks).run()
 
 
 if __name__ == "__main__":
