@@ -25,6 +25,7 @@ import math
 
 import torch
 from common import GROUP, TrainingLog, common_parser, gaussian_actor, run
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor
@@ -105,7 +106,7 @@ def make_actor_loss(
     env: EnvBase,
     policy: ProbabilisticActor,
     critic: TensorDictModule,
-    value_loss: TDLambdaValueLoss,
+    value_params: TensorDictBase,
     world_model: TensorDictModule,
     reward_model: TensorDictModule,
     gamma: float,
@@ -116,7 +117,7 @@ def make_actor_loss(
         policy,
         critic,
         gamma=gamma,
-        value_params=value_loss.bootstrap_params,
+        value_params=value_params,
         action_low=action_spec.space.low[0],  # drop the env batch dim: [n_agents, action_dim]
         action_high=action_spec.space.high[0],
         reward_model=reward_model,
@@ -139,7 +140,9 @@ def train(args: argparse.Namespace) -> list[dict]:
     value_loss = TDLambdaValueLoss(critic, gamma=args.gamma, lmbda=args.lmbda, use_target_network=False)
     value_loss.set_keys(reward=REWARD, value=(GROUP, "state_value"), value_target=VALUE_TARGET)
     models, world_model, reward_model = make_learned_models(env, value_loss, args)
-    actor_loss = make_actor_loss(env, policy, critic, value_loss, world_model, reward_model, args.gamma)
+    actor_loss = make_actor_loss(
+        env, policy, critic, value_loss.bootstrap_params, world_model, reward_model, args.gamma
+    )
     actor_step = FiniteGradientStep(torch.optim.Adam(actor_loss.parameters(), lr=args.lr), max_grad_norm=1.0)
     cooldown = CoolDown(every=args.train_every, epochs=args.model_epochs)
     collector = WindowCollector(

@@ -1,0 +1,243 @@
+"""Do SHAC+'s and SHAC++'s learned gradients point where the simulator's gradient points?
+
+On a task whose reward has an exact gradient (transport with ``approach_coef=0``, i.e. VMAS's own gradient;
+sampling), the SHAC actor gradient :math:`g_{sim}` of a window is exact. SHAC+ (learned reward on the simulator's
+observations) and SHAC++ (learned world and reward models, the simulator's gradient unused) estimate the same
+gradient. For the *same* windows (same states, same reparameterised actions, same critic) this script measures
+
+* ``cos(sim, +)`` and ``cos(sim, ++)``: cosine between :math:`g_{sim}` and the SHAC+ / SHAC++ gradient of the policy
+  parameters, per window, mean ± std over the evaluation windows;
+* ``|g|/|g_sim|``: the learned gradient's norm relative to the simulator's;
+* ``cos(sim_i, sim_j)``: cosine between the simulator gradients of two different windows — how far one window's
+  gradient agrees with another's, the scale against which a learned gradient's cosine is read;
+* the models' held-out errors on the evaluation windows (world: observation MSE over the window; reward: MSE),
+* ``∂ô/∂a``: how the world model's sensitivity of the predicted observations to the actions agrees with the
+  simulator's, on a rollout of uniform random actions in the action box: cosine and norm ratio of the Jacobians
+  :math:`\partial (\sum_{t, i} \hat o_{t, i, f}) / \partial a_{0..h-1}`, stacked over the features :math:`f`,
+  against the simulator's,
+
+as the world, reward and value models train (cool-down epochs over caches filled by the same policy).
+
+Two switches take the simulator's gradient apart:
+
+* ``--open-loop``: the evaluation windows are collected by the policy reading *detached* observations, so the
+  simulator's gradient lacks the terms "a later action depends on a later state" — exactly as SHAC++'s, whose
+  policy acted on real observations (the authors' splicing, DESIGN §2 step 2);
+* ``--no-bootstrap``: all three objectives use a zero critic, leaving the reward path only.
+
+Usage (the committed tables in results/shacpp_gradient_alignment.md were made with these commands)::
+
+    python benchmarks/shacpp_gradient_alignment.py --task transport --scenario approach_coef=0
+    python benchmarks/shacpp_gradient_alignment.py --task sampling
+    python benchmarks/shacpp_gradient_alignment.py --task sampling --open-loop
+    python benchmarks/shacpp_gradient_alignment.py --task sampling --open-loop --no-bootstrap
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModuleBase, TensorDictSequential
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+
+from common import GROUP, scenario_kwarg  # noqa: E402
+from torchrl.envs.utils import step_mdp  # noqa: E402
+from train_shacpp import (  # noqa: E402
+    ACTION,
+    NEXT_OBSERVATION,
+    OBSERVATION,
+    PREDICTED_REWARD,
+    REWARD,
+    VALUE_TARGET,
+    make_actor_loss,
+    make_critic,
+    make_learned_models,
+    make_policy,
+)
+
+from torchrl_shacpp.collectors import WindowCollector  # noqa: E402
+from torchrl_shacpp.data import CoolDown  # noqa: E402
+from torchrl_shacpp.envs import make_vmas_env  # noqa: E402
+from torchrl_shacpp.objectives import TDLambdaValueLoss  # noqa: E402
+
+
+def collect(env, policy, windows: int, window_length: int, graph: str) -> list[TensorDictBase]:
+    """``windows`` consecutive windows; all envs reset every 3 windows so that no episode ends inside one."""
+    collector = WindowCollector(
+        env, policy, window_length=window_length, total_frames=windows * window_length * env.batch_size[0],
+        reset_every=3, graph=graph,
+    )  # fmt: skip
+    collected = list(collector)
+    collector.shutdown()
+    return collected
+
+
+class DetachedObservation(TensorDictModuleBase):
+    """Cuts the graph between the state and the policy's input: actions depend on the parameters directly only."""
+
+    in_keys = out_keys = [OBSERVATION]
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        return tensordict.set(OBSERVATION, tensordict.get(OBSERVATION).detach())
+
+
+def flat_gradient(loss: torch.Tensor, parameters: list[torch.Tensor]) -> torch.Tensor:
+    gradients = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gradients, parameters)])
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def world_sensitivity_agreement(env, world_model, window_length: int) -> tuple[float, float]:
+    """Cosine and norm ratio of the world model's Jacobian ∂(Σ ô_f)/∂a, stacked over the observation features f,
+    against the simulator's, on one rollout of uniform random actions."""
+    tensordict = env.reset()
+    first_observation = tensordict[OBSERVATION].detach()
+    actions, observations = [], []
+    for _ in range(window_length):
+        action = env.full_action_spec[ACTION].rand().requires_grad_()  # uniform in the box: never clamped
+        tensordict = env.step(tensordict.set(ACTION, action))
+        actions.append(action)
+        observations.append(tensordict["next", *OBSERVATION])
+        tensordict = step_mdp(tensordict)
+    simulated = torch.stack(observations, -3)
+    predicted = world_model.module.world_model(first_observation, torch.stack(actions, -3))[..., 1:, :, :]
+
+    def jacobian(observation: torch.Tensor) -> torch.Tensor:
+        return torch.cat([
+            torch.cat([
+                (g if g is not None else torch.zeros_like(a)).flatten()
+                for g, a in zip(torch.autograd.grad(observation[..., f].sum(), actions, retain_graph=True,
+                                                    allow_unused=True), actions)
+            ])
+            for f in range(observation.shape[-1])
+        ])  # fmt: skip
+
+    by_simulator, by_model = jacobian(simulated), jacobian(predicted)
+    return cosine(by_simulator, by_model), (by_model.norm() / by_simulator.norm()).item()
+
+
+def held_out_errors(windows: list[TensorDictBase], world_model, reward_model) -> tuple[float, float]:
+    """Mean world-model observation MSE (one-pass prediction from o_0) and reward-model MSE on ``windows``."""
+    world, reward = [], []
+    with torch.no_grad():
+        for window in windows:
+            window = window.detach()
+            predicted = world_model(window.copy())
+            world.append((predicted[NEXT_OBSERVATION] - window[NEXT_OBSERVATION]).pow(2).mean().item())
+            scored = reward_model(window.select(*reward_model.in_keys))
+            reward.append((scored[PREDICTED_REWARD] - window["next", *REWARD]).pow(2).mean().item())
+    return statistics.mean(world), statistics.mean(reward)
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.getLogger("torchrl").setLevel(logging.WARNING)
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    env_kwargs = dict(n_agents=args.n_agents, differentiable_reward=True, **dict(args.scenario))
+    data_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed, **env_kwargs)
+    eval_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
+    policy, critic = make_policy(data_env, action_std=1.0, learn_std=False), make_critic(data_env)
+    value_loss = TDLambdaValueLoss(critic, gamma=args.gamma, lmbda=0.95, use_target_network=False)
+    value_loss.set_keys(reward=REWARD, value=(GROUP, "state_value"), value_target=VALUE_TARGET)
+    models, world_model, reward_model = make_learned_models(data_env, value_loss, args)
+    critic_params = value_loss.bootstrap_params
+    if args.no_bootstrap:
+        critic_params = critic_params.detach().clone().zero_()  # a critic of all-zero parameters outputs 0
+    shac, shacp, shacpp = (
+        make_actor_loss(data_env, policy, critic, critic_params, world, reward, args.gamma)
+        for world, reward in ((None, None), (None, reward_model), (world_model, reward_model))
+    )
+    parameters = [p for p in policy.parameters() if p.requires_grad]
+
+    start = time.perf_counter()
+    for window in collect(data_env, policy, args.data_windows, args.window, graph="none"):
+        window[VALUE_TARGET] = value_loss.value_targets(window)
+        for model in models:
+            model.store(window)
+    eval_policy = TensorDictSequential(DetachedObservation(), policy) if args.open_loop else policy
+    eval_windows = collect(eval_env, eval_policy, args.eval_windows, args.window, graph="simulator")
+    print(f"data: {args.data_windows} windows of {args.num_envs} envs x {args.window} steps "
+          f"({time.perf_counter() - start:.0f} s with the evaluation windows)", file=sys.stderr)  # fmt: skip
+
+    rows, trained_epochs = [], 0
+    for epochs in args.epochs:
+        if epochs > trained_epochs:
+            cooldown = CoolDown(every=1, epochs=epochs - trained_epochs)
+            for model in models:
+                model.fit(cooldown)
+            trained_epochs = epochs
+        # The critic trains with the models, so the simulator's gradient (through its bootstrap) changes too.
+        simulator_gradients = [flat_gradient(shac(window)["loss_actor"], parameters) for window in eval_windows]
+        across_windows = [
+            cosine(simulator_gradients[i], simulator_gradients[j])
+            for i in range(len(eval_windows)) for j in range(i + 1, len(eval_windows))
+        ]  # fmt: skip
+        plus, plusplus, plus_norm, plusplus_norm = [], [], [], []
+        for window, g_sim in zip(eval_windows, simulator_gradients):
+            g_plus = flat_gradient(shacp(window)["loss_actor"], parameters)
+            g_plusplus = flat_gradient(shacpp(window)["loss_actor"], parameters)
+            plus.append(cosine(g_sim, g_plus))
+            plusplus.append(cosine(g_sim, g_plusplus))
+            plus_norm.append((g_plus.norm() / g_sim.norm()).item())
+            plusplus_norm.append((g_plusplus.norm() / g_sim.norm()).item())
+        world_error, reward_error = held_out_errors(eval_windows, world_model, reward_model)
+        sensitivity_cos, sensitivity_ratio = world_sensitivity_agreement(eval_env, world_model, args.window)
+        rows.append(
+            f"| {epochs} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
+            f"{statistics.mean(plus_norm):.2f} | "
+            f"{statistics.mean(plusplus_norm):.2f} | {world_error:.2e} | {reward_error:.2e} | {sensitivity_cos:.2f} | "
+            f"{sensitivity_ratio:.2f} |"
+        )
+        print(rows[-1], f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+    setting = [f"{key}={value}" for key, value in args.scenario]
+    setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
+    print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
+    print("| model epochs | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| | \\|g_++\\|/\\|g_sim\\| "
+          "| world MSE (held out) | reward MSE (held out) | ∂ô/∂a cos | ∂ô/∂a norm ratio |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="transport", help="a task with a differentiable reward: transport, sampling")
+    parser.add_argument("--n-agents", type=int, default=3)
+    parser.add_argument("--scenario", type=scenario_kwarg, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
+    parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--data-windows", type=int, default=150, help="windows of training data for the models")
+    parser.add_argument("--eval-windows", type=int, default=8, help="held-out windows the gradients are compared on")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 3, 10, 30], help="cumulative model epochs")
+    parser.add_argument("--cache-size", type=int, default=30_000, help="reward and value cache items")
+    parser.add_argument("--world-cache-size", type=int, default=3_000, help="windows in the world cache")
+    parser.add_argument("--world-bins", type=int, default=25)
+    parser.add_argument("--reward-bins", type=int, default=9)
+    parser.add_argument("--value-bins", type=int, default=9)
+    parser.add_argument("--minibatch", type=int, default=1000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--gamma", type=float, default=0.99)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
