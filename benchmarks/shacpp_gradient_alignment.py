@@ -29,8 +29,8 @@ Usage (the committed tables in results/shacpp_gradient_alignment.md were made wi
 
     python benchmarks/shacpp_gradient_alignment.py --task transport --scenario approach_coef=0
     python benchmarks/shacpp_gradient_alignment.py --task sampling
-    python benchmarks/shacpp_gradient_alignment.py --task sampling --open-loop
-    python benchmarks/shacpp_gradient_alignment.py --task sampling --open-loop --no-bootstrap
+
+e.g. ``--task sampling --open-loop --no-bootstrap`` for the reward path without the closed-loop terms.
 """
 
 from __future__ import annotations
