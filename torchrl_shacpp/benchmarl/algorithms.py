@@ -391,10 +391,7 @@ class Shac(Algorithm):
             return rebuild_vmas_env(
                 env_fun(),
                 self.experiment.task,
-                # Also for SHAC+: the variants keep VMAS's values but not its in-place writes into tensors that a
-                # graph-carrying window saved for backward (sampling's max_pdf at a reset).
-                differentiable_reward=self.simulator_graph,
-                grad_enabled=self.simulator_graph,
+                simulator_graph=self.simulator_graph,
                 seed=self.experiment.seed,
             )
 

@@ -13,25 +13,24 @@ from torchrl.envs.libs.vmas import VmasEnv
 from torchrl_shacpp.envs import VMAS_TASKS, vmas_environment
 
 
-def rebuild_vmas_env(
-    env: TransformedEnv, task: VmasClass, *, differentiable_reward: bool, grad_enabled: bool, seed: int
-) -> TransformedEnv:
+def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: bool, seed: int) -> TransformedEnv:
     """``env`` (a BenchMARL VMAS env) rebuilt for the SHAC family, with BenchMARL's transforms kept.
 
-    Three changes, none of which alters a reward value or an observation:
+    Changes that alter no reward value and no observation:
 
-    * the paper's tasks with a differentiable-reward variant (transport, sampling; :data:`~torchrl_shacpp.envs.
-      VMAS_TASKS`) get it when ``differentiable_reward`` (SHAC, SHAC+: VMAS's own rewards have no usable gradient);
+    * with ``simulator_graph`` (SHAC, SHAC+), VMAS keeps the actions' autograd graph, and the paper's tasks with a
+      differentiable-reward variant (transport, sampling; :data:`~torchrl_shacpp.envs.VMAS_TASKS`) get it: VMAS's
+      own rewards have no usable gradient, and its scenarios write in place into tensors that a graph-carrying
+      window saved for backward (sampling's ``max_pdf`` at a reset);
     * the time limit moves from VMAS to a :class:`~torchrl.envs.StepCounter`: TorchRL's VMAS wrapper reports it as
       ``terminated``, which would bootstrap the value targets and the actor objective with 0 instead of
-      :math:`V(o')` at every time limit;
-    * VMAS keeps the actions' autograd graph when ``grad_enabled`` (SHAC, SHAC+).
+      :math:`V(o')` at every time limit.
     """
     base = env.base_env
     config = copy.deepcopy(task.config)
     max_steps = config.pop("max_steps")
     name = task.name.lower()
-    scenario = VMAS_TASKS[name].make_scenario(differentiable_reward) if name in VMAS_TASKS else name
+    scenario = VMAS_TASKS[name].make_scenario(simulator_graph) if name in VMAS_TASKS else name
     vmas = VmasEnv(
         scenario=scenario,
         num_envs=base.batch_size[0],
@@ -40,7 +39,7 @@ def rebuild_vmas_env(
         device=base.device,
         categorical_actions=True,
         clamp_actions=True,
-        grad_enabled=grad_enabled,
+        grad_enabled=simulator_graph,
         max_steps=None,
         **config,
     )
