@@ -89,9 +89,10 @@ class DetachedObservation(TensorDictModuleBase):
         return tensordict.set(OBSERVATION, tensordict.get(OBSERVATION).detach())
 
 
-def flat_gradient(loss: torch.Tensor, parameters: list[torch.Tensor]) -> torch.Tensor:
-    gradients = torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(gradients, parameters)])
+def flat_gradient(output: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Tensor:
+    """∂output/∂inputs, flattened into one vector (zeros where an input does not reach the output)."""
+    gradients = torch.autograd.grad(output, inputs, retain_graph=True, allow_unused=True)
+    return torch.cat([(g if g is not None else torch.zeros_like(x)).flatten() for g, x in zip(gradients, inputs)])
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -118,14 +119,7 @@ def world_sensitivity_agreement(env, world_model, window_length: int) -> tuple[f
     predicted = world_model.module.world_model(first_observation, torch.stack(actions, -3))[..., 1:, :, :]
 
     def jacobian(observation: torch.Tensor) -> torch.Tensor:
-        return torch.cat([
-            torch.cat([
-                (g if g is not None else torch.zeros_like(a)).flatten()
-                for g, a in zip(torch.autograd.grad(observation[..., f].sum(), actions, retain_graph=True,
-                                                    allow_unused=True), actions)
-            ])
-            for f in range(observation.shape[-1])
-        ])  # fmt: skip
+        return torch.cat([flat_gradient(observation[..., f].sum(), actions) for f in range(observation.shape[-1])])
 
     by_simulator, by_model = jacobian(simulated), jacobian(predicted)
     return cosine(by_simulator, by_model), (by_model.norm() / by_simulator.norm()).item()

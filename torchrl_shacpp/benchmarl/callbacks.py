@@ -40,17 +40,16 @@ def paper_max_episode_reward(task: TaskClass, rollouts: List[TensorDictBase]) ->
     Raises:
         ValueError: for other tasks, naming the ``max_episode_reward`` argument that supplies the maximum.
     """
-    if not has_paper_max_episode_reward(task):
-        raise _unknown_maximum_error(task)
-    name = task.name.lower()
+    name = task.name.lower() if has_paper_max_episode_reward(task) else None
     if name == "dispersion":
         return torch.full((len(rollouts),), float(task.config["n_food"]))
     if name == "discovery":
         return torch.full((len(rollouts),), float(task.config["n_targets"]))
-    # transport
-    group = next(key for key in rollouts[0].keys() if key not in ("next", "done", "terminated", "truncated"))
-    offsets = torch.stack([rollout[group, "observation"][0, 0, 4:6] for rollout in rollouts])
-    return TRANSPORT_SHAPING * offsets.norm(dim=-1)
+    if name == "transport":
+        group = next(key for key in rollouts[0].keys() if key not in ("next", "done", "terminated", "truncated"))
+        offsets = torch.stack([rollout[group, "observation"][0, 0, 4:6] for rollout in rollouts])
+        return TRANSPORT_SHAPING * offsets.norm(dim=-1)
+    raise _unknown_maximum_error(task)
 
 
 class _Solved(Exception):
