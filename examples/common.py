@@ -23,12 +23,14 @@ from torchrl_shacpp.optim import FiniteGradientStep
 GROUP = "agents"
 
 
-def gaussian_actor(network: nn.Module, action_dim: int, action_std: float, learn_std: bool) -> ProbabilisticActor:
-    """The agents' Gaussian policy around ``network``'s mean (:func:`torchrl_shacpp.modules.gaussian_actor`)."""
+def gaussian_actor(network: nn.Module, env: EnvBase, action_std: float, learn_std: bool) -> ProbabilisticActor:
+    """The agents' Gaussian policy around ``network``'s mean, its samples clamped to ``env``'s action box
+    (:func:`torchrl_shacpp.modules.gaussian_actor`)."""
     loc = TensorDictModule(network, in_keys=[(GROUP, "observation")], out_keys=[(GROUP, "loc")])
+    spec = env.full_action_spec_unbatched[GROUP, "action"]
     return make_gaussian_actor(
-        loc, action_dim=action_dim, loc_key=(GROUP, "loc"), scale_key=(GROUP, "scale"), action_key=(GROUP, "action"),
-        action_std=action_std, learn_std=learn_std,
+        loc, action_dim=spec.shape[-1], loc_key=(GROUP, "loc"), scale_key=(GROUP, "scale"),
+        action_key=(GROUP, "action"), action_std=action_std, learn_std=learn_std, spec=spec,
     )  # fmt: skip
 
 

@@ -46,7 +46,7 @@ def agent_mlp(env: EnvBase, n_outputs: int, hidden: int, centralized: bool) -> M
 def make_policy(env: EnvBase, hidden: int, action_std: float, learn_std: bool) -> ProbabilisticActor:
     """Decentralised policy μ(o_i) with a state-independent Gaussian scale."""
     action_dim = env.full_action_spec[GROUP, "action"].shape[-1]
-    return gaussian_actor(agent_mlp(env, action_dim, hidden, centralized=False), action_dim, action_std, learn_std)
+    return gaussian_actor(agent_mlp(env, action_dim, hidden, centralized=False), env, action_std, learn_std)
 
 
 def make_critic(env: EnvBase, hidden: int) -> TensorDictModule:

@@ -44,7 +44,6 @@ from torchrl_shacpp.optim import FiniteGradientStep
 
 OBSERVATION = (GROUP, "observation")
 ACTION = (GROUP, "action")
-NEXT_OBSERVATION = ("next", *OBSERVATION)
 REWARD = (GROUP, "reward")
 VALUE_TARGET = (GROUP, "value_target")
 PREDICTED_REWARD = (GROUP, "predicted_reward")
@@ -58,7 +57,7 @@ def agent_features(env: EnvBase) -> tuple[int, int]:
 def make_policy(env: EnvBase, action_std: float, learn_std: bool) -> ProbabilisticActor:
     """Agent-set transformer policy μ(o) (dropout 0.1, as the authors') with a state-independent Gaussian scale."""
     obs_dim, action_dim = agent_features(env)
-    return gaussian_actor(AgentSetTransformer(obs_dim, action_dim, dropout=0.1), action_dim, action_std, learn_std)
+    return gaussian_actor(AgentSetTransformer(obs_dim, action_dim, dropout=0.1), env, action_std, learn_std)
 
 
 def make_critic(env: EnvBase) -> TensorDictModule:
@@ -73,11 +72,8 @@ def make_world_model(env: EnvBase, horizon: int) -> TensorDictModule:
 
 
 def make_reward_model(env: EnvBase) -> TensorDictModule:
-    """Transformer reward model r̂_t = R(o_t, a_t, o_{t+1}), one reward per agent."""
-    return TensorDictModule(
-        TransformerRewardModel(*agent_features(env)), in_keys=[OBSERVATION, ACTION, NEXT_OBSERVATION],
-        out_keys=[PREDICTED_REWARD],
-    )  # fmt: skip
+    """Transformer reward model r̂_t = R(o_t, a_t), one reward per agent (as the authors')."""
+    return TensorDictModule(TransformerRewardModel(*agent_features(env)), in_keys=[OBSERVATION, ACTION], out_keys=[PREDICTED_REWARD])
 
 
 def make_learned_models(

@@ -7,6 +7,7 @@ import torch
 from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor
 
 from tensordict.nn import TensorDictModule
+from torchrl.data import Bounded
 
 from torchrl_shacpp.collectors import WindowCollector, attach_policy_graph
 from torchrl_shacpp.modules import gaussian_actor
@@ -100,10 +101,11 @@ def test_invalid_arguments_are_named():
         WindowCollector(point_mass_collector(1).env, None, window_length=0)
 
 
-@pytest.mark.parametrize("learn_std", [False, True])
-def test_attached_policy_graph_equals_the_collected_one(learn_std: bool):
+@pytest.mark.parametrize("learn_std, clamp", [(False, False), (True, False), (False, True), (True, True)])
+def test_attached_policy_graph_equals_the_collected_one(learn_std: bool, clamp: bool):
     """A SHAC++ window from a graph-free collector, with the actions' graph re-attached, has the same actions and the
-    same policy gradient as the window collected with the policy's graph (``graph="policy"``)."""
+    same policy gradient as the window collected with the policy's graph (``graph="policy"``); with actions clamped
+    to a box that about half the samples leave, the clamped components get no gradient in both."""
     torch.manual_seed(0)
     n_agents, dim = 2, 2
     network = torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.Tanh(), torch.nn.Linear(16, dim))
@@ -111,6 +113,7 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool):
     actor = gaussian_actor(
         loc, action_dim=dim, loc_key=("agents", "loc"), scale_key=("agents", "scale"),
         action_key=("agents", "action"), action_std=0.5, learn_std=learn_std,
+        spec=Bounded(-0.3, 0.3, shape=(n_agents, dim)), clamp=clamp,
     )  # fmt: skip
     env = make_point_mass_env(torch.randn(3, n_agents, dim), terminate_at=[0, 0, 0], max_steps=100)
     window = WindowCollector(env, actor, window_length=HORIZON, graph="policy").rollout()
@@ -125,6 +128,8 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool):
         scale_key=("agents", "scale"),
     )  # fmt: skip
     torch.testing.assert_close(replayed["agents", "action"], window["agents", "action"], rtol=0, atol=0)
+    clamped = window["agents", "action"].abs() == 0.3
+    assert (clamped.float().mean() > 0.3) if clamp else not clamped.any()
     for collected, attached in zip(policy_gradient(window), policy_gradient(replayed)):
         torch.testing.assert_close(attached, collected)
     assert len(list(actor.parameters())) == 4 + learn_std

@@ -367,13 +367,33 @@ def test_task_presets():
     assert not task_has_differentiable_reward("dispersion") and not task_has_differentiable_reward("discovery")
     assert get_vmas_task("sampling").scenario_kwargs() == {"n_agents": 3, "shared_rew": False}
     dispersion = vmas_environment(make_vmas_env("dispersion", num_envs=2, n_agents=3)).scenario
-    assert len(dispersion.world.landmarks) == 3 and dispersion.share_reward and dispersion.food_radius == 0.02
+    # The authors' dispersion: one food per agent, VMAS's per-agent rewards and food radius.
+    assert len(dispersion.world.landmarks) == 3 and not dispersion.share_reward and dispersion.food_radius == 0.05
     for n_agents, per_target in [(1, 1), (3, 2)]:
         discovery = vmas_environment(make_vmas_env("discovery", num_envs=2, n_agents=n_agents)).scenario
         assert discovery._agents_per_target == per_target and discovery.n_targets == 7 and discovery.shared_reward
     assert isinstance(vmas_environment(make_vmas_env("transport", num_envs=2)).scenario, DifferentiableTransport)
     plain = vmas_environment(make_vmas_env("transport", num_envs=2, differentiable_reward=False)).scenario
     assert type(plain) is VmasTransport
+
+
+@pytest.mark.parametrize("n_agents", [1, 3])
+def test_dispersion_agents_start_apart(n_agents: int):
+    """The paper's dispersion starts the agents evenly on a circle of radius 0.05 (VMAS: all at the origin, where a
+    shared policy cannot tell them apart): at every reset, full or per env, their first observations differ."""
+    env = make_vmas_env("dispersion", num_envs=4, n_agents=n_agents, max_steps=3)
+    rollout = env.rollout(7, break_when_any_done=False)  # two per-env resets of every env
+    reset_steps = rollout["agents", "observation"][:, [0, 3, 6]]
+    positions = reset_steps[..., :2]
+    torch.testing.assert_close(positions.norm(dim=-1), torch.full(positions.shape[:-1], 0.05))
+    angles = torch.atan2(positions[..., 1], positions[..., 0])
+    expected = torch.arange(n_agents) * (2 * torch.pi / n_agents)
+    torch.testing.assert_close(torch.remainder(angles - expected, 2 * torch.pi).cos(), torch.ones_like(angles))
+    if n_agents > 1:
+        assert (reset_steps[..., 0, :] != reset_steps[..., 1, :]).any(-1).all()
+    # VMAS's start is one keyword away.
+    vmas_start = make_vmas_env("dispersion", num_envs=4, n_agents=n_agents, agent_start_radius=0.0).reset()
+    assert (vmas_start["agents", "observation"][..., :2] == 0).all()
 
 
 def test_sampling_resets_equal_vmas():

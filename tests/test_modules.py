@@ -230,11 +230,11 @@ def test_joint_mlp_mixes_agents_and_is_not_equivariant():
 
 
 def test_reward_model_needs_next_obs():
-    model = MLPRewardModel(2, 3, 2)
+    model = MLPRewardModel(2, 3, 2, use_next_obs=True)
     with pytest.raises(ValueError, match="next_obs"):
         model(torch.randn(2, 3), torch.randn(2, 2))
     # Without next_obs as an input, a given next_obs is ignored.
-    model = MLPRewardModel(2, 3, 2, use_next_obs=False)
+    model = MLPRewardModel(2, 3, 2)
     obs, action = torch.randn(2, 3), torch.randn(2, 2)
     torch.testing.assert_close(model(obs, action), model(obs, action, torch.randn(2, 3)))
 
@@ -276,11 +276,11 @@ def test_world_model_fits_linear_point_mass():
 @pytest.mark.parametrize(
     "make_model, steps, lr",
     [
+        (lambda n: TransformerRewardModel(2, 2, use_next_obs=True), 300, 3e-3),
         (lambda n: TransformerRewardModel(2, 2), 300, 3e-3),
-        (lambda n: TransformerRewardModel(2, 2, use_next_obs=False), 300, 3e-3),
-        (lambda n: MLPRewardModel(n, 2, 2), 600, 1e-2),
+        (lambda n: MLPRewardModel(n, 2, 2, use_next_obs=True), 600, 1e-2),
     ],
-    ids=["transformer", "transformer-no-next-obs", "mlp"],
+    ids=["transformer-next-obs", "transformer", "mlp-next-obs"],
 )
 def test_reward_model_fits_known_reward(make_model, steps, lr):
     """r_j = -||o_{t+1, j}||^2 with o_{t+1} = o_t + a_t / 2: final MSE < 5% of predicting the mean."""

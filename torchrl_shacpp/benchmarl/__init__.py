@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from benchmarl.environments import VmasTask
 from omegaconf import OmegaConf
 
 from torchrl_shacpp.benchmarl.algorithms import (
@@ -23,12 +24,18 @@ from torchrl_shacpp.benchmarl.algorithms import (
 from torchrl_shacpp.benchmarl.callbacks import EarlyStopping
 from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
 from torchrl_shacpp.benchmarl.presets import experiment_config
-from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasClass, DifferentiableVmasTask
+from torchrl_shacpp.benchmarl.tasks import (
+    DifferentiableVmasClass,
+    DifferentiableVmasTask,
+    DispersionPaperConfig,
+    PaperVmasClass,
+    PaperVmasTask,
+)
 
 ALGORITHMS = {"shac": ShacConfig, "shacp": ShacpConfig, "shacpp": ShacppConfig}
 MODELS = {"transformer": TransformerConfig}
-#: Task presets with the paper's settings (App. A), as hydra options of BenchMARL's VMAS tasks.
-PAPER_TASKS = {"vmas/dispersion_paper": "DISPERSION", "vmas/discovery_paper": "DISCOVERY"}
+#: Task presets with the paper's settings (App. A): on this package's scenario, or on VMAS's.
+PAPER_TASKS = {"vmas/dispersion_paper": PaperVmasTask.DISPERSION, "vmas/discovery_paper": VmasTask.DISCOVERY}
 #: The differentiable-reward VMAS tasks.
 DIFFERENTIABLE_TASKS = {f"vmas/{task.name.lower()}_differentiable": task for task in DifferentiableVmasTask}
 
@@ -45,7 +52,7 @@ def register() -> None:
     run must not need an account or a network.
     """
     from benchmarl.algorithms import algorithm_config_registry
-    from benchmarl.environments import VmasTask, task_config_registry
+    from benchmarl.environments import task_config_registry
     from benchmarl.models import model_config_registry
     from hydra.core.config_store import ConfigStore
 
@@ -54,8 +61,8 @@ def register() -> None:
         algorithm_config_registry[name] = config
         store.store(name=f"{name}_config", group="algorithm", node=config)
     model_config_registry.update(MODELS)
-    for name, task in PAPER_TASKS.items():
-        task_config_registry[name] = VmasTask[task]
+    task_config_registry.update(PAPER_TASKS)
+    store.store(name="vmas_dispersion_paper_config", group="task", node=DispersionPaperConfig)
     task_config_registry.update(DIFFERENTIABLE_TASKS)
     OmegaConf.register_new_resolver("shacpp_agents_per_target", _agents_per_target, replace=True)
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -66,7 +73,10 @@ register()
 __all__ = [
     "DifferentiableVmasClass",
     "DifferentiableVmasTask",
+    "DispersionPaperConfig",
     "EarlyStopping",
+    "PaperVmasClass",
+    "PaperVmasTask",
     "SHACFamilyLoss",
     "Shac",
     "ShacConfig",

@@ -304,7 +304,8 @@ class Shac(Algorithm):
         return self._centralised_model(group, observation, True, "state_value")
 
     def _reward_model(self, group: str) -> TensorDictModuleBase:
-        r""":math:`R_\theta(o_t, a_t, o_{t+1})` per agent, a ``critic_model`` network over all agents' transitions."""
+        r""":math:`R_\theta(o_t, a_t)` per agent (or :math:`R_\theta(o_t, a_t, o_{t+1})` with
+        ``reward_uses_next_observation``), a ``critic_model`` network over all agents' transitions."""
         observation = self.observation_spec[group, "observation"].clone().to(self.device)
         n_agents, _ = self._group_shape(group)
         transition = Composite(
@@ -312,10 +313,11 @@ class Shac(Algorithm):
                 group: Composite(
                     {"observation": observation, "action": self.action_spec[group, "action"].clone().to(self.device)},
                     shape=(n_agents,),
-                ),
-                "next": Composite({group: Composite({"observation": observation.clone()}, shape=(n_agents,))}),
+                )
             }
         )
+        if self.reward_uses_next_observation:
+            transition["next"] = Composite({group: Composite({"observation": observation.clone()}, shape=(n_agents,))})
         return self._centralised_model(group, transition, True, "predicted_reward")
 
     def _model_losses(self, group: str) -> tuple[RewardModelLoss | None, WorldModelLoss | None]:
@@ -494,7 +496,7 @@ def _broadcast_to_agents(value: torch.Tensor, n_agents: int) -> torch.Tensor:
 
 
 class Shacp(Shac):
-    r"""SHAC+: SHAC whose reward is a learned model :math:`R_\theta(o_t, a_t, o_{t+1})` on the simulator's observations.
+    r"""SHAC+: SHAC whose reward is a learned model :math:`R_\theta(o_t, a_t)` on the simulator's observations.
 
     For tasks whose reward has no gradient (dispersion, discovery): the actor's gradient flows through the reward
     model and the simulator's dynamics. The reward model (a ``critic_model`` network over all agents'
@@ -504,6 +506,9 @@ class Shacp(Shac):
     logged per group: ``loss_reward`` at each model training and ``skipped_reward_steps``.
 
     Args:
+        reward_uses_next_observation: the reward model reads :math:`o_{t+1}` too. The authors' reads
+            :math:`(o_t, a_t)`: one that reads :math:`o_{t+1}` can read a sparse reward off the event it causes
+            (dispersion's "eaten" flags) and give the actor no gradient towards the event.
         cache_size: transitions in each model cache (paper: 30,000).
         reward_bins: score bins of the reward cache (paper: 9).
         model_train_every: train the learned models every this many windows (paper: 10).
@@ -516,6 +521,7 @@ class Shacp(Shac):
 
     def __init__(
         self,
+        reward_uses_next_observation: bool,
         cache_size: int,
         reward_bins: int,
         model_train_every: int,
@@ -524,6 +530,7 @@ class Shacp(Shac):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.reward_uses_next_observation = reward_uses_next_observation
         self.cache_size = cache_size
         self.reward_bins = reward_bins
         self.model_minibatch_size = model_minibatch_size
@@ -722,6 +729,7 @@ class ShacConfig(AlgorithmConfig):
 class ShacpConfig(ShacConfig):
     """Configuration of :class:`Shacp` (``algorithm/shacp.yaml``)."""
 
+    reward_uses_next_observation: bool = False
     cache_size: int = 30_000
     reward_bins: int = 9
     model_train_every: int = 10

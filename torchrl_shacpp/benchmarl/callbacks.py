@@ -32,7 +32,8 @@ def _unknown_maximum_error(task: TaskClass) -> ValueError:
 def paper_max_episode_reward(task: TaskClass, rollouts: List[TensorDictBase]) -> torch.Tensor:
     """Each evaluation env's maximum episode reward per agent, as the SHAC++ authors define it for early stopping.
 
-    * dispersion: the number of food items (shared reward: every agent is credited every food eaten);
+    * dispersion: the number of food items with a shared reward (every agent is credited every food eaten), the
+      number of food items per agent with VMAS's per-agent rewards (a food's reward is split among the agents on it);
     * discovery: the number of targets;
     * transport: 100 × the package's initial distance to the goal (read from the first observation, whose
       features 4:6 are the package-goal offset).
@@ -42,7 +43,8 @@ def paper_max_episode_reward(task: TaskClass, rollouts: List[TensorDictBase]) ->
     """
     name = task.name.lower() if has_paper_max_episode_reward(task) else None
     if name == "dispersion":
-        return torch.full((len(rollouts),), float(task.config["n_food"]))
+        shared = task.config.get("share_reward", False)
+        return torch.full((len(rollouts),), task.config["n_food"] / (1 if shared else task.config["n_agents"]))
     if name == "discovery":
         return torch.full((len(rollouts),), float(task.config["n_targets"]))
     if name == "transport":

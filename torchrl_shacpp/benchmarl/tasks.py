@@ -1,19 +1,59 @@
-"""The differentiable-reward VMAS tasks as BenchMARL tasks (``task=vmas/transport_differentiable``, ...)."""
+"""This package's VMAS scenarios as BenchMARL tasks: the paper's settings (``task=vmas/dispersion_paper``, ...) and the
+differentiable-reward variants (``task=vmas/transport_differentiable``, ...), for every algorithm."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Callable, Optional
 
-from benchmarl.environments import Task, VmasClass
+from benchmarl.environments import Task, TaskClass, VmasClass
+from benchmarl.environments.vmas.dispersion import TaskConfig as DispersionConfig
 from benchmarl.utils import DEVICE_TYPING
+from omegaconf import OmegaConf
 from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasEnv
 
+from torchrl_shacpp.benchmarl.models import CONFIG_DIR
 from torchrl_shacpp.envs import VMAS_TASKS
 
 
-class DifferentiableVmasClass(VmasClass):
+@dataclass
+class DispersionPaperConfig(DispersionConfig):
+    """The settings of ``task=vmas/dispersion_paper``: BenchMARL's dispersion and the agents' start radius."""
+
+    agent_start_radius: float = 0.05
+
+
+class PaperVmasClass(VmasClass):
+    """A VMAS task built on :mod:`torchrl_shacpp.envs`' scenario for it (:data:`~torchrl_shacpp.envs.VMAS_TASKS`).
+
+    The paper's dispersion starts the agents apart (:class:`~torchrl_shacpp.envs.SpreadStartDispersion`), a scenario
+    VMAS does not have, so the task must build it for every algorithm, MAPPO included, for the comparison to be on
+    one task. Results are filed under the VMAS name (``dispersion``, ``discovery``).
+    """
+
+    #: Whether to build the differentiable-reward variant of the scenario.
+    differentiable_reward = False
+
+    def get_env_fun(
+        self, num_envs: int, continuous_actions: bool, seed: Optional[int], device: DEVICE_TYPING
+    ) -> Callable[[], EnvBase]:
+        config = copy.deepcopy(self.config)
+        preset = VMAS_TASKS[self.name.lower()]
+        return lambda: VmasEnv(
+            scenario=preset.make_scenario(differentiable_reward=self.differentiable_reward),
+            num_envs=num_envs,
+            continuous_actions=continuous_actions,
+            seed=seed,
+            device=device,
+            categorical_actions=True,
+            clamp_actions=True,
+            **config,
+        )
+
+
+class DifferentiableVmasClass(PaperVmasClass):
     """A VMAS task whose scenario is :mod:`torchrl_shacpp.envs`' differentiable-reward variant.
 
     Same rewards, observations and settings as BenchMARL's ``vmas/<task>`` (results are filed under that name), but
@@ -23,21 +63,24 @@ class DifferentiableVmasClass(VmasClass):
     can be added to the task config with ``+task.<kwarg>=...``.
     """
 
-    def get_env_fun(
-        self, num_envs: int, continuous_actions: bool, seed: Optional[int], device: DEVICE_TYPING
-    ) -> Callable[[], EnvBase]:
-        config = copy.deepcopy(self.config)
-        preset = VMAS_TASKS[self.name.lower()]
-        return lambda: VmasEnv(
-            scenario=preset.make_scenario(differentiable_reward=True),
-            num_envs=num_envs,
-            continuous_actions=continuous_actions,
-            seed=seed,
-            device=device,
-            categorical_actions=True,
-            clamp_actions=True,
-            **config,
-        )
+    differentiable_reward = True
+
+
+class PaperVmasTask(Task):
+    """Enum of the paper's VMAS tasks whose scenario VMAS lacks (registered as ``vmas/<name>_paper``)."""
+
+    DISPERSION = None
+
+    @staticmethod
+    def associated_class():
+        return PaperVmasClass
+
+    def get_from_yaml(self, path: Optional[str] = None) -> TaskClass:
+        """The task with this package's ``task/vmas/<name>_paper.yaml`` (or ``path``), interpolations resolved."""
+        path = path or CONFIG_DIR / "task" / "vmas" / f"{self.name.lower()}_paper.yaml"
+        config = OmegaConf.load(path)
+        config.pop("defaults", None)
+        return self.get_task(OmegaConf.to_container(config, resolve=True))
 
 
 class DifferentiableVmasTask(Task):

@@ -35,6 +35,11 @@ def attach_policy_graph(
     under ``no_grad``) gives exactly the gradient of the same window collected with the policy's graph, as long as
     the policy has not changed since collection (dropout aside: a stochastic network gives a fresh mask).
 
+    If the actor clamps its samples to the box of its spec (TorchRL's ``safe`` projection, as
+    :func:`~torchrl_shacpp.modules.gaussian_actor` does by default), a component on a face of the box was clamped and
+    has zero gradient: :math:`\tilde a` keeps the gradient of the components strictly inside the box only, where
+    :math:`a = \mu_\theta + \sigma_\theta\varepsilon` and the recovered noise is exact.
+
     The written ``loc`` is the recomputed mean, so the action-bound penalty has its gradient too.
 
     Args:
@@ -50,7 +55,12 @@ def attach_policy_graph(
     loc, scale = params.get(loc_key), params.get(scale_key)
     action = window.get(action_key).detach()
     noise = (action - loc.detach()) / scale.detach()
+    pathwise = (loc - loc.detach()) + (scale - scale.detach()) * noise
+    sampler = actor.module[-1]  # the distribution module, which projects samples onto its spec when safe
+    if getattr(sampler, "safe", False):
+        box = sampler.spec[action_key].space
+        pathwise = pathwise * ((action > box.low) & (action < box.high))
     window = window.copy()
-    window.set(action_key, action + (loc - loc.detach()) + (scale - scale.detach()) * noise)
+    window.set(action_key, action + pathwise)
     window.set(loc_key, loc)
     return window

@@ -11,6 +11,7 @@ from torchrl.envs import StepCounter, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.scenario import BaseScenario
 
+from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
 from torchrl_shacpp.envs.transport import DifferentiableTransport
 
@@ -27,12 +28,14 @@ class VmasTask:
         differentiable_scenario (type | None): a :class:`~vmas.simulator.scenario.BaseScenario` subclass whose
             reward has VMAS's values and a gradient w.r.t. the actions; ``None`` if the reward is not
             differentiable (sparse event counts).
+        scenario (type | None): the scenario when no differentiable reward is asked for; ``None`` for VMAS's own.
     """
 
     name: str
     default_n_agents: int
     preset: Callable[[int], dict[str, Any]]
     differentiable_scenario: type[BaseScenario] | None = None
+    scenario: type[BaseScenario] | None = None
 
     @property
     def has_differentiable_reward(self) -> bool:
@@ -42,6 +45,8 @@ class VmasTask:
         """A fresh scenario instance (one per env): the differentiable variant when asked for and available."""
         if differentiable_reward and self.has_differentiable_reward:
             return self.differentiable_scenario()
+        if self.scenario is not None:
+            return self.scenario()
         return importlib.import_module(f"vmas.scenarios.{self.name}").Scenario()
 
     def scenario_kwargs(self, n_agents: int | None = None, **overrides: Any) -> dict[str, Any]:
@@ -57,8 +62,14 @@ VMAS_TASKS: dict[str, VmasTask] = {
         VmasTask("transport", 4, lambda n: {}, DifferentiableTransport),
         # BenchMARL gives every agent its own reward (VMAS default: shared sum).
         VmasTask("sampling", 3, lambda n: {"shared_rew": False}, DifferentiableSampling),
-        # Paper: one food per agent (BenchMARL pins 4); BenchMARL: shared reward and food radius 0.02 (VMAS 0.05).
-        VmasTask("dispersion", 4, lambda n: {"n_food": n, "share_reward": True, "food_radius": 0.02}),
+        # The authors': one food per agent (BenchMARL pins 4), VMAS's per-agent rewards and food radius 0.05
+        # (BenchMARL: shared reward, 0.02), agents starting apart (VMAS: all at the origin).
+        VmasTask(
+            "dispersion",
+            4,
+            lambda n: {"n_food": n, "share_reward": False, "food_radius": 0.05, "agent_start_radius": 0.05},
+            scenario=SpreadStartDispersion,
+        ),
         # Paper: 7 targets, 2 agents to cover one (1 for a single agent, who could never cover any otherwise);
         # BenchMARL: shared reward (VMAS: per agent).
         VmasTask(

@@ -21,14 +21,18 @@ def gaussian_actor(
     action_std: float = 1.0,
     learn_std: bool = False,
     spec: TensorSpec | None = None,
+    clamp: bool = True,
 ) -> ProbabilisticActor:
     r"""Policy :math:`a \sim \mathcal N(\mu_\theta(o), \sigma^2 I)` whose mean ``loc_module`` writes at ``loc_key``.
 
     :math:`\sigma` is state independent: fixed at ``action_std`` (the paper's variance 1) or, with
     ``learn_std``, a learned log-std initialised there. Under ``ExplorationType.RANDOM`` the action is drawn with
     ``rsample``, :math:`a = \mu_\theta(o) + \sigma\varepsilon`, which keeps the pathwise gradient SHAC needs; the
-    deterministic action is :math:`\mu_\theta(o)`. Actions are not squashed: the environment clamps them to its box
-    and :class:`~torchrl_shacpp.objectives.SHACActorLoss` penalises a mean outside it.
+    deterministic action is :math:`\mu_\theta(o)`. Actions are not squashed; with ``clamp`` the sample is clamped to
+    the box of ``spec``, :math:`a = \operatorname{clip}(\mu_\theta(o) + \sigma\varepsilon, a_{\min}, a_{\max})`, as
+    the authors' policy does: a clamped component has zero gradient, as in the simulator, which clamps the same way,
+    and the learned world and reward models of SHAC+/SHAC++ see the actions the simulator applies.
+    :class:`~torchrl_shacpp.objectives.SHACActorLoss` penalises a mean outside the box.
 
     Args:
         loc_module: reads observations, writes :math:`\mu` at ``loc_key`` (``[..., action_dim]``).
@@ -38,10 +42,13 @@ def gaussian_actor(
         loc_key, scale_key, action_key: where the mean, the scale and the action are written.
         action_std: :math:`\sigma`, or its initial value when learned. Defaults to 1.0.
         learn_std: learn :math:`\log\sigma`. Defaults to ``False``.
-        spec: the action spec, kept by the actor for TorchRL utilities (no projection is applied).
+        spec: the action spec (a bounded one with ``clamp``).
+        clamp: clamp the sample to the box of ``spec`` (TorchRL's ``safe`` projection). Defaults to ``True``.
     """
     if action_std <= 0:
         raise ValueError(f"action_std must be positive, got {action_std}.")
+    if clamp and spec is None:
+        raise ValueError("clamp=True clamps the actions to the box of the action spec: pass spec (or clamp=False).")
     scale = TensorDictModule(
         AddStateIndependentNormalScale(action_dim, make_param=learn_std, init_value=math.log(action_std)),
         in_keys=[loc_key],
@@ -53,4 +60,5 @@ def gaussian_actor(
         out_keys=[action_key],
         distribution_class=IndependentNormal,
         spec=spec,
+        safe=clamp,
     )

@@ -10,7 +10,8 @@ from torchrl_shacpp.modules.transformer import AgentSetTransformer
 
 
 class RewardModel(nn.Module):
-    r"""Per-agent reward :math:`\hat r_{t} = g([o_t; a_t; o_{t+1}])` on ``[*batch, n_agents, features]`` tensors.
+    r"""Per-agent reward :math:`\hat r_{t} = g([o_t; a_t])` (or :math:`g([o_t; a_t; o_{t+1}])`) on
+    ``[*batch, n_agents, features]`` tensors.
 
     Concatenates each agent's observation, action and (if ``use_next_obs``) next observation into one
     per-agent vector and applies ``net`` (``[*batch, n_agents, in] -> [*batch, n_agents, 1]``), which mixes the
@@ -19,12 +20,14 @@ class RewardModel(nn.Module):
     Args:
         net: the network on the concatenated per-agent inputs; ``in_features`` must be
             :meth:`in_features` ``(obs_dim, action_dim, use_next_obs)``.
-        use_next_obs: whether :math:`o_{t+1}` is an input. The authors' transformer reward model ignores it;
-            DESIGN's :math:`R(o, a, o')` uses it. When ``False``, a ``next_obs`` passed to :meth:`forward` is
-            ignored.
+        use_next_obs: whether :math:`o_{t+1}` is an input. The authors' transformer reward model reads
+            :math:`(o_t, a_t)` only, and so do we by default: a model reading :math:`o_{t+1}` can read a sparse
+            reward off the event it causes (dispersion's "eaten" flags), so the actor's gradient runs through the
+            predicted flags instead of the agents' motion (``benchmarks/results/dispersion/``). When ``False``, a
+            ``next_obs`` passed to :meth:`forward` is ignored.
     """
 
-    def __init__(self, net: nn.Module, use_next_obs: bool = True) -> None:
+    def __init__(self, net: nn.Module, use_next_obs: bool = False) -> None:
         super().__init__()
         self.net = net
         self.use_next_obs = use_next_obs
@@ -57,7 +60,7 @@ class TransformerRewardModel(RewardModel):
         action_dim: per-agent action features.
 
     Keyword Args:
-        use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``True``.
+        use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``False``.
         hidden_size, feedforward_size, num_layers, num_heads, dropout: see :class:`AgentSetTransformer`.
     """
 
@@ -66,7 +69,7 @@ class TransformerRewardModel(RewardModel):
         obs_dim: int,
         action_dim: int,
         *,
-        use_next_obs: bool = True,
+        use_next_obs: bool = False,
         hidden_size: int = 64,
         feedforward_size: int = 128,
         num_layers: int = 1,
@@ -96,7 +99,7 @@ class MLPRewardModel(RewardModel):
         action_dim: per-agent action features.
 
     Keyword Args:
-        use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``True``.
+        use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``False``.
         hidden_size, dropout: see :class:`JointMLP`.
     """
 
@@ -106,7 +109,7 @@ class MLPRewardModel(RewardModel):
         obs_dim: int,
         action_dim: int,
         *,
-        use_next_obs: bool = True,
+        use_next_obs: bool = False,
         hidden_size: int | None = None,
         dropout: float = 0.0,
     ) -> None:

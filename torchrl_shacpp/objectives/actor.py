@@ -46,11 +46,11 @@ class SHACActorLoss(LossModule):
 
     * **SHAC** (no models): :math:`\tilde r` and :math:`\tilde o'` are the simulator's rewards and observations
       (``graph="simulator"``; the reward must be differentiable).
-    * **SHAC+** (``reward_model``): :math:`\tilde r_t = R_\theta(o_t, a_t, o_{t+1})` on the simulator's
+    * **SHAC+** (``reward_model``): :math:`\tilde r_t = R_\theta(o_t, a_t)` on the simulator's
       observations (``graph="simulator"``).
     * **SHAC++** (``world_model`` and ``reward_model``): :math:`\hat o_{0..h} = F_\theta(o_0, a_{0..h-1})` in one
       pass from the real first observation and the graph-carrying actions, then
-      :math:`\tilde r_t = R_\theta(\hat o_t, a_t, \hat o_{t+1})` and :math:`V(\hat o_{t+1})` (``graph="policy"``:
+      :math:`\tilde r_t = R_\theta(\hat o_t, a_t)` and :math:`V(\hat o_{t+1})` (``graph="policy"``:
       the simulator needs no gradient). The policy acted on the real observations. As the prediction cannot see a
       reset inside the window, only each environment's first segment counts (its later steps get no credit).
 
