@@ -52,7 +52,6 @@ from common import GROUP, scenario_kwarg  # noqa: E402
 from torchrl.envs.utils import step_mdp  # noqa: E402
 from train_shacpp import (  # noqa: E402
     ACTION,
-    NEXT_OBSERVATION,
     OBSERVATION,
     PREDICTED_REWARD,
     REWARD,
@@ -132,7 +131,7 @@ def held_out_errors(windows: list[TensorDictBase], world_model, reward_model) ->
         for window in windows:
             window = window.detach()
             predicted = world_model(window.copy())
-            world.append((predicted[NEXT_OBSERVATION] - window[NEXT_OBSERVATION]).pow(2).mean().item())
+            world.append((predicted["next", *OBSERVATION] - window["next", *OBSERVATION]).pow(2).mean().item())
             scored = reward_model(window.select(*reward_model.in_keys))
             reward.append((scored[PREDICTED_REWARD] - window["next", *REWARD]).pow(2).mean().item())
     return statistics.mean(world), statistics.mean(reward)

@@ -1,0 +1,202 @@
+"""Where do SHAC+'s and SHAC++'s actor gradients point on dispersion, and why?
+
+Dispersion's reward is sparse (an agent earns a food's reward the step it first touches it) and has no gradient, so
+SHAC+ and SHAC++ steer the agents with what their learned reward model and critic say. This script trains one of them
+through BenchMARL (the command line's overrides, e.g. ``algorithm=shacp task.n_agents=1``) and, every ``--every``
+windows, on the window just collected, measures against the one direction every agent should move, towards its
+nearest uneaten food:
+
+* ``policy``: the cosine between the policy's mean action :math:`\mu_\theta(o_t)` and the direction to the food;
+* ``actor``: the cosine between the descent direction of the actor loss with respect to each action,
+  :math:`-\\partial\\mathcal L_\\pi/\\partial a_t`, and the direction to the food, binned by the distance to it,
+  with ``boot`` its part through the critic's bootstrap alone (the learned reward replaced by 0);
+* ``critic`` and ``reward``: the same cosine for the critic's and the reward model's response to moving the agent,
+  :math:`\\mathrm dV/\\mathrm d\\delta = \\partial V/\\partial p - \\sum_j \\partial V/\\partial(f_j - p)` (own position
+  :math:`p`, food offsets :math:`f_j - p`), on the window's observations; a model whose gradient points at the food
+  from afar has a cosine near 1 in the far bins;
+* ``rewarded``: the fraction of rewarded transitions in the window and in the reward cache (the stratified cache
+  should keep the rare rewarded transitions);
+* the evaluation return, from BenchMARL's evaluation.
+
+Example (the tables in ``results/dispersion/`` were made with these commands)::
+
+    python benchmarks/dispersion_probes.py --windows 300 --every 50 algorithm=shacp task.n_agents=1
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import math
+import sys
+from pathlib import Path
+
+import torch
+from benchmarl.experiment.callback import Callback
+from benchmarl.hydra_config import load_experiment_from_hydra
+from hydra import compose, initialize_config_module
+from tensordict import TensorDictBase
+
+from torchrl_shacpp.collectors import attach_policy_graph
+
+#: Distance bins (to the nearest uneaten food) of the cosines.
+BINS = (0.0, 0.15, 0.3, 0.6, 3.0)
+#: Dispersion's observation: own position (2), velocity (2), then per food its offset (2) and eaten flag (1).
+FOOD_START, FOOD_FEATURES = 4, 3
+
+
+def nearest_food(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each agent's offset to its nearest uneaten food ``[..., 2]`` and its distance ``[...]`` (inf if none left)."""
+    foods = observation[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))
+    offsets, eaten = foods[..., :2], foods[..., 2] > 0.5
+    distance = offsets.norm(dim=-1).masked_fill(eaten, math.inf)
+    nearest = distance.argmin(-1, keepdim=True)
+    offset = offsets.gather(-2, nearest.unsqueeze(-1).expand(*nearest.shape, 2)).squeeze(-2)
+    return offset, distance.gather(-1, nearest).squeeze(-1)
+
+
+def binned_cosines(direction: torch.Tensor, offset: torch.Tensor, distance: torch.Tensor) -> list[float]:
+    """Mean cosine between ``direction`` and ``offset`` in each distance bin (NaN where empty or no gradient)."""
+    cosine = torch.nn.functional.cosine_similarity(direction, offset, dim=-1)
+    valid = direction.norm(dim=-1) > 0
+    means = []
+    for low, high in zip(BINS[:-1], BINS[1:]):
+        mask = valid & (distance >= low) & (distance < high)
+        means.append(cosine[mask].mean().item() if mask.any() else math.nan)
+    return means
+
+
+def displacement_gradient(model, td: TensorDictBase, observation_key, out_key) -> torch.Tensor:
+    """:math:`\\mathrm d(\\sum \\text{out})/\\mathrm d\\delta` for a displacement δ of each agent, ``[..., n, 2]``."""
+    td = td.clone(False)
+    observation = td.get(observation_key).detach().requires_grad_(True)
+    td.set(observation_key, observation)
+    out = model(td).get(out_key)
+    (grad,) = torch.autograd.grad(out.sum(), observation)
+    foods = grad[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))[..., :2].sum(-2)
+    return grad[..., :2] - foods
+
+
+class DispersionProbe(Callback):
+    """Measures the gradients above on every ``every``-th collected window (before the actor's step on it)."""
+
+    def __init__(self, every: int, out: Path) -> None:
+        super().__init__()
+        self.every, self.out = every, out
+        self.window = 0
+        self.rows: list[dict] = []
+        self.last_eval = math.nan
+
+    def on_setup(self) -> None:
+        # The actions the simulator consumes, step by step (SHAC+: the window holds a stack of them).
+        self.step_actions: list[torch.Tensor] = []
+        self.experiment.policy.register_forward_hook(
+            lambda module, args, out: self.step_actions.append(out.get(("agents", "action")))
+        )
+
+    def on_evaluation_end(self, rollouts) -> None:
+        self.last_eval = torch.stack([r["next", "agents", "reward"].sum(0).mean() for r in rollouts]).mean().item()
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        self.window += 1
+        if self.window % self.every:
+            return
+        algorithm, group = self.experiment.algorithm, "agents"
+        losses = self.experiment.losses[group]
+        keys = dict(observation=(group, "observation"), action=(group, "action"))
+        window = batch
+        if not algorithm.simulator_graph:
+            window = attach_policy_graph(
+                batch.detach(), algorithm.get_policy_for_loss(group), action_key=keys["action"],
+                loc_key=(group, "loc"), scale_key=(group, "scale"),
+            )  # fmt: skip
+        if algorithm.simulator_graph:
+            # The window's action entry is a stack of the actions the simulator consumed, downstream of them.
+            action = self.step_actions[-window.shape[1] :]
+        else:
+            action = window.get(keys["action"])
+        self.step_actions = []
+        offset, distance = nearest_food(window.get(keys["observation"]).detach())
+        row = {"window": self.window, "eval_return": self.last_eval}
+        full, boot = (
+            step_gradient(losses.actor, window, action, algorithm.simulator_graph, zero_reward=zeroed)
+            for zeroed in (False, True)
+        )
+        loc = window.get((group, "loc")).detach()
+        for name, grad in (("policy", loc), ("actor", full), ("boot", boot)):
+            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(-grad, offset, distance)):
+                row[f"{name}_cos_{low}-{high}"] = cos
+        detached = window.detach()
+        models = [("critic", losses.value.value_network, algorithm_value_key(losses), detached.get("next"))]
+        if losses.reward is not None:
+            models.append(("reward", losses.reward.reward_model, losses.reward.tensor_keys.predicted_reward, detached))
+        next_offset, next_distance = nearest_food(detached.get(("next", *keys["observation"])))
+        for name, model, out_key, td in models:
+            target_offset, target_distance = (next_offset, next_distance) if name == "critic" else (offset, distance)
+            with torch.enable_grad():
+                grad = displacement_gradient(model, td.select(*model.in_keys), keys["observation"], out_key)
+            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
+                row[f"{name}_cos_{low}-{high}"] = cos
+        reward = detached.get(("next", group, "reward"))
+        row["rewarded_window"] = (reward.sum((-2, -1)) > 0).float().mean().item()
+        for model in algorithm.learned_models[group]:
+            if model.name == "reward" and len(model.cache):
+                stored = model.cache.storage[:]  # the written slots
+                row["rewarded_cache"] = (stored.get(("next", group, "reward")).sum((-2, -1)) > 0).float().mean().item()
+        self.rows.append(row)
+        print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        with open(self.out, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list({k: None for r in self.rows for k in r}))
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def step_gradient(actor_loss, window, action, per_step: bool, zero_reward: bool) -> torch.Tensor:
+    """:math:`\partial\mathcal L_\pi/\partial a`, ``[B, T, n, d]``; ``action`` is the window's action entry or, with
+    ``per_step``, the list of the per-step actions the simulator consumed."""
+    with zeroed_reward(actor_loss) if zero_reward else contextlib.nullcontext():
+        loss = actor_loss(window)["loss_actor"]
+    inputs = list(action) if per_step else [action]
+    grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
+    grads = [torch.zeros_like(a) if g is None else g for a, g in zip(inputs, grads)]
+    return torch.stack(grads, dim=1) if per_step else grads[0]
+
+
+def algorithm_value_key(losses):
+    return losses.value.tensor_keys.value
+
+
+@contextlib.contextmanager
+def zeroed_reward(actor_loss):
+    """The actor loss with every reward replaced by 0: its gradient is the bootstrap's alone."""
+    rewards = actor_loss._rewards
+    actor_loss._rewards = lambda td: torch.zeros_like(rewards(td))
+    try:
+        yield
+    finally:
+        del actor_loss._rewards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--windows", type=int, default=300)
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=Path("dispersion_probes.csv"))
+    parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. algorithm=shacp task.n_agents=1")
+    args = parser.parse_args()
+    overrides = [
+        "task=vmas/dispersion_paper", "experiment=shacpp_cpu", f"experiment.max_n_iters={args.windows}",
+        "experiment.max_n_frames=null", "experiment.loggers=[csv]", *args.overrides,
+    ]  # fmt: skip
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    task_name = cfg.hydra.runtime.choices.task
+    del cfg.hydra
+    probe = DispersionProbe(args.every, args.out)
+    experiment = load_experiment_from_hydra(cfg, task_name=task_name, callbacks=[probe])
+    experiment.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
