@@ -40,32 +40,28 @@ import logging
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
+from torchrl.envs.utils import step_mdp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from torchrl_shacpp.collectors import WindowCollector
+from torchrl_shacpp.envs import make_vmas_env
+from torchrl_shacpp.trainers import CoolDown, LearnedRewardGradient, SimulatorGradient, make_actor_loss, make_learners
 
-from common import GROUP, scenario_kwarg  # noqa: E402
-from torchrl.envs.utils import step_mdp  # noqa: E402
-from train_shacpp import (  # noqa: E402
-    ACTION,
-    OBSERVATION,
-    PREDICTED_REWARD,
-    REWARD,
-    VALUE_TARGET,
-    make_actor_loss,
-    make_critic,
-    make_learned_models,
-    make_policy,
-)
+GROUP = "agents"
+OBSERVATION, ACTION, REWARD = (GROUP, "observation"), (GROUP, "action"), (GROUP, "reward")
+VALUE_TARGET, PREDICTED_REWARD = (GROUP, "value_target"), (GROUP, "predicted_reward")
 
-from torchrl_shacpp.collectors import WindowCollector  # noqa: E402
-from torchrl_shacpp.data import CoolDown  # noqa: E402
-from torchrl_shacpp.envs import make_vmas_env  # noqa: E402
-from torchrl_shacpp.objectives import TDLambdaValueLoss  # noqa: E402
+
+def scenario_kwarg(text: str) -> tuple[str, float | int]:
+    """``"key=value"`` to ``(key, number)``."""
+    key, _, value = text.partition("=")
+    if not key or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    number = float(value)
+    return key, int(number) if number.is_integer() and "." not in value else number
 
 
 def collect(env, policy, windows: int, window_length: int, graph: str) -> list[TensorDictBase]:
@@ -144,16 +140,22 @@ def main(args: argparse.Namespace) -> None:
     env_kwargs = dict(n_agents=args.n_agents, differentiable_reward=True, **dict(args.scenario))
     data_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed, **env_kwargs)
     eval_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
-    policy, critic = make_policy(data_env, action_std=1.0, learn_std=False), make_critic(data_env)
-    value_loss = TDLambdaValueLoss(critic, gamma=args.gamma, lmbda=0.95, use_target_network=False)
-    value_loss.set_keys(reward=REWARD, value=(GROUP, "state_value"), value_target=VALUE_TARGET)
-    models, world_model, reward_model = make_learned_models(data_env, value_loss, args)
+    learners = make_learners(
+        data_env, "shacpp", window_length=args.window, gamma=args.gamma, actor_lr=args.lr, model_lr=args.lr,
+        policy_dropout=0.1, cache_size=args.cache_size, world_cache_size=args.world_cache_size,
+        world_bins=args.world_bins, reward_bins=args.reward_bins, value_bins=args.value_bins,
+        model_minibatch_size=args.minibatch,
+    )  # fmt: skip
+    policy, value_loss = learners.policy, learners.value_loss
+    world_model, reward_model = learners.world_model, learners.reward_model
+    shacpp_update = learners.update.groups[GROUP]
+    models, world_gradient = shacpp_update.models, shacpp_update.source
     critic_params = value_loss.bootstrap_params
     if args.no_bootstrap:
         critic_params = critic_params.detach().clone().zero_()  # a critic of all-zero parameters outputs 0
     shac, shacp, shacpp = (
-        make_actor_loss(data_env, policy, critic, critic_params, world, reward, args.gamma)
-        for world, reward in ((None, None), (None, reward_model), (world_model, reward_model))
+        make_actor_loss(data_env, policy, value_loss, source, gamma=args.gamma, value_params=critic_params)
+        for source in (SimulatorGradient(), LearnedRewardGradient(world_gradient.reward), world_gradient)
     )
     parameters = [p for p in policy.parameters() if p.requires_grad]
 

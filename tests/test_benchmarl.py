@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -14,12 +15,20 @@ from benchmarl.algorithms import MappoConfig
 from benchmarl.environments import VmasTask, task_config_registry
 from benchmarl.experiment import Experiment, ExperimentConfig
 from benchmarl.models import MlpConfig
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Composite, Unbounded
 
-from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacppConfig, TransformerConfig, experiment_config
+from torchrl_shacpp.benchmarl import (
+    EarlyStopping,
+    ShacConfig,
+    ShacpConfig,
+    ShacppConfig,
+    TransformerConfig,
+    experiment_config,
+)
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
-from torchrl_shacpp.benchmarl.envs import WindowStartDetach
 from torchrl_shacpp.envs import DifferentiableSampling, DifferentiableTransport
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
@@ -76,7 +85,7 @@ def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path):
         "model@critic_model=layers/transformer", *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    for model in ("world", "reward", "value"):
+    for model in ("world", "reward", "value_cache"):  # the critic from its cache (BenchMARL's loop logs loss_value)
         losses = scalar(tmp_path, f"train_agents_loss_{model}")
         assert len(losses) == 2 and all(0 <= loss < float("inf") for loss in losses)
 
@@ -191,16 +200,23 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
     def train_on(experiment: Experiment) -> dict[str, float]:
         logged = {}
         experiment.logger.log = lambda values, step: logged.update(values)
-        experiment.algorithm.train_actor(next_window.clone())
-        batch = experiment.algorithm.process_batch("agents", next_window.clone())
-        experiment.algorithm.train_learned_models("agents")
+        batch = next_window.clone()
+        experiment.algorithm.on_batch_collected(batch)  # the window update: actor, targets, caches, cool-down
         logged["value_target_sum"] = batch["agents", "value_target"].sum().item()
         return logged
 
     logged_a, logged_b = ({k: v for k, v in train_on(e).items() if "time" not in k} for e in (uninterrupted, restored))
     assert {"train/agents/actor_loss", "train/agents/loss_world", "train/agents/loss_reward"} <= logged_a.keys()
     assert logged_a == logged_b
-    params_a, params_b = uninterrupted.losses["agents"].state_dict(), restored.losses["agents"].state_dict()
+
+    def parameters(experiment: Experiment) -> dict[str, torch.Tensor]:
+        """Every network's parameters: the critic (BenchMARL's loss), the policy and the learned models."""
+        update = experiment.algorithm.update.state_dict()["groups"]["agents"]
+        states = {"critic": experiment.losses["agents"].state_dict(), "actor": update["actor"]}
+        states.update({name: model["loss"] for name, model in update["models"].items()})
+        return {f"{name}/{key}": value for name, state in states.items() for key, value in state.items()}
+
+    params_a, params_b = parameters(uninterrupted), parameters(restored)
     assert params_a.keys() == params_b.keys()
     tensors = [key for key, value in params_a.items() if isinstance(value, torch.Tensor)]
     assert len(tensors) > 20 and all(torch.equal(params_a[key], params_b[key]) for key in tensors)
@@ -282,8 +298,17 @@ def test_experiment_presets_for_python_users():
 
 def test_transformer_config_loads_from_the_package_yaml():
     assert TransformerConfig.get_from_yaml() == TransformerConfig()
-    assert ShacppConfig.get_from_yaml() == ShacppConfig()
-    assert ShacConfig.get_from_yaml() == ShacConfig()
+
+
+@pytest.mark.parametrize("name, config", [("shac", ShacConfig), ("shacp", ShacpConfig), ("shacpp", ShacppConfig)])
+def test_algorithm_defaults_have_one_source(name: str, config):
+    """The dataclass holds every default: the command line's ``algorithm=<name>`` and Python's ``get_from_yaml``
+    give exactly its values."""
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        composed = compose(config_name="config", overrides=[f"algorithm={name}", "task=vmas/transport"])
+    assert OmegaConf.to_container(composed.algorithm) == dataclasses.asdict(config())
+    assert config.get_from_yaml() == config()
+    assert composed.experiment.wandb_extra_kwargs == {"offline": True}
 
 
 def transformer(n_agents: int = 3, *, centralised: bool, share_params: bool, input_has_agent_dim: bool = True):
@@ -328,17 +353,6 @@ def test_transformer_model_follows_benchmarl_conventions(centralised: bool, shar
 def test_transformer_model_refuses_inputs_without_agents():
     with pytest.raises(ValueError, match="Choose another critic model"):
         transformer(centralised=True, share_params=True, input_has_agent_dim=False)
-
-
-def test_window_start_detach_cuts_only_the_next_graph_carrying_input():
-    head = WindowStartDetach()
-    x = torch.ones(2, requires_grad=True)
-    carried = TensorDict({"obs": x * 2}, [2])
-    assert head(carried)["obs"].requires_grad  # not armed
-    head.cut()
-    assert not head(TensorDict({"obs": torch.ones(2)}, [2]))["obs"].requires_grad and head.armed  # evaluation input
-    assert not head(carried)["obs"].requires_grad and not head.armed
-    assert head(TensorDict({"obs": x * 3}, [2]))["obs"].requires_grad  # inside the window the graph stays
 
 
 @pytest.mark.parametrize("name, scenario", [("transport", DifferentiableTransport), ("sampling", DifferentiableSampling)])

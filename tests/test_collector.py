@@ -6,10 +6,11 @@ import pytest
 import torch
 from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor
 
+from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torchrl.data import Bounded
 
-from torchrl_shacpp.collectors import WindowCollector, attach_policy_graph
+from torchrl_shacpp.collectors import WindowCollector, WindowGraphCut, attach_policy_graph
 from torchrl_shacpp.modules import gaussian_actor
 
 HORIZON = 4
@@ -133,3 +134,23 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool, clamp: 
     for collected, attached in zip(policy_gradient(window), policy_gradient(replayed)):
         torch.testing.assert_close(attached, collected)
     assert len(list(actor.parameters())) == 4 + learn_std
+
+
+def test_window_graph_cut_cuts_where_armed_and_every_window_length_steps():
+    """In a graph-carrying rollout the cut detaches the carried leaves and the env's state at the first step after
+    ``arm()`` and every ``window_length`` steps after it; under ``no_grad`` (evaluation) it does nothing."""
+    cuts = []
+    head = WindowGraphCut(lambda: cuts.append(True), window_length=3)
+    x = torch.ones(2, requires_grad=True)
+
+    def step() -> bool:
+        """One policy call on a graph-carrying input; whether its graph was cut."""
+        return not head(TensorDict({"obs": x * 2}, [2]))["obs"].requires_grad
+
+    assert [step() for _ in range(7)] == [False, False, False, True, False, False, True] and len(cuts) == 2
+    with torch.no_grad():
+        head.arm()
+        assert head(TensorDict({"obs": x * 2}, [2]))["obs"] is not None and head.armed  # evaluation: still armed
+    assert [step() for _ in range(4)] == [True, False, False, True] and len(cuts) == 4
+    with pytest.raises(ValueError, match="window_length"):
+        WindowGraphCut(lambda: None, window_length=0)

@@ -10,7 +10,8 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
 
-from torchrl_shacpp.data import CoolDown, StratifiedWriter, make_stratified_cache
+from torchrl_shacpp.data import StratifiedWriter, make_stratified_cache
+from torchrl_shacpp.trainers import CoolDown
 
 
 def items(scores: list[float] | torch.Tensor, first_id: int = 0) -> TensorDict:

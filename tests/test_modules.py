@@ -14,8 +14,7 @@ from torchrl_shacpp.modules import (
     AgentSetTransformer,
     AxisAttentionWorldModel,
     AxisSelfAttention,
-    JointMLP,
-    MLPRewardModel,
+    RewardModel,
     TransformerRewardModel,
     axis_attention_mask,
 )
@@ -209,34 +208,19 @@ def test_transformer_reward_model_equivariance(use_next_obs):
     torch.testing.assert_close(permuted, _permute_agents(out, perm))
 
 
-def test_joint_mlp_mixes_agents_and_is_not_equivariant():
-    torch.manual_seed(0)
-    n = 3
-    model = JointMLP(n, 4, 2).double()
-    x = torch.randn(6, n, 4, dtype=torch.float64)
-    out = model(x)
-    assert out.shape == (6, n, 2)
-    # One output per agent (not one broadcast output, as TorchRL's centralised shared MultiAgentMLP gives) ...
-    assert not torch.allclose(out[:, 0], out[:, 1])
-    # ... each a function of every agent's input ...
-    x2 = x.clone()
-    x2[:, 2] += 1.0
-    assert (model(x2)[:, 0] - out[:, 0]).abs().max() > 1e-6
-    # ... through position-specific weights, so permuting the agents does not permute the outputs.
-    perm = torch.tensor([1, 2, 0])
-    assert not torch.allclose(model(_permute_agents(x, perm)), _permute_agents(out, perm))
-    with pytest.raises(ValueError, match="agents"):
-        model(torch.randn(6, n + 1, 4, dtype=torch.float64))
-
-
 def test_reward_model_needs_next_obs():
-    model = MLPRewardModel(2, 3, 2, use_next_obs=True)
+    model = RewardModel(nn.Linear(RewardModel.in_features(3, 2, use_next_obs=True), 1), use_next_obs=True)
     with pytest.raises(ValueError, match="next_obs"):
         model(torch.randn(2, 3), torch.randn(2, 2))
-    # Without next_obs as an input, a given next_obs is ignored.
-    model = MLPRewardModel(2, 3, 2)
+    # Without next_obs as an input (the default), a given next_obs is ignored.
+    model = RewardModel(nn.Linear(RewardModel.in_features(3, 2, use_next_obs=False), 1))
     obs, action = torch.randn(2, 3), torch.randn(2, 2)
     torch.testing.assert_close(model(obs, action), model(obs, action, torch.randn(2, 3)))
+
+
+def _mlp(in_features: int) -> nn.Module:
+    """A per-agent MLP on ``[*batch, n_agents, in_features]``."""
+    return nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
 
 
 def _fit(model: nn.Module, sample, steps: int, lr: float, batch: int = 64) -> None:
@@ -278,7 +262,7 @@ def test_world_model_fits_linear_point_mass():
     [
         (lambda n: TransformerRewardModel(2, 2, use_next_obs=True), 300, 3e-3),
         (lambda n: TransformerRewardModel(2, 2), 300, 3e-3),
-        (lambda n: MLPRewardModel(n, 2, 2, use_next_obs=True), 600, 1e-2),
+        (lambda n: RewardModel(_mlp(RewardModel.in_features(2, 2, use_next_obs=True)), use_next_obs=True), 600, 1e-2),
     ],
     ids=["transformer-next-obs", "transformer", "mlp-next-obs"],
 )

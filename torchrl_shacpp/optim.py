@@ -45,10 +45,26 @@ class FiniteGradientStep:
         ``grad_norm`` is the total norm before clipping (NaN when the loss itself was not finite). ``retain_graph``
         keeps the graph for another loss that shares it (several agent groups acting in one simulator).
         """
-        self.optimizer.zero_grad(set_to_none=True)
+        return self.apply(self.gradients(loss, retain_graph=retain_graph))
+
+    def gradients(self, loss: torch.Tensor, retain_graph: bool = False) -> list[torch.Tensor | None] | None:
+        """The gradient of ``loss`` w.r.t. the optimised parameters (``None`` entries for unused ones), or ``None``
+        when the loss is not finite; :meth:`apply` steps with them.
+
+        For several steps whose graphs hang on the same parameters: every gradient must be taken before the
+        first step changes the parameters in place under the graphs that saved them.
+        """
         if not torch.isfinite(loss):
+            return None
+        return list(torch.autograd.grad(loss, self.parameters, retain_graph=retain_graph, allow_unused=True))
+
+    def apply(self, gradients: list[torch.Tensor | None] | None) -> dict[str, float]:
+        """Clips ``gradients`` (from :meth:`gradients`) and steps, or skips the step if they are not finite."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if gradients is None:
             return self._skip("loss", math.nan)
-        loss.backward(retain_graph=retain_graph)
+        for parameter, gradient in zip(self.parameters, gradients):
+            parameter.grad = gradient
         grad_norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.max_grad_norm).item()
         if not math.isfinite(grad_norm):
             return self._skip("gradient", grad_norm)

@@ -11,7 +11,7 @@ class TorchRLShacppSearchPathPlugin(SearchPathPlugin):
         if not any("benchmarl" in element.path for element in search_path.get_path()):
             return
         try:
-            import torchrl_shacpp.benchmarl_configs  # noqa: F401  (registers the schemas the yaml refers to)
+            import torchrl_shacpp.benchmarl  # noqa: F401  (registers the algorithms, models and tasks the yaml names)
         except ImportError as error:  # a broken install must not take BenchMARL down with it
             import warnings
 

@@ -23,7 +23,7 @@ from torchrl_shacpp.benchmarl import PaperVmasTask, ShacConfig, ShacpConfig, Sha
 GOLDEN = Path(__file__).with_name("window_losses.json")
 WINDOWS = 20
 #: What each run logs per window (or per cool-down) under ``train/agents/<name>``.
-LOGGED = ("actor_loss", "action_bound_loss", "actor_grad_norm", "loss_value", "loss_reward", "loss_world")
+LOGGED = ("actor_loss", "action_bound_loss", "actor_grad_norm", "loss_value", "loss_value_cache", "loss_reward", "loss_world")
 
 
 def runs() -> dict:

@@ -7,23 +7,12 @@ users import from here (importing registers too).
 
 from __future__ import annotations
 
-import os
-
 from benchmarl.environments import VmasTask
-from omegaconf import OmegaConf
 
-from torchrl_shacpp.benchmarl.algorithms import (
-    SHACFamilyLoss,
-    Shac,
-    ShacConfig,
-    Shacp,
-    ShacpConfig,
-    Shacpp,
-    ShacppConfig,
-)
+from torchrl_shacpp.benchmarl.algorithms import Shac, ShacConfig, Shacp, ShacpConfig, Shacpp, ShacppConfig
 from torchrl_shacpp.benchmarl.callbacks import EarlyStopping
+from torchrl_shacpp.benchmarl.configs import experiment_config
 from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
-from torchrl_shacpp.benchmarl.presets import experiment_config
 from torchrl_shacpp.benchmarl.tasks import (
     DifferentiableVmasClass,
     DifferentiableVmasTask,
@@ -40,17 +29,8 @@ PAPER_TASKS = {"vmas/dispersion_paper": PaperVmasTask.DISPERSION, "vmas/discover
 DIFFERENTIABLE_TASKS = {f"vmas/{task.name.lower()}_differentiable": task for task in DifferentiableVmasTask}
 
 
-def _agents_per_target(n_agents: int) -> int:
-    """The paper's discovery: two agents cover a target, one when there is a single agent (who could not otherwise)."""
-    return 2 if int(n_agents) > 1 else 1
-
-
 def register() -> None:
-    """Registers the algorithms, the model and the task presets with BenchMARL and hydra (idempotent).
-
-    Also makes wandb run offline unless ``WANDB_MODE`` says otherwise: BenchMARL logs to wandb by default, and a
-    run must not need an account or a network.
-    """
+    """Registers the algorithms, the model and the task presets with BenchMARL and hydra (idempotent)."""
     from benchmarl.algorithms import algorithm_config_registry
     from benchmarl.environments import task_config_registry
     from benchmarl.models import model_config_registry
@@ -62,10 +42,8 @@ def register() -> None:
         store.store(name=f"{name}_config", group="algorithm", node=config)
     model_config_registry.update(MODELS)
     task_config_registry.update(PAPER_TASKS)
-    store.store(name="vmas_dispersion_paper_config", group="task", node=DispersionPaperConfig)
     task_config_registry.update(DIFFERENTIABLE_TASKS)
-    OmegaConf.register_new_resolver("shacpp_agents_per_target", _agents_per_target, replace=True)
-    os.environ.setdefault("WANDB_MODE", "offline")
+    store.store(name="vmas_dispersion_paper_config", group="task", node=DispersionPaperConfig)
 
 
 register()
@@ -77,7 +55,6 @@ __all__ = [
     "EarlyStopping",
     "PaperVmasClass",
     "PaperVmasTask",
-    "SHACFamilyLoss",
     "Shac",
     "ShacConfig",
     "Shacp",

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import pathlib
 from dataclasses import dataclass
 
 import torch
 from benchmarl.models.common import Model, ModelConfig, parse_model_config
-from benchmarl.utils import _read_yaml_config
 from tensordict import TensorDictBase
 from torch import nn
 
+from torchrl_shacpp.benchmarl.configs import CONFIG_DIR, read_config
 from torchrl_shacpp.modules import AgentSetTransformer
-
-CONFIG_DIR = pathlib.Path(__file__).parents[1] / "benchmarl_configs"
 
 
 class Transformer(Model):
@@ -121,4 +118,4 @@ class TransformerConfig(ModelConfig):
         """Loads the config from ``path``, by default this package's ``model/layers/transformer.yaml``."""
         if path is None:
             path = CONFIG_DIR / "model" / "layers" / "transformer.yaml"
-        return cls(**parse_model_config(_read_yaml_config(str(path))))
+        return cls(**parse_model_config(read_config(path)))

@@ -10,12 +10,10 @@ from typing import Callable, Optional
 from benchmarl.environments import Task, TaskClass, VmasClass
 from benchmarl.environments.vmas.dispersion import TaskConfig as DispersionConfig
 from benchmarl.utils import DEVICE_TYPING
-from omegaconf import OmegaConf
 from torchrl.envs import EnvBase
-from torchrl.envs.libs.vmas import VmasEnv
 
-from torchrl_shacpp.benchmarl.models import CONFIG_DIR
-from torchrl_shacpp.envs import VMAS_TASKS
+from torchrl_shacpp.benchmarl.configs import CONFIG_DIR, read_config
+from torchrl_shacpp.envs import vmas_env
 
 
 @dataclass
@@ -26,7 +24,7 @@ class DispersionPaperConfig(DispersionConfig):
 
 
 class PaperVmasClass(VmasClass):
-    """A VMAS task built on :mod:`torchrl_shacpp.envs`' scenario for it (:data:`~torchrl_shacpp.envs.VMAS_TASKS`).
+    """A VMAS task built on :mod:`torchrl_shacpp.envs`' scenario for it (:func:`~torchrl_shacpp.envs.vmas_env`).
 
     The paper's dispersion starts the agents apart (:class:`~torchrl_shacpp.envs.SpreadStartDispersion`), a scenario
     VMAS does not have, so the task must build it for every algorithm, MAPPO included, for the comparison to be on
@@ -40,17 +38,10 @@ class PaperVmasClass(VmasClass):
         self, num_envs: int, continuous_actions: bool, seed: Optional[int], device: DEVICE_TYPING
     ) -> Callable[[], EnvBase]:
         config = copy.deepcopy(self.config)
-        preset = VMAS_TASKS[self.name.lower()]
-        return lambda: VmasEnv(
-            scenario=preset.make_scenario(differentiable_reward=self.differentiable_reward),
-            num_envs=num_envs,
-            continuous_actions=continuous_actions,
-            seed=seed,
-            device=device,
-            categorical_actions=True,
-            clamp_actions=True,
-            **config,
-        )
+        return lambda: vmas_env(
+            self.name, num_envs=num_envs, differentiable_reward=self.differentiable_reward,
+            continuous_actions=continuous_actions, seed=seed, device=device, **config,
+        )  # fmt: skip
 
 
 class DifferentiableVmasClass(PaperVmasClass):
@@ -77,10 +68,7 @@ class PaperVmasTask(Task):
 
     def get_from_yaml(self, path: Optional[str] = None) -> TaskClass:
         """The task with this package's ``task/vmas/<name>_paper.yaml`` (or ``path``), interpolations resolved."""
-        path = path or CONFIG_DIR / "task" / "vmas" / f"{self.name.lower()}_paper.yaml"
-        config = OmegaConf.load(path)
-        config.pop("defaults", None)
-        return self.get_task(OmegaConf.to_container(config, resolve=True))
+        return self.get_task(read_config(path or CONFIG_DIR / "task" / "vmas" / f"{self.name.lower()}_paper.yaml"))
 
 
 class DifferentiableVmasTask(Task):

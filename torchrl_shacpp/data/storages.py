@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
 import torch
-from tensordict import is_tensor_collection
-from torch.utils._pytree import tree_map
 from torchrl.data import LazyTensorStorage
-from torchrl.data.replay_buffers.utils import _is_int
 
 
 class ScatteredTensorStorage(LazyTensorStorage):
@@ -80,9 +78,7 @@ class ScatteredTensorStorage(LazyTensorStorage):
             slots = slots[self._written[slots]]
         elif not self._written[slots].all():
             raise IndexError(f"{type(self).__name__}: reading slot(s) that were never written.")
-        if is_tensor_collection(self._storage):
-            return self._storage[slots]
-        return tree_map(lambda leaf: leaf[slots], self._storage)
+        return self._storage[slots]
 
     def _rand_given_ndim(self, batch_size: int) -> torch.Tensor:
         # RandomSampler draws through this method: draw among the written slots only.
@@ -112,3 +108,10 @@ class ScatteredTensorStorage(LazyTensorStorage):
     def loads(self, path: str | Path) -> None:
         super().loads(path)
         self._written.copy_(torch.load(Path(path) / "written.pt"))
+
+
+def _is_int(index: Any) -> bool:
+    """Whether ``index`` names one slot (a Python, numpy or 0-d tensor integer)."""
+    if isinstance(index, torch.Tensor):
+        return index.ndim == 0 and not index.is_floating_point() and index.dtype != torch.bool
+    return isinstance(index, numbers.Integral) and not isinstance(index, bool)

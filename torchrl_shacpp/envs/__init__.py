@@ -1,5 +1,6 @@
 """VMAS tasks for SHAC: differentiable-reward scenarios, task presets, and the simulator's autograd state."""
 
+from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
 from torchrl_shacpp.envs.simulator import detach_simulator_state, set_simulator_grad, vmas_environment
 from torchrl_shacpp.envs.tasks import (
@@ -8,6 +9,7 @@ from torchrl_shacpp.envs.tasks import (
     get_vmas_task,
     make_vmas_env,
     task_has_differentiable_reward,
+    vmas_env,
 )
 from torchrl_shacpp.envs.transport import DifferentiableTransport
 
@@ -15,11 +17,13 @@ __all__ = [
     "VMAS_TASKS",
     "DifferentiableSampling",
     "DifferentiableTransport",
+    "SpreadStartDispersion",
     "VmasTask",
     "detach_simulator_state",
     "get_vmas_task",
     "make_vmas_env",
     "set_simulator_grad",
     "task_has_differentiable_reward",
+    "vmas_env",
     "vmas_environment",
 ]

@@ -1,12 +1,15 @@
-"""The paper's four VMAS tasks by name: scenario presets and a TorchRL env factory."""
+"""The paper's four VMAS tasks by name: scenario presets, and the one factory of VMAS envs."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from omegaconf import OmegaConf
 from torchrl.envs import StepCounter, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.scenario import BaseScenario
@@ -55,6 +58,38 @@ class VmasTask:
         return {"n_agents": n_agents, **self.preset(n_agents), **overrides}
 
 
+def agents_per_target(n_agents: int) -> int:
+    """The paper's discovery: two agents cover a target, one when there is a single agent (who could not otherwise)."""
+    return 2 if int(n_agents) > 1 else 1
+
+
+OmegaConf.register_new_resolver("shacpp_agents_per_target", agents_per_target, replace=True)
+
+
+@functools.cache
+def _paper_task_config(task: str) -> Any:
+    """``task/vmas/<task>_paper.yaml`` of :mod:`torchrl_shacpp.benchmarl_configs`, the one source of the paper's
+    settings of the tasks whose settings differ from BenchMARL's."""
+    path = importlib.resources.files("torchrl_shacpp.benchmarl_configs") / "task" / "vmas" / f"{task}_paper.yaml"
+    config = OmegaConf.load(str(path))
+    config.pop("defaults", None)
+    config.pop("max_steps", None)  # the time limit is the env factory's argument
+    return config
+
+
+def paper_preset(task: str) -> Callable[[int], dict[str, Any]]:
+    """The paper's scenario kwargs of ``task`` for ``n`` agents, from its BenchMARL task config."""
+
+    def preset(n_agents: int) -> dict[str, Any]:
+        config = _paper_task_config(task).copy()
+        config.n_agents = n_agents
+        kwargs = OmegaConf.to_container(config, resolve=True)
+        kwargs.pop("n_agents")
+        return kwargs
+
+    return preset
+
+
 VMAS_TASKS: dict[str, VmasTask] = {
     task.name: task
     for task in (
@@ -62,21 +97,9 @@ VMAS_TASKS: dict[str, VmasTask] = {
         VmasTask("transport", 4, lambda n: {}, DifferentiableTransport),
         # BenchMARL gives every agent its own reward (VMAS default: shared sum).
         VmasTask("sampling", 3, lambda n: {"shared_rew": False}, DifferentiableSampling),
-        # The authors': one food per agent (BenchMARL pins 4), VMAS's per-agent rewards and food radius 0.05
-        # (BenchMARL: shared reward, 0.02), agents starting apart (VMAS: all at the origin).
-        VmasTask(
-            "dispersion",
-            4,
-            lambda n: {"n_food": n, "share_reward": False, "food_radius": 0.05, "agent_start_radius": 0.05},
-            scenario=SpreadStartDispersion,
-        ),
-        # Paper: 7 targets, 2 agents to cover one (1 for a single agent, who could never cover any otherwise);
-        # BenchMARL: shared reward (VMAS: per agent).
-        VmasTask(
-            "discovery",
-            5,
-            lambda n: {"n_targets": 7, "agents_per_target": 2 if n > 1 else 1, "shared_reward": True},
-        ),
+        # The paper's settings: task/vmas/dispersion_paper.yaml and discovery_paper.yaml.
+        VmasTask("dispersion", 4, paper_preset("dispersion"), scenario=SpreadStartDispersion),
+        VmasTask("discovery", 5, paper_preset("discovery")),
     )
 }
 
@@ -135,16 +158,41 @@ def make_vmas_env(
         >>> env = make_vmas_env("transport", num_envs=32, n_agents=3, grad_enabled=True)
         >>> td = env.rollout(10)
     """
-    preset = get_vmas_task(task)
-    env = VmasEnv(
-        scenario=preset.make_scenario(differentiable_reward),
+    kwargs = get_vmas_task(task).scenario_kwargs(n_agents, **scenario_kwargs)
+    env = vmas_env(
+        task, num_envs=num_envs, differentiable_reward=differentiable_reward, grad_enabled=grad_enabled, seed=seed,
+        device=device, **kwargs,
+    )  # fmt: skip
+    return TransformedEnv(env, StepCounter(max_steps))
+
+
+def vmas_env(
+    task: str,
+    *,
+    num_envs: int,
+    differentiable_reward: bool = False,
+    grad_enabled: bool = False,
+    max_steps: int | None = None,
+    continuous_actions: bool = True,
+    seed: int | None = None,
+    device: Any = "cpu",
+    **scenario_kwargs: Any,
+) -> VmasEnv:
+    """The TorchRL env of a VMAS task, on this package's scenario for the tasks of :data:`VMAS_TASKS` (the paper's
+    dispersion start; the differentiable rewards when asked for) and on VMAS's own for any other; actions clamped to
+    the box and categorical when discrete, as BenchMARL builds them. ``max_steps`` is VMAS's time limit, which
+    TorchRL's wrapper reports as a termination: :func:`make_vmas_env` counts it with a ``StepCounter`` instead.
+    ``scenario_kwargs`` go to the scenario as they are (no preset)."""
+    preset = VMAS_TASKS.get(task.lower())
+    return VmasEnv(
+        scenario=preset.make_scenario(differentiable_reward) if preset else task.lower(),
         num_envs=num_envs,
-        max_steps=None,
-        continuous_actions=True,
+        continuous_actions=continuous_actions,
+        categorical_actions=True,
         clamp_actions=True,
         grad_enabled=grad_enabled,
+        max_steps=max_steps,
         seed=seed,
         device=device,
-        **preset.scenario_kwargs(n_agents, **scenario_kwargs),
+        **scenario_kwargs,
     )
-    return TransformedEnv(env, StepCounter(max_steps))

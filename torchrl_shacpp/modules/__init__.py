@@ -3,11 +3,9 @@ tensors (wrap them in :class:`~tensordict.nn.TensorDictModule` to read and write
 
 from torchrl_shacpp.modules.actor import gaussian_actor
 from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttention, axis_attention_mask
-from torchrl_shacpp.modules.mlp import JointMLP
-from torchrl_shacpp.modules.reward import MLPRewardModel, RewardModel, TransformerRewardModel
+from torchrl_shacpp.modules.reward import RewardModel, TransformerRewardModel
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
-from torchrl_shacpp.modules.window import window_world_model
-from torchrl_shacpp.modules.world_model import AxisAttentionWorldModel
+from torchrl_shacpp.modules.world_model import AxisAttentionWorldModel, window_world_model
 
 __all__ = [
     "AgentSelfAttention",
@@ -15,8 +13,6 @@ __all__ = [
     "AxisAttentionWorldModel",
     "AxisSelfAttention",
     "EncoderLayer",
-    "JointMLP",
-    "MLPRewardModel",
     "RewardModel",
     "TransformerRewardModel",
     "axis_attention_mask",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from torchrl_shacpp.modules.mlp import JointMLP
 from torchrl_shacpp.modules.transformer import AgentSetTransformer
 
 
@@ -15,7 +14,8 @@ class RewardModel(nn.Module):
 
     Concatenates each agent's observation, action and (if ``use_next_obs``) next observation into one
     per-agent vector and applies ``net`` (``[*batch, n_agents, in] -> [*batch, n_agents, 1]``), which mixes the
-    agents. :class:`TransformerRewardModel` and :class:`MLPRewardModel` build the paper's two networks.
+    agents. :class:`TransformerRewardModel` builds the paper's transformer (the BenchMARL algorithms build theirs from the
+    ``critic_model`` config, MLP or transformer).
 
     Args:
         net: the network on the concatenated per-agent inputs; ``in_features`` must be
@@ -84,36 +84,5 @@ class TransformerRewardModel(RewardModel):
             num_layers=num_layers,
             num_heads=num_heads,
             dropout=dropout,
-        )
-        super().__init__(net, use_next_obs)
-
-
-class MLPRewardModel(RewardModel):
-    """:class:`RewardModel` whose network is a :class:`JointMLP` over all agents' concatenated inputs (fixed
-    number of agents; not permutation equivariant). Defaults: the paper's one hidden layer of ``32 * n_agents``,
-    ReLU, dropout 0.
-
-    Args:
-        n_agents: number of agents.
-        obs_dim: per-agent observation features.
-        action_dim: per-agent action features.
-
-    Keyword Args:
-        use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``False``.
-        hidden_size, dropout: see :class:`JointMLP`.
-    """
-
-    def __init__(
-        self,
-        n_agents: int,
-        obs_dim: int,
-        action_dim: int,
-        *,
-        use_next_obs: bool = False,
-        hidden_size: int | None = None,
-        dropout: float = 0.0,
-    ) -> None:
-        net = JointMLP(
-            n_agents, self.in_features(obs_dim, action_dim, use_next_obs), 1, hidden_size=hidden_size, dropout=dropout
         )
         super().__init__(net, use_next_obs)

@@ -1,11 +1,24 @@
-"""This package's experiment presets for Python users (the command line gets them through hydra)."""
+"""This package's BenchMARL configs (``benchmarl_configs/``) for Python users: where they are, how to read one, the
+experiment presets."""
 
 from __future__ import annotations
 
-from benchmarl.experiment import ExperimentConfig
-from benchmarl.utils import _read_yaml_config
+import importlib.resources
+import pathlib
+from typing import Any
 
-from torchrl_shacpp.benchmarl.models import CONFIG_DIR
+from benchmarl.experiment import ExperimentConfig
+from omegaconf import OmegaConf
+
+#: The package's configs: ``algorithm/``, ``experiment/``, ``model/layers/``, ``task/vmas/``.
+CONFIG_DIR = pathlib.Path(str(importlib.resources.files("torchrl_shacpp.benchmarl_configs")))
+
+
+def read_config(path: str | pathlib.Path) -> dict[str, Any]:
+    """A yaml config as a plain dict, interpolations resolved, without hydra's ``defaults`` list."""
+    config = OmegaConf.load(path)
+    config.pop("defaults", None)
+    return OmegaConf.to_container(config, resolve=True)
 
 
 def experiment_config(preset: str) -> ExperimentConfig:
@@ -24,7 +37,7 @@ def experiment_config(preset: str) -> ExperimentConfig:
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ValueError(f"Unknown experiment preset {preset!r}; this package has {', '.join(known)}.")
     config = ExperimentConfig.get_from_yaml()
-    for key, value in _read_yaml_config(str(path)).items():
+    for key, value in read_config(path).items():
         if not hasattr(config, key):
             raise ValueError(f"Preset {preset!r} sets {key!r}, which BenchMARL's ExperimentConfig does not have.")
         setattr(config, key, value)

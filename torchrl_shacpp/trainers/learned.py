@@ -12,7 +12,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import LossModule
 
-from torchrl_shacpp.data.cooldown import CoolDown
+from torchrl_shacpp.trainers.cooldown import CoolDown
 from torchrl_shacpp.optim import FiniteGradientStep
 
 
@@ -44,14 +44,17 @@ class LearnedModel:
     Non-finite steps are skipped and counted (:class:`~torchrl_shacpp.optim.FiniteGradientStep`).
 
     Args:
-        name: the model's name; its loss module writes ``loss_<name>``.
-        loss: the model's loss (e.g. :class:`~torchrl_shacpp.objectives.WorldModelLoss`); its parameters are trained.
+        name: the model's name, for logs and checkpoints.
+        loss: the model's loss (e.g. :class:`~torchrl_shacpp.objectives.WorldModelLoss`), whose one output (its
+            ``out_keys``) is minimised; its parameters are trained.
         cache: where the model's items are kept, e.g. :func:`~torchrl_shacpp.data.make_stratified_cache`.
         items: what to cache from a detached ``[B, h]`` window (:func:`world_items`, :func:`reward_items`,
             :func:`value_items`).
 
     Keyword Args:
         lr: Adam's learning rate (paper: 1e-3).
+        window_length: for a cache of whole windows (the world model's), the length of the windows it holds; a
+            window of another length (the short last window of a batch) is not cached. ``None`` caches every window.
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
@@ -63,33 +66,40 @@ class LearnedModel:
         items: Callable[[TensorDictBase], TensorDictBase],
         *,
         lr: float,
+        window_length: int | None = None,
         **adam_kwargs: Any,
     ) -> None:
+        if len(loss.out_keys) != 1:
+            raise ValueError(f"The {name} model's loss must have one output to minimise; it has {loss.out_keys}.")
         self.name, self.loss, self.cache, self.items = name, loss, cache, items
+        self.window_length = window_length
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
 
     def store(self, window: TensorDictBase) -> None:
-        """Caches the items of a detached window."""
-        self.cache.extend(self.items(window))
+        """Caches the items of a detached ``[B, h]`` window."""
+        if self.window_length is None or window.shape[-1] == self.window_length:
+            self.cache.extend(self.items(window))
 
     def fit(self, cooldown: CoolDown) -> float:
         """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none)."""
         losses = []
         for batch in cooldown.minibatches(self.cache):
-            loss = self.loss(batch)[f"loss_{self.name}"]
+            loss = self.loss(batch)[self.loss.out_keys[0]]
             self.step(loss)
             losses.append(loss.item())
         return sum(losses) / len(losses) if losses else math.nan
 
     def state_dict(self) -> dict[str, Any]:
-        """The optimiser, the cache and the skip count (the model's parameters live in its loss)."""
+        """The parameters (its loss's), the optimiser, the cache and the skip count."""
         return {
+            "loss": self.loss.state_dict(),
             "optimizer": self.step.optimizer.state_dict(),
             "cache": self.cache.state_dict(),
             "skipped_steps": self.step.skipped_steps,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.loss.load_state_dict(state_dict["loss"])
         self.step.optimizer.load_state_dict(state_dict["optimizer"])
         self.cache.load_state_dict(state_dict["cache"])
         self.step.skipped_steps = state_dict["skipped_steps"]

@@ -1,0 +1,349 @@
+"""SHAC as a BenchMARL algorithm (``algorithm=shac``): policy gradients through the differentiable simulator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Optional, Tuple, Type
+
+import torch
+from benchmarl.algorithms.common import Algorithm, AlgorithmConfig
+from benchmarl.experiment.callback import Callback
+from benchmarl.models.common import ModelConfig
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule, TensorDictSequential
+from torchrl.objectives import LossModule
+
+from torchrl_shacpp.benchmarl import networks
+from torchrl_shacpp.benchmarl.configs import read_config
+from torchrl_shacpp.benchmarl.envs import is_vmas, rebuild_vmas_env
+from torchrl_shacpp.collectors import WindowGraphCut
+from torchrl_shacpp.envs import VMAS_TASKS, detach_simulator_state
+from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
+from torchrl_shacpp.optim import FiniteGradientStep, skip_non_finite_steps
+from torchrl_shacpp.trainers import CoolDown, GradientSource, GroupUpdate, SimulatorGradient, WindowUpdate
+
+#: Where the algorithm keeps its part of a BenchMARL checkpoint.
+STATE_KEY = "torchrl_shacpp"
+
+
+class Shac(Algorithm):
+    r"""SHAC (Xu et al., 2022) for multi-agent BenchMARL tasks: policy gradients through the differentiable simulator.
+
+    Each BenchMARL collection (``on_policy_collected_frames_per_batch`` frames on ``on_policy_n_envs_per_worker``
+    envs, i.e. T steps) is collected with the simulator's autograd graph (``experiment.collect_with_grad=true``, set
+    by ``algorithm=shac``), cut every ``window_length`` steps into windows. Then the
+    :class:`~torchrl_shacpp.trainers.WindowUpdate` takes, in order: one actor step per window (Adam at ``actor_lr``,
+    norm clip ``actor_max_grad_norm``) on :class:`~torchrl_shacpp.objectives.SHACActorLoss`, back-propagated
+    through the window's rewards and dynamics; the graph cut; the TD(λ) targets of the collection. BenchMARL's
+    optimiser loop then regresses the critic onto them (:class:`~torchrl_shacpp.objectives.TDLambdaValueLoss`,
+    ``on_policy_n_minibatch_iters`` passes of ``on_policy_minibatch_size`` at ``experiment.lr``), with a Polyak
+    target critic (``experiment.polyak_tau``) when ``use_target_critic``; the actor bootstraps with the same critic
+    as the targets.
+
+    The policy is :math:`\mathcal N(\mu_\theta(o), \sigma^2)` clamped to the action box, with a fixed (or learned)
+    state-independent :math:`\sigma` and :math:`\mu_\theta` the ``model`` config; the critic is a centralised
+    ``critic_model`` (:mod:`~torchrl_shacpp.benchmarl.networks`). On VMAS the environment is rebuilt with the task's
+    differentiable reward where the paper's tasks need one (transport, sampling), the simulator's gradients on, and
+    time limits reported as truncations (:func:`~torchrl_shacpp.benchmarl.envs.rebuild_vmas_env`). A non-finite
+    actor or critic step is skipped, counted and logged; parameters never receive NaN. Logged per group:
+    ``actor_loss``, ``action_bound_loss``, ``actor_grad_norm`` (the paper's Fig. 2; means over the collection's
+    windows), ``skipped_actor_steps``, ``skipped_critic_steps``; BenchMARL logs ``loss_value``;
+    ``timers/actor_time`` is the actor steps' wall time (BenchMARL's timers leave it out).
+
+    The checkpoint's ``torchrl_shacpp`` entry holds what BenchMARL's lacks: the policy and its optimiser, the
+    critic's optimiser, the learned models with their optimisers and caches, and the counters.
+
+    Args:
+        lmbda: TD(λ) parameter (paper: 0.95); the discount is ``experiment.gamma``.
+        action_std: the policy's :math:`\sigma` (paper: 1), its initial value if learned.
+        learn_std: learn a state-independent log-std.
+        action_bound_coef: the action-bound penalty coefficient (paper: 1).
+        actor_lr: the actor's Adam learning rate (paper: 1e-3); the critic's is ``experiment.lr``.
+        actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
+        window_length: the actor's window h (paper: 32): a collection of T steps gives T / h actor steps (the last
+            window shorter when h does not divide T); ``None`` makes each collection one window.
+        share_param_critic: one critic for the group (pooled over agents) or one per agent.
+        use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
+    """
+
+    #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
+    simulator_graph = True
+
+    def __init__(
+        self,
+        lmbda: float,
+        action_std: float,
+        learn_std: bool,
+        action_bound_coef: float,
+        actor_lr: float,
+        actor_max_grad_norm: float,
+        window_length: Optional[int],
+        share_param_critic: bool,
+        use_target_critic: bool,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.lmbda = lmbda
+        self.action_std = action_std
+        self.learn_std = learn_std
+        self.action_bound_coef = action_bound_coef
+        self.actor_lr = actor_lr
+        self.actor_max_grad_norm = actor_max_grad_norm
+        self.share_param_critic = share_param_critic
+        self.use_target_critic = use_target_critic
+        self.collection_length = self._check_experiment()
+        self.window_length = window_length
+        self.groups: dict[str, GroupUpdate] = {}
+        self.update: WindowUpdate | None = None  # built once every group's losses exist (on_setup)
+        self.skipped_critic_steps = {group: 0 for group in self.group_map}
+        self.graph_cut = WindowGraphCut(self._cut_simulator, window_length=window_length)
+        hooks = _Hooks(self)
+        hooks.experiment = self.experiment
+        self.experiment.callbacks = [*self.experiment.callbacks, hooks]  # a tuple when BenchMARL got none
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checks
+
+    def _check_experiment(self) -> int:
+        """Refuses what cannot work, early and with the fix; returns the collection's length T in steps."""
+        name = type(self).__name__.lower()
+        task = self.experiment.task
+        if not self.experiment.continuous_actions:
+            raise ValueError(
+                f"{name} needs continuous actions: its policy gradient flows through the sampled actions "
+                f"(reparameterisation), which discrete actions do not have. Task {task.name.lower()} was set up with "
+                "discrete actions; use a task with continuous actions (VMAS: experiment.prefer_continuous_actions=true)."
+            )
+        for role, config in (("model", self.model_config), ("critic_model", self.critic_model_config)):
+            if config.is_rnn:
+                raise ValueError(
+                    f"{name} does not support recurrent models ({role}={type(config).__name__}): windows are cut "
+                    f"into flat transitions for the critic and caches. Use e.g. {role}=layers/mlp or "
+                    f"{role}=layers/transformer."
+                )
+        if self.simulator_graph:
+            if not is_vmas(task):
+                raise ValueError(
+                    f"{name} back-propagates through the simulator and needs a differentiable one (a vmas/ task); "
+                    f"got {task.env_name()}/{task.name.lower()}. algorithm=shacpp learns a world model instead."
+                )
+            if not self.experiment_config.collect_with_grad:
+                raise ValueError(
+                    f"{name} needs the rollouts' autograd graph: set experiment.collect_with_grad=true "
+                    f"(algorithm={name} sets it unless overridden)."
+                )
+        if self._needs_differentiable_reward() and is_vmas(task):
+            task_name = task.name.lower()
+            if task_name in VMAS_TASKS and not VMAS_TASKS[task_name].has_differentiable_reward:
+                raise ValueError(
+                    f"shac needs a differentiable reward, and vmas/{task_name}'s is not (it counts discrete events). "
+                    "Use algorithm=shacp (learned reward, simulator dynamics) or algorithm=shacpp (learned reward and "
+                    "world model)."
+                )
+        frames = self.experiment_config.collected_frames_per_batch(self.on_policy)
+        envs = self.experiment_config.n_envs_per_worker(self.on_policy)
+        if envs < 1 or frames % envs:
+            raise ValueError(
+                f"{name} cuts each collection of T = frames / envs steps on every env into windows; "
+                f"experiment.on_policy_collected_frames_per_batch={frames} is not a multiple of "
+                f"experiment.on_policy_n_envs_per_worker={envs}. The paper's window: 512 envs x 32 steps "
+                "(experiment=shacpp_paper)."
+            )
+        return frames // envs
+
+    @staticmethod
+    def _needs_differentiable_reward() -> bool:
+        """Whether the actor back-propagates through the task's own reward (SHAC)."""
+        return True
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Networks and losses
+
+    def _get_policy_for_loss(self, group: str, model_config: ModelConfig, continuous: bool) -> TensorDictModule:
+        return networks.policy(self, group, action_std=self.action_std, learn_std=self.learn_std)
+
+    def _get_policy_for_collection(
+        self, policy_for_loss: TensorDictModule, group: str, continuous: bool
+    ) -> TensorDictModule:
+        if self.simulator_graph:
+            return TensorDictSequential(self.graph_cut, policy_for_loss)
+        return policy_for_loss
+
+    def gradient_source(self, group: str, policy: TensorDictModule) -> GradientSource:
+        """What carries the actor's gradient: SHAC's is the simulator."""
+        return SimulatorGradient()
+
+    def _get_loss(
+        self, group: str, policy_for_loss: TensorDictModule, continuous: bool
+    ) -> Tuple[LossModule, bool]:
+        """The critic's TD(λ) loss, which BenchMARL trains; the actor and the learned models join the window update."""
+        critic = networks.critic(self, group, share_params=self.share_param_critic)
+        value = TDLambdaValueLoss(
+            critic, gamma=self.experiment_config.gamma, lmbda=self.lmbda, use_target_network=self.use_target_critic
+        )
+        value.set_keys(reward=(group, "reward"), value=(group, "state_value"), value_target=(group, "value_target"))
+        source = self.gradient_source(group, policy_for_loss)
+        action_space = self.action_spec[group, "action"].space
+        actor = SHACActorLoss(
+            policy_for_loss,
+            critic,
+            gamma=self.experiment_config.gamma,
+            value_params=value.bootstrap_params,
+            action_low=action_space.low,
+            action_high=action_space.high,
+            action_bound_coef=self.action_bound_coef,
+            reward_model=source.reward_model,
+            world_model=source.world_model,
+        )
+        actor.set_keys(
+            reward=(group, "reward"),
+            value=(group, "state_value"),
+            loc=(group, "loc"),
+            predicted_reward=(group, "predicted_reward"),
+        )
+        actor_step = FiniteGradientStep(self._adam(actor.parameters(), self.actor_lr), self.actor_max_grad_norm)
+        self.groups[group] = GroupUpdate(actor, actor_step, value, source)
+        return value, self.use_target_critic
+
+    def _adam(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+        config = self.experiment_config
+        return torch.optim.Adam(params, lr=lr, eps=config.adam_eps, **config.adam_extra_kwargs)
+
+    def _get_parameters(self, group: str, loss: TDLambdaValueLoss) -> Dict[str, Iterable]:
+        return {"loss_value": list(loss.value_network_params.flatten_keys().values())}
+
+    def cooldown(self) -> CoolDown | None:
+        """When the learned models train: SHAC learns none besides the critic."""
+        return None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Environments and data
+
+    def process_env_fun(self, env_fun):
+        if not is_vmas(self.experiment.task):
+            return env_fun
+
+        def make_env():
+            return rebuild_vmas_env(
+                env_fun(), self.experiment.task, simulator_graph=self.simulator_graph, seed=self.experiment.seed
+            )
+
+        return make_env
+
+    def process_batch(self, group: str, batch: TensorDictBase) -> TensorDictBase:
+        """The batch already holds the critic's TD(λ) targets (written by the window update)."""
+        return batch
+
+    def _cut_simulator(self) -> None:
+        detach_simulator_state(self.experiment.rollout_env)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Per-collection training (through _Hooks)
+
+    def on_setup(self) -> None:
+        """Builds the window update over every group, and guards BenchMARL's critic optimisers against non-finite
+        steps."""
+        self.update = WindowUpdate(
+            self.groups,
+            window_length=self.window_length,
+            cooldown=self.cooldown(),
+            cut_graph=self.graph_cut.arm if self.simulator_graph else lambda: None,
+        )
+        for group, optimizers in self.experiment.optimizers.items():
+            for optimizer in optimizers.values():
+                skip_non_finite_steps(optimizer, lambda group=group: self._count_skipped_critic_step(group))
+
+    def _count_skipped_critic_step(self, group: str) -> None:
+        self.skipped_critic_steps[group] += 1
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        logs = self.update(batch)
+        logs.update({f"train/{group}/skipped_critic_steps": n for group, n in self.skipped_critic_steps.items()})
+        self.experiment.logger.log(logs, step=self.experiment.n_iters_performed)
+
+    def training_state_dict(self) -> dict[str, Any]:
+        """What BenchMARL's checkpoint lacks: the window update's state, the critic optimisers, the skip counts."""
+        return {
+            "window_update": self.update.state_dict(),
+            "skipped_critic_steps": dict(self.skipped_critic_steps),
+            "critic_optimizers": {
+                group: {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
+                for group, optimizers in self.experiment.optimizers.items()
+            },
+        }
+
+    def load_training_state_dict(self, state: dict[str, Any]) -> None:
+        self.update.load_state_dict(state["window_update"])
+        self.skipped_critic_steps.update(state["skipped_critic_steps"])
+        for group, optimizers in self.experiment.optimizers.items():
+            for name, optimizer in optimizers.items():
+                optimizer.load_state_dict(state["critic_optimizers"][group][name])
+
+
+class _Hooks(Callback):
+    """Forwards BenchMARL's callback hooks to the algorithm (callbacks are BenchMARL's only per-collection seam)."""
+
+    def __init__(self, algorithm: Shac) -> None:
+        super().__init__()
+        self.algorithm = algorithm
+
+    def on_setup(self) -> None:
+        self.algorithm.on_setup()
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        self.algorithm.on_batch_collected(batch)
+
+    def on_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        state_dict[STATE_KEY] = self.algorithm.training_state_dict()
+
+    def on_load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.algorithm.load_training_state_dict(state_dict[STATE_KEY])
+
+
+@dataclass
+class ShacConfig(AlgorithmConfig):
+    """Configuration of :class:`Shac`; the defaults are the paper's, and the only ones (``algorithm/shac.yaml``
+    takes them from here)."""
+
+    lmbda: float = 0.95
+    action_std: float = 1.0
+    learn_std: bool = False
+    action_bound_coef: float = 1.0
+    actor_lr: float = 1e-3
+    actor_max_grad_norm: float = 1.0
+    window_length: Optional[int] = 32
+    share_param_critic: bool = True
+    use_target_critic: bool = True
+
+    @staticmethod
+    def associated_class() -> Type[Algorithm]:
+        return Shac
+
+    @classmethod
+    def get_from_yaml(cls, path: Optional[str] = None) -> AlgorithmConfig:
+        """The defaults (the package's yaml holds none of its own); ``path``: a yaml of overrides."""
+        return cls(**(_yaml_algorithm_block(path) if path else {}))
+
+    @staticmethod
+    def on_policy() -> bool:
+        return True
+
+    @staticmethod
+    def supports_continuous_actions() -> bool:
+        return True
+
+    @staticmethod
+    def supports_discrete_actions() -> bool:
+        # Accepted here so that the algorithm can refuse discrete actions with an error that names the fix.
+        return True
+
+    @staticmethod
+    def has_centralized_critic() -> bool:
+        return True
+
+
+def _yaml_algorithm_block(path: str) -> dict[str, Any]:
+    """The algorithm settings of a yaml file: its ``algorithm:`` block (a global-package file like ours) or all of
+    it."""
+    config = read_config(path)
+    return config.get("algorithm", config)

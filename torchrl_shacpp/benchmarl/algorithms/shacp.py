@@ -1,0 +1,126 @@
+"""SHAC+ as a BenchMARL algorithm (``algorithm=shacp``): SHAC whose reward is a learned model."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Type
+
+import torch
+from benchmarl.algorithms.common import Algorithm
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
+from torchrl.objectives import LossModule
+
+from torchrl_shacpp.benchmarl import networks
+from torchrl_shacpp.benchmarl.algorithms.shac import Shac, ShacConfig
+from torchrl_shacpp.data import make_stratified_cache
+from torchrl_shacpp.objectives import RewardModelLoss
+from torchrl_shacpp.trainers import CoolDown, GradientSource, LearnedModel, LearnedRewardGradient, reward_items
+
+
+class Shacp(Shac):
+    r"""SHAC+: SHAC whose reward is a learned model :math:`R_\theta(o_t, a_t)` on the simulator's observations.
+
+    For tasks whose reward has no gradient (dispersion, discovery): the actor's gradient flows through the reward
+    model and the simulator's dynamics (:class:`~torchrl_shacpp.trainers.LearnedRewardGradient`). The reward model (a
+    ``critic_model`` network over all agents' transitions) regresses the environment's rewards from a
+    return-stratified cache of ``cache_size`` transitions in ``reward_bins`` bins, trained every
+    ``model_train_every`` windows for ``model_epochs`` passes of ``model_minibatch_size`` (Adam at ``model_lr``, no
+    clipping). Everything else is :class:`Shac`. Also logged per group: ``loss_reward`` at each model training and
+    ``skipped_reward_steps``; ``timers/model_training_time``.
+
+    Args:
+        reward_uses_next_observation: the reward model reads :math:`o_{t+1}` too. The authors' reads
+            :math:`(o_t, a_t)`: one that reads :math:`o_{t+1}` can read a sparse reward off the event it causes
+            (dispersion's "eaten" flags) and give the actor no gradient towards the event.
+        cache_size: transitions in each model cache (paper: 30,000).
+        reward_bins: score bins of the reward cache (paper: 9).
+        model_train_every: train the learned models every this many windows (paper: 10).
+        model_epochs: passes over each cache per training (paper: 10).
+        model_minibatch_size: model minibatch size (paper: 1,000).
+        model_lr: the learned models' Adam learning rate (paper: 1e-3).
+        **kwargs: see :class:`Shac`.
+    """
+
+    def __init__(
+        self,
+        reward_uses_next_observation: bool,
+        cache_size: int,
+        reward_bins: int,
+        model_train_every: int,
+        model_epochs: int,
+        model_minibatch_size: int,
+        model_lr: float,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.reward_uses_next_observation = reward_uses_next_observation
+        self.cache_size = cache_size
+        self.reward_bins = reward_bins
+        self.model_train_every = model_train_every
+        self.model_epochs = model_epochs
+        self.model_minibatch_size = model_minibatch_size
+        self.model_lr = model_lr
+        self._caches_made = 0
+
+    @staticmethod
+    def _needs_differentiable_reward() -> bool:
+        return False
+
+    def cooldown(self) -> CoolDown:
+        return CoolDown(every=self.model_train_every, epochs=self.model_epochs)
+
+    def learned_model(
+        self, name: str, loss: LossModule, capacity: int, bins: int, score_key: NestedKey, items, **kwargs
+    ) -> LearnedModel:
+        """A model trained with Adam (``model_lr``) from a stratified cache of ``capacity`` items in ``bins`` bins;
+        the cache has its own random generator, which checkpoints save and restore with it."""
+        if capacity < bins:
+            raise ValueError(f"The {name} cache of {capacity} items cannot hold {bins} bins; raise its size.")
+        self._caches_made += 1
+        generator = torch.Generator(device=self.device).manual_seed(self.experiment.seed * 1000 + self._caches_made)
+        cache = make_stratified_cache(
+            capacity, bins, score_key=score_key, batch_size=self.model_minibatch_size, device=self.device,
+            generator=generator,
+        )  # fmt: skip
+        adam = dict(eps=self.experiment_config.adam_eps, **self.experiment_config.adam_extra_kwargs)
+        return LearnedModel(name, loss, cache, items, lr=self.model_lr, **kwargs, **adam)
+
+    @staticmethod
+    def transition_keys(group: str) -> dict[str, tuple[str, str]]:
+        return dict(observation_key=(group, "observation"), action_key=(group, "action"), reward_key=(group, "reward"))
+
+    def reward_loss(self, group: str) -> RewardModelLoss:
+        """The loss of the group's reward model (a ``critic_model`` network)."""
+        network = networks.reward_model(
+            self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic
+        )
+        loss = RewardModelLoss(network)
+        loss.set_keys(reward=(group, "reward"), predicted_reward=(group, "predicted_reward"))
+        return loss
+
+    def reward_model(self, group: str, loss: RewardModelLoss) -> LearnedModel:
+        """The group's reward model trained from its cache."""
+        items = functools.partial(reward_items, **self.transition_keys(group))
+        return self.learned_model("reward", loss, self.cache_size, self.reward_bins, ("next", group, "reward"), items)
+
+    def gradient_source(self, group: str, policy: TensorDictModule) -> GradientSource:
+        return LearnedRewardGradient(self.reward_model(group, self.reward_loss(group)))
+
+
+@dataclass
+class ShacpConfig(ShacConfig):
+    """Configuration of :class:`Shacp` (``algorithm/shacp.yaml`` takes its defaults from here)."""
+
+    reward_uses_next_observation: bool = False
+    cache_size: int = 30_000
+    reward_bins: int = 9
+    model_train_every: int = 10
+    model_epochs: int = 10
+    model_minibatch_size: int = 1000
+    model_lr: float = 1e-3
+
+    @staticmethod
+    def associated_class() -> Type[Algorithm]:
+        return Shacp

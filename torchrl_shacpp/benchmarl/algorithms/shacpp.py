@@ -1,0 +1,135 @@
+"""SHAC++ as a BenchMARL algorithm (``algorithm=shacpp``): policy gradients through learned world and reward models."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Tuple, Type
+
+from benchmarl.algorithms.common import Algorithm
+from tensordict.nn import TensorDictModule
+from torchrl.objectives import SoftUpdate
+
+from torchrl_shacpp.benchmarl import networks
+from torchrl_shacpp.benchmarl.algorithms.shacp import Shacp, ShacpConfig
+from torchrl_shacpp.objectives import TDLambdaValueLoss, WorldModelLoss
+from torchrl_shacpp.trainers import GradientSource, LearnedWorldGradient, value_items, world_items
+
+#: The paper's window length h, which its cache sizes assume.
+PAPER_WINDOW_LENGTH = 32
+
+
+class Shacpp(Shacp):
+    r"""SHAC++: policy gradients through learned world and reward models; the simulator needs no gradient.
+
+    Collections come from BenchMARL's ordinary collector, without autograd; each window's actions get the policy's
+    reparameterisation graph back, and an axis-attention world model (:class:`~torchrl_shacpp.modules.
+    AxisAttentionWorldModel`, ``world_*`` sizes, paper: 3 layers, hidden 64, feed-forward 128, 1 head) predicts the
+    window's observations in one pass from its real first observation and those actions; the reward model and the
+    critic score the predictions (:class:`~torchrl_shacpp.trainers.LearnedWorldGradient`); one actor step per window.
+    The world and reward models train from their return-stratified caches (world: ``world_cache_size`` windows in
+    ``world_bins`` bins) on the cool-down schedule of :class:`Shacp`. The critic trains, as the authors', from its own
+    cache (``cache_size`` λ-targets in ``value_bins`` bins) on the cool-down (``critic_from_cache``; BenchMARL's
+    optimiser loop then only evaluates it, logged as ``loss_value``, while the cool-down logs ``loss_value_cache``),
+    or like SHAC's in BenchMARL's loop on every collection. Works on any BenchMARL task with continuous actions.
+    Also logged per group: ``loss_world``, ``skipped_world_steps``.
+
+    Args:
+        world_cache_size: windows in the world cache (default: as many steps as ``cache_size`` windows of the paper's
+            32 steps).
+        world_bins: return bins of the world cache (paper: 25).
+        value_bins: λ-target bins of the critic's cache (paper: 9).
+        world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
+        world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
+            (0: off); exact, for many agents (``benchmarks/results/world_model_scaling.md``).
+        critic_from_cache: train the critic from its cache on the cool-down (the authors'), not in BenchMARL's loop.
+        **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
+            Polyak step (``experiment.polyak_tau``) after each cool-down training.
+    """
+
+    simulator_graph = False
+
+    def __init__(
+        self,
+        world_cache_size: Optional[int],
+        world_bins: int,
+        value_bins: int,
+        world_num_layers: int,
+        world_hidden_size: int,
+        world_feedforward_size: int,
+        world_num_heads: int,
+        world_checkpoint_chunks: int,
+        critic_from_cache: bool,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.world_cache_size = world_cache_size
+        self.world_bins = world_bins
+        self.value_bins = value_bins
+        self.world_sizes = dict(
+            num_layers=world_num_layers,
+            hidden_size=world_hidden_size,
+            feedforward_size=world_feedforward_size,
+            num_heads=world_num_heads,
+            checkpoint_chunks=world_checkpoint_chunks,
+        )
+        self.critic_from_cache = critic_from_cache
+
+    @property
+    def world_horizon(self) -> int:
+        """The length of the windows the world model predicts: ``window_length``, or the whole collection."""
+        return min(self.window_length or self.collection_length, self.collection_length)
+
+    def gradient_source(self, group: str, policy: TensorDictModule) -> GradientSource:
+        reward_loss = self.reward_loss(group)
+        loss = WorldModelLoss(networks.world_model(self, group, self.world_horizon, **self.world_sizes))
+        loss.set_keys(observation=(group, "observation"))
+        capacity = self.world_cache_size
+        if capacity is None:  # as many steps as the paper's cache_size windows of 32 steps
+            capacity = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.world_horizon)
+        items = functools.partial(world_items, **self.transition_keys(group))
+        world = self.learned_model(
+            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon
+        )
+        return LearnedWorldGradient(
+            world, self.reward_model(group, reward_loss), policy,
+            action_key=(group, "action"), loc_key=(group, "loc"), scale_key=(group, "scale"),
+        )  # fmt: skip
+
+    def _get_loss(self, group: str, policy_for_loss: TensorDictModule, continuous: bool) -> Tuple[TDLambdaValueLoss, bool]:
+        value, use_target = super()._get_loss(group, policy_for_loss, continuous)
+        if not self.critic_from_cache:
+            return value, use_target
+        items = functools.partial(
+            value_items, observation_key=(group, "observation"), value_target_key=(group, "value_target")
+        )
+        update = self.groups[group]
+        update.value_model = self.learned_model(
+            "value_cache", value, self.cache_size, self.value_bins, (group, "value_target"), items
+        )
+        if self.use_target_critic:
+            update.target_updater = SoftUpdate(value, tau=self.experiment_config.polyak_tau)
+        return value, False  # BenchMARL neither steps this critic nor its target
+
+    def _get_parameters(self, group: str, loss: TDLambdaValueLoss) -> Dict[str, Iterable]:
+        return {} if self.critic_from_cache else super()._get_parameters(group, loss)
+
+
+@dataclass
+class ShacppConfig(ShacpConfig):
+    """Configuration of :class:`Shacpp` (``algorithm/shacpp.yaml`` takes its defaults from here)."""
+
+    use_target_critic: bool = False
+    world_cache_size: Optional[int] = None
+    world_bins: int = 25
+    value_bins: int = 9
+    world_num_layers: int = 3
+    world_hidden_size: int = 64
+    world_feedforward_size: int = 128
+    world_num_heads: int = 1
+    world_checkpoint_chunks: int = 0
+    critic_from_cache: bool = True
+
+    @staticmethod
+    def associated_class() -> Type[Algorithm]:
+        return Shacpp

@@ -1,0 +1,123 @@
+"""The networks of the SHAC family, built from a BenchMARL experiment's specs and model configs."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from benchmarl.algorithms.common import Algorithm
+from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
+from torchrl.data import Composite, Unbounded
+from torchrl.modules import ProbabilisticActor
+
+from torchrl_shacpp.modules import AxisAttentionWorldModel, gaussian_actor, window_world_model
+
+
+def group_shape(algorithm: Algorithm, group: str) -> tuple[int, int]:
+    """The group's number of agents and per-agent action features."""
+    return len(algorithm.group_map[group]), algorithm.action_spec[group, "action"].shape[-1]
+
+
+def policy(algorithm: Algorithm, group: str, *, action_std: float, learn_std: bool) -> ProbabilisticActor:
+    r"""The group's Gaussian policy :math:`\mathcal N(\mu_\theta(o), \sigma^2)`, its samples clamped to the action box:
+    :math:`\mu_\theta` is the experiment's ``model`` config, per agent (``share_policy_params`` as in BenchMARL)."""
+    n_agents, action_dim = group_shape(algorithm, group)
+    loc_model = algorithm.model_config.get_model(
+        input_spec=Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)}),
+        output_spec=Composite({group: Composite({"loc": Unbounded(shape=(n_agents, action_dim))}, shape=(n_agents,))}),
+        agent_group=group,
+        input_has_agent_dim=True,
+        n_agents=n_agents,
+        centralised=False,
+        share_params=algorithm.experiment_config.share_policy_params,
+        device=algorithm.device,
+        action_spec=algorithm.action_spec,
+    )
+    return gaussian_actor(
+        loc_model,
+        action_dim=action_dim,
+        loc_key=(group, "loc"),
+        scale_key=(group, "scale"),
+        action_key=(group, "action"),
+        action_std=action_std,
+        learn_std=learn_std,
+        spec=algorithm.action_spec[group, "action"],
+    ).to(algorithm.device)
+
+
+def _broadcast_to_agents(value: torch.Tensor, n_agents: int) -> torch.Tensor:
+    return value.unsqueeze(-2).expand(*value.shape[:-1], n_agents, value.shape[-1])
+
+
+def centralised_model(
+    algorithm: Algorithm,
+    group: str,
+    input_spec: Composite,
+    *,
+    input_has_agent_dim: bool,
+    out_key: str,
+    share_params: bool,
+) -> TensorDictModuleBase:
+    """A ``critic_model`` network over all agents' inputs writing ``(group, out_key)`` per agent, ``[n, 1]``.
+
+    With ``share_params`` it is one network whose pooled output is broadcast to the agents (MAPPO's shared critic);
+    otherwise one output per agent.
+    """
+    n_agents, _ = group_shape(algorithm, group)
+    if share_params:
+        output_spec = Composite({out_key: Unbounded(shape=(1,))})
+    else:
+        output_spec = Composite({group: Composite({out_key: Unbounded(shape=(n_agents, 1))}, shape=(n_agents,))})
+    model = algorithm.critic_model_config.get_model(
+        input_spec=input_spec,
+        output_spec=output_spec,
+        agent_group=group,
+        input_has_agent_dim=input_has_agent_dim,
+        n_agents=n_agents,
+        centralised=True,
+        share_params=share_params,
+        device=algorithm.device,
+        action_spec=algorithm.action_spec,
+    )
+    if not share_params:
+        return model
+    broadcast = TensorDictModule(
+        functools.partial(_broadcast_to_agents, n_agents=n_agents), in_keys=[out_key], out_keys=[(group, out_key)]
+    )
+    return TensorDictSequential(model, broadcast)
+
+
+def critic(algorithm: Algorithm, group: str, *, share_params: bool) -> TensorDictModuleBase:
+    """The centralised critic :math:`V(s)` (or :math:`V(o_1, ..., o_n)` without a global state), per agent."""
+    if algorithm.state_spec is not None:
+        spec, has_agent_dim = algorithm.state_spec, False
+    else:
+        spec, has_agent_dim = Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)}), True
+    return centralised_model(
+        algorithm, group, spec, input_has_agent_dim=has_agent_dim, out_key="state_value", share_params=share_params
+    )
+
+
+def reward_model(
+    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool
+) -> TensorDictModuleBase:
+    r""":math:`R_\theta(o_t, a_t)` per agent (or :math:`R_\theta(o_t, a_t, o_{t+1})`), a ``critic_model`` network over
+    all agents' transitions."""
+    observation = algorithm.observation_spec[group, "observation"].clone().to(algorithm.device)
+    n_agents, _ = group_shape(algorithm, group)
+    action = algorithm.action_spec[group, "action"].clone().to(algorithm.device)
+    transition = Composite({group: Composite({"observation": observation, "action": action}, shape=(n_agents,))})
+    if uses_next_observation:
+        transition["next"] = Composite({group: Composite({"observation": observation.clone()}, shape=(n_agents,))})
+    return centralised_model(
+        algorithm, group, transition, input_has_agent_dim=True, out_key="predicted_reward", share_params=share_params
+    )
+
+
+def world_model(algorithm: Algorithm, group: str, horizon: int, **sizes) -> TensorDictModule:
+    """The axis-attention world model of the group's window, on the window contract of the losses (``sizes``: see
+    :class:`~torchrl_shacpp.modules.AxisAttentionWorldModel`)."""
+    observation_dim = algorithm.observation_spec[group, "observation"].shape[-1]
+    _, action_dim = group_shape(algorithm, group)
+    network = AxisAttentionWorldModel(observation_dim, action_dim, horizon, **sizes).to(algorithm.device)
+    return window_world_model(network, observation_key=(group, "observation"), action_key=(group, "action"))

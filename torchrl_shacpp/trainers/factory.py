@@ -1,0 +1,203 @@
+"""SHAC, SHAC+ and SHAC++ learners for a multi-agent TorchRL env, with the paper's transformer networks.
+
+For plain TorchRL scripts and benchmarks (the BenchMARL algorithms build theirs from BenchMARL's model configs): the
+agent-set transformer for the policy, the critic and the reward model, the axis-attention world model, the
+return-stratified caches, and the :class:`~torchrl_shacpp.trainers.WindowUpdate` that trains them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from tensordict.nn import TensorDictModule, TensorDictModuleBase
+from torchrl.envs import EnvBase
+from torchrl.modules import ProbabilisticActor
+from torchrl.objectives import SoftUpdate
+
+from torchrl_shacpp.data import make_stratified_cache
+from torchrl_shacpp.modules import (
+    AgentSetTransformer,
+    AxisAttentionWorldModel,
+    TransformerRewardModel,
+    gaussian_actor,
+    window_world_model,
+)
+from torchrl_shacpp.objectives import RewardModelLoss, SHACActorLoss, TDLambdaValueLoss, WorldModelLoss
+from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.trainers.cooldown import CoolDown
+from torchrl_shacpp.trainers.learned import LearnedModel, reward_items, value_items, world_items
+from torchrl_shacpp.trainers.sources import (
+    GradientSource,
+    LearnedRewardGradient,
+    LearnedWorldGradient,
+    SimulatorGradient,
+)
+from torchrl_shacpp.trainers.window_update import GroupUpdate, WindowUpdate
+
+Algorithm = Literal["shac", "shacp", "shacpp"]
+
+
+@dataclass
+class Learners:
+    """What :func:`make_learners` builds for one agent group.
+
+    Attributes:
+        policy: the Gaussian policy (collect with it).
+        value_loss: the critic's TD(λ) loss (its ``value_network`` is the critic). SHAC and SHAC+ train it on each
+            window in the caller's loop, SHAC++ from its cache inside ``update``.
+        target_updater: the critic's Polyak updater, stepped by the caller after its critic steps (SHAC, SHAC+).
+        update: the window update (actor steps, value targets, caches, cool-down).
+        reward_model, world_model: the learned models' modules (``None`` where the algorithm has none).
+    """
+
+    policy: ProbabilisticActor
+    value_loss: TDLambdaValueLoss
+    target_updater: SoftUpdate | None
+    update: WindowUpdate
+    reward_model: TensorDictModuleBase | None = None
+    world_model: TensorDictModuleBase | None = None
+
+
+def make_actor_loss(
+    env: EnvBase,
+    policy: ProbabilisticActor,
+    value_loss: TDLambdaValueLoss,
+    source: GradientSource,
+    *,
+    group: str = "agents",
+    gamma: float = 0.99,
+    value_params=None,
+) -> SHACActorLoss:
+    """The SHAC window objective of ``group``, its gradient carried by ``source`` (bootstrapping with the value
+    loss's critic, or with ``value_params``)."""
+    action_space = env.full_action_spec_unbatched[group, "action"].space
+    actor_loss = SHACActorLoss(
+        policy,
+        value_loss.value_network,
+        gamma=gamma,
+        value_params=value_loss.bootstrap_params if value_params is None else value_params,
+        action_low=action_space.low,
+        action_high=action_space.high,
+        reward_model=source.reward_model,
+        world_model=source.world_model,
+    )
+    actor_loss.set_keys(
+        reward=(group, "reward"), value=(group, "state_value"), loc=(group, "loc"),
+        predicted_reward=(group, "predicted_reward"),
+    )  # fmt: skip
+    return actor_loss
+
+
+def make_learners(
+    env: EnvBase,
+    algorithm: Algorithm,
+    *,
+    group: str = "agents",
+    window_length: int = 32,
+    gamma: float = 0.99,
+    lmbda: float = 0.95,
+    actor_lr: float = 1e-3,
+    model_lr: float = 1e-3,
+    action_std: float = 1.0,
+    learn_std: bool = False,
+    policy_dropout: float = 0.0,
+    use_target_critic: bool | None = None,
+    target_tau: float = 0.8,
+    cache_size: int = 30_000,
+    world_cache_size: int | None = None,
+    world_bins: int = 25,
+    reward_bins: int = 9,
+    value_bins: int = 9,
+    model_minibatch_size: int = 1000,
+    model_train_every: int = 10,
+    model_epochs: int = 10,
+) -> Learners:
+    """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
+
+    The policy, critic and reward model are agent-set transformers (1 layer, hidden 64, feed-forward 128; the policy
+    with ``policy_dropout``, the authors' 0.1); SHAC++'s world model is the axis-attention transformer over
+    ``window_length`` steps. SHAC and SHAC+ use a target critic (``use_target_critic``, default on, Polyak weight
+    ``target_tau`` on the critic per window: DiffRL's 0.2 on the old target), SHAC++ by default not, and trains its
+    critic from a cache of λ-targets on the cool-down, as the authors do.
+
+    Args:
+        env: a batched multi-agent env with ``(group, "observation")`` ``[*B, n, o]`` and a bounded
+            ``(group, "action")`` ``[*B, n, a]``.
+        algorithm: ``"shac"``, ``"shacp"`` or ``"shacpp"``.
+    """
+    if algorithm not in ("shac", "shacp", "shacpp"):
+        raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
+    observation_key, action_key, reward_key = (group, "observation"), (group, "action"), (group, "reward")
+    n_agents, obs_dim = env.observation_spec[observation_key].shape[-2:]
+    action_spec = env.full_action_spec_unbatched[action_key]
+    action_dim = action_spec.shape[-1]
+    loc = TensorDictModule(
+        AgentSetTransformer(obs_dim, action_dim, dropout=policy_dropout), in_keys=[observation_key],
+        out_keys=[(group, "loc")],
+    )  # fmt: skip
+    policy = gaussian_actor(
+        loc, action_dim=action_dim, loc_key=(group, "loc"), scale_key=(group, "scale"), action_key=action_key,
+        action_std=action_std, learn_std=learn_std, spec=action_spec,
+    )  # fmt: skip
+    critic = TensorDictModule(AgentSetTransformer(obs_dim, 1), in_keys=[observation_key], out_keys=[(group, "state_value")])
+    if use_target_critic is None:
+        use_target_critic = algorithm != "shacpp"
+    value_loss = TDLambdaValueLoss(critic, gamma=gamma, lmbda=lmbda, use_target_network=use_target_critic)
+    value_loss.set_keys(reward=reward_key, value=(group, "state_value"), value_target=(group, "value_target"))
+    target_updater = SoftUpdate(value_loss, tau=target_tau) if use_target_critic else None
+
+    cache = functools.partial(make_stratified_cache, batch_size=model_minibatch_size)
+    keys = dict(observation_key=observation_key, action_key=action_key, reward_key=reward_key)
+    learned = functools.partial(LearnedModel, lr=model_lr)
+    reward_module = world_module = None
+    source: GradientSource = SimulatorGradient()
+    if algorithm in ("shacp", "shacpp"):
+        reward_module = TensorDictModule(
+            TransformerRewardModel(obs_dim, action_dim), in_keys=[observation_key, action_key],
+            out_keys=[(group, "predicted_reward")],
+        )  # fmt: skip
+        reward_loss = RewardModelLoss(reward_module)
+        reward_loss.set_keys(reward=reward_key, predicted_reward=(group, "predicted_reward"))
+        reward = learned(
+            "reward", reward_loss, cache(cache_size, reward_bins, score_key=("next", *reward_key)),
+            functools.partial(reward_items, **keys),
+        )  # fmt: skip
+        source = LearnedRewardGradient(reward)
+    value_model = None
+    if algorithm == "shacpp":
+        world_module = window_world_model(
+            AxisAttentionWorldModel(obs_dim, action_dim, window_length), observation_key=observation_key,
+            action_key=action_key,
+        )  # fmt: skip
+        world_loss = WorldModelLoss(world_module)
+        world_loss.set_keys(observation=observation_key)
+        world = learned(
+            "world", world_loss, cache(world_cache_size or cache_size, world_bins),
+            functools.partial(world_items, **keys), window_length=window_length,
+        )  # fmt: skip
+        source = LearnedWorldGradient(
+            world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale")
+        )
+        value_model = learned(
+            "value", value_loss, cache(cache_size, value_bins, score_key=(group, "value_target")),
+            functools.partial(value_items, observation_key=observation_key, value_target_key=(group, "value_target")),
+        )  # fmt: skip
+
+    actor_loss = make_actor_loss(env, policy, value_loss, source, group=group, gamma=gamma)
+    actor_step = FiniteGradientStep(torch.optim.Adam(actor_loss.parameters(), lr=actor_lr), max_grad_norm=1.0)
+    group_update = GroupUpdate(
+        actor_loss, actor_step, value_loss, source, value_model=value_model,
+        target_updater=target_updater if value_model is not None else None,
+    )  # fmt: skip
+    cooldown = CoolDown(every=model_train_every, epochs=model_epochs) if group_update.models else None
+    return Learners(
+        policy=policy,
+        value_loss=value_loss,
+        target_updater=target_updater if value_model is None else None,
+        update=WindowUpdate({group: group_update}, cooldown=cooldown),
+        reward_model=reward_module,
+        world_model=world_module,
+    )

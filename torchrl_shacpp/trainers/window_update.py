@@ -1,0 +1,203 @@
+"""What SHAC, SHAC+ and SHAC++ learn from one collected batch, in one place and in order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tensordict import TensorDictBase
+from torchrl.objectives.utils import TargetNetUpdater
+
+from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
+from torchrl_shacpp.objectives.utils import check_window
+from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.trainers.cooldown import CoolDown
+from torchrl_shacpp.trainers.learned import LearnedModel
+from torchrl_shacpp.trainers.sources import GradientSource
+
+
+@dataclass
+class GroupUpdate:
+    """One agent group's part of a :class:`WindowUpdate`.
+
+    Attributes:
+        actor_loss: the SHAC window objective, built with the source's reward and world models.
+        actor_step: the actor's guarded Adam step (paper: lr 1e-3, norm clip 1).
+        value_loss: the critic's TD(λ) loss; the update writes its targets into every batch.
+        source: where the actor's gradient comes from, and the models it learns.
+        value_model: the critic trained from its own cache on the cool-down (the authors' SHAC++), or ``None`` when
+            the critic trains on each batch elsewhere (BenchMARL's optimiser loop, or the caller's loop).
+        target_updater: the critic's target updater, stepped once after each cool-down training of ``value_model``
+            (a critic trained elsewhere steps its own).
+    """
+
+    actor_loss: SHACActorLoss
+    actor_step: FiniteGradientStep
+    value_loss: TDLambdaValueLoss
+    source: GradientSource
+    value_model: LearnedModel | None = None
+    target_updater: TargetNetUpdater | None = None
+
+    @property
+    def models(self) -> list[LearnedModel]:
+        """The models trained on the cool-down."""
+        return [*self.source.models, *([self.value_model] if self.value_model is not None else [])]
+
+
+class WindowUpdate:
+    r"""Everything the SHAC family learns from one collected batch, in order.
+
+    A batch ``[*B, T]`` (B environments, T steps, collected by the policy; carrying the simulator's autograd graph
+    when the source needs it) goes through:
+
+    1. **actor**: the batch is cut into windows of ``window_length`` steps (the last one shorter when
+       ``window_length`` does not divide T; ``None`` keeps the batch whole). Each window, in time order, gets one
+       actor step per group: the source turns it into the window the actor loss differentiates, and the guarded
+       Adam step descends :math:`\mathcal L_\pi` plus the action-bound penalty. A window collected with the
+       simulator's graph was produced by the parameters as they were at collection, so all of its gradients are
+       taken before the first step (a step changes the parameters in place under the graph); a SHAC++ window is
+       re-attached to the current policy before its step.
+    2. **graph cut**: ``cut_graph()``, so that the next batch's gradient never reaches these actions (e.g.
+       :meth:`~torchrl_shacpp.collectors.WindowGraphCut.arm`).
+    3. **value targets**: TD(λ) over the whole batch (:meth:`TDLambdaValueLoss.value_targets`), written into
+       ``batch`` under each value loss's ``value_target`` key, for a critic trained on the batch afterwards.
+    4. **caches**: each learned model caches its items of every window (the world model's cache whole windows of its
+       own length only).
+    5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
+       cache-trained critic's target takes one Polyak step.
+
+    Args:
+        groups: each agent group's learners, by group name.
+
+    Keyword Args:
+        window_length: the actor's window h (paper: 32); ``None`` makes the whole batch one window.
+        cooldown: when the learned models train; required if any group learns a model.
+        cut_graph: cuts the collection's autograd graph after the actor steps. Defaults to doing nothing (a
+            :class:`~torchrl_shacpp.collectors.WindowCollector` cuts at every window start itself).
+
+    Examples:
+        >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
+        >>> for window in WindowCollector(env, policy, window_length=32, graph="simulator"):
+        ...     logs = update(window)  # actor step; value targets written into the window
+        ...     for minibatch in window.detach().reshape(-1).split(512):
+        ...         critic_step(value_loss(minibatch)["loss_value"])
+    """
+
+    def __init__(
+        self,
+        groups: Mapping[str, GroupUpdate],
+        *,
+        window_length: int | None = None,
+        cooldown: CoolDown | None = None,
+        cut_graph: Callable[[], None] = lambda: None,
+    ) -> None:
+        if window_length is not None and window_length < 1:
+            raise ValueError(f"window_length must be a positive number of steps or None; got {window_length}.")
+        if cooldown is None and any(group.models for group in groups.values()):
+            raise ValueError("These groups learn models: pass the cooldown that says when they train.")
+        self.groups = dict(groups)
+        self.window_length = window_length
+        self.cooldown = cooldown
+        self.cut_graph = cut_graph
+        self.windows = 0
+
+    def __call__(self, batch: TensorDictBase) -> dict[str, float]:
+        """Trains on ``batch`` (see the class docstring) and returns what to log."""
+        start = time.perf_counter()
+        logs = self.train_actors(batch)
+        self.cut_graph()
+        logs["timers/actor_time"] = time.perf_counter() - start
+        data = batch.detach()
+        for group in self.groups.values():
+            key = group.value_loss.tensor_keys.value_target
+            target = group.value_loss.value_targets(data)
+            data.set(key, target)
+            batch.set(key, target)
+        windows = self.split(data)
+        for window in windows:
+            for group in self.groups.values():
+                for model in group.models:
+                    model.store(window)
+        first, self.windows = self.windows, self.windows + len(windows)
+        if self.cooldown is not None:
+            for _ in filter(self.cooldown.should_train, range(first, self.windows)):
+                logs.update(self.train_models())
+        return logs
+
+    def split(self, batch: TensorDictBase) -> list[TensorDictBase]:
+        """``batch`` cut into windows of ``window_length`` steps along its time dimension."""
+        time_dim = check_window(batch, type(self).__name__)
+        steps = batch.shape[time_dim]
+        length = self.window_length or steps
+        index = (slice(None),) * time_dim
+        return [batch[(*index, slice(begin, begin + length))] for begin in range(0, steps, length)]
+
+    def train_actors(self, batch: TensorDictBase) -> dict[str, float]:
+        """Step 1: one actor step per window and group; returns each group's mean loss and gradient norm."""
+        infos: dict[str, list[dict[str, float]]] = {name: [] for name in self.groups}
+        deferred = []
+        names = list(self.groups)
+        for window in self.split(batch):
+            for index, name in enumerate(names):
+                group = self.groups[name]
+                losses = group.actor_loss(group.source.differentiable_window(window))
+                loss = losses["loss_actor"] + losses["loss_action_bound"]
+                info = {"actor_loss": losses["loss_actor"].item(), "action_bound_loss": losses["loss_action_bound"].item()}
+                infos[name].append(info)
+                if group.source.simulator_graph:  # later groups read the same simulator graph
+                    gradients = group.actor_step.gradients(loss, retain_graph=index < len(names) - 1)
+                    deferred.append((group.actor_step, gradients, info))
+                else:
+                    info.update(group.actor_step(loss))
+        for step, gradients, info in deferred:
+            info.update(step.apply(gradients))
+        logs = {}
+        for name, group in self.groups.items():
+            for key in ("actor_loss", "action_bound_loss", "grad_norm"):
+                values = [info[key] for info in infos[name]]
+                logs[f"train/{name}/{'actor_grad_norm' if key == 'grad_norm' else key}"] = sum(values) / len(values)
+            logs[f"train/{name}/skipped_actor_steps"] = group.actor_step.skipped_steps
+        return logs
+
+    def train_models(self) -> dict[str, float]:
+        """Step 5: every learned model trains from its cache; returns the mean losses and the skip counts."""
+        start = time.perf_counter()
+        logs = {}
+        for name, group in self.groups.items():
+            for model in group.models:
+                logs[f"train/{name}/loss_{model.name}"] = model.fit(self.cooldown)
+                logs[f"train/{name}/skipped_{model.name}_steps"] = model.step.skipped_steps
+            if group.value_model is not None and group.target_updater is not None:
+                group.target_updater.step()
+        logs["timers/model_training_time"] = time.perf_counter() - start
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        """The window count, and per group the actor's parameters and optimiser, and the learned models' parameters,
+        optimisers and caches (the critic's parameters live in its value loss, which the caller saves)."""
+        return {
+            "windows": self.windows,
+            "groups": {
+                name: {
+                    "actor": group.actor_loss.state_dict(),
+                    "actor_optimizer": group.actor_step.optimizer.state_dict(),
+                    "skipped_actor_steps": group.actor_step.skipped_steps,
+                    "models": {model.name: model.state_dict() for model in group.models},
+                }
+                for name, group in self.groups.items()
+            },
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.windows = state_dict["windows"]
+        for name, group in self.groups.items():
+            state = state_dict["groups"][name]
+            group.actor_loss.load_state_dict(state["actor"])
+            group.actor_step.optimizer.load_state_dict(state["actor_optimizer"])
+            group.actor_step.skipped_steps = state["skipped_actor_steps"]
+            for model in group.models:
+                model.load_state_dict(state["models"][model.name])
+
+
