@@ -4,7 +4,7 @@ differentiable-reward variants (``task=vmas/transport_differentiable``, ...), fo
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass
 from typing import Callable, Optional
 
 from benchmarl.environments import Task, TaskClass, VmasClass
@@ -18,9 +18,10 @@ from torchrl_shacpp.envs import vmas_env
 
 @dataclass
 class DispersionPaperConfig(DispersionConfig):
-    """The settings of ``task=vmas/dispersion_paper``: BenchMARL's dispersion and the agents' start radius."""
+    """The settings of ``task=vmas/dispersion_paper``: BenchMARL's dispersion and the agents' start radius (values in
+    the task's yaml only)."""
 
-    agent_start_radius: float = 0.05
+    agent_start_radius: float = MISSING
 
 
 class PaperVmasClass(VmasClass):
