@@ -45,8 +45,8 @@ class Args:
     num_envs: int = 64  # parallel envs B (paper: 512)
     window: int = 32  # window length h (paper: 32)
     frames: int = 1_000_000  # env steps to train for
-    max_steps: int = 100  # episode time limit
-    reset_every: int = 10  # reset every env every K windows (paper: 10)
+    max_steps: int = 100  # episode time limit (0: none, as the authors')
+    reset_every: int = 10  # reset every env every K windows (paper: 10; 0: never)
     gamma: float = 0.99
     lmbda: float = 0.95
     lr: float = 1e-3  # Adam learning rate of every network (paper: 1e-3)
@@ -59,6 +59,7 @@ class Args:
     minibatch: int = 1000  # SHAC+, SHAC++: model minibatch size (paper: 1,000)
     eval_every: int = 20  # windows between evaluations
     eval_envs: int = 128
+    eval_steps: int = 100  # evaluation episode length (paper: 512)
     max_minutes: float = math.inf  # stop after this wall-clock time
     threads: int = 1
     seed: int = 0
@@ -113,9 +114,9 @@ def main(args: Args) -> list[dict]:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     simulator_graph = args.algorithm != "shacpp"
-    env_kwargs = dict(n_agents=args.n_agents, max_steps=args.max_steps, differentiable_reward=simulator_graph)
-    env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed, **env_kwargs)
-    eval_env = make_vmas_env(args.task, num_envs=args.eval_envs, seed=args.seed + 1, **env_kwargs)
+    env_kwargs = dict(n_agents=args.n_agents, differentiable_reward=simulator_graph)
+    env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed, max_steps=args.max_steps or None, **env_kwargs)
+    eval_env = make_vmas_env(args.task, num_envs=args.eval_envs, seed=args.seed + 1, max_steps=args.eval_steps, **env_kwargs)
     learners = make_learners(
         env, args.algorithm, window_length=args.window, gamma=args.gamma, lmbda=args.lmbda, actor_lr=args.lr,
         model_lr=args.lr, action_std=args.action_std, policy_dropout=0.1 * (args.algorithm == "shacpp"),
@@ -125,7 +126,7 @@ def main(args: Args) -> list[dict]:
     value_loss = learners.value_loss
     critic_step = FiniteGradientStep(torch.optim.Adam(value_loss.parameters(), lr=args.lr))
     collector = WindowCollector(
-        env, learners.policy, window_length=args.window, total_frames=args.frames, reset_every=args.reset_every,
+        env, learners.policy, window_length=args.window, total_frames=args.frames, reset_every=args.reset_every or None,
         graph="simulator" if simulator_graph else "policy",
     )  # fmt: skip
 
@@ -144,7 +145,7 @@ def main(args: Args) -> list[dict]:
         progress.update(window.numel())
         stop = frames >= args.frames or seconds > 60 * args.max_minutes
         if index % args.eval_every == 0 or stop:
-            eval_return = evaluate(eval_env, learners.policy, args.max_steps)
+            eval_return = evaluate(eval_env, learners.policy, args.eval_steps)
             train_logs = {key.rpartition("/")[2]: value for key, value in logs.items() if key.startswith("train/")}
             rows.append({"frames": frames, "windows": index + 1, "seconds": round(seconds, 1),
                          "eval_return": eval_return, **train_logs})  # fmt: skip

@@ -22,6 +22,7 @@ from torchrl.data import Composite, Unbounded
 
 from torchrl_shacpp.benchmarl import (
     EarlyStopping,
+    PaperVmasTask,
     ShacConfig,
     ShacpConfig,
     ShacppConfig,
@@ -361,3 +362,28 @@ def test_differentiable_tasks_are_benchmarl_tasks_filed_under_the_vmas_name(name
     assert task.config == VmasTask[name.upper()].get_from_yaml().config  # BenchMARL's settings
     env = task.get_env_fun(num_envs=2, continuous_actions=True, seed=0, device="cpu")()
     assert isinstance(env._env.scenario, scenario) and task.name.lower() == name and task.env_name() == "vmas"
+
+
+@pytest.mark.parametrize("next_observation", [False, True])
+def test_reward_model_reads_what_the_authors_reads(tmp_path: Path, next_observation: bool):
+    """The reward model reads (o_t, a_t), as the authors' (reading o_{t+1} lets it read dispersion's reward off the
+    eaten flags); (o_t, a_t, o_{t+1}) is an option."""
+    config = dataclasses.replace(ShacppConfig(), reward_uses_next_observation=next_observation)
+    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    reward_model = experiment.algorithm.update.groups["agents"].source.reward_model
+    expected = {("agents", "observation"), ("agents", "action")}
+    assert set(reward_model.in_keys) == expected | ({("next", "agents", "observation")} if next_observation else set())
+
+
+def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):
+    """The policy clamps its samples to the action box, as the authors' does and as the simulator applies them: with
+    sigma = 1 about a third of the components would otherwise leave the box, and the world and reward models would
+    learn from actions VMAS never applied; the re-attached graph gives clamped components no gradient."""
+    experiment = tiny_experiment(ShacppConfig(), tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    batch = next(iter(experiment.collector))
+    action = batch["agents", "action"]
+    assert action.abs().max() <= 1 and (action.abs() == 1).float().mean() > 0.15
+    window = experiment.algorithm.update.groups["agents"].source.differentiable_window(batch)
+    window["agents", "action"].sum().backward()
+    policy = experiment.algorithm.get_policy_for_loss("agents")
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
