@@ -79,6 +79,22 @@ def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str, task:
         assert len(scalar(tmp_path, "train_agents_loss_value")) == 3
 
 
+@pytest.mark.parametrize(
+    "algorithm, task, steps", [("shac", "transport", 1), ("shacp", "sampling", 1), ("shacpp", "dispersion_paper", 2)]
+)
+def test_collections_longer_than_a_window(tmp_path: Path, algorithm: str, task: str, steps: int):
+    """8-step collections in 4-step windows, episodes of 6 steps: the simulator's graph is cut between the windows
+    inside a collection (SHAC, SHAC+: one step per collection on both windows' objectives); SHAC++ takes a step
+    per window."""
+    result = benchmarl_run(
+        tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "task.max_steps=6", "algorithm.window_length=4",
+        "experiment.max_n_iters=3", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalar(tmp_path, "train_agents_actor_steps") == [steps] * 3
+    assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
+
+
 def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path):
     result = benchmarl_run(
         tmp_path, "algorithm=shacpp", "task=vmas/dispersion_paper", "experiment.max_n_iters=4",

@@ -53,12 +53,10 @@ class WindowUpdate:
     when the source needs it) goes through:
 
     1. **actor**: the batch is cut into windows of ``window_length`` steps (the last one shorter when
-       ``window_length`` does not divide T; ``None`` keeps the batch whole). Each window, in time order, gets one
-       actor step per group: the source turns it into the window the actor loss differentiates, and the guarded
-       Adam step descends :math:`\mathcal L_\pi` plus the action-bound penalty. A window collected with the
-       simulator's graph was produced by the parameters as they were at collection, so all of its gradients are
-       taken before the first step (a step changes the parameters in place under the graph); a SHAC++ window is
-       re-attached to the current policy before its step.
+       ``window_length`` does not divide T; ``None`` keeps the batch whole). The source turns each window into the
+       one the actor loss differentiates, and the guarded Adam step descends :math:`\mathcal L_\pi` plus the
+       action-bound penalty: SHAC++ once per window, in time order; SHAC and SHAC+, whose windows share the batch's
+       simulator graph, once per batch on the mean of its windows' objectives (:meth:`train_actors`).
     2. **graph cut**: ``cut_graph()``, so that the next batch's gradient never reaches these actions (e.g.
        :meth:`~torchrl_shacpp.collectors.WindowGraphCut.arm`).
     3. **value targets**: TD(λ) over the whole batch (:meth:`TDLambdaValueLoss.value_targets`), written into
@@ -135,29 +133,40 @@ class WindowUpdate:
         return [batch[(*index, slice(begin, begin + length))] for begin in range(0, steps, length)]
 
     def train_actors(self, batch: TensorDictBase) -> dict[str, float]:
-        """Step 1: one actor step per window and group; returns each group's mean loss and gradient norm."""
+        """Step 1: the actor steps; returns each group's mean losses and gradient norm, and its number of steps.
+
+        A SHAC++ group takes one step per window, each window re-attached to the policy as it is then. A group whose
+        windows carry the simulator's graph takes one step per batch, on the mean of its windows' objectives: the
+        windows of a collected batch are time slices of tensors stacked over all its steps, so each window's graph
+        reaches every step of the batch, and a gradient per window would cost a backward pass through the whole
+        batch. Such gradients are all taken before any step: a step changes its parameters in place, under the graph
+        that the other groups' losses still traverse (one simulator holds every group's actions).
+        """
+        windows = self.split(batch)
         infos: dict[str, list[dict[str, float]]] = {name: [] for name in self.groups}
+        simulator_groups = [name for name, group in self.groups.items() if group.source.simulator_graph]
         deferred = []
-        names = list(self.groups)
-        for window in self.split(batch):
-            for index, name in enumerate(names):
-                group = self.groups[name]
+        for name, group in self.groups.items():
+            if name in simulator_groups:
+                losses = [group.actor_loss(window) for window in windows]
+                loss = sum(loss["loss_actor"] + loss["loss_action_bound"] for loss in losses) / len(losses)
+                infos[name].append(_loss_info(losses))
+                gradients = group.actor_step.gradients(loss, retain_graph=name != simulator_groups[-1])
+                deferred.append((name, gradients))
+                continue
+            for window in windows:
                 losses = group.actor_loss(group.source.differentiable_window(window))
-                loss = losses["loss_actor"] + losses["loss_action_bound"]
-                info = {"actor_loss": losses["loss_actor"].item(), "action_bound_loss": losses["loss_action_bound"].item()}
+                info = _loss_info([losses])
+                info.update(group.actor_step(losses["loss_actor"] + losses["loss_action_bound"]))
                 infos[name].append(info)
-                if group.source.simulator_graph:  # later groups read the same simulator graph
-                    gradients = group.actor_step.gradients(loss, retain_graph=index < len(names) - 1)
-                    deferred.append((group.actor_step, gradients, info))
-                else:
-                    info.update(group.actor_step(loss))
-        for step, gradients, info in deferred:
-            info.update(step.apply(gradients))
+        for name, gradients in deferred:
+            infos[name][0].update(self.groups[name].actor_step.apply(gradients))
         logs = {}
         for name, group in self.groups.items():
             for key in ("actor_loss", "action_bound_loss", "grad_norm"):
                 values = [info[key] for info in infos[name]]
                 logs[f"train/{name}/{'actor_grad_norm' if key == 'grad_norm' else key}"] = sum(values) / len(values)
+            logs[f"train/{name}/actor_steps"] = len(infos[name])
             logs[f"train/{name}/skipped_actor_steps"] = group.actor_step.skipped_steps
         return logs
 
@@ -201,3 +210,9 @@ class WindowUpdate:
                 model.load_state_dict(state["models"][model.name])
 
 
+def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:
+    """The mean actor and action-bound losses of ``losses`` (the actor loss's outputs), for logging."""
+    return {
+        key: sum(loss[f"loss_{name}"].item() for loss in losses) / len(losses)
+        for key, name in (("actor_loss", "actor"), ("action_bound_loss", "action_bound"))
+    }
