@@ -403,3 +403,15 @@ def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):
     window["agents", "action"].sum().backward()
     policy = experiment.algorithm.get_policy_for_loss("agents")
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+
+
+@pytest.mark.parametrize("critic_lr, expected", [(3e-3, 3e-3), (None, 5e-5)])
+def test_the_algorithm_owns_its_critic_learning_rate(tmp_path: Path, critic_lr, expected: float):
+    """BenchMARL's optimiser for the critic steps at ``critic_lr``, not at ``experiment.lr`` (MAPPO's 5e-5), unless
+    ``critic_lr`` is None; the actor steps at ``actor_lr``."""
+    config = dataclasses.replace(ShacConfig(), critic_lr=critic_lr, actor_lr=2e-3)
+    experiment = tiny_experiment(config, tmp_path, max_n_iters=1, collect_with_grad=True, lr=5e-5)
+    (critic_optimizer,) = experiment.optimizers["agents"].values()
+    assert [group["lr"] for group in critic_optimizer.param_groups] == [expected]
+    actor_optimizer = experiment.algorithm.update.groups["agents"].actor_step.optimizer
+    assert [group["lr"] for group in actor_optimizer.param_groups] == [2e-3]

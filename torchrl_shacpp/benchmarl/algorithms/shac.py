@@ -36,7 +36,7 @@ class Shac(Algorithm):
     norm clip ``actor_max_grad_norm``) on :class:`~torchrl_shacpp.objectives.SHACActorLoss`, back-propagated
     through the window's rewards and dynamics; the graph cut; the TD(λ) targets of the collection. BenchMARL's
     optimiser loop then regresses the critic onto them (:class:`~torchrl_shacpp.objectives.TDLambdaValueLoss`,
-    ``on_policy_n_minibatch_iters`` passes of ``on_policy_minibatch_size`` at ``experiment.lr``), with a Polyak
+    ``on_policy_n_minibatch_iters`` passes of ``on_policy_minibatch_size`` at ``critic_lr``), with a Polyak
     target critic (``experiment.polyak_tau``) when ``use_target_critic``; the actor bootstraps with the same critic
     as the targets.
 
@@ -58,7 +58,9 @@ class Shac(Algorithm):
         action_std: the policy's :math:`\sigma` (paper: 1), its initial value if learned.
         learn_std: learn a state-independent log-std.
         action_bound_coef: the action-bound penalty coefficient (paper: 1).
-        actor_lr: the actor's Adam learning rate (paper: 1e-3); the critic's is ``experiment.lr``.
+        actor_lr: the actor's Adam learning rate (paper: 1e-3).
+        critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
+            ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
         actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
         window_length: the actor's window h (paper: 32): a collection of T steps gives T / h actor steps (the last
             window shorter when h does not divide T); ``None`` makes each collection one window.
@@ -76,6 +78,7 @@ class Shac(Algorithm):
         learn_std: bool,
         action_bound_coef: float,
         actor_lr: float,
+        critic_lr: Optional[float],
         actor_max_grad_norm: float,
         window_length: Optional[int],
         share_param_critic: bool,
@@ -88,6 +91,7 @@ class Shac(Algorithm):
         self.learn_std = learn_std
         self.action_bound_coef = action_bound_coef
         self.actor_lr = actor_lr
+        self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
         self.share_param_critic = share_param_critic
         self.use_target_critic = use_target_critic
@@ -252,6 +256,9 @@ class Shac(Algorithm):
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():
                 skip_non_finite_steps(optimizer, lambda group=group: self._count_skipped_critic_step(group))
+                if self.critic_lr is not None:
+                    for param_group in optimizer.param_groups:
+                        param_group["lr"] = self.critic_lr
 
     def _count_skipped_critic_step(self, group: str) -> None:
         self.skipped_critic_steps[group] += 1
@@ -310,6 +317,7 @@ class ShacConfig(AlgorithmConfig):
     learn_std: bool = False
     action_bound_coef: float = 1.0
     actor_lr: float = 1e-3
+    critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
     window_length: Optional[int] = 32
     share_param_critic: bool = True

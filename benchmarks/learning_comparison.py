@@ -1,0 +1,124 @@
+"""Learning curves of BenchMARL runs side by side at equal frames: one CSV, one Markdown summary, one PNG.
+
+Each ``PANEL/LABEL=GLOB`` names the run folders (one per seed) of one configuration; the evaluation returns come from
+each run's marl-eval JSON (BenchMARL's ``experiment.create_json``). A run stopped early (the paper's rule,
+``torchrl_shacpp.benchmarl.run``) keeps its last evaluation return for the frames it did not run.
+
+    python benchmarks/learning_comparison.py --out benchmarks/results/dispersion --target 0.9 \\
+        "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
+
+writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
+the return first reached ``--target``, and the mean return at ``--at`` frames) and ``curves.png`` (mean over seeds,
+the band one standard deviation, one panel per PANEL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+from torchrl_shacpp.benchmarl.table import curves
+
+
+def run_curve(folder: Path) -> tuple[list[int], list[float]]:
+    """The evaluation frames and mean returns of the one BenchMARL run under ``folder``."""
+    paths = [p for p in folder.rglob("*.json") if "wandb" not in p.parts]
+    if len(paths) != 1:
+        raise SystemExit(f"{folder} holds {len(paths)} marl-eval JSON files; name one run's folder per seed.")
+    (path,) = paths
+    ((frames, returns),) = [line for lines in curves(json.loads(path.read_text())).values() for line in lines]
+    return frames, returns
+
+
+def value_at(frames: list[int], returns: list[float], at: int) -> float:
+    """The return of the last evaluation at or before ``at`` frames (NaN before the first)."""
+    index = np.searchsorted(frames, at, side="right") - 1
+    return returns[index] if index >= 0 else float("nan")
+
+
+def first_reaching(frames: list[int], returns: list[float], target: float) -> int | None:
+    return next((f for f, r in zip(frames, returns) if r >= target), None)
+
+
+def mean_std(values: list[float], digits: int = 2) -> str:
+    values = [v for v in values if v == v]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="PANEL/LABEL=GLOB")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--target", type=float, required=True, help="the return that counts as solved")
+    parser.add_argument("--at", type=int, nargs="+", default=[60_000, 120_000, 240_000, 480_000],
+                        help="frames at which to compare the returns")  # fmt: skip
+    parser.add_argument("--title", default="")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    configurations: dict[tuple[str, str], list[tuple[str, list[int], list[float]]]] = {}
+    for spec in args.runs:
+        name, _, pattern = spec.rpartition("=")
+        panel, _, label = name.rpartition("/")
+        folders = sorted(Path(p) for p in glob.glob(pattern))
+        if not folders:
+            raise SystemExit(f"No run folder matches {pattern!r} ({spec}).")
+        configurations[(panel, label)] = [(folder.name, *run_curve(folder)) for folder in folders]
+
+    with open(args.out / "curves.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["panel", "label", "run", "frames", "return"])
+        for (panel, label), runs in configurations.items():
+            for run, frames, returns in runs:
+                writer.writerows([panel, label, run, f, f"{r:.4f}"] for f, r in zip(frames, returns))
+
+    header = ["panel", "configuration", "runs", f"frames to {args.target:g} (runs reaching it)"]
+    header += [f"return at {at // 1000}k frames" for at in args.at]
+    lines = [f"# {args.title}" if args.title else "", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (panel, label), runs in configurations.items():
+        reached = [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
+        reached_frames = [float(f) for f in reached if f is not None]
+        cells = [panel, label, str(len(runs)),
+                 f"{mean_std([f / 1000 for f in reached_frames], 0)}k ({len(reached_frames)}/{len(runs)})"]  # fmt: skip
+        cells += [mean_std([value_at(frames, returns, at) for _, frames, returns in runs]) for at in args.at]
+        lines.append("| " + " | ".join(cells) + " |")
+    summary = "\n".join(lines).strip() + "\n"
+    (args.out / "summary.md").write_text(summary)
+    print(summary)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys(panel for panel, _ in configurations))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for (panel, label), runs in configurations.items():
+        ax = axes[0, panels.index(panel)]
+        grid = np.unique(np.concatenate([frames for _, frames, _ in runs]))
+        values = np.array([[value_at(frames, returns, f) for f in grid] for _, frames, returns in runs])
+        mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+        (line,) = ax.plot(grid, mean, label=f"{label} ({len(runs)})")
+        ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set(title=panel, xlabel="frames", ylabel="evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    fig.savefig(args.out / "curves.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
