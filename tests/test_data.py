@@ -181,6 +181,20 @@ def test_cooldown_trains_after_every_cth_window():
         cooldown.should_train(-1)
 
 
+def test_cooldown_step_budget_does_not_grow_with_the_cache():
+    """With ``steps``, every training is exactly that many minibatches, in shuffled passes continued across the
+    budget, whatever the cache holds: 7 minibatches of 5 over 12 items are 2 passes and 3 minibatches of a third."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, steps=7)
+    cache = make_stratified_cache(12, 3, batch_size=5)
+    cache.extend(items(torch.rand(60)))
+    batches = [batch["id"].tolist() for batch in cooldown.minibatches(cache)]
+    assert [len(batch) for batch in batches] == [5, 5, 2, 5, 5, 2, 5]
+    assert sorted(sum(batches[:3], [])) == sorted(sum(batches[3:6], [])) == stored_ids(cache)
+    with pytest.raises(ValueError, match="steps"):
+        CoolDown(steps=0)
+
+
 def test_cooldown_minibatches_cover_every_valid_item_once_per_epoch():
     torch.manual_seed(0)
     cooldown = CoolDown(every=1, epochs=3)

@@ -32,7 +32,9 @@ def runs() -> dict:
     return {
         "shac_transport": (ShacConfig(), VmasTask.TRANSPORT),
         "shacp_transport": (ShacpConfig(**models), VmasTask.TRANSPORT),
-        "shacpp_dispersion": (ShacppConfig(**models, world_cache_size=50), PaperVmasTask.DISPERSION),
+        "shacpp_dispersion": (
+            ShacppConfig(**models, world_cache_size=50, critic_from_cache=True), PaperVmasTask.DISPERSION
+        ),
     }
 
 

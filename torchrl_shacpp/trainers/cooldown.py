@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -19,9 +20,14 @@ class CoolDown:
     with ``every=10`` they train after windows 9, 19, 29, ..., each time on 10 more windows of data (the authors'
     ``episode % ett == 0`` with episodes counted from 1).
 
+    The cost of ``epochs`` passes grows with the cache (the paper's 30,000 items: 300 minibatches per model per
+    training once full). With ``steps``, each training is that many minibatches instead, drawn in the same shuffled
+    passes (the last pass cut short), whatever the cache holds: a budget that does not grow with the cache.
+
     Args:
         every (int, optional): train after every ``every``-th window. Defaults to 10.
         epochs (int, optional): passes over the cache per training. Defaults to 10.
+        steps (int, optional): minibatches per training instead of ``epochs`` passes. Defaults to ``None``.
 
     Examples:
         >>> cooldown = CoolDown(every=10, epochs=10)
@@ -33,10 +39,13 @@ class CoolDown:
 
     every: int = 10
     epochs: int = 10
+    steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.epochs < 1:
             raise ValueError(f"every and epochs must be at least 1, got every={self.every}, epochs={self.epochs}.")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1 (or None for epochs), got {self.steps}.")
 
     def should_train(self, window: int) -> bool:
         """Whether the models train after window ``window`` (counted from 0)."""
@@ -45,7 +54,8 @@ class CoolDown:
         return (window + 1) % self.every == 0
 
     def minibatches(self, buffer: ReplayBuffer) -> Iterator[TensorDictBase]:
-        """Yields the minibatches of ``epochs`` shuffled passes over ``buffer``, of its ``batch_size``.
+        """Yields the minibatches of ``epochs`` shuffled passes over ``buffer``, of its ``batch_size`` (or the first
+        ``steps`` minibatches of as many passes as they take).
 
         Each pass visits every stored item exactly once and keeps its last, short minibatch. A pass is one run
         of the buffer's iterator, so the buffer needs a sampler without replacement, such as the
@@ -59,5 +69,12 @@ class CoolDown:
             )
         if not len(buffer):
             return
-        for _ in range(self.epochs):
-            yield from buffer
+        if self.steps is None:
+            for _ in range(self.epochs):
+                yield from buffer
+            return
+        remaining = self.steps
+        while remaining:
+            for minibatch in itertools.islice(buffer, remaining):
+                remaining -= 1
+                yield minibatch

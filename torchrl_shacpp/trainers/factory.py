@@ -114,6 +114,7 @@ def make_learners(
     model_minibatch_size: int = 1000,
     model_train_every: int = 10,
     model_epochs: int = 10,
+    model_steps: int | None = None,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -192,7 +193,7 @@ def make_learners(
         actor_loss, actor_step, value_loss, source, value_model=value_model,
         target_updater=target_updater if value_model is not None else None,
     )  # fmt: skip
-    cooldown = CoolDown(every=model_train_every, epochs=model_epochs) if group_update.models else None
+    cooldown = CoolDown(every=model_train_every, epochs=model_epochs, steps=model_steps) if group_update.models else None
     return Learners(
         policy=policy,
         value_loss=value_loss,

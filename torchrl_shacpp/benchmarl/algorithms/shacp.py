@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Type
+from typing import Optional, Type
 
 import torch
 from benchmarl.algorithms.common import Algorithm
@@ -38,6 +38,8 @@ class Shacp(Shac):
         reward_bins: score bins of the reward cache (paper: 9).
         model_train_every: train the learned models every this many windows (paper: 10).
         model_epochs: passes over each cache per training (paper: 10).
+        model_steps: minibatches per model per training instead of ``model_epochs`` passes, a cost that does not
+            grow with the caches (``None``: the paper's passes).
         model_minibatch_size: model minibatch size (paper: 1,000).
         model_lr: the learned models' Adam learning rate (paper: 1e-3).
         **kwargs: see :class:`Shac`.
@@ -50,6 +52,7 @@ class Shacp(Shac):
         reward_bins: int,
         model_train_every: int,
         model_epochs: int,
+        model_steps: Optional[int],
         model_minibatch_size: int,
         model_lr: float,
         **kwargs,
@@ -60,6 +63,7 @@ class Shacp(Shac):
         self.reward_bins = reward_bins
         self.model_train_every = model_train_every
         self.model_epochs = model_epochs
+        self.model_steps = model_steps
         self.model_minibatch_size = model_minibatch_size
         self.model_lr = model_lr
         self._caches_made = 0
@@ -69,7 +73,7 @@ class Shacp(Shac):
         return False
 
     def cooldown(self) -> CoolDown:
-        return CoolDown(every=self.model_train_every, epochs=self.model_epochs)
+        return CoolDown(every=self.model_train_every, epochs=self.model_epochs, steps=self.model_steps)
 
     def learned_model(
         self, name: str, loss: LossModule, capacity: int, bins: int, score_key: NestedKey, items, **kwargs
@@ -118,6 +122,7 @@ class ShacpConfig(ShacConfig):
     reward_bins: int = 9
     model_train_every: int = 10
     model_epochs: int = 10
+    model_steps: Optional[int] = None
     model_minibatch_size: int = 1000
     model_lr: float = 1e-3
 

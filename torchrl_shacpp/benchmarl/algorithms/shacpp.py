@@ -28,11 +28,13 @@ class Shacpp(Shacp):
     window's observations in one pass from its real first observation and those actions; the reward model and the
     critic score the predictions (:class:`~torchrl_shacpp.trainers.LearnedWorldGradient`); one actor step per window.
     The world and reward models train from their return-stratified caches (world: ``world_cache_size`` windows in
-    ``world_bins`` bins) on the cool-down schedule of :class:`Shacp`. The critic trains, as the authors', from its own
-    cache (``cache_size`` λ-targets in ``value_bins`` bins) on the cool-down (``critic_from_cache``; BenchMARL's
-    optimiser loop then only evaluates it, logged as ``loss_value``, while the cool-down logs ``loss_value_cache``),
-    or like SHAC's in BenchMARL's loop on every collection. Works on any BenchMARL task with continuous actions.
-    Also logged per group: ``loss_world``, ``skipped_world_steps``.
+    ``world_bins`` bins) on the cool-down schedule of :class:`Shacp`. The critic trains like SHAC's, in BenchMARL's
+    loop on every collection; with ``critic_from_cache`` it trains as the authors', from its own cache
+    (``cache_size`` λ-targets in ``value_bins`` bins) on the cool-down (BenchMARL's optimiser loop then only evaluates
+    it, logged as ``loss_value``, while the cool-down logs ``loss_value_cache``). On dispersion n=1 the critic of
+    BenchMARL's loop solved the task in fewer frames at half the wall time (``benchmarks/results/dispersion/``).
+    Works on any BenchMARL task with continuous actions. Also logged per group: ``loss_world``,
+    ``skipped_world_steps``.
 
     Args:
         world_cache_size: windows in the world cache (default: as many steps as ``cache_size`` windows of the paper's
@@ -42,7 +44,7 @@ class Shacpp(Shacp):
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
             (0: off); exact, for many agents (``benchmarks/results/world_model_scaling.md``).
-        critic_from_cache: train the critic from its cache on the cool-down (the authors'), not in BenchMARL's loop.
+        critic_from_cache: train the critic from its cache on the cool-down, as the authors do, not in BenchMARL's loop.
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -128,7 +130,7 @@ class ShacppConfig(ShacpConfig):
     world_feedforward_size: int = 128
     world_num_heads: int = 1
     world_checkpoint_chunks: int = 0
-    critic_from_cache: bool = True
+    critic_from_cache: bool = False
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
