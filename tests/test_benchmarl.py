@@ -313,7 +313,7 @@ def test_experiment_presets_for_python_users():
     paper = experiment_config("shacpp_paper")
     assert (paper.on_policy_n_envs_per_worker, paper.on_policy_collected_frames_per_batch, paper.lr) == (512, 16384, 1e-3)
     assert paper.evaluation_interval % paper.on_policy_collected_frames_per_batch == 0  # BenchMARL's own check
-    assert experiment_config("shacpp_cpu").on_policy_n_envs_per_worker == 64
+    assert experiment_config("shacpp_cpu").on_policy_n_envs_per_worker == 8
     with pytest.raises(ValueError, match="shacpp_cpu, shacpp_paper"):
         experiment_config("paper")
 
