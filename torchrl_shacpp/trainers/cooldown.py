@@ -9,6 +9,8 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 
+from torchrl_shacpp.checks import check_count
+
 
 @dataclass(frozen=True)
 class CoolDown:
@@ -35,8 +37,8 @@ class CoolDown:
     epochs: int = 10
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.epochs < 1:
-            raise ValueError(f"every and epochs must be at least 1, got every={self.every}, epochs={self.epochs}.")
+        check_count("every", self.every, hint="The models train after every this many windows (paper: 10).")
+        check_count("epochs", self.epochs, hint="It is the number of passes over each cache (paper: 10).")
 
     def should_train(self, window: int) -> bool:
         """Whether the models train after window ``window`` (counted from 0)."""

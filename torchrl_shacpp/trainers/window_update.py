@@ -10,6 +10,7 @@ from typing import Any
 from tensordict import TensorDictBase
 from torchrl.objectives.utils import TargetNetUpdater
 
+from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
 from torchrl_shacpp.objectives.utils import check_window
 from torchrl_shacpp.optim import FiniteGradientStep
@@ -91,8 +92,8 @@ class WindowUpdate:
         cooldown: CoolDown | None = None,
         cut_graph: Callable[[], None] = lambda: None,
     ) -> None:
-        if window_length is not None and window_length < 1:
-            raise ValueError(f"window_length must be a positive number of steps or None; got {window_length}.")
+        if window_length is not None:
+            check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
         if cooldown is None and any(group.models for group in groups.values()):
             raise ValueError("These groups learn models: pass the cooldown that says when they train.")
         self.groups = dict(groups)
