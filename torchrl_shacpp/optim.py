@@ -35,7 +35,7 @@ class FiniteGradientStep:
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_grad_norm: float | None = None) -> None:
         if max_grad_norm is not None:
-            check_positive("max_grad_norm", max_grad_norm, "It clips the total gradient norm (paper: 1); None disables it.")
+            check_positive("max_grad_norm", max_grad_norm, "It clips the gradient norm (paper: 1); None disables it.")
         self.optimizer = optimizer
         self.max_grad_norm = math.inf if max_grad_norm is None else max_grad_norm
         self.skipped_steps = 0
