@@ -51,7 +51,7 @@ def _is_marl_eval(data: Any) -> bool:
     """Whether ``data`` has marl-eval's nesting: env / task / algorithm / seed, each seed with ``step_<n>`` entries
     holding a step count and the returns."""
     seeds = [data]
-    for _ in range(3):  # env, task, algorithm
+    for _ in range(4):  # env -> task -> algorithm -> seed -> the seed's entries
         if not all(isinstance(level, Mapping) for level in seeds):
             return False
         seeds = [value for level in seeds for value in level.values()]
