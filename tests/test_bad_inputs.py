@@ -51,7 +51,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(lmbda=-0.5), "algorithm.lmbda=-0.5 must be a number in [0, 1]"),
         (lambda: ShacConfig(action_std=0.0), "algorithm.action_std=0.0 must be a finite number > 0"),
         (lambda: ShacConfig(actor_lr=-1e-3), "algorithm.actor_lr=-0.001 must be a finite number > 0"),
-        (lambda: ShacConfig(actor_max_grad_norm=-1.0), "algorithm.actor_max_grad_norm=-1.0 must be a finite number > 0"),
+        (lambda: ShacConfig(actor_max_grad_norm=-1.0), "algorithm.actor_max_grad_norm=-1.0 must be a finite"),
         (lambda: ShacConfig(window_length=2.5), "algorithm.window_length=2.5 must be an integer >= 1"),
         (lambda: ShacConfig(window_length=0), "algorithm.window_length=0 must be an integer >= 1"),
         (lambda: ShacpConfig(cache_size=5), "algorithm.cache_size=5 cannot hold 9 bins (algorithm.reward_bins)"),
@@ -59,9 +59,9 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_lr=0.0), "algorithm.model_lr=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(world_hidden_size=0), "algorithm.world_hidden_size=0 must be an integer >= 1"),
-        (lambda: ShacppConfig(world_num_heads=3), "algorithm.world_num_heads=3 must divide algorithm.world_hidden_size=64"),
+        (lambda: ShacppConfig(world_num_heads=3), "algorithm.world_num_heads=3 must divide algorithm.world_hidden"),
         (lambda: ShacppConfig(world_cache_size=10), "algorithm.world_cache_size=10 cannot hold 25 bins"),
-        (lambda: ShacppConfig(world_checkpoint_chunks=-1), "algorithm.world_checkpoint_chunks=-1 must be an integer >= 0"),
+        (lambda: ShacppConfig(world_checkpoint_chunks=-1), "algorithm.world_checkpoint_chunks=-1 must be an integer"),
         (lambda: TransformerConfig(num_heads=3), "model.num_heads=3 must divide model.hidden_size=64"),
     ],
 )  # fmt: skip
@@ -135,7 +135,7 @@ def test_shac_warns_when_a_collection_keeps_the_simulator_graph_over_many_window
 # The TorchRL classes
 
 
-def _actor_loss(**kwargs) -> SHACActorLoss:
+def actor_loss(**kwargs) -> SHACActorLoss:
     loss = SHACActorLoss(open_loop_actor(torch.zeros(8, 3, 2, 2)), quadratic_critic(0.5), action_bound_coef=0, **kwargs)
     loss.set_keys(**MULTI_AGENT_KEYS)
     return loss
@@ -144,7 +144,7 @@ def _actor_loss(**kwargs) -> SHACActorLoss:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: _actor_loss(gamma=-1.0), "gamma=-1.0 must be a number in [0, 1]"),
+        (lambda: actor_loss(gamma=-1.0), "gamma=-1.0 must be a number in [0, 1]"),
         (lambda: TDLambdaValueLoss(quadratic_critic(1.0), gamma=1.5), "gamma=1.5 must be a number in [0, 1]"),
         (lambda: TDLambdaValueLoss(quadratic_critic(1.0), lmbda=2), "lmbda=2 must be a number in [0, 1]"),
         (lambda: FiniteGradientStep(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), max_grad_norm=-1),
@@ -182,7 +182,7 @@ def test_window_losses_refuse_what_is_not_a_window(cut):
     """A flattened batch or one step of each env would be read with the envs as time steps; a [B, T] window without
     names (BenchMARL's) and a single env's window named "time" are windows."""
     window, _, _, _ = point_mass_window()
-    loss = _actor_loss(gamma=0.9)
+    loss = actor_loss(gamma=0.9)
     value = TDLambdaValueLoss(quadratic_critic(0.5))
     value.set_keys(**MULTI_AGENT_KEYS)
     with raises(ValueError, "needs a window of transitions shaped [*envs, time]"):
@@ -238,7 +238,8 @@ def logged(experiment) -> dict[str, list[float]]:
 def all_finite(experiment) -> bool:
     """Whether the policy, the critic and the learned models hold finite parameters only."""
     update = experiment.algorithm.update.state_dict()["groups"]["agents"]
-    states = [experiment.losses["agents"].state_dict(), update["actor"], *(m["loss"] for m in update["models"].values())]
+    states = [experiment.losses["agents"].state_dict(), update["actor"]]
+    states += [model["loss"] for model in update["models"].values()]
     return all(torch.isfinite(v).all() for state in states for v in state.values() if isinstance(v, torch.Tensor))
 
 
@@ -287,10 +288,10 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """A one-iteration checkpoint of SHAC and of MAPPO (2 agents), and a file that is not a checkpoint."""
     root = tmp_path_factory.mktemp("checkpoints")
     for name, config in (("shac", ShacConfig()), ("mappo", MappoConfig.get_from_yaml())):
-        experiment = tiny_experiment(
-            config, root / name, max_n_iters=1, evaluation=False, checkpoint_at_end=True, collect_with_grad=name == "shac"
-        )
-        experiment.run()
+        tiny_experiment(
+            config, root / name, max_n_iters=1, evaluation=False, checkpoint_at_end=True,
+            collect_with_grad=name == "shac",
+        ).run()  # fmt: skip
     paths = {name: next((root / name).rglob("checkpoint_*.pt")) for name in ("shac", "mappo")}
     paths["garbage"] = root / "garbage.pt"
     paths["garbage"].write_text("not a checkpoint")
@@ -339,7 +340,7 @@ def test_save_folder_that_does_not_exist_is_refused_by_our_runner(tmp_path: Path
     "files, message",
     [
         ({}, "missing not found"),
-        ({"run/config.pkl": ""}, "BenchMARL writes them at each evaluation, so run with experiment.create_json=true and"),
+        ({"run/config.pkl": ""}, "BenchMARL writes them at each evaluation, so run with experiment.create_json=true"),
         ({"run/a.json": '{"vmas": {"transport"'}, "a.json is not valid JSON"),
         ({"run/a.json": "[1, 2]"}, "a.json is not a marl-eval file of BenchMARL"),
     ],

@@ -164,7 +164,9 @@ def read_checkpoint(path: str) -> Mapping[str, Any]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"experiment.restore_file={path} does not exist.")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"experiment.restore_file={path} is not a torch checkpoint (torch.save writes a zip archive). {fix}")
+        raise ValueError(
+            f"experiment.restore_file={path} is not a torch checkpoint (torch.save writes a zip archive). {fix}"
+        )
     try:
         state = torch.load(path, map_location="cpu", mmap=True)
     except Exception as error:

@@ -58,6 +58,3 @@ class ResetNonFinite(Transform):
                     "observations and rewards."
                 )
         return tensordict
-
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        return tensordict

@@ -14,6 +14,7 @@ from torchrl.envs import Compose, StepCounter, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.scenario import BaseScenario
 
+from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.faults import ResetNonFinite
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
@@ -160,6 +161,9 @@ def make_vmas_env(
         >>> env = make_vmas_env("transport", num_envs=32, n_agents=3, grad_enabled=True)
         >>> td = env.rollout(10)
     """
+    check_count("num_envs", num_envs, hint="It is the number of vectorised envs B (paper: 512).")
+    if n_agents is not None:
+        check_count("n_agents", n_agents, hint="Every task needs at least one agent.")
     kwargs = get_vmas_task(task).scenario_kwargs(n_agents, **scenario_kwargs)
     env = vmas_env(
         task, num_envs=num_envs, differentiable_reward=differentiable_reward, grad_enabled=grad_enabled, seed=seed,
