@@ -75,8 +75,14 @@ class Case:
     run: Callable[[Path], Outcome]
 
 
-def _short(text: str, limit: int = 260) -> str:
+#: The temporary folder of a run of the cases, written ``<tmp>`` in the outcomes.
+TMP_ROOT = {"path": ""}
+
+
+def _short(text: str, limit: int = 320) -> str:
     text = " ".join(text.split()).replace("|", "\\|")
+    if TMP_ROOT["path"]:
+        text = text.replace(TMP_ROOT["path"], "<tmp>")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -127,7 +133,9 @@ def cli_says(*overrides: str, expect: str, module: str = "benchmarl.run", stream
             return Outcome("WRONG", "failed: " + _short(_error_message(result.stderr)))
         output = getattr(result, stream)
         found = next((line for line in output.splitlines() if expect in line), None)
-        return Outcome("CLEAR", "runs; " + _short(found, 300)) if found else Outcome("UNCLEAR", "runs, no word")
+        if found is None:
+            return Outcome("UNCLEAR", "runs, no word")
+        return Outcome("CLEAR", "runs; " + _short(found.split("Warning: ", 1)[-1], 320))
 
     return run
 
@@ -463,6 +471,7 @@ def main() -> None:
     cases = [case for case in CASES if not args.only or case.row in args.only]
     rows, start = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
+        TMP_ROOT["path"] = root
         if any(case.row in ("22", "23", "31", "32") for case in cases):
             make_runs(Path(root) / "runs")
         for index, case in enumerate(cases):

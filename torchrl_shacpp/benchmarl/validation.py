@@ -4,10 +4,9 @@ Every value is checked before anything is built, with one message per problem th
 command line spells it (``algorithm.lmbda``, ``experiment.gamma``), the bad value and what to use instead:
 
 * :func:`check_algorithm_config`: the ``algorithm.*`` values, from the config dataclasses' ``__post_init__`` (so
-  hydra's ``algorithm=shacpp algorithm.lmbda=...`` and ``ShacppConfig(lmbda=...)`` are refused alike) and again at
-  the algorithm's set-up (a config changed after it was made);
-* :func:`check_experiment`: both at the algorithm's set-up, with the ``experiment.*`` values the algorithms depend on
-  (:func:`check_experiment_config`);
+  hydra's ``algorithm=shacpp algorithm.lmbda=...`` and ``ShacppConfig(lmbda=...)`` are refused alike);
+* :func:`check_experiment`: at the algorithm's set-up, the ``algorithm.*`` values again (a config changed after it
+  was made) and the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`);
 * :func:`check_transformer_config`: ``model=layers/transformer`` sizes;
 * :func:`check_restore_file`: that ``experiment.restore_file`` was written by the same algorithm, agent groups and
   network shapes, before BenchMARL loads it.
@@ -56,6 +55,13 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
         "0 keeps every activation; k >= 1 recomputes the world model's layers in k batch slices.",
     ),
 }
+#: ``experiment.on_policy_<key>``: what the count is (with the paper's).
+EXPERIMENT_COUNTS = {
+    "collected_frames_per_batch": "It is the env steps of a collection, envs x steps (paper: 512 x 32 = 16384).",
+    "n_envs_per_worker": "It is the number of parallel envs (paper: 512).",
+    "minibatch_size": "It is the critic's minibatch size in BenchMARL's optimiser loop.",
+    "n_minibatch_iters": "It is the number of passes of BenchMARL's optimiser loop over each collection.",
+}
 #: The keys that may be null.
 OPTIONAL_KEYS = ("window_length", "world_cache_size")
 #: The algorithms whose checkpoints hold this package's entry.
@@ -83,7 +89,7 @@ def check_algorithm_config(config: ShacConfig) -> None:
         if hasattr(config, size) and getattr(config, size) < getattr(config, bins):
             raise ValueError(
                 f"algorithm.{size}={getattr(config, size)} cannot hold {getattr(config, bins)} bins "
-                f"(algorithm.{bins}): raise it to at least {getattr(config, bins)} (paper: 30000 items)."
+                f"(algorithm.{bins}): raise it to at least {getattr(config, bins)}, or use fewer bins."
             )
 
 
@@ -101,26 +107,25 @@ def check_experiment_config(config: ExperimentConfig, *, algorithm: str, uses_ta
         check_fraction(
             "experiment.polyak_tau", config.polyak_tau, "It is the target critic's Polyak weight (BenchMARL: 0.005)."
         )
-    for key in ("collected_frames_per_batch", "n_envs_per_worker", "minibatch_size", "n_minibatch_iters"):
-        check_count(f"experiment.on_policy_{key}", getattr(config, f"on_policy_{key}"))
+    for key, hint in EXPERIMENT_COUNTS.items():
+        check_count(f"experiment.on_policy_{key}", getattr(config, f"on_policy_{key}"), hint=hint)
 
 
 def check_experiment(algorithm: Shac) -> None:
     """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, and a
     warning when SHAC or SHAC+ would keep the simulator's graph over more than one window."""
     name = type(algorithm).__name__.lower()
-    check_algorithm_config(algorithm.experiment.algorithm_config)
-    config = algorithm.experiment_config
+    algorithm_config, config = algorithm.experiment.algorithm_config, algorithm.experiment_config
+    check_algorithm_config(algorithm_config)
     check_experiment_config(config, algorithm=name, uses_target_critic=algorithm.use_target_critic)
     frames, envs = config.on_policy_collected_frames_per_batch, config.on_policy_n_envs_per_worker
     if algorithm.simulator_graph and frames % envs == 0:
-        warn_long_simulator_graph(
-            name, collection_length=frames // envs, window_length=algorithm.experiment.algorithm_config.window_length,
-            envs=envs,
-        )  # fmt: skip
+        _warn_long_simulator_graph(
+            name, collection_length=frames // envs, window_length=algorithm_config.window_length, envs=envs
+        )
 
 
-def warn_long_simulator_graph(algorithm: str, *, collection_length: int, window_length: int | None, envs: int) -> None:
+def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window_length: int | None, envs: int) -> None:
     """Warns when a collection keeps the simulator's graph over more steps than one window (e.g. BenchMARL's base
     experiment: 600 steps), which costs memory and time in proportion."""
     if window_length is None or collection_length <= window_length:

@@ -88,10 +88,15 @@ class AgentSetTransformer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value in dict(in_features=in_features, out_features=out_features, hidden_size=hidden_size,
-                                feedforward_size=feedforward_size, num_layers=num_layers, num_heads=num_heads).items():
+        sizes = dict(
+            in_features=in_features, out_features=out_features, hidden_size=hidden_size,
+            feedforward_size=feedforward_size, num_layers=num_layers, num_heads=num_heads,
+        )  # fmt: skip
+        for name, value in sizes.items():
             check_count(name, value)
-        check_divides("num_heads", num_heads, "hidden_size", hidden_size, "Each head takes hidden_size / num_heads.")
+        check_divides(
+            "num_heads", num_heads, "hidden_size", hidden_size, "Each head takes hidden_size / num_heads features."
+        )
         check_fraction("dropout", dropout)
         self.embed = nn.Linear(in_features, hidden_size)
         self.norm = nn.LayerNorm(hidden_size)

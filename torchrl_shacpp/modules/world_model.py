@@ -80,14 +80,21 @@ class AxisAttentionWorldModel(nn.Module):
         checkpoint_chunks: int = 0,
     ) -> None:
         super().__init__()
-        for name, value in dict(obs_dim=obs_dim, action_dim=action_dim, hidden_size=hidden_size,
-                                feedforward_size=feedforward_size, num_layers=num_layers, num_heads=num_heads).items():
+        sizes = dict(
+            obs_dim=obs_dim, action_dim=action_dim, hidden_size=hidden_size, feedforward_size=feedforward_size,
+            num_layers=num_layers, num_heads=num_heads,
+        )  # fmt: skip
+        for name, value in sizes.items():
             check_count(name, value)
         check_count("horizon", horizon, hint="It is the longest window of actions the model predicts (paper: 32).")
-        check_divides("num_heads", num_heads, "hidden_size", hidden_size, "Each head takes hidden_size / num_heads.")
+        check_divides(
+            "num_heads", num_heads, "hidden_size", hidden_size, "Each head takes hidden_size / num_heads features."
+        )
         check_fraction("dropout", dropout)
-        check_count("checkpoint_chunks", checkpoint_chunks, 0, "0 turns checkpointing off; k >= 1 recomputes the "
-                    "layers in k batch slices.")  # fmt: skip
+        check_count(
+            "checkpoint_chunks", checkpoint_chunks, 0, "0 turns checkpointing off; k >= 1 recomputes the layers in k "
+            "batch slices.",
+        )  # fmt: skip
         self.horizon = horizon
         self.checkpoint_chunks = checkpoint_chunks
         self.obs_embed = nn.Linear(obs_dim, hidden_size)
