@@ -184,7 +184,9 @@ def test_bad_input_fails_early_with_the_fix(tmp_path: Path, overrides: list[str]
     assert message in result.stderr
 
 
-def tiny_experiment(algorithm_config, tmp_path: Path, task=VmasTask.TRANSPORT, callbacks=(), **config) -> Experiment:
+def tiny_experiment(
+    algorithm_config, tmp_path: Path, task=VmasTask.TRANSPORT, callbacks=(), n_agents: int = 2, **config
+) -> Experiment:
     """A Python-API experiment at the sizes of :data:`TINY`."""
     experiment_config = ExperimentConfig.get_from_yaml()
     settings = dict(
@@ -196,7 +198,7 @@ def tiny_experiment(algorithm_config, tmp_path: Path, task=VmasTask.TRANSPORT, c
         setattr(experiment_config, key, value)
     tmp_path.mkdir(parents=True, exist_ok=True)
     task = task.get_from_yaml()
-    task.config["n_agents"] = 2
+    task.config["n_agents"] = n_agents
     return Experiment(
         task=task,
         algorithm_config=algorithm_config,

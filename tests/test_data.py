@@ -66,7 +66,7 @@ def test_uneven_blocks_use_every_slot():
 
 
 def test_impossible_sizes_and_scores_raise():
-    with pytest.raises(ValueError, match="num_bins must be at least 1"):
+    with pytest.raises(ValueError, match="num_bins=0 must be an integer >= 1"):
         make_stratified_cache(10, 0)
     with pytest.raises(ValueError, match="capacity must be at least"):
         make_stratified_cache(2, 3)

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from torchrl_shacpp.checks import check_positive
+
 logger = logging.getLogger(__name__)
 
 
@@ -23,7 +25,8 @@ class FiniteGradientStep:
     Args:
         optimizer (torch.optim.Optimizer): the optimiser to step.
         max_grad_norm (float, optional): clip the total gradient norm to this value (paper: 1.0 for the policy).
-            ``None`` measures the norm without clipping.
+            ``None`` measures the norm without clipping. A norm <= 0 is refused: torch's clip would scale the
+            gradient by a negative factor and step uphill.
 
     Examples:
         >>> step = FiniteGradientStep(torch.optim.Adam(actor.parameters(), lr=1e-3), max_grad_norm=1.0)
@@ -31,6 +34,8 @@ class FiniteGradientStep:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_grad_norm: float | None = None) -> None:
+        if max_grad_norm is not None:
+            check_positive("max_grad_norm", max_grad_norm, "It clips the gradient norm (paper: 1); None disables it.")
         self.optimizer = optimizer
         self.max_grad_norm = math.inf if max_grad_norm is None else max_grad_norm
         self.skipped_steps = 0

@@ -68,7 +68,8 @@ class EarlyStopping(Callback):
     checkpoint is written if ``checkpoint_at_end``, and everything is closed. BenchMARL's loop has no stop signal,
     so :meth:`on_setup` wraps the experiment's collection loop to end it there.
 
-    BenchMARL evaluates only with ``experiment.evaluation`` on and a logger or ``create_json``.
+    BenchMARL evaluates only with ``experiment.evaluation`` on and a logger or ``create_json``: the callback refuses
+    any other configuration at set-up, as it could never stop the run.
 
     From the command line: ``python -m torchrl_shacpp.benchmarl.run`` is ``python -m benchmarl.run`` with this
     callback (e.g. ``algorithm=mappo`` under the same protocol as ``algorithm=shacpp``).
@@ -104,6 +105,14 @@ class EarlyStopping(Callback):
         experiment = self.experiment
         if self.max_episode_reward is paper_max_episode_reward and not has_paper_max_episode_reward(experiment.task):
             raise _unknown_maximum_error(experiment.task)  # at set-up, not after the first evaluation
+        config = experiment.config
+        if not (config.evaluation and (config.loggers or config.create_json)):
+            raise ValueError(
+                "EarlyStopping decides after each evaluation, and BenchMARL evaluates only with "
+                "experiment.evaluation=true and a logger (experiment.loggers) or experiment.create_json=true; got "
+                f"evaluation={config.evaluation}, loggers={list(config.loggers)}, create_json={config.create_json}. "
+                "Turn them on, or train without early stopping (python -m benchmarl.run)."
+            )
         collection_loop = experiment._collection_loop
 
         def collection_loop_until_solved() -> None:

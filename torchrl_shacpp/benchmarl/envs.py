@@ -7,7 +7,7 @@ import copy
 from benchmarl.environments import TaskClass, VmasClass
 from torchrl.envs import Compose, StepCounter, TransformedEnv
 
-from torchrl_shacpp.envs import vmas_env
+from torchrl_shacpp.envs import ResetNonFinite, vmas_env
 
 
 def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: bool, seed: int) -> TransformedEnv:
@@ -21,7 +21,9 @@ def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: b
       window saved for backward (sampling's ``max_pdf`` at a reset);
     * the time limit moves from VMAS to a :class:`~torchrl.envs.StepCounter`: TorchRL's VMAS wrapper reports it as
       ``terminated``, which would bootstrap the value targets and the actor objective with 0 instead of
-      :math:`V(o')` at every time limit.
+      :math:`V(o')` at every time limit;
+    * an env whose step returns a non-finite value is reset after it (:class:`~torchrl_shacpp.envs.ResetNonFinite`),
+      and non-finite actions are refused with a message before VMAS's bare assertion.
     """
     config = copy.deepcopy(task.config)
     max_steps = config.pop("max_steps")
@@ -31,7 +33,7 @@ def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: b
     )  # fmt: skip
     transforms = [transform.clone() for transform in env.transform] if isinstance(env.transform, Compose) else []
     env.close()
-    return TransformedEnv(simulator, Compose(StepCounter(max_steps), *transforms))
+    return TransformedEnv(simulator, Compose(StepCounter(max_steps), ResetNonFinite(), *transforms))
 
 
 def is_vmas(task: TaskClass) -> bool:

@@ -10,6 +10,7 @@ from tensordict import TensorDictBase
 from torch import nn
 
 from torchrl_shacpp.benchmarl.configs import CONFIG_DIR, read_config
+from torchrl_shacpp.benchmarl.validation import check_transformer_config
 from torchrl_shacpp.modules import AgentSetTransformer
 
 
@@ -108,6 +109,9 @@ class TransformerConfig(ModelConfig):
     hidden_size: int = 64
     feedforward_size: int = 128
     dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_transformer_config(self)
 
     @staticmethod
     def associated_class() -> type[Transformer]:

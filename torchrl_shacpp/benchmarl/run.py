@@ -18,15 +18,25 @@ from benchmarl.hydra_config import load_experiment_from_hydra, load_task_config_
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
 from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, has_paper_max_episode_reward
+from torchrl_shacpp.benchmarl.validation import SHAC_FAMILY, check_checkpoint_algorithm, check_save_folder
 
 BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 
 
 @hydra.main(version_base=None, config_path=BENCHMARL_CONFIGS, config_name="config")
 def run_with_early_stopping(cfg: DictConfig) -> None:
-    """Runs one BenchMARL experiment from its hydra config, stopping early once the task is solved."""
-    task_name = HydraConfig.get().runtime.choices.task
+    """Runs one BenchMARL experiment from its hydra config, stopping early once the task is solved.
+
+    Before BenchMARL sets up, it refuses a ``save_folder`` that does not exist, and a ``restore_file`` of the SHAC
+    family for another algorithm (the SHAC family checks its own checkpoints at set-up).
+    """
+    choices = HydraConfig.get().runtime.choices
+    check_save_folder(cfg.experiment.save_folder)
+    if cfg.experiment.restore_file is not None and choices.algorithm not in SHAC_FAMILY:
+        check_checkpoint_algorithm(cfg.experiment.restore_file, choices.algorithm, STATE_KEY)
+    task_name = choices.task
     early_stopping_kwargs = dict(cfg.get("early_stopping", {}))
     task = load_task_config_from_hydra(cfg.task, task_name)
     if "max_episode_reward" in early_stopping_kwargs or has_paper_max_episode_reward(task):

@@ -7,11 +7,58 @@
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarl.eval_results import get_raw_dict_from_multirun_folder
+from benchmarl.eval_results import load_and_merge_json_dicts
+
+
+def load_results(folder: Path) -> dict[str, Any]:
+    """The merged marl-eval dict of the JSON files under ``folder`` (as BenchMARL's
+    ``get_raw_dict_from_multirun_folder``), with an error that names the cause and the file: a missing folder, no JSON
+    (BenchMARL writes it at each evaluation), a file that is not JSON or not a marl-eval file."""
+    if not folder.exists():
+        raise SystemExit(f"{folder} not found.")
+    files = sorted(path for path in folder.rglob("*.json") if "wandb" not in path.name) if folder.is_dir() else [folder]
+    if not files:
+        runs = len(list(folder.rglob("config.pkl")))
+        if runs:
+            raise SystemExit(
+                f"No marl-eval JSON files under {folder}, in {runs} BenchMARL run(s): BenchMARL writes them at each "
+                "evaluation, so run with experiment.create_json=true and experiment.evaluation=true."
+            )
+        raise SystemExit(
+            f"No BenchMARL runs and no marl-eval JSON files under {folder}: point the table at the outputs/ or "
+            "multirun/ folder of runs made with experiment.create_json=true and experiment.evaluation=true."
+        )
+    for file in files:
+        try:
+            data = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise SystemExit(f"{file} is not valid JSON ({error}): a truncated file, or one still being written.")
+        if not _is_marl_eval(data):
+            raise SystemExit(
+                f"{file} is not a marl-eval file of BenchMARL (env / task / algorithm / seed / step_<n> with a "
+                "step_count and returns): move it out of the folder, or point the table at the run folders."
+            )
+    return load_and_merge_json_dicts([str(file) for file in files])
+
+
+def _is_marl_eval(data: Any) -> bool:
+    """Whether ``data`` has marl-eval's nesting: env / task / algorithm / seed, each seed with ``step_<n>`` entries
+    holding a step count and the returns."""
+    seeds = [data]
+    for _ in range(4):  # env -> task -> algorithm -> seed -> the seed's entries
+        if not all(isinstance(level, Mapping) for level in seeds):
+            return False
+        seeds = [value for level in seeds for value in level.values()]
+    if not all(isinstance(seed, Mapping) for seed in seeds):
+        return False
+    steps = [value for seed in seeds for key, value in seed.items() if key.startswith("step_")]
+    return bool(steps) and all(isinstance(step, Mapping) and {"step_count", "return"} <= step.keys() for step in steps)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -93,13 +140,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="a folder holding BenchMARL runs (searched recursively)")
+    parser.add_argument("folder", type=Path, help="a folder of BenchMARL runs (searched recursively), or a JSON file")
     parser.add_argument("--output", type=Path, help="also write the table to this file")
     parser.add_argument("--plot", type=Path, help="also plot the learning curves to this image")
     args = parser.parse_args()
-    results = get_raw_dict_from_multirun_folder(str(args.folder))
-    if not results:
-        raise SystemExit(f"No marl-eval JSON files under {args.folder} (run with experiment.create_json=true).")
+    results = load_results(args.folder)
     table = markdown(summarise(results))
     print(table, end="")
     if args.output:

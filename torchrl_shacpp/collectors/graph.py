@@ -10,6 +10,8 @@ from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBas
 from tensordict.utils import NestedKey
 from torchrl.envs import ExplorationType, set_exploration_type
 
+from torchrl_shacpp.checks import check_count
+
 
 class WindowGraphCut(TensorDictModuleBase):
     r"""The first module of a graph-carrying collection policy: cuts the autograd graph between windows.
@@ -39,8 +41,8 @@ class WindowGraphCut(TensorDictModuleBase):
 
     def __init__(self, cut_env: Callable[[], None], *, window_length: int | None = None) -> None:
         super().__init__()
-        if window_length is not None and window_length < 1:
-            raise ValueError(f"window_length must be a positive number of steps or None; got {window_length}.")
+        if window_length is not None:
+            check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
         self.cut_env = cut_env
         self.window_length = window_length
         self.armed = False

@@ -13,6 +13,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.collectors import BaseCollector
 from torchrl.envs import EnvBase, ExplorationType, set_exploration_type
 
+from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.envs import detach_simulator_state, set_simulator_grad
 
 GraphMode = Literal["simulator", "policy", "none"]
@@ -75,10 +76,9 @@ class WindowCollector(BaseCollector):
     ) -> None:
         if graph not in ("simulator", "policy", "none"):
             raise ValueError(f"graph must be 'simulator', 'policy' or 'none'; got {graph!r}.")
-        if window_length < 1:
-            raise ValueError(f"window_length must be at least 1; got {window_length}.")
-        if reset_every is not None and reset_every < 1:
-            raise ValueError(f"reset_every must be a positive number of windows or None; got {reset_every}.")
+        check_count("window_length", window_length, hint="It is the number of steps per window (paper: 32).")
+        if reset_every is not None:
+            check_count("reset_every", reset_every, hint="It is a number of windows (paper: 10); None never forces it.")
         self.env = env
         self.policy = policy
         self.window_length = window_length

@@ -6,6 +6,7 @@ import torch
 from tensordict.utils import NestedKey
 from torchrl.data import TensorDictReplayBuffer
 
+from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.data.samplers import WrittenSlotSampler
 from torchrl_shacpp.data.storages import ScatteredTensorStorage
 from torchrl_shacpp.data.writers import StratifiedWriter
@@ -49,6 +50,9 @@ def make_stratified_cache(
         >>> for minibatch in cache:  # one shuffled pass over the cached transitions
         ...     ...
     """
+    check_count("capacity", capacity, hint="It is the number of items the cache holds (paper: 30,000).")
+    if batch_size is not None:
+        check_count("batch_size", batch_size, hint="It is the minibatch size of sampling and iteration (paper: 1000).")
     return TensorDictReplayBuffer(
         storage=ScatteredTensorStorage(capacity, device=device),
         writer=StratifiedWriter(num_bins, score_key=score_key),

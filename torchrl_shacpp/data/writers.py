@@ -13,6 +13,7 @@ from tensordict.utils import NestedKey
 from torchrl.data.replay_buffers.storages import Storage
 from torchrl.data.replay_buffers.writers import Writer
 
+from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.data.storages import ScatteredTensorStorage
 
 
@@ -50,8 +51,7 @@ class StratifiedWriter(Writer):
     """
 
     def __init__(self, num_bins: int, *, score_key: NestedKey = "score") -> None:
-        if num_bins < 1:
-            raise ValueError(f"num_bins must be at least 1, got {num_bins}.")
+        check_count("num_bins", num_bins, hint="1 gives plain random replacement (paper: 25 or 9).")
         super().__init__()
         self.num_bins = num_bins
         self.score_key = score_key

@@ -1,6 +1,7 @@
 """VMAS tasks for SHAC: differentiable-reward scenarios, task presets, and the simulator's autograd state."""
 
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
+from torchrl_shacpp.envs.faults import ResetNonFinite
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
 from torchrl_shacpp.envs.simulator import detach_simulator_state, set_simulator_grad, vmas_environment
 from torchrl_shacpp.envs.tasks import (
@@ -17,6 +18,7 @@ __all__ = [
     "VMAS_TASKS",
     "DifferentiableSampling",
     "DifferentiableTransport",
+    "ResetNonFinite",
     "SpreadStartDispersion",
     "VmasTask",
     "detach_simulator_state",

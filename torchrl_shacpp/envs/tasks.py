@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
-from torchrl.envs import StepCounter, TransformedEnv
+from torchrl.envs import Compose, StepCounter, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.scenario import BaseScenario
 
+from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
+from torchrl_shacpp.envs.faults import ResetNonFinite
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
 from torchrl_shacpp.envs.transport import DifferentiableTransport
 
@@ -134,7 +136,8 @@ def make_vmas_env(
     The VMAS env is built without a horizon and a :class:`~torchrl.envs.StepCounter` adds it: TorchRL's VMAS
     wrapper would otherwise report the time limit as ``terminated``. So ``("next", "terminated")`` is the
     scenario's own end (transport: package on goal; dispersion: all food eaten; sampling and discovery never),
-    ``("next", "truncated")`` the time limit, and ``done = terminated | truncated``.
+    ``("next", "truncated")`` the time limit, and ``done = terminated | truncated``. An env whose step returns a
+    non-finite observation or reward is truncated there and reset (:class:`~torchrl_shacpp.envs.ResetNonFinite`).
 
     Args:
         task (str): ``"transport"``, ``"sampling"``, ``"dispersion"`` or ``"discovery"`` (see :data:`VMAS_TASKS`).
@@ -158,12 +161,15 @@ def make_vmas_env(
         >>> env = make_vmas_env("transport", num_envs=32, n_agents=3, grad_enabled=True)
         >>> td = env.rollout(10)
     """
+    check_count("num_envs", num_envs, hint="It is the number of vectorised envs B (paper: 512).")
+    if n_agents is not None:
+        check_count("n_agents", n_agents, hint="Every task needs at least one agent.")
     kwargs = get_vmas_task(task).scenario_kwargs(n_agents, **scenario_kwargs)
     env = vmas_env(
         task, num_envs=num_envs, differentiable_reward=differentiable_reward, grad_enabled=grad_enabled, seed=seed,
         device=device, **kwargs,
     )  # fmt: skip
-    return TransformedEnv(env, StepCounter(max_steps))
+    return TransformedEnv(env, Compose(StepCounter(max_steps), ResetNonFinite()))
 
 
 def vmas_env(

@@ -10,6 +10,8 @@ from tensordict.utils import NestedKey
 from torchrl.data import TensorSpec
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
+from torchrl_shacpp.checks import check_positive
+
 
 def gaussian_actor(
     loc_module: TensorDictModule,
@@ -45,8 +47,7 @@ def gaussian_actor(
         spec: the action spec (a bounded one with ``clamp``).
         clamp: clamp the sample to the box of ``spec`` (TorchRL's ``safe`` projection). Defaults to ``True``.
     """
-    if action_std <= 0:
-        raise ValueError(f"action_std must be positive, got {action_std}.")
+    check_positive("action_std", action_std, "It is the policy's standard deviation (paper: 1).")
     if clamp and spec is None:
         raise ValueError("clamp=True clamps the actions to the box of the action spec: pass spec (or clamp=False).")
     scale = TensorDictModule(

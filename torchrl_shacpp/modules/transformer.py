@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from torchrl_shacpp.checks import check_count, check_divides, check_fraction
 from torchrl_shacpp.modules.attention import AgentSelfAttention
 
 
@@ -87,6 +88,16 @@ class AgentSetTransformer(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        sizes = dict(
+            in_features=in_features, out_features=out_features, hidden_size=hidden_size,
+            feedforward_size=feedforward_size, num_layers=num_layers, num_heads=num_heads,
+        )  # fmt: skip
+        for name, value in sizes.items():
+            check_count(name, value)
+        check_divides(
+            "num_heads", num_heads, "hidden_size", hidden_size, "Each head takes hidden_size / num_heads features."
+        )
+        check_fraction("dropout", dropout)
         self.embed = nn.Linear(in_features, hidden_size)
         self.norm = nn.LayerNorm(hidden_size)
         self.dropout = nn.Dropout(dropout)

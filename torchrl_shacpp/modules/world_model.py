@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
+from torchrl_shacpp.checks import check_count, check_divides, check_fraction
 from torchrl_shacpp.modules.attention import AxisSelfAttention
 from torchrl_shacpp.modules.transformer import EncoderLayer
 
@@ -79,8 +80,21 @@ class AxisAttentionWorldModel(nn.Module):
         checkpoint_chunks: int = 0,
     ) -> None:
         super().__init__()
-        if checkpoint_chunks < 0:
-            raise ValueError(f"checkpoint_chunks must be 0 (off) or a number of batch slices; got {checkpoint_chunks}.")
+        sizes = dict(
+            obs_dim=obs_dim, action_dim=action_dim, hidden_size=hidden_size, feedforward_size=feedforward_size,
+            num_layers=num_layers, num_heads=num_heads,
+        )  # fmt: skip
+        for name, value in sizes.items():
+            check_count(name, value)
+        check_count("horizon", horizon, hint="It is the longest window of actions the model predicts (paper: 32).")
+        check_divides(
+            "num_heads", num_heads, "hidden_size", hidden_size, "Each head takes hidden_size / num_heads features."
+        )
+        check_fraction("dropout", dropout)
+        check_count(
+            "checkpoint_chunks", checkpoint_chunks, 0, "0 turns checkpointing off; k >= 1 recomputes the layers in k "
+            "batch slices.",
+        )  # fmt: skip
         self.horizon = horizon
         self.checkpoint_chunks = checkpoint_chunks
         self.obs_embed = nn.Linear(obs_dim, hidden_size)
@@ -112,6 +126,12 @@ class AxisAttentionWorldModel(nn.Module):
             :math:`\\hat o_{0..h'}`, ``[*batch, h' + 1, n_agents, obs_dim]``.
         """
         steps = actions.shape[-3]
+        if initial_obs.shape[-2] == 0 or actions.shape[-2] == 0:
+            raise ValueError(
+                f"The world model got no agents: initial_obs {tuple(initial_obs.shape)} and actions "
+                f"{tuple(actions.shape)} must be [*batch, n_agents, features] and [*batch, steps, n_agents, features] "
+                "with n_agents >= 1."
+            )
         if steps > self.horizon:
             raise ValueError(f"Got {steps} action steps but the world model was built for horizon {self.horizon}.")
         tokens = torch.cat([self.obs_embed(initial_obs).unsqueeze(-3), self.action_embed(actions)], dim=-3)

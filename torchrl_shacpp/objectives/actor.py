@@ -12,6 +12,7 @@ from torch import nn
 from torchrl.objectives import LossModule
 from torchrl.objectives.value.functional import vec_td1_return_estimate
 
+from torchrl_shacpp.checks import check_fraction, check_non_negative
 from torchrl_shacpp.objectives.utils import check_window, expand_like, held_out, window_end_as_done
 
 
@@ -118,6 +119,8 @@ class SHACActorLoss(LossModule):
         world_model: TensorDictModule | None = None,
     ) -> None:
         super().__init__()
+        check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
+        check_non_negative("action_bound_coef", action_bound_coef, "0 disables the action-bound penalty (paper: 1).")
         if world_model is not None and reward_model is None:
             raise ValueError(
                 "A world model predicts observations only: SHAC++ also needs a reward_model to turn the predicted "

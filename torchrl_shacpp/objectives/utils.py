@@ -37,16 +37,21 @@ def check_window(tensordict: TensorDictBase, who: str) -> int:
     """Check that ``tensordict`` is a ``[*B, T]`` window and return the index of its time dimension.
 
     The time dimension is the one named ``"time"`` (as set by :class:`~torchrl_shacpp.collectors.WindowCollector`
-    and TorchRL rollouts), otherwise the last batch dimension.
+    and TorchRL rollouts), otherwise the last of at least two batch dimensions (``[B, T]``, as BenchMARL's
+    collectors give). A single unnamed dimension is refused: it is what flattening a window
+    (``window.reshape(-1)``) or taking one step of every env (``window[:, 0]``) leaves, and reading it as time would
+    chain the returns of different envs.
     """
-    if tensordict.batch_dims < 1:
-        raise ValueError(
-            f"{who} needs a window of transitions shaped [*batch, time]; got batch_size "
-            f"{tuple(tensordict.batch_size)}. Compute it before flattening the data into a replay buffer."
-        )
     names = tensordict.names
     if "time" in names:
         return names.index("time")
+    if tensordict.batch_dims < 2:
+        raise ValueError(
+            f"{who} needs a window of transitions shaped [*envs, time]; got batch_size "
+            f"{tuple(tensordict.batch_size)} with no dimension named 'time'. A flattened batch (window.reshape(-1)) "
+            "or one step of each env (window[:, 0]) is not a window: pass the [B, T] window before flattening it, "
+            "or name the time dimension of a single env's [T] window (td.refine_names('time'))."
+        )
     return tensordict.batch_dims - 1
 
 

@@ -12,6 +12,7 @@ from torchrl.objectives import LossModule, ValueEstimators
 from torchrl.objectives.utils import distance_loss
 from torchrl.objectives.value import TDLambdaEstimator
 
+from torchrl_shacpp.checks import check_fraction
 from torchrl_shacpp.objectives.utils import check_window, expand_like, window_end_as_done
 
 
@@ -96,6 +97,8 @@ class TDLambdaValueLoss(LossModule):
         loss_function: str = "l2",
     ) -> None:
         super().__init__()
+        check_fraction("gamma", gamma, "It discounts the bootstrapped value (paper: 0.99).")
+        check_fraction("lmbda", lmbda, "It weighs the n-step returns of the TD(λ) targets (paper: 0.95).")
         self.use_target_network = use_target_network
         self.loss_function = loss_function
         self.convert_to_functional(
@@ -120,10 +123,12 @@ class TDLambdaValueLoss(LossModule):
         """Detached parameters the bootstrap values are computed with (target critic if any).
 
         Pass them to :class:`~torchrl_shacpp.objectives.SHACActorLoss` so that the actor bootstraps with the
-        same critic as the value targets.
+        same critic as the value targets. Read as a child module: TorchRL's attribute access warns that no target
+        updater is associated yet, which is the normal order when the updater (e.g. BenchMARL's) is made after
+        the losses that share the target.
         """
         if self.use_target_network:
-            return self.target_value_network_params
+            return dict(self.named_children())["target_value_network_params"]
         return self.value_network_params.data
 
     @torch.no_grad()

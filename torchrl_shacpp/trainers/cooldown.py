@@ -10,6 +10,8 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 
+from torchrl_shacpp.checks import check_count
+
 
 @dataclass(frozen=True)
 class CoolDown:
@@ -42,10 +44,10 @@ class CoolDown:
     steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.epochs < 1:
-            raise ValueError(f"every and epochs must be at least 1, got every={self.every}, epochs={self.epochs}.")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be at least 1 (or None for epochs), got {self.steps}.")
+        check_count("every", self.every, hint="The models train after every this many windows (paper: 10).")
+        check_count("epochs", self.epochs, hint="It is the number of passes over each cache (paper: 10).")
+        if self.steps is not None:
+            check_count("steps", self.steps, hint="It is the minibatches per training; None trains for epochs.")
 
     def should_train(self, window: int) -> bool:
         """Whether the models train after window ``window`` (counted from 0)."""

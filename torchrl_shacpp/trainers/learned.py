@@ -12,8 +12,10 @@ from tensordict.utils import NestedKey
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import LossModule
 
-from torchrl_shacpp.trainers.cooldown import CoolDown
+from torchrl_shacpp.checks import check_positive
+from torchrl_shacpp.data import finite_items
 from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.trainers.cooldown import CoolDown
 
 
 def world_items(
@@ -41,7 +43,9 @@ def value_items(window: TensorDictBase, *, observation_key: NestedKey, value_tar
 class LearnedModel:
     """A model trained from its own cache on the cool-down schedule, with Adam and no gradient clipping.
 
-    Non-finite steps are skipped and counted (:class:`~torchrl_shacpp.optim.FiniteGradientStep`).
+    Non-finite steps are skipped and counted (:class:`~torchrl_shacpp.optim.FiniteGradientStep`), and items holding a
+    non-finite value (from the simulator or from a model) are dropped before they reach the cache, counted in
+    :attr:`dropped_items`.
 
     Args:
         name: the model's name, for logs and checkpoints.
@@ -71,14 +75,22 @@ class LearnedModel:
     ) -> None:
         if len(loss.out_keys) != 1:
             raise ValueError(f"The {name} model's loss must have one output to minimise; it has {loss.out_keys}.")
+        check_positive("lr", lr, f"It is the {name} model's Adam learning rate (paper: 1e-3).")
         self.name, self.loss, self.cache, self.items = name, loss, cache, items
         self.window_length = window_length
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
+        self.dropped_items = 0
 
     def store(self, window: TensorDictBase) -> None:
-        """Caches the items of a detached ``[B, h]`` window."""
-        if self.window_length is None or window.shape[-1] == self.window_length:
-            self.cache.extend(self.items(window))
+        """Caches the finite items of a detached ``[B, h]`` window (a world-cache item is a whole window of one env)."""
+        if self.window_length is not None and window.shape[-1] != self.window_length:
+            return
+        items = self.items(window)
+        finite = finite_items(items)
+        if not finite.all():
+            self.dropped_items += int((~finite).sum())
+            items = items[finite]
+        self.cache.extend(items)
 
     def fit(self, cooldown: CoolDown) -> float:
         """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none)."""
@@ -90,12 +102,13 @@ class LearnedModel:
         return sum(losses) / len(losses) if losses else math.nan
 
     def state_dict(self) -> dict[str, Any]:
-        """The parameters (its loss's), the optimiser, the cache and the skip count."""
+        """The parameters (its loss's), the optimiser, the cache, and the skip and drop counts."""
         return {
             "loss": self.loss.state_dict(),
             "optimizer": self.step.optimizer.state_dict(),
             "cache": self.cache.state_dict(),
             "skipped_steps": self.step.skipped_steps,
+            "dropped_items": self.dropped_items,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -103,3 +116,4 @@ class LearnedModel:
         self.step.optimizer.load_state_dict(state_dict["optimizer"])
         self.cache.load_state_dict(state_dict["cache"])
         self.step.skipped_steps = state_dict["skipped_steps"]
+        self.dropped_items = state_dict.get("dropped_items", 0)  # checkpoints before it was counted

@@ -10,6 +10,8 @@ from typing import Any
 from tensordict import TensorDictBase
 from torchrl.objectives.utils import TargetNetUpdater
 
+from torchrl_shacpp.checks import check_count
+from torchrl_shacpp.data import finite_items
 from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
 from torchrl_shacpp.objectives.utils import check_window
 from torchrl_shacpp.optim import FiniteGradientStep
@@ -31,6 +33,8 @@ class GroupUpdate:
             the critic trains on each batch elsewhere (BenchMARL's optimiser loop, or the caller's loop).
         target_updater: the critic's target updater, stepped once after each cool-down training of ``value_model``
             (a critic trained elsewhere steps its own).
+        dropped_critic_items: the transitions :meth:`WindowUpdate.finite_critic_items` withheld from a critic trained
+            elsewhere for their non-finite inputs or targets.
     """
 
     actor_loss: SHACActorLoss
@@ -39,6 +43,7 @@ class GroupUpdate:
     source: GradientSource
     value_model: LearnedModel | None = None
     target_updater: TargetNetUpdater | None = None
+    dropped_critic_items: int = 0
 
     @property
     def models(self) -> list[LearnedModel]:
@@ -62,7 +67,12 @@ class WindowUpdate:
     3. **value targets**: TD(λ) over the whole batch (:meth:`TDLambdaValueLoss.value_targets`), written into
        ``batch`` under each value loss's ``value_target`` key, for a critic trained on the batch afterwards.
     4. **caches**: each learned model caches its items of every window (the world model's cache whole windows of its
-       own length only).
+       own length only), less those holding a non-finite value, which it counts.
+
+    Non-finite data (a NaN observation or reward from the simulator, an infinite value target) never reach a
+    parameter or a cache: an actor step whose loss or gradient is not finite is skipped, and the caches drop the
+    items. Logged: ``train/<group>/skipped_actor_steps``, ``train/<group>/dropped_<model>_items`` (cumulative) and
+    ``train/non_finite_envs``, the envs of this batch with a non-finite value.
     5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
        cache-trained critic's target takes one Polyak step.
 
@@ -91,8 +101,8 @@ class WindowUpdate:
         cooldown: CoolDown | None = None,
         cut_graph: Callable[[], None] = lambda: None,
     ) -> None:
-        if window_length is not None and window_length < 1:
-            raise ValueError(f"window_length must be a positive number of steps or None; got {window_length}.")
+        if window_length is not None:
+            check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
         if cooldown is None and any(group.models for group in groups.values()):
             raise ValueError("These groups learn models: pass the cooldown that says when they train.")
         self.groups = dict(groups)
@@ -118,11 +128,29 @@ class WindowUpdate:
             for group in self.groups.values():
                 for model in group.models:
                     model.store(window)
+        for name, group in self.groups.items():
+            logs.update({f"train/{name}/dropped_{model.name}_items": model.dropped_items for model in group.models})
+        logs["train/non_finite_envs"] = int((~finite_items(data, check_window(data, type(self).__name__))).sum())
         first, self.windows = self.windows, self.windows + len(windows)
         if self.cooldown is not None:
             for _ in filter(self.cooldown.should_train, range(first, self.windows)):
                 logs.update(self.train_models())
         return logs
+
+    def finite_critic_items(self, name: str, batch: TensorDictBase) -> TensorDictBase:
+        """The transitions of ``batch`` (with its value targets) that group ``name``'s critic can regress on: all of
+        ``batch`` when its critic inputs and targets are finite, else its finite transitions, flattened; the dropped
+        ones are counted in the group's ``dropped_critic_items``. For a critic trained on each batch elsewhere (e.g.
+        BenchMARL's optimiser loop), whose minibatches would otherwise carry a NaN into every step."""
+        group = self.groups[name]
+        value_loss = group.value_loss
+        keys = [*value_loss.value_network.in_keys, value_loss.tensor_keys.value_target]
+        critic_items = batch.select(*keys, strict=False)
+        finite = finite_items(critic_items, batch.batch_dims)
+        if finite.all():
+            return batch
+        group.dropped_critic_items += int((~finite).sum())
+        return batch[finite]
 
     def split(self, batch: TensorDictBase) -> list[TensorDictBase]:
         """``batch`` cut into windows of ``window_length`` steps along its time dimension."""
@@ -193,6 +221,7 @@ class WindowUpdate:
                     "actor": group.actor_loss.state_dict(),
                     "actor_optimizer": group.actor_step.optimizer.state_dict(),
                     "skipped_actor_steps": group.actor_step.skipped_steps,
+                    "dropped_critic_items": group.dropped_critic_items,
                     "models": {model.name: model.state_dict() for model in group.models},
                 }
                 for name, group in self.groups.items()
@@ -206,6 +235,7 @@ class WindowUpdate:
             group.actor_loss.load_state_dict(state["actor"])
             group.actor_step.optimizer.load_state_dict(state["actor_optimizer"])
             group.actor_step.skipped_steps = state["skipped_actor_steps"]
+            group.dropped_critic_items = state.get("dropped_critic_items", 0)  # checkpoints before it was counted
             for model in group.models:
                 model.load_state_dict(state["models"][model.name])
 

@@ -13,7 +13,7 @@ from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.objectives import LossModule
 
-from torchrl_shacpp.benchmarl import networks
+from torchrl_shacpp.benchmarl import networks, validation
 from torchrl_shacpp.benchmarl.configs import read_config
 from torchrl_shacpp.benchmarl.envs import is_vmas, rebuild_vmas_env
 from torchrl_shacpp.collectors import WindowGraphCut
@@ -110,6 +110,7 @@ class Shac(Algorithm):
 
     def _check_experiment(self) -> int:
         """Refuses what cannot work, early and with the fix; returns the collection's length T in steps."""
+        validation.check_experiment(self)
         name = type(self).__name__.lower()
         task = self.experiment.task
         if not self.experiment.continuous_actions:
@@ -235,7 +236,11 @@ class Shac(Algorithm):
         return make_env
 
     def process_batch(self, group: str, batch: TensorDictBase) -> TensorDictBase:
-        """The batch already holds the critic's TD(λ) targets (written by the window update)."""
+        """The batch already holds the critic's TD(λ) targets (written by the window update); transitions with a
+        non-finite critic input or target are dropped and counted (``dropped_critic_items``)."""
+        batch = self.update.finite_critic_items(group, batch)
+        dropped = {f"train/{group}/dropped_critic_items": self.update.groups[group].dropped_critic_items}
+        self.experiment.logger.log(dropped, step=self.experiment.n_iters_performed)
         return batch
 
     def _cut_simulator(self) -> None:
@@ -259,6 +264,7 @@ class Shac(Algorithm):
                 if self.critic_lr is not None:
                     for param_group in optimizer.param_groups:
                         param_group["lr"] = self.critic_lr
+        validation.check_restore_file(self, STATE_KEY)
 
     def _count_skipped_critic_step(self, group: str) -> None:
         self.skipped_critic_steps[group] += 1
@@ -271,6 +277,7 @@ class Shac(Algorithm):
     def training_state_dict(self) -> dict[str, Any]:
         """What BenchMARL's checkpoint lacks: the window update's state, the critic optimisers, the skip counts."""
         return {
+            "algorithm": type(self).__name__.lower(),
             "window_update": self.update.state_dict(),
             "skipped_critic_steps": dict(self.skipped_critic_steps),
             "critic_optimizers": {
@@ -322,6 +329,9 @@ class ShacConfig(AlgorithmConfig):
     window_length: Optional[int] = 32
     share_param_critic: bool = True
     use_target_critic: bool = True
+
+    def __post_init__(self) -> None:
+        validation.check_algorithm_config(self)
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:

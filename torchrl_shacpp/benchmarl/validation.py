@@ -1,0 +1,259 @@
+"""Set-up checks of the SHAC family's BenchMARL configurations and checkpoints.
+
+Every value is checked before anything is built, with one message per problem that names the config key as the
+command line spells it (``algorithm.lmbda``, ``experiment.gamma``), the bad value and what to use instead:
+
+* :func:`check_algorithm_config`: the ``algorithm.*`` values, from the config dataclasses' ``__post_init__`` (so
+  hydra's ``algorithm=shacpp algorithm.lmbda=...`` and ``ShacppConfig(lmbda=...)`` are refused alike);
+* :func:`check_experiment`: at the algorithm's set-up, the ``algorithm.*`` values again (a config changed after it
+  was made) and the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`);
+* :func:`check_transformer_config`: ``model=layers/transformer`` sizes;
+* :func:`check_restore_file`: that ``experiment.restore_file`` was written by the same algorithm, agent groups and
+  network shapes, before BenchMARL loads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from benchmarl.experiment import ExperimentConfig
+
+from torchrl_shacpp.checks import check_count, check_divides, check_fraction, check_non_negative, check_positive
+
+if TYPE_CHECKING:
+    from torchrl_shacpp.benchmarl.algorithms import Shac, ShacConfig
+
+#: ``algorithm.<key>``: its check and what the value is (with the paper's). A config without the key skips it.
+ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
+    "lmbda": (check_fraction, "It is the TD(λ) parameter (paper: 0.95)."),
+    "action_std": (check_positive, "It is the policy's standard deviation (paper: 1)."),
+    "action_bound_coef": (check_non_negative, "It weighs the action-bound penalty (paper: 1; 0 disables it)."),
+    "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
+    "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
+    "actor_max_grad_norm": (check_positive, "It clips the actor's gradient norm (paper: 1)."),
+    "window_length": (check_count, "It is the actor's window in steps (paper: 32), or null for the whole collection."),
+    "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
+    "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),
+    "model_train_every": (check_count, "The models train after every this many windows (paper: 10)."),
+    "model_epochs": (check_count, "It is the number of passes over each cache per training (paper: 10)."),
+    "model_steps": (check_count, "It is the minibatches per model per training, or null for model_epochs passes."),
+    "model_minibatch_size": (check_count, "It is the learned models' minibatch size (paper: 1000)."),
+    "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
+    "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),
+    "world_bins": (check_count, "It is the number of return bins of the world cache (paper: 25)."),
+    "value_bins": (check_count, "It is the number of λ-target bins of the critic's cache (paper: 9)."),
+    "world_num_layers": (check_count, "It is the world model's number of layers (paper: 3)."),
+    "world_hidden_size": (check_count, "It is the world model's hidden size (paper: 64)."),
+    "world_feedforward_size": (check_count, "It is the world model's feed-forward size (paper: 128)."),
+    "world_num_heads": (check_count, "It is the world model's number of attention heads (paper: 1)."),
+    "world_checkpoint_chunks": (
+        functools.partial(check_count, minimum=0),
+        "0 keeps every activation; k >= 1 recomputes the world model's layers in k batch slices.",
+    ),
+}
+#: ``experiment.on_policy_<key>``: what the count is (with the paper's).
+EXPERIMENT_COUNTS = {
+    "collected_frames_per_batch": "It is the env steps of a collection, envs x steps (paper: 512 x 32 = 16384).",
+    "n_envs_per_worker": "It is the number of parallel envs (paper: 512).",
+    "minibatch_size": "It is the critic's minibatch size in BenchMARL's optimiser loop.",
+    "n_minibatch_iters": "It is the number of passes of BenchMARL's optimiser loop over each collection.",
+}
+#: The keys that may be null.
+OPTIONAL_KEYS = ("window_length", "world_cache_size", "critic_lr", "model_steps")
+#: The algorithms whose checkpoints hold this package's entry.
+SHAC_FAMILY = ("shac", "shacp", "shacpp")
+#: Where the sizes of ``model=layers/transformer`` are also set.
+_CRITIC_MODEL_KEYS = "(The same keys under critic_model size the critic's transformer.)"
+
+
+def check_algorithm_config(config: ShacConfig) -> None:
+    """Refuses ``algorithm.*`` values no run can use (ranges, sizes, caches that cannot hold their bins)."""
+    for key, (check, hint) in ALGORITHM_RULES.items():
+        if hasattr(config, key) and not (key in OPTIONAL_KEYS and getattr(config, key) is None):
+            check(f"algorithm.{key}", getattr(config, key), hint=hint)
+    if hasattr(config, "world_num_heads"):
+        check_divides(
+            "algorithm.world_num_heads", config.world_num_heads, "algorithm.world_hidden_size",
+            config.world_hidden_size, "Each head takes world_hidden_size / world_num_heads features.",
+        )  # fmt: skip
+    caches = [("reward_bins", "cache_size")]
+    if getattr(config, "critic_from_cache", False):
+        caches.append(("value_bins", "cache_size"))
+    if getattr(config, "world_cache_size", None) is not None:
+        caches.append(("world_bins", "world_cache_size"))
+    for bins, size in caches:
+        if hasattr(config, size) and getattr(config, size) < getattr(config, bins):
+            raise ValueError(
+                f"algorithm.{size}={getattr(config, size)} cannot hold {getattr(config, bins)} bins "
+                f"(algorithm.{bins}): raise it to at least {getattr(config, bins)}, or use fewer bins."
+            )
+
+
+def check_experiment_config(config: ExperimentConfig, *, algorithm: str, uses_target_critic: bool) -> None:
+    """Refuses ``experiment.*`` values the SHAC family cannot train with: the discount, the critic's optimiser and
+    clipping, the Polyak weight of a target critic, and the collection and minibatch sizes."""
+    check_fraction("experiment.gamma", config.gamma, "It is the discount of the rewards (paper: 0.99).")
+    check_positive("experiment.lr", config.lr, f"It is the critic's Adam learning rate in {algorithm} (paper: 1e-3).")
+    check_non_negative("experiment.adam_eps", config.adam_eps, "It is Adam's epsilon (BenchMARL: 1e-6).")
+    if config.clip_grad_val is not None:
+        check_positive(
+            "experiment.clip_grad_val", config.clip_grad_val, "It clips the critic's gradients; null turns it off."
+        )
+    if uses_target_critic:
+        check_fraction(
+            "experiment.polyak_tau", config.polyak_tau, "It is the target critic's Polyak weight (BenchMARL: 0.005)."
+        )
+    for key, hint in EXPERIMENT_COUNTS.items():
+        check_count(f"experiment.on_policy_{key}", getattr(config, f"on_policy_{key}"), hint=hint)
+
+
+def check_experiment(algorithm: Shac) -> None:
+    """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, and a
+    warning when SHAC or SHAC+ would keep the simulator's graph over more than one window."""
+    name = type(algorithm).__name__.lower()
+    algorithm_config, config = algorithm.experiment.algorithm_config, algorithm.experiment_config
+    check_algorithm_config(algorithm_config)
+    check_experiment_config(config, algorithm=name, uses_target_critic=algorithm.use_target_critic)
+    frames, envs = config.on_policy_collected_frames_per_batch, config.on_policy_n_envs_per_worker
+    if algorithm.simulator_graph and frames % envs == 0:
+        _warn_long_simulator_graph(
+            name, collection_length=frames // envs, window_length=algorithm_config.window_length, envs=envs
+        )
+
+
+def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window_length: int | None, envs: int) -> None:
+    """Warns when a collection keeps the simulator's graph over more steps than one window (e.g. BenchMARL's base
+    experiment: 600 steps), which costs memory and time in proportion."""
+    if window_length is None or collection_length <= window_length:
+        return
+    warnings.warn(
+        f"{algorithm} keeps the simulator's autograd graph over each whole collection: {collection_length} steps on "
+        f"{envs} envs (experiment.on_policy_collected_frames_per_batch / experiment.on_policy_n_envs_per_worker), cut "
+        f"into windows of algorithm.window_length={window_length}; memory and time per collection grow with its "
+        "length. The paper collects one window per iteration: experiment=shacpp_cpu or experiment=shacpp_paper, or "
+        "on_policy_collected_frames_per_batch = on_policy_n_envs_per_worker x window_length.",
+        stacklevel=2,
+    )
+
+
+def check_transformer_config(config: Any) -> None:
+    """Refuses ``model=layers/transformer`` sizes the agent-set transformer cannot have."""
+    for key in ("num_layers", "num_heads", "hidden_size", "feedforward_size"):
+        check_count(f"model.{key}", getattr(config, key), hint=_CRITIC_MODEL_KEYS)
+    check_divides(
+        "model.num_heads", config.num_heads, "model.hidden_size", config.hidden_size,
+        f"Each head takes hidden_size / num_heads features. {_CRITIC_MODEL_KEYS}",
+    )  # fmt: skip
+    check_fraction("model.dropout", config.dropout, _CRITIC_MODEL_KEYS)
+
+
+
+def check_save_folder(save_folder: str | None) -> None:
+    """Refuses an ``experiment.save_folder`` that does not exist. BenchMARL creates each run's folder inside it, but not
+    it, and fails with the run folder's path; a typo is better told than silently created."""
+    if save_folder is not None and not Path(save_folder).is_dir():
+        raise ValueError(
+            f"experiment.save_folder={save_folder} is not an existing folder: create it (mkdir -p {save_folder}), or "
+            "leave it null to save in hydra's output folder."
+        )
+
+
+def read_checkpoint(path: str) -> Mapping[str, Any]:
+    """The checkpoint at ``path`` as BenchMARL would load it (memory-mapped: BenchMARL loads it again), or an error
+    that names the file."""
+    fix = "Pass a checkpoints/checkpoint_<frames>.pt file of a BenchMARL run."
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"experiment.restore_file={path} does not exist.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"experiment.restore_file={path} is not a torch checkpoint (torch.save writes a zip archive). {fix}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"experiment.restore_file={path} could not be loaded ({reason}). {fix}") from error
+    if not isinstance(state, Mapping):
+        raise ValueError(f"experiment.restore_file={path} holds a {type(state).__name__}, not a checkpoint dict. {fix}")
+    return state
+
+
+def check_checkpoint_algorithm(path: str, algorithm: str, state_key: str) -> Mapping[str, Any]:
+    """Refuses a checkpoint that another algorithm wrote: one of the SHAC family's (it has a ``state_key`` entry) for
+    another algorithm, or another algorithm's (e.g. MAPPO's) for one of the SHAC family; returns the checkpoint."""
+    state = read_checkpoint(path)
+    ours = state.get(state_key)
+    if algorithm in SHAC_FAMILY and not isinstance(ours, Mapping):
+        raise ValueError(
+            f"experiment.restore_file={path} was not written by shac, shacp or shacpp (it has no {state_key!r} entry; "
+            f"e.g. a MAPPO checkpoint): algorithm={algorithm} resumes its own checkpoints only."
+        )
+    written_by = ours.get("algorithm") if isinstance(ours, Mapping) else None  # None also before it was saved
+    if written_by is not None and written_by != algorithm:
+        raise ValueError(
+            f"experiment.restore_file={path} was written by {written_by}, not {algorithm}: resume it with "
+            f"algorithm={written_by}."
+        )
+    if isinstance(ours, Mapping) and algorithm not in SHAC_FAMILY:
+        raise ValueError(
+            f"experiment.restore_file={path} was written by shac, shacp or shacpp, not {algorithm}: resume it with "
+            "the algorithm that wrote it."
+        )
+    return state
+
+
+def check_restore_file(algorithm: Shac, state_key: str) -> None:
+    """Refuses ``experiment.restore_file`` unless the same algorithm wrote it for the same agent groups and network
+    shapes (the policy, the critic and the learned models), naming what differs; called once the networks exist, before
+    BenchMARL loads the file."""
+    path = algorithm.experiment_config.restore_file
+    if path is None:
+        return
+    state = check_checkpoint_algorithm(path, type(algorithm).__name__.lower(), state_key)
+    ours = state[state_key]
+    groups = {key[len("loss_") :] for key in state if key.startswith("loss_")}
+    if groups != set(algorithm.group_map):
+        raise ValueError(
+            f"experiment.restore_file={path} holds the agent groups {sorted(groups)}, this experiment has "
+            f"{sorted(algorithm.group_map)}: resume it on the task it was written for."
+        )
+    differences = []
+    saved_groups = ours["window_update"]["groups"]
+    for group, update in algorithm.update.groups.items():
+        saved = saved_groups[group]
+        critic = algorithm.experiment.losses[group].state_dict()
+        differences += _shape_differences(f"{group} critic", critic, state[f"loss_{group}"])
+        differences += _shape_differences(f"{group} policy", update.actor_loss.state_dict(), saved["actor"])
+        models = {model.name: model for model in update.models}
+        if set(models) != set(saved["models"]):
+            differences.append(f"{group} learned models: {sorted(saved['models'])} saved, {sorted(models)} here")
+            continue
+        for name, model in models.items():
+            saved_model = saved["models"][name]["loss"]
+            differences += _shape_differences(f"{group} {name} model", model.loss.state_dict(), saved_model)
+    if differences:
+        shown = "; ".join(differences[:4]) + (f"; and {len(differences) - 4} more" if len(differences) > 4 else "")
+        raise ValueError(
+            f"experiment.restore_file={path} does not fit this experiment: {shown}. Resume with the task (n_agents), "
+            "models and algorithm sizes it was written with: benchmarl's Experiment.reload_from_file(restore_file) "
+            "rebuilds that experiment from the config.pkl of its run folder."
+        )
+
+
+def _shape_differences(what: str, expected: Mapping[str, Any], saved: Any) -> list[str]:
+    """What differs between two flat state dicts: missing and unexpected entries, and tensor shapes."""
+    if not isinstance(saved, Mapping):
+        return [f"{what}: no state saved"]
+    differences = [f"{what} {key}: not saved" for key in expected if key not in saved]
+    differences += [f"{what} {key}: saved, not in this experiment" for key in saved if key not in expected]
+    for key, value in expected.items():
+        found = saved.get(key)
+        if isinstance(value, torch.Tensor) and isinstance(found, torch.Tensor) and value.shape != found.shape:
+            differences.append(f"{what} {key}: {list(found.shape)} saved, {list(value.shape)} here")
+    return differences
