@@ -28,7 +28,9 @@ LOGGED = ("actor_loss", "action_bound_loss", "actor_grad_norm", "loss_value", "l
 
 def runs() -> dict:
     """The three runs: algorithm config and task, at sizes that take seconds."""
-    models = dict(model_train_every=4, model_epochs=2, model_minibatch_size=64, cache_size=450)
+    # The learning rates of the recording (SHAC+/SHAC++ default to 3e-3 since).
+    rates = dict(actor_lr=1e-3, critic_lr=1e-3)
+    models = dict(model_train_every=4, model_epochs=2, model_minibatch_size=64, cache_size=450, model_lr=1e-3, **rates)
     return {
         "shac_transport": (ShacConfig(), VmasTask.TRANSPORT),
         "shacp_transport": (ShacpConfig(**models), VmasTask.TRANSPORT),
