@@ -406,6 +406,10 @@ def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):
     batch = next(iter(experiment.collector))
     action = batch["agents", "action"]
     assert action.abs().max() <= 1 and (action.abs() == 1).float().mean() > 0.15
+    unclamped = tiny_experiment(
+        ShacppConfig(clamp_actions=False), tmp_path / "raw", task=PaperVmasTask.DISPERSION, max_n_iters=1
+    )
+    assert next(iter(unclamped.collector))["agents", "action"].abs().max() > 1
     window = experiment.algorithm.update.groups["agents"].source.differentiable_window(batch)
     window["agents", "action"].sum().backward()
     policy = experiment.algorithm.get_policy_for_loss("agents")

@@ -18,9 +18,12 @@ def group_shape(algorithm: Algorithm, group: str) -> tuple[int, int]:
     return len(algorithm.group_map[group]), algorithm.action_spec[group, "action"].shape[-1]
 
 
-def policy(algorithm: Algorithm, group: str, *, action_std: float, learn_std: bool) -> ProbabilisticActor:
+def policy(
+    algorithm: Algorithm, group: str, *, action_std: float, learn_std: bool, clamp: bool = True
+) -> ProbabilisticActor:
     r"""The group's Gaussian policy :math:`\mathcal N(\mu_\theta(o), \sigma^2)`, its samples clamped to the action box:
-    :math:`\mu_\theta` is the experiment's ``model`` config, per agent (``share_policy_params`` as in BenchMARL)."""
+    :math:`\mu_\theta` is the experiment's ``model`` config, per agent (``share_policy_params`` as in BenchMARL);
+    ``clamp=False`` leaves the samples as drawn (the simulator still clamps them)."""
     n_agents, action_dim = group_shape(algorithm, group)
     loc_model = algorithm.model_config.get_model(
         input_spec=Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)}),
@@ -42,6 +45,7 @@ def policy(algorithm: Algorithm, group: str, *, action_std: float, learn_std: bo
         action_std=action_std,
         learn_std=learn_std,
         spec=algorithm.action_spec[group, "action"],
+        clamp=clamp,
     ).to(algorithm.device)
 
 

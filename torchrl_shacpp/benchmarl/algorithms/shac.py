@@ -57,6 +57,8 @@ class Shac(Algorithm):
         lmbda: TD(λ) parameter (paper: 0.95); the discount is ``experiment.gamma``.
         action_std: the policy's :math:`\sigma` (paper: 1), its initial value if learned.
         learn_std: learn a state-independent log-std.
+        clamp_actions: clamp the policy's samples to the action box, as the authors' policy does and as the simulator
+            applies them; the learned models of SHAC+/SHAC++ then see the applied actions (off: the raw samples).
         action_bound_coef: the action-bound penalty coefficient (paper: 1).
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
@@ -76,6 +78,7 @@ class Shac(Algorithm):
         lmbda: float,
         action_std: float,
         learn_std: bool,
+        clamp_actions: bool,
         action_bound_coef: float,
         actor_lr: float,
         critic_lr: Optional[float],
@@ -89,6 +92,7 @@ class Shac(Algorithm):
         self.lmbda = lmbda
         self.action_std = action_std
         self.learn_std = learn_std
+        self.clamp_actions = clamp_actions
         self.action_bound_coef = action_bound_coef
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
@@ -165,7 +169,9 @@ class Shac(Algorithm):
     # Networks and losses
 
     def _get_policy_for_loss(self, group: str, model_config: ModelConfig, continuous: bool) -> TensorDictModule:
-        return networks.policy(self, group, action_std=self.action_std, learn_std=self.learn_std)
+        return networks.policy(
+            self, group, action_std=self.action_std, learn_std=self.learn_std, clamp=self.clamp_actions
+        )
 
     def _get_policy_for_collection(
         self, policy_for_loss: TensorDictModule, group: str, continuous: bool
@@ -322,6 +328,7 @@ class ShacConfig(AlgorithmConfig):
     lmbda: float = 0.95
     action_std: float = 1.0
     learn_std: bool = False
+    clamp_actions: bool = True
     action_bound_coef: float = 1.0
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
