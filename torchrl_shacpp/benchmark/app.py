@@ -53,7 +53,7 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
 
     reason = skip_reason(cfg, spec)
     if reason is not None:
-        record = RunRecord(list(spec.overrides), "skipped", reason=reason)
+        record = RunRecord(spec.configuration, spec.seed, list(spec.overrides), "skipped", reason=reason)
         record.save(folder)
         print(f"{PREFIX} skip  {spec}: {reason}{progress(sweep_dir)}")
         return record
@@ -69,7 +69,7 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
         cfg.experiment.save_folder = str(folder)
         cfg.experiment.restore_file = str(restore_file) if restore_file else None
         notes = align_to_collections(cfg.experiment, algorithm.on_policy())
-    RunRecord(list(spec.overrides), "running").save(folder)
+    RunRecord(spec.configuration, spec.seed, list(spec.overrides), "running").save(folder)
     start = f" from {restore_file.name}" if restore_file else ""
     print(f"{PREFIX} start {spec}{start}" + "".join(f"\n{PREFIX}   {note}" for note in notes))
 
@@ -82,8 +82,8 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
         print(f"{PREFIX} interrupted {spec} after {summary}: the same command resumes it from its last checkpoint")
         raise KeyboardInterrupt  # BenchMARL closed the run and returned: stop the multirun as the user asked
     record = RunRecord(
-        list(spec.overrides), "done", frames=experiment.total_frames, wall_time=experiment.total_time,
-        stopped_early=stopped_early,
+        spec.configuration, spec.seed, list(spec.overrides), "done", frames=experiment.total_frames,
+        wall_time=experiment.total_time, stopped_early=stopped_early,
     )  # fmt: skip
     record.save(folder)
     ending = "early stop (solved)" if stopped_early else "budget reached"

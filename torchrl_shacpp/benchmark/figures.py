@@ -33,7 +33,7 @@ def value_at(frames: list[int] | tuple[int, ...], values: list[float] | tuple[fl
     return values[index] if index >= 0 else float("nan")
 
 
-def mean_std(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def band(curves: list[Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The frames of every curve, and the mean and standard deviation over curves at each (each curve read with
     :func:`value_at`)."""
     grid = np.unique(np.concatenate([curve.frames for curve in curves]))
@@ -86,7 +86,7 @@ def _panels(runs: list[Run], path: Path, curve_of: Callable[[Run], Curve], label
             seeds = list(seeds)
             ax = axes[tasks.index(task), agents.index(n_agents)]
             ax.set_visible(True)
-            frames, mean, std = mean_std([curve_of(run) for run in seeds])
+            frames, mean, std = band([curve_of(run) for run in seeds])
             x = frames / window if window else frames
             ax.plot(x, mean, color=colours[algorithm, model], label=f"{algorithm} {model} ({len(seeds)})")
             ax.fill_between(x, mean - std, mean + std, color=colours[algorithm, model], alpha=0.2)

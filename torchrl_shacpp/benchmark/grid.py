@@ -54,8 +54,13 @@ class RunSpec:
             overrides=tuple(sorted(hydra.overrides.task)),
         )
 
+    @property
+    def configuration(self) -> str:
+        """The run without its seed: ``vmas/transport n=3 shacpp transformer``."""
+        return f"{self.task} n={self.n_agents} {self.algorithm} {self.model}"
+
     def __str__(self) -> str:
-        return f"{self.task} n={self.n_agents} {self.algorithm} {self.model} seed={self.seed}"
+        return f"{self.configuration} seed={self.seed}"
 
 
 def architecture(policy: str, critic: str) -> str:

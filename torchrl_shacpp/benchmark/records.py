@@ -23,6 +23,8 @@ class RunRecord:
     """A run's state between invocations.
 
     Attributes:
+        configuration: the run without its seed (``vmas/transport n=3 shacpp transformer``).
+        seed: its seed.
         overrides: the job's command line, sorted: a folder holds one configuration.
         status: ``running`` (started, or interrupted), ``done`` or ``skipped``.
         reason: why the grid skipped the run.
@@ -31,6 +33,8 @@ class RunRecord:
         stopped_early: whether the early stopping ended the run before its budget.
     """
 
+    configuration: str
+    seed: int
     overrides: list[str]
     status: str
     reason: str | None = None

@@ -51,14 +51,13 @@ def write_results(folder: Path, out: Path | None = None) -> list[Path]:
 
 
 def _skipped(folder: Path) -> str:
-    """The grid points the comparison skipped under ``folder``, one line per reason and configuration (seeds
-    merged)."""
-    lines = {}
+    """The grid points the comparison skipped under ``folder``: a line per configuration, with its seeds."""
+    seeds: dict[tuple[str, str], list[int]] = {}
     for path in sorted(folder.rglob(RECORD)):
         record = RunRecord.load(path.parent)
         if record.status == "skipped":
-            configuration = " ".join(o for o in record.overrides if not o.startswith("seed="))
-            lines[f"- {configuration}: {record.reason}"] = None
+            seeds.setdefault((record.configuration, record.reason), []).append(record.seed)
+    lines = [f"- {run} (seeds {', '.join(map(str, sorted(s)))}): {why}" for (run, why), s in sorted(seeds.items())]
     return "\nSkipped:\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 

@@ -49,8 +49,8 @@ class KeepEvaluationHistory(Callback):
 
     BenchMARL's JSON writer of a restored experiment starts empty and rewrites the file at the next evaluation,
     losing every evaluation before the checkpoint. After the checkpoint is loaded, this callback reads the file back
-    into the writer: the evaluations of the iterations before the checkpoint, and the best value of each metric over
-    them (marl-eval's ``absolute_metrics``); the iterations after the checkpoint are trained again and re-evaluated.
+    into the writer: the evaluations up to the checkpoint's frames, and the best value of each metric over them
+    (marl-eval's ``absolute_metrics``); the iterations after the checkpoint are trained again and re-evaluated.
     """
 
     def on_load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -64,11 +64,10 @@ class KeepEvaluationHistory(Callback):
             for algorithms in tasks.values()
             for seeds in algorithms.values()
         ]
-        restored_iterations = self.experiment.n_iters_performed
         steps = {
             key: value
             for key, value in previous.items()
-            if key.startswith("step_") and int(key[len("step_") :]) < restored_iterations
+            if key.startswith("step_") and value["step_count"] <= self.experiment.total_frames
         }
         best: dict[str, list[float]] = {}
         for step in steps.values():

@@ -104,6 +104,7 @@ def load_runs(folder: Path) -> list[Run]:
 
 def load_run(folder: Path) -> Run:
     """The run in the BenchMARL experiment folder ``folder`` (which has its marl-eval JSON)."""
+    marl_eval = _marl_eval_entry(marl_eval_file(folder))
     with open(folder / "config.pkl", "rb") as file:  # BenchMARL's order (Experiment._setup_name)
         task, task_config, algorithm_config, model_config, seed, experiment_config, critic_model_config = (
             pickle.load(file) for _ in range(7)
@@ -116,7 +117,6 @@ def load_run(folder: Path) -> Run:
         window_frames = experiment_config.on_policy_collected_frames_per_batch
         if window_length:
             window_frames = experiment_config.on_policy_n_envs_per_worker * window_length
-    marl_eval = _marl_eval_entry(marl_eval_file(folder))
     steps = sorted((key for key in marl_eval if key.startswith("step_")), key=lambda key: int(key[len("step_") :]))
     evaluation = Curve(
         tuple(marl_eval[step]["step_count"] for step in steps),
