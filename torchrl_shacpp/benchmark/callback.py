@@ -41,4 +41,7 @@ class ComparisonCallback(Callback):
             print(f"[comparison] {len(jobs)} runs in the grid, in {config.hydra.sweep.dir}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_results(Path(config.hydra.sweep.dir))
+        try:
+            write_results(Path(config.hydra.sweep.dir))
+        except SystemExit as no_results:  # e.g. a grid whose every point was skipped: the multirun itself succeeded
+            print(f"[comparison] no results: {no_results}")

@@ -1,7 +1,7 @@
 """The comparison's figures, from its runs (:mod:`~torchrl_shacpp.benchmark.runs`), as PNG.
 
 * Fig. 1: the evaluation return against windows, mean ± std over seeds, a panel per task (row) and number of
-  agents (column), a line per algorithm and architecture;
+  agents (column), a line per algorithm (colour) and architecture (line style), the number of seeds in the legend;
 * Fig. 2: the actor's gradient norm per collection against windows, the same panels, for the algorithms that log it
   (the SHAC family);
 * BenchMARL's marl-eval plots (performance profile, aggregate scores, sample-efficiency curves, probability of
@@ -18,8 +18,9 @@ import collections
 import contextlib
 import importlib.util
 import itertools
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,8 @@ def _panels(runs: list[Run], path: Path, curve_of: Callable[[Run], Curve], label
     lines: dict[tuple[str, str], list[Run]] = {}
     for run in sorted(runs, key=lambda run: (run.algorithm, run.model, run.seed)):
         lines.setdefault((run.algorithm, run.model), []).append(run)
-    colours = {line: f"C{index}" for index, line in enumerate(lines)}
+    colours = {algorithm: f"C{index}" for index, algorithm in enumerate(sorted({a for a, _ in lines}))}
+    styles = dict(zip(sorted({model for _, model in lines}), itertools.cycle(["-", "--", ":", "-."])))
     for ax in axes.flat:
         ax.set_visible(False)
     for (algorithm, model), line_runs in lines.items():
@@ -88,8 +90,9 @@ def _panels(runs: list[Run], path: Path, curve_of: Callable[[Run], Curve], label
             ax.set_visible(True)
             frames, mean, std = band([curve_of(run) for run in seeds])
             x = frames / window if window else frames
-            ax.plot(x, mean, color=colours[algorithm, model], label=f"{algorithm} {model} ({len(seeds)})")
-            ax.fill_between(x, mean - std, mean + std, color=colours[algorithm, model], alpha=0.2)
+            colour = colours[algorithm]
+            ax.plot(x, mean, ".", color=colour, linestyle=styles[model], label=f"{algorithm} {model} ({len(seeds)})")
+            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
             ax.set_title(f"{task}, n = {n_agents}")
             ax.set_xlabel(f"windows of {window:,} frames" if window else "frames")
             ax.set_ylabel(label)
@@ -129,7 +132,7 @@ def marl_eval_figures(runs: list[Run], folder: Path) -> list[Path]:
         environment_matrix, sample_efficiency_matrix = Plotting.create_matrices(processed, env_name=env)
         out = folder / f"marl_eval_{env}"
         out.mkdir(parents=True, exist_ok=True)
-        with contextlib.chdir(out):  # marl-eval writes its aggregate-score table into the working directory
+        with _working_directory(out):  # marl-eval writes its aggregate-score table into the working directory
             figures = {
                 "performance_profile": Plotting.performance_profile_figure(environment_matrix),
                 "aggregate_scores": Plotting.aggregate_scores(environment_matrix),
@@ -145,3 +148,14 @@ def marl_eval_figures(runs: list[Run], folder: Path) -> list[Path]:
             written.append(out / f"{name}.png")
     return written
 
+
+
+@contextlib.contextmanager
+def _working_directory(folder: Path) -> Iterator[None]:
+    """``contextlib.chdir`` for Python 3.10."""
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
