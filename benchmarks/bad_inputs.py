@@ -140,16 +140,16 @@ def cli_says(*overrides: str, expect: str, module: str = "benchmarl.run", stream
     return run
 
 
-def table_says(folder: Callable[[Path], Path], expect: str):
-    """``python -m torchrl_shacpp.benchmarl.table <folder>`` must fail with ``expect``."""
+def results_say(folder: Callable[[Path], Path], expect: str):
+    """``python -m torchrl_shacpp.benchmark.results <folder>`` must fail with ``expect``."""
 
     def run(tmp: Path) -> Outcome:
         result = subprocess.run(
-            [sys.executable, "-m", "torchrl_shacpp.benchmarl.table", str(folder(tmp))], capture_output=True, text=True
+            [sys.executable, "-m", "torchrl_shacpp.benchmark.results", str(folder(tmp))], capture_output=True, text=True
         )
         message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
         if result.returncode == 0:
-            return Outcome("WRONG", "printed a table")
+            return Outcome("WRONG", "wrote the tables")
         clear = expect in message and "Traceback" not in result.stderr
         return Outcome("CLEAR" if clear else "UNCLEAR", _short(message))
 
@@ -184,7 +184,7 @@ def survives(check: Callable[[Path], tuple[bool, str]]):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Set-up for the restore and table cases: a SHAC run with a checkpoint, csv scalars, create_json but no evaluation
+# Set-up for the restore and results cases: a SHAC run with a checkpoint, csv scalars, create_json but no evaluation
 # (so no JSON), and a MAPPO run with a checkpoint.
 
 RUNS: dict[str, Path] = {}
@@ -203,10 +203,12 @@ def make_runs(root: Path) -> None:
     RUNS["garbage"].write_text("not a checkpoint")
 
 
-def _write(path: Path, text: str) -> Path:
-    """Writes ``text`` to ``path``; returns its folder."""
-    path.write_text(text)
-    return path.parent
+def _run_folder_with_json(tmp: Path, text: str) -> Path:
+    """A BenchMARL experiment folder ``tmp/run`` whose marl-eval JSON ``run.json`` holds ``text``; returns ``tmp``."""
+    (tmp / "run").mkdir()
+    (tmp / "run" / "config.pkl").write_bytes(b"")
+    (tmp / "run" / "run.json").write_text(text)
+    return tmp
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -397,17 +399,17 @@ CASES = [
     Case("30", "early stopping with `loggers=[]`, `create_json=false`", cli_refuses(
          *ROOT_ERROR_RUN, module="torchrl_shacpp.benchmarl.run",
          expect="EarlyStopping decides after each evaluation, and BenchMARL evaluates only with")),
-    Case("31", "table on an empty folder", table_says(
+    Case("31", "results on an empty folder", results_say(
          lambda tmp: tmp, expect="No BenchMARL runs and no marl-eval JSON files under")),
-    Case("31", "table on a run with only CSV", table_says(
+    Case("31", "results on a run with only CSV", results_say(
          lambda tmp: RUNS["shac"], expect="BenchMARL writes them at each evaluation")),
-    Case("32", "table on a missing path", table_says(lambda tmp: tmp / "missing", expect="missing not found")),
-    Case("32", "table on a run with `create_json=true evaluation=false`", table_says(
+    Case("32", "results on a missing path", results_say(lambda tmp: tmp / "missing", expect="missing not found")),
+    Case("32", "results on a run with `create_json=true evaluation=false`", results_say(
          lambda tmp: RUNS["shac"], expect="so run with experiment.create_json=true and experiment.evaluation=true")),
-    Case("33", "table on a truncated JSON", table_says(
-         lambda tmp: _write(tmp / "run.json", '{"vmas": {"transport"'), expect="run.json is not valid JSON")),
-    Case("33", "table on an unrelated JSON", table_says(
-         lambda tmp: _write(tmp / "run.json", "[1, 2]"), expect="run.json is not a marl-eval file")),
+    Case("33", "results on a truncated JSON", results_say(
+         lambda tmp: _run_folder_with_json(tmp, '{"vmas": {"transport"'), expect="run.json is not valid JSON")),
+    Case("33", "results on an unrelated JSON", results_say(
+         lambda tmp: _run_folder_with_json(tmp, "[1, 2]"), expect="run.json is not a marl-eval file")),
     Case("A1", "`SHACActorLoss` on a 0-d batch", python_refuses(
          lambda tmp: actor_loss()(point_mass_window()[0][0, 0]), expect="needs a window of transitions")),
     Case("A2", "`SHACActorLoss` on `window.reshape(-1)`", python_refuses(

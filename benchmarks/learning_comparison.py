@@ -1,8 +1,9 @@
 """Learning curves of BenchMARL runs side by side at equal frames: one CSV, one Markdown summary, one PNG.
 
 Each ``PANEL/LABEL=GLOB`` names the run folders (one per seed) of one configuration; the evaluation returns come from
-each run's marl-eval JSON (BenchMARL's ``experiment.create_json``). A run stopped early (the paper's rule,
-``torchrl_shacpp.benchmarl.run``) keeps its last evaluation return for the frames it did not run.
+each run's marl-eval JSON (BenchMARL's ``experiment.create_json``), read by :mod:`torchrl_shacpp.benchmark.runs`. A run
+stopped early (the paper's rule, ``torchrl_shacpp.benchmarl.run``) keeps its last evaluation return for the frames it
+did not run. For the paper's grid and its tables, see ``python -m torchrl_shacpp.benchmark``.
 
     python benchmarks/learning_comparison.py --out benchmarks/results/dispersion --target 0.9 \\
         "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
@@ -17,29 +18,19 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import statistics
 from pathlib import Path
 
-import numpy as np
-
-from torchrl_shacpp.benchmarl.table import curves
+from torchrl_shacpp.benchmark.figures import band, value_at
+from torchrl_shacpp.benchmark.runs import Curve, load_runs
 
 
 def run_curve(folder: Path) -> tuple[list[int], list[float]]:
     """The evaluation frames and mean returns of the one BenchMARL run under ``folder``."""
-    paths = [p for p in folder.rglob("*.json") if "wandb" not in p.parts]
-    if len(paths) != 1:
-        raise SystemExit(f"{folder} holds {len(paths)} marl-eval JSON files; name one run's folder per seed.")
-    (path,) = paths
-    ((frames, returns),) = [line for lines in curves(json.loads(path.read_text())).values() for line in lines]
-    return frames, returns
-
-
-def value_at(frames: list[int], returns: list[float], at: int) -> float:
-    """The return of the last evaluation at or before ``at`` frames (NaN before the first)."""
-    index = np.searchsorted(frames, at, side="right") - 1
-    return returns[index] if index >= 0 else float("nan")
+    runs = load_runs(folder)
+    if len(runs) != 1:
+        raise SystemExit(f"{folder} holds {len(runs)} BenchMARL runs; name one run's folder per seed.")
+    return list(runs[0].evaluation.frames), list(runs[0].evaluation.values)
 
 
 def first_reaching(frames: list[int], returns: list[float], target: float) -> int | None:
@@ -105,9 +96,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for (panel, label), runs in configurations.items():
         ax = axes[0, panels.index(panel)]
-        grid = np.unique(np.concatenate([frames for _, frames, _ in runs]))
-        values = np.array([[value_at(frames, returns, f) for f in grid] for _, frames, returns in runs])
-        mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+        grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
         (line,) = ax.plot(grid, mean, label=f"{label} ({len(runs)})")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(title=panel, xlabel="frames", ylabel="evaluation return")

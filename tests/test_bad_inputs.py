@@ -6,7 +6,6 @@ runs all of them and writes ``benchmarks/results/bad_inputs.md``).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -23,9 +22,9 @@ from toy_env import make_point_mass_env, open_loop_actor, quadratic_critic
 from faults import CorruptBatch, diverging_agent
 from vmas.scenarios.transport import Scenario as Transport
 
+from torchrl_shacpp.benchmark.runs import load_runs
 from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacpConfig, ShacppConfig, TransformerConfig
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
-from torchrl_shacpp.benchmarl.table import load_results
 from torchrl_shacpp.benchmarl.validation import check_checkpoint_algorithm, check_save_folder
 from torchrl_shacpp.collectors import WindowCollector
 from torchrl_shacpp.data import make_stratified_cache
@@ -323,7 +322,7 @@ def test_a_shac_family_checkpoint_is_refused_for_another_algorithm(checkpoints):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Output folders, the table, early stopping, warnings
+# Output folders, the results, early stopping, warnings
 
 
 def test_save_folder_that_does_not_exist_is_refused_by_our_runner(tmp_path: Path):
@@ -341,22 +340,16 @@ def test_save_folder_that_does_not_exist_is_refused_by_our_runner(tmp_path: Path
     [
         ({}, "missing not found"),
         ({"run/config.pkl": ""}, "BenchMARL writes them at each evaluation, so run with experiment.create_json=true"),
-        ({"run/a.json": '{"vmas": {"transport"'}, "a.json is not valid JSON"),
-        ({"run/a.json": "[1, 2]"}, "a.json is not a marl-eval file of BenchMARL"),
+        ({"run/config.pkl": "", "run/run.json": '{"vmas": {"transport"'}, "run.json is not valid JSON"),
+        ({"run/config.pkl": "", "run/run.json": "[1, 2]"}, "run.json is not a marl-eval file of BenchMARL"),
     ],
 )  # fmt: skip
-def test_table_names_the_cause_and_the_file(tmp_path: Path, files: dict[str, str], message: str):
+def test_results_name_the_cause_and_the_file(tmp_path: Path, files: dict[str, str], message: str):
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     with pytest.raises(SystemExit, match=re.escape(message)):
-        load_results(tmp_path / ("missing" if not files else ""))
-
-
-def test_table_reads_marl_eval_files(tmp_path: Path):
-    step = {"step_count": 64, "return": [1.0, 3.0]}
-    (tmp_path / "a.json").write_text(json.dumps({"vmas": {"transport": {"mappo": {"seed_0": {"step_0": step}}}}}))
-    assert load_results(tmp_path)["vmas"]["transport"]["mappo"]["seed_0"]["step_0"] == step
+        load_runs(tmp_path / ("missing" if not files else ""))
 
 
 @pytest.mark.parametrize("settings", [dict(loggers=[], create_json=False), dict(evaluation=False, create_json=True)])

@@ -131,23 +131,6 @@ def test_mappo_with_the_transformer_model(tmp_path: Path):
     assert len(scalar(tmp_path, "train_agents_loss_objective")) == 2
 
 
-def test_multirun_with_mappo_merges_into_one_table(tmp_path: Path):
-    result = benchmarl_run(
-        tmp_path, "algorithm=shacpp,mappo", "task=vmas/transport", "seed=0,1", "experiment.max_n_iters=2", *TINY,
-        module="torchrl_shacpp.benchmarl.run", multirun=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = subprocess.run(
-        [sys.executable, "-m", "torchrl_shacpp.benchmarl.table", str(tmp_path / "multirun"), "--plot",
-         str(tmp_path / "curves.png")],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    assert (tmp_path / "curves.png").stat().st_size > 0
-    rows = [line for line in table.splitlines() if line.startswith("| vmas/transport")]
-    assert sorted(row.split(" | ")[1] for row in rows) == ["mappo", "shacpp"]
-    assert all(row.split(" | ")[2] == "2" and row.split(" | ")[5] == "128 |" for row in rows)
-
-
 def test_command_line_resume_continues_the_run(tmp_path: Path):
     first = benchmarl_run(
         tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=2",

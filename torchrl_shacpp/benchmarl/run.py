@@ -14,6 +14,7 @@ from pathlib import Path
 
 import benchmarl
 import hydra
+from benchmarl.experiment.callback import Callback
 from benchmarl.hydra_config import load_experiment_from_hydra, load_task_config_from_hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -36,15 +37,18 @@ def run_with_early_stopping(cfg: DictConfig) -> None:
     check_save_folder(cfg.experiment.save_folder)
     if cfg.experiment.restore_file is not None and choices.algorithm not in SHAC_FAMILY:
         check_checkpoint_algorithm(cfg.experiment.restore_file, choices.algorithm, STATE_KEY)
-    task_name = choices.task
-    early_stopping_kwargs = dict(cfg.get("early_stopping", {}))
+    load_experiment_from_hydra(cfg, task_name=choices.task, callbacks=early_stopping(cfg, choices.task)).run()
+
+
+def early_stopping(cfg: DictConfig, task_name: str) -> list[Callback]:
+    """``[EarlyStopping(**cfg.early_stopping)]``, or no callback (with a printed line saying so) on a task whose
+    maximum reward neither the paper nor ``early_stopping.max_episode_reward`` gives."""
+    early_stopping_kwargs = dict(cfg.get("early_stopping") or {})
     task = load_task_config_from_hydra(cfg.task, task_name)
     if "max_episode_reward" in early_stopping_kwargs or has_paper_max_episode_reward(task):
-        callbacks = [EarlyStopping(**early_stopping_kwargs)]
-    else:
-        print(f"No early stopping: the paper defines no maximum reward for {task_name}.")
-        callbacks = []
-    load_experiment_from_hydra(cfg, task_name=task_name, callbacks=callbacks).run()
+        return [EarlyStopping(**early_stopping_kwargs)]
+    print(f"No early stopping: the paper defines no maximum reward for {task_name}.")
+    return []
 
 
 if __name__ == "__main__":

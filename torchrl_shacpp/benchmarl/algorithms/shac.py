@@ -7,6 +7,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple, Type
 
 import torch
 from benchmarl.algorithms.common import Algorithm, AlgorithmConfig
+from benchmarl.environments import TaskClass
 from benchmarl.experiment.callback import Callback
 from benchmarl.models.common import ModelConfig
 from tensordict import TensorDictBase
@@ -130,25 +131,14 @@ class Shac(Algorithm):
                     f"into flat transitions for the critic and caches. Use e.g. {role}=layers/mlp or "
                     f"{role}=layers/transformer."
                 )
-        if self.simulator_graph:
-            if not is_vmas(task):
-                raise ValueError(
-                    f"{name} back-propagates through the simulator and needs a differentiable one (a vmas/ task); "
-                    f"got {task.env_name()}/{task.name.lower()}. algorithm=shacpp learns a world model instead."
-                )
-            if not self.experiment_config.collect_with_grad:
-                raise ValueError(
-                    f"{name} needs the rollouts' autograd graph: set experiment.collect_with_grad=true "
-                    f"(algorithm={name} sets it unless overridden)."
-                )
-        if self._needs_differentiable_reward() and is_vmas(task):
-            task_name = task.name.lower()
-            if task_name in VMAS_TASKS and not VMAS_TASKS[task_name].has_differentiable_reward:
-                raise ValueError(
-                    f"shac needs a differentiable reward, and vmas/{task_name}'s is not (it counts discrete events). "
-                    "Use algorithm=shacp (learned reward, simulator dynamics) or algorithm=shacpp (learned reward and "
-                    "world model)."
-                )
+        refusal = self.task_refusal(task)
+        if refusal is not None:
+            raise ValueError(refusal)
+        if self.simulator_graph and not self.experiment_config.collect_with_grad:
+            raise ValueError(
+                f"{name} needs the rollouts' autograd graph: set experiment.collect_with_grad=true "
+                f"(algorithm={name} sets it unless overridden)."
+            )
         frames = self.experiment_config.collected_frames_per_batch(self.on_policy)
         envs = self.experiment_config.n_envs_per_worker(self.on_policy)
         if envs < 1 or frames % envs:
@@ -159,6 +149,28 @@ class Shac(Algorithm):
                 "(experiment=shacpp_paper)."
             )
         return frames // envs
+
+    @classmethod
+    def task_refusal(cls, task: TaskClass) -> str | None:
+        """Why the algorithm cannot train on ``task``, or ``None`` if it can: SHAC and SHAC+ back-propagate through
+        the simulator (VMAS tasks only), SHAC through the task's reward as well (not dispersion's or discovery's).
+        The set-up refuses such a task with this message; the paper's comparison skips it
+        (:mod:`torchrl_shacpp.benchmark`)."""
+        name = cls.__name__.lower()
+        if cls.simulator_graph and not is_vmas(task):
+            return (
+                f"{name} back-propagates through the simulator and needs a differentiable one (a vmas/ task); "
+                f"got {task.env_name()}/{task.name.lower()}. algorithm=shacpp learns a world model instead."
+            )
+        task_name = task.name.lower()
+        if cls._needs_differentiable_reward() and is_vmas(task) and task_name in VMAS_TASKS:
+            if not VMAS_TASKS[task_name].has_differentiable_reward:
+                return (
+                    f"shac needs a differentiable reward, and vmas/{task_name}'s is not (it counts discrete events). "
+                    "Use algorithm=shacp (learned reward, simulator dynamics) or algorithm=shacpp (learned reward and "
+                    "world model)."
+                )
+        return None
 
     @staticmethod
     def _needs_differentiable_reward() -> bool:
