@@ -16,6 +16,7 @@ end of the multirun the tables and figures are written into the sweep folder
 from __future__ import annotations
 
 import datetime
+import sys
 from pathlib import Path
 
 import hydra
@@ -55,12 +56,12 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
     if reason is not None:
         record = RunRecord(spec.configuration, spec.seed, list(spec.overrides), "skipped", reason=reason)
         record.save(folder)
-        print(f"{PREFIX} skip  {spec}: {reason}{progress(sweep_dir)}")
+        announce(f"{PREFIX} skip  {spec}: {reason}{progress(sweep_dir)}")
         return record
     if record is not None and record.status != "skipped" and record.overrides != list(spec.overrides):
         raise ValueError(_other_configuration(folder, record, spec))
     if record is not None and record.status == "done" and _has_marl_eval_file(folder):
-        print(f"{PREFIX} done  {spec} (in an earlier invocation){progress(sweep_dir)}")
+        announce(f"{PREFIX} done  {spec} (in an earlier invocation){progress(sweep_dir)}")
         return record
 
     restore_file = resume_point(folder)
@@ -71,7 +72,7 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
         notes = align_to_collections(cfg.experiment, algorithm.on_policy())
     RunRecord(spec.configuration, spec.seed, list(spec.overrides), "running").save(folder)
     start = f" from {restore_file.name}" if restore_file else ""
-    print(f"{PREFIX} start {spec}{start}" + "".join(f"\n{PREFIX}   {note}" for note in notes))
+    announce(f"{PREFIX} start {spec}{start}" + "".join(f"\n{PREFIX}   {note}" for note in notes))
 
     stoppers = early_stopping(cfg, spec.task)
     experiment = load_experiment_from_hydra(cfg, task_name=spec.task, callbacks=[*stoppers, KeepEvaluationHistory()])
@@ -79,7 +80,7 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
     stopped_early = any(stopper.solved_at_frames is not None for stopper in stoppers)
     summary = f"{experiment.total_frames:,} frames, {datetime.timedelta(seconds=round(experiment.total_time))}"
     if not stopped_early and experiment.n_iters_performed < experiment.config.get_max_n_iters(algorithm.on_policy()):
-        print(f"{PREFIX} interrupted {spec} after {summary}: the same command resumes it from its last checkpoint")
+        announce(f"{PREFIX} interrupted {spec} after {summary}: the same command resumes it from its last checkpoint")
         raise KeyboardInterrupt  # BenchMARL closed the run and returned: stop the multirun as the user asked
     record = RunRecord(
         spec.configuration, spec.seed, list(spec.overrides), "done", frames=experiment.total_frames,
@@ -87,8 +88,15 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
     )  # fmt: skip
     record.save(folder)
     ending = "early stop (solved)" if stopped_early else "budget reached"
-    print(f"{PREFIX} end   {spec}: {summary}, {ending}{progress(sweep_dir)}")
+    announce(f"{PREFIX} end   {spec}: {summary}, {ending}{progress(sweep_dir)}")
     return record
+
+
+def announce(line: str) -> None:
+    """Prints a progress line in one write, so that the lines of parallel workers sharing a pipe never interleave."""
+    sys.stdout.flush()
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def _has_marl_eval_file(folder: Path) -> bool:
@@ -107,3 +115,4 @@ def _other_configuration(folder: Path, record: RunRecord, spec: RunSpec) -> str:
 
 if __name__ == "__main__":
     main()
+
