@@ -79,8 +79,8 @@ def main() -> None:
     for (panel, label), runs in configurations.items():
         reached = [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
         reached_frames = [float(f) for f in reached if f is not None]
-        cells = [panel, label, str(len(runs)),
-                 f"{mean_std([f / 1000 for f in reached_frames], 0)}k ({len(reached_frames)}/{len(runs)})"]  # fmt: skip
+        to_target = f"{mean_std([f / 1000 for f in reached_frames], 0)}k" if reached_frames else "not reached"
+        cells = [panel, label, str(len(runs)), f"{to_target} ({len(reached_frames)}/{len(runs)})"]
         cells += [mean_std([value_at(frames, returns, at) for _, frames, returns in runs]) for at in args.at]
         lines.append("| " + " | ".join(cells) + " |")
     summary = "\n".join(lines).strip() + "\n"

@@ -74,7 +74,8 @@ def raw_table(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
                 *_mean_std([run.best_return for run in seeds]),
                 *_mean_std([float(run.frames) for run in seeds]),
                 *(_mean_std(times) if len(times) == len(seeds) else (None, None)),
-                sum(bool(run.stopped_early) for run in seeds),
+                # unknown for runs made without the comparison's record (plain benchmarl.run folders)
+                None if any(run.stopped_early is None for run in seeds) else sum(run.stopped_early for run in seeds),
                 sum(run.status == "running" for run in seeds),
             ]
         )  # fmt: skip
@@ -125,7 +126,7 @@ def raw_markdown(header: list[str], rows: list[list[Any]]) -> str:
     lines = [_markdown_row(columns), "|" + "---|" * 4 + "---:|" * (len(columns) - 4)]
     for row in rows:
         values = dict(zip(header, row))
-        stops = f"{values['early_stops']}/{values['seeds']}"
+        stops = "unknown" if values["early_stops"] is None else f"{values['early_stops']}/{values['seeds']}"
         if values["unfinished"]:
             stops += f" ({values['unfinished']} unfinished)"
         lines.append(
