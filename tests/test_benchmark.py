@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from test_benchmarl import TINY, benchmarl_run
 
 from torchrl_shacpp.benchmark.figures import figure1
-from torchrl_shacpp.benchmark.grid import RunSpec, align_to_collections, skip_reason
+from torchrl_shacpp.benchmark.grid import RunSpec, align_to_collections, run_overrides, skip_reason
 from torchrl_shacpp.benchmark.records import RECORD
 from torchrl_shacpp.benchmark.runs import load_runs
 from torchrl_shacpp.benchmark.tables import normalised_markdown, normalised_table, raw_table
@@ -188,3 +188,23 @@ def test_table1_normalises_each_row_by_its_best_model(tmp_path: Path):
     transport_shacpp_mlp = dict(zip(raw_header, raw_rows[-2]))
     assert (transport_shacpp_mlp["best_return"], transport_shacpp_mlp["frames"]) == (9.0, 512)
     assert figure1(loaded, tmp_path / "figure1.png") and (tmp_path / "figure1.png").stat().st_size > 0
+
+
+def test_table1_a_non_finite_return_leaves_its_row_normalised_by_the_finite_ones(tmp_path: Path):
+    """A configuration whose last evaluation is NaN gets n/a; the row's other cells are still divided by their best
+    (``max`` over a list starting with NaN would make the whole row NaN)."""
+    nan = float("nan")
+    mlp = MlpConfig.get_from_yaml()
+    synthetic_run(tmp_path / "a" / "a", MappoConfig.get_from_yaml(), VmasTask.TRANSPORT, 3, mlp, 0, [[1.0], [nan]])
+    synthetic_run(tmp_path / "b" / "b", ShacppConfig(), VmasTask.TRANSPORT, 3, mlp, 0, [[2.0], [4.0]])
+    loaded = load_runs(tmp_path)
+    _, (row,) = normalised_table(loaded)
+    assert row[:2] == ["vmas/transport", 3] and row[2] != row[2] and row[3] == 1.0
+    assert sorted(run.best_return for run in loaded) == [1.0, 4.0]
+
+
+def test_a_run_is_its_overrides_without_the_grid_rules():
+    """A comparison folder made under one ``grid.architectures`` resumes under another: the rule decides which grid
+    points run, not what a run is."""
+    overrides = ["seed=0", "grid.architectures=all", "algorithm=shacpp", "+grid.extra=1"]
+    assert run_overrides(overrides) == ("algorithm=shacpp", "seed=0")

@@ -245,15 +245,19 @@ def test_shac_gradient_reaches_the_policy_every_window_through_the_simulator(tmp
 
 def test_early_stopping_ends_the_run_cleanly_after_the_solving_evaluation(tmp_path: Path):
     """With a maximum every env reaches, the first evaluation (before training) solves the task: MAPPO stops after
-    one iteration instead of five, and the run ends normally."""
+    one iteration instead of five, the run ends normally, and the solving iteration's frames and time are logged
+    (BenchMARL logs them after the evaluation that the stop cuts short)."""
     stopper = EarlyStopping(max_episode_reward=-1.0)
     mappo = MappoConfig.get_from_yaml()
     experiment = tiny_experiment(
-        mappo, tmp_path, callbacks=[stopper], max_n_iters=5, checkpoint_at_end=True, create_json=True
+        mappo, tmp_path, callbacks=[stopper], max_n_iters=5, checkpoint_at_end=True, create_json=True, loggers=["csv"]
     )
     experiment.run()
     assert experiment.n_iters_performed == 1 and stopper.solved_at_frames == 64
     assert list(tmp_path.rglob("checkpoint_64.pt"))
+    (frames,) = tmp_path.rglob("counters_total_frames.csv")
+    (total_time,) = tmp_path.rglob("timers_total_time.csv")
+    assert frames.read_text().split() == ["0,64.0"] and float(total_time.read_text().split(",")[1]) > 0
 
 
 def test_early_stopping_never_stops_an_unsolved_run(tmp_path: Path):

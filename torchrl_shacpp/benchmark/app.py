@@ -43,8 +43,8 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
 
     Raises:
         ValueError: the job's folder holds a run of another configuration.
-        KeyboardInterrupt: the run was interrupted (BenchMARL closes it and returns); the record stays ``running``
-            and the next invocation restores the run from its last checkpoint.
+        KeyboardInterrupt: the run was interrupted (BenchMARL closes it and raises again); the record stays
+            ``running`` and the next invocation restores the run from its last checkpoint.
     """
     config = HydraConfig.get()
     spec = RunSpec.from_hydra(cfg)
@@ -53,6 +53,10 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
     record = RunRecord.load(folder)
 
     reason = skip_reason(cfg, spec)
+    if reason is not None and record is not None and record.status != "skipped":
+        # a run made under other grid rules keeps its record, and its results stay in the tables
+        announce(f"{PREFIX} skip  {spec}: {reason}; its earlier run ({record.status}) is kept{progress(sweep_dir)}")
+        return record
     if reason is not None:
         record = RunRecord(spec.configuration, spec.seed, list(spec.overrides), "skipped", reason=reason)
         record.save(folder)
@@ -79,9 +83,6 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
     experiment.run()
     stopped_early = any(stopper.solved_at_frames is not None for stopper in stoppers)
     summary = f"{experiment.total_frames:,} frames, {datetime.timedelta(seconds=round(experiment.total_time))}"
-    if not stopped_early and experiment.n_iters_performed < experiment.config.get_max_n_iters(algorithm.on_policy()):
-        announce(f"{PREFIX} interrupted {spec} after {summary}: the same command resumes it from its last checkpoint")
-        raise KeyboardInterrupt  # BenchMARL closed the run and returned: stop the multirun as the user asked
     record = RunRecord(
         spec.configuration, spec.seed, list(spec.overrides), "done", frames=experiment.total_frames,
         wall_time=experiment.total_time, stopped_early=stopped_early,

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from torchrl_shacpp.benchmark.grid import run_overrides
 from torchrl_shacpp.benchmark.records import write_grid
 from torchrl_shacpp.benchmark.results import write_results
 
@@ -37,7 +38,7 @@ class ComparisonCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = grid_jobs(config)
         if jobs is not None:
-            write_grid(Path(config.hydra.sweep.dir), jobs)
+            write_grid(Path(config.hydra.sweep.dir), [list(run_overrides(job)) for job in jobs])
             print(f"[comparison] {len(jobs)} runs in the grid, in {config.hydra.sweep.dir}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

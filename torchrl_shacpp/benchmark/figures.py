@@ -149,7 +149,6 @@ def marl_eval_figures(runs: list[Run], folder: Path) -> list[Path]:
     return written
 
 
-
 @contextlib.contextmanager
 def _working_directory(folder: Path) -> Iterator[None]:
     """``contextlib.chdir`` for Python 3.10."""

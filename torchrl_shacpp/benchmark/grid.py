@@ -51,7 +51,7 @@ class RunSpec:
             model=architecture(*(cfg[key].get("name", "sequence") for key in ("model", "critic_model"))),
             algorithm=hydra.runtime.choices.algorithm,
             seed=cfg.seed,
-            overrides=tuple(sorted(hydra.overrides.task)),
+            overrides=run_overrides(hydra.overrides.task),
         )
 
     @property
@@ -61,6 +61,12 @@ class RunSpec:
 
     def __str__(self) -> str:
         return f"{self.configuration} seed={self.seed}"
+
+
+def run_overrides(overrides: list[str]) -> tuple[str, ...]:
+    """The overrides that make a run, sorted: a job's command line without ``grid.*``, which decides which grid
+    points run, not what a run does (a folder made under ``grid.architectures=table`` resumes under ``all``)."""
+    return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith("grid.")))
 
 
 def architecture(policy: str, critic: str) -> str:

@@ -62,9 +62,9 @@ class RunRecord:
 
 
 def write_grid(sweep_dir: Path, jobs: list[list[str]]) -> None:
-    """Records the jobs (each a list of overrides) of the multirun about to start."""
+    """Records the jobs of the multirun about to start, each as its run's overrides (``grid.run_overrides``)."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    (sweep_dir / GRID).write_text(json.dumps([sorted(job) for job in jobs], indent=1))
+    (sweep_dir / GRID).write_text(json.dumps(jobs, indent=1))
 
 
 def count_finished(sweep_dir: Path) -> tuple[int, int] | None:
@@ -84,7 +84,10 @@ def count_finished(sweep_dir: Path) -> tuple[int, int] | None:
 
 def progress(sweep_dir: Path | None) -> str:
     """`` | runs finished k/N, left N-k`` for a progress line, or nothing outside a multirun with a grid."""
-    counts = count_finished(sweep_dir) if sweep_dir is not None else None
+    try:
+        counts = count_finished(sweep_dir) if sweep_dir is not None else None
+    except OSError:  # another worker deleted a folder while this one walked the sweep (resume's clean-up)
+        counts = None
     if counts is None:
         return ""
     finished, total = counts

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import pickle
 import statistics
 from collections.abc import Mapping
@@ -75,15 +76,16 @@ class Run:
 
     @property
     def best_return(self) -> float:
-        return max(self.evaluation.values)
+        return max((value for value in self.evaluation.values if math.isfinite(value)), default=math.nan)
 
 
 def load_runs(folder: Path) -> list[Run]:
     """Every BenchMARL run under ``folder`` that evaluated at least once.
 
     Raises:
-        SystemExit: with the cause and the fix: ``folder`` missing, no run in it, no run with a marl-eval JSON, a JSON
-            that is not JSON (truncated) or not a marl-eval file.
+        SystemExit: with the cause and the fix: ``folder`` missing, no run in it, no run with a marl-eval JSON, or no
+            run whose JSON can be read (truncated, or not a marl-eval file); unreadable runs beside readable ones are
+            left out with a printed line.
     """
     if not folder.is_dir():
         raise SystemExit(f"{folder} not found." if not folder.exists() else f"{folder} is not a folder of runs.")
@@ -99,7 +101,17 @@ def load_runs(folder: Path) -> list[Run]:
             f"No marl-eval JSON files under {folder}, in {len(experiments)} BenchMARL run(s): BenchMARL writes them "
             "at each evaluation, so run with experiment.create_json=true and experiment.evaluation=true."
         )
-    return [load_run(experiment) for experiment in evaluated]
+    runs, unreadable = [], []
+    for experiment in evaluated:
+        try:
+            runs.append(load_run(experiment))
+        except SystemExit as error:  # e.g. a JSON being rewritten by a run still going: the others are the results
+            unreadable.append(str(error))
+    if not runs:
+        raise SystemExit("\n".join(unreadable))
+    for reason in unreadable:
+        print(f"[comparison] left out: {reason}")
+    return runs
 
 
 def load_run(folder: Path) -> Run:
@@ -156,7 +168,13 @@ def _scalar(folder: Path, name: str) -> dict[int, float]:
     if not path.exists():
         return {}
     with open(path) as file:
-        return {int(row[0]): float(row[1]) for row in csv.reader(file) if row}
+        rows = {}
+        for row in csv.reader(file):
+            try:
+                rows[int(row[0])] = float(row[1])
+            except (IndexError, ValueError):  # a line cut short by a killed run
+                continue
+        return rows
 
 
 def _marl_eval_entry(path: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -50,7 +51,7 @@ def normalised_table(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
     rows = []
     for task, n_agents in sorted({(task, n) for task, n, _, _ in cells}, key=lambda row: (row[0], row[1] or 0)):
         means = [cells.get((task, n_agents, algorithm, model)) for model, algorithm in columns]
-        best = max(mean for mean in means if mean is not None)
+        best = max((mean for mean in means if mean is not None and math.isfinite(mean)), default=math.nan)
         rows.append(
             [task, n_agents, *(None if mean is None else mean / best if best > 0 else float("nan") for mean in means)]
         )
@@ -74,8 +75,8 @@ def raw_table(runs: list[Run]) -> tuple[list[str], list[list[Any]]]:
                 *_mean_std([run.best_return for run in seeds]),
                 *_mean_std([float(run.frames) for run in seeds]),
                 *(_mean_std(times) if len(times) == len(seeds) else (None, None)),
-                # unknown for runs made without the comparison's record (plain benchmarl.run folders)
-                None if any(run.stopped_early is None for run in seeds) else sum(run.stopped_early for run in seeds),
+                # over the finished runs; unknown for runs made outside the comparison (plain benchmarl.run folders)
+                None if all(run.status is None for run in seeds) else sum(bool(run.stopped_early) for run in seeds),
                 sum(run.status == "running" for run in seeds),
             ]
         )  # fmt: skip

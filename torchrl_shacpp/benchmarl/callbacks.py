@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import List
 
@@ -100,6 +101,7 @@ class EarlyStopping(Callback):
         self.max_episode_reward = max_episode_reward
         self.solved_at_frames: int | None = None
         self._in_collection_loop = False
+        self._batch_collected_at = time.time()
 
     def on_setup(self) -> None:
         experiment = self.experiment
@@ -120,6 +122,13 @@ class EarlyStopping(Callback):
             try:
                 collection_loop()
             except _Solved:
+                # BenchMARL logs an iteration's counters after its evaluation, which the stop cut short: log them here
+                # (the time from the end of the iteration's collection on; its collection time is not observable)
+                experiment.total_time += time.time() - self._batch_collected_at
+                experiment.logger.log(
+                    {"counters/total_frames": experiment.total_frames, "timers/total_time": experiment.total_time},
+                    step=experiment.n_iters_performed,
+                )
                 experiment.n_iters_performed += 1  # the solving iteration ended with its evaluation
                 experiment.logger.commit()
                 if experiment.config.checkpoint_at_end:
@@ -129,6 +138,9 @@ class EarlyStopping(Callback):
                 self._in_collection_loop = False
 
         experiment._collection_loop = collection_loop_until_solved
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        self._batch_collected_at = time.time()
 
     def solved_fraction(self, rollouts: List[TensorDictBase]) -> float:
         """The fraction of evaluation envs whose episode reward reaches ``reward_fraction`` of their maximum."""
