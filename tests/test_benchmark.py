@@ -17,12 +17,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from test_benchmarl import TINY, benchmarl_run
 
+from torchrl_shacpp.benchmark.callback import folder_collision
 from torchrl_shacpp.benchmark.figures import figure1
 from torchrl_shacpp.benchmark.grid import RunSpec, align_to_collections, run_overrides, skip_reason
 from torchrl_shacpp.benchmark.records import RECORD
 from torchrl_shacpp.benchmark.runs import load_runs
 from torchrl_shacpp.benchmark.tables import normalised_markdown, normalised_table, raw_table
 from torchrl_shacpp.benchmarl import PaperVmasTask, ShacppConfig, TransformerConfig, experiment_config
+from torchrl_shacpp.benchmarl.configs import CONFIG_DIR
 from torchrl_shacpp.benchmarl.run import BENCHMARL_CONFIGS
 
 # Windows of 8 envs x 8 steps, 3 of them, a checkpoint after each; evaluation at every window on 4 envs.
@@ -208,3 +210,15 @@ def test_a_run_is_its_overrides_without_the_grid_rules():
     points run, not what a run is."""
     overrides = ["seed=0", "grid.architectures=all", "algorithm=shacpp", "+grid.extra=1"]
     assert run_overrides(overrides) == ("algorithm=shacpp", "seed=0")
+
+
+def test_a_grid_whose_jobs_would_share_a_run_folder_is_refused():
+    """The run folder's name holds task, n_agents, algorithm, model and seed: a sweep over another key is refused
+    before any job starts, unless that key is added to the folder's name."""
+    subdir = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "comparison.yaml").hydra.sweep, resolve=False)["subdir"]
+    grid = [["algorithm=shacpp", "seed=0", "grid.architectures=all"], ["algorithm=mappo", "seed=0"]]
+    assert folder_collision(grid, subdir) is None
+    lrs = [["algorithm=shacpp", "seed=0", "experiment.lr=0.001"], ["algorithm=shacpp", "seed=0", "experiment.lr=0.003"]]
+    said = folder_collision(lrs, subdir)
+    assert "differ only in experiment.lr=0.001 experiment.lr=0.003" in said and "hydra.sweep.subdir" in said
+    assert folder_collision(lrs, subdir + "/lr${experiment.lr}") is None
