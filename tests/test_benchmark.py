@@ -216,9 +216,9 @@ def test_a_grid_whose_jobs_would_share_a_run_folder_is_refused():
     """The run folder's name holds task, n_agents, algorithm, model and seed: a sweep over another key is refused
     before any job starts, unless that key is added to the folder's name."""
     subdir = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "comparison.yaml").hydra.sweep, resolve=False)["subdir"]
-    grid = [["algorithm=shacpp", "seed=0", "grid.architectures=all"], ["algorithm=mappo", "seed=0"]]
+    grid = [run_overrides(["algorithm=shacpp", "seed=0", "grid.architectures=all"]), ("algorithm=mappo", "seed=0")]
     assert folder_collision(grid, subdir) is None
-    lrs = [["algorithm=shacpp", "seed=0", "experiment.lr=0.001"], ["algorithm=shacpp", "seed=0", "experiment.lr=0.003"]]
+    lrs = [("algorithm=shacpp", "experiment.lr=0.001", "seed=0"), ("algorithm=shacpp", "experiment.lr=0.003", "seed=0")]
     said = folder_collision(lrs, subdir)
     assert "differ only in experiment.lr=0.001 experiment.lr=0.003" in said and "hydra.sweep.subdir" in said
     assert folder_collision(lrs, subdir + "/lr${experiment.lr}") is None

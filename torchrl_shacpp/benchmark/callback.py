@@ -33,12 +33,13 @@ def grid_jobs(config: DictConfig) -> list[list[str]] | None:
     return [job for batch in BasicSweeper.split_arguments(overrides, max_batch_size=None) for job in batch]
 
 
-def folder_collision(jobs: list[list[str]], subdir: str) -> str | None:
-    """Why two jobs would share a run folder (None if none would): the folder's name (``subdir``, hydra's template)
-    holds only some keys, and two jobs that differ only in other keys (``experiment.lr=1e-3,3e-3``,
-    ``model@critic_model=...``) would train into one folder at once."""
+def folder_collision(jobs: list[tuple[str, ...]], subdir: str) -> str | None:
+    """Why two jobs (each its run's overrides, :func:`~torchrl_shacpp.benchmark.grid.run_overrides`) would share a run
+    folder (None if none would): the folder's name (``subdir``, hydra's template) holds only some keys, and two jobs
+    that differ only in other keys (``experiment.lr=1e-3,3e-3``, ``model@critic_model=...``) would train into one
+    folder at once."""
     seen: dict[tuple[str, ...], tuple[str, ...]] = {}
-    for job in map(run_overrides, jobs):
+    for job in jobs:
         in_name = tuple(override for override in job if override.lstrip("+~").split("=", 1)[0] in subdir)
         other = seen.setdefault(in_name, job)
         if other != job:
@@ -57,10 +58,11 @@ class ComparisonCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         jobs = grid_jobs(config)
         if jobs is not None:
-            collision = folder_collision(jobs, OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])
+            runs = [run_overrides(job) for job in jobs]
+            collision = folder_collision(runs, OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])
             if collision is not None:
                 raise ValueError(collision)
-            write_grid(Path(config.hydra.sweep.dir), [list(run_overrides(job)) for job in jobs])
+            write_grid(Path(config.hydra.sweep.dir), [list(run) for run in runs])
             print(f"[comparison] {len(jobs)} runs in the grid, in {config.hydra.sweep.dir}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
