@@ -15,7 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from benchmarl.hydra_config import load_algorithm_config_from_hydra, load_task_config_from_hydra
+from benchmarl.hydra_config import (
+    load_algorithm_config_from_hydra,
+    load_model_config_from_hydra,
+    load_task_config_from_hydra,
+)
+from benchmarl.models.common import ModelConfig
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -48,7 +53,7 @@ class RunSpec:
         return cls(
             task=hydra.runtime.choices.task,
             n_agents=cfg.task.get("n_agents"),
-            model=architecture(*(cfg[key].get("name", "sequence") for key in ("model", "critic_model"))),
+            model=architecture(*(model_name(load_model_config_from_hydra(cfg[k])) for k in ("model", "critic_model"))),
             algorithm=hydra.runtime.choices.algorithm,
             seed=cfg.seed,
             overrides=run_overrides(hydra.overrides.task),
@@ -67,6 +72,11 @@ def run_overrides(overrides: list[str]) -> tuple[str, ...]:
     """The overrides that make a run, sorted: a job's command line without ``grid.*``, which decides which grid
     points run, not what a run does (a folder made under ``grid.architectures=table`` resumes under ``all``)."""
     return tuple(sorted(o for o in overrides if not o.lstrip("+~").startswith("grid.")))
+
+
+def model_name(config: ModelConfig) -> str:
+    """A model's name in the comparison, from its config class: ``mlp``, ``transformer``, ``sequencemodel``."""
+    return type(config).__name__.lower().removesuffix("config")
 
 
 def architecture(policy: str, critic: str) -> str:

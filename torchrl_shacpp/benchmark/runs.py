@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from torchrl_shacpp.benchmark.grid import architecture
+from torchrl_shacpp.benchmark.grid import architecture, model_name
 from torchrl_shacpp.benchmark.records import RunRecord
 from torchrl_shacpp.benchmark.resume import marl_eval_file
 
@@ -144,7 +144,7 @@ def load_run(folder: Path) -> Run:
         folder=folder,
         task=f"{task.env_name()}/{task.name.lower()}",
         n_agents=task_config.get("n_agents"),
-        model=architecture(*(type(config).__name__.lower().removesuffix("config") for config in models)),
+        model=architecture(*map(model_name, models)),
         algorithm=algorithm,
         seed=seed,
         window_frames=window_frames,
