@@ -42,13 +42,14 @@ import sys
 import time
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase, TensorDictSequential
 from torchrl.envs.utils import step_mdp
 
 from torchrl_shacpp.collectors import WindowCollector
 from torchrl_shacpp.envs import make_vmas_env
 from torchrl_shacpp.trainers import CoolDown, LearnedRewardGradient, SimulatorGradient, make_actor_loss, make_learners
+from torchrl_shacpp.modules import WORLD_ROLLOUTS
 
 GROUP = "agents"
 OBSERVATION, ACTION, REWARD = (GROUP, "observation"), (GROUP, "action"), (GROUP, "reward")
@@ -100,18 +101,28 @@ def mean_std(values: list[float]) -> str:
 
 def world_sensitivity_agreement(env, world_model, window_length: int) -> tuple[float, float]:
     """Cosine and norm ratio of the world model's Jacobian ∂(Σ ô_f)/∂a, stacked over the observation features f,
-    against the simulator's, on one rollout of uniform random actions."""
+    against the simulator's, on one rollout of uniform random actions (the actor's window module: the one-pass
+    prediction from o_0, or the transition model spliced along this rollout)."""
     tensordict = env.reset()
-    first_observation = tensordict[OBSERVATION].detach()
-    actions, observations = [], []
+    actions, observations, next_observations = [], [], []
     for _ in range(window_length):
         action = env.full_action_spec[ACTION].rand().requires_grad_()  # uniform in the box: never clamped
+        observations.append(tensordict[OBSERVATION].detach())
         tensordict = env.step(tensordict.set(ACTION, action))
         actions.append(action)
-        observations.append(tensordict["next", *OBSERVATION])
+        next_observations.append(tensordict["next", *OBSERVATION])
         tensordict = step_mdp(tensordict)
-    simulated = torch.stack(observations, -3)
-    predicted = world_model.module.world_model(first_observation, torch.stack(actions, -3))[..., 1:, :, :]
+    simulated = torch.stack(next_observations, -3)
+    window = TensorDict(
+        {
+            OBSERVATION: torch.stack(observations, -3),
+            ACTION: torch.stack(actions, -3),
+            ("next", *OBSERVATION): simulated.detach(),
+            ("next", "done"): torch.zeros(*simulated.shape[:-2], 1, dtype=torch.bool),
+        },
+        batch_size=simulated.shape[:-2],
+    )
+    predicted = world_model(window)["next", *OBSERVATION]
 
     def jacobian(observation: torch.Tensor) -> torch.Tensor:
         return torch.cat([flat_gradient(observation[..., f].sum(), actions) for f in range(observation.shape[-1])])
@@ -120,14 +131,14 @@ def world_sensitivity_agreement(env, world_model, window_length: int) -> tuple[f
     return cosine(by_simulator, by_model), (by_model.norm() / by_simulator.norm()).item()
 
 
-def held_out_errors(windows: list[TensorDictBase], world_model, reward_model) -> tuple[float, float]:
-    """Mean world-model observation MSE (one-pass prediction from o_0) and reward-model MSE on ``windows``."""
+def held_out_errors(windows: list[TensorDictBase], world_loss, reward_model) -> tuple[float, float]:
+    """The world model's loss (one-pass: the window's observation MSE from o_0; spliced: the one-step MSE from each
+    real observation) and the reward model's MSE on ``windows``."""
     world, reward = [], []
     with torch.no_grad():
         for window in windows:
             window = window.detach()
-            predicted = world_model(window.copy())
-            world.append((predicted["next", *OBSERVATION] - window["next", *OBSERVATION]).pow(2).mean().item())
+            world.append(world_loss(window)["loss_world"].item())
             scored = reward_model(window.select(*reward_model.in_keys))
             reward.append((scored[PREDICTED_REWARD] - window["next", *REWARD]).pow(2).mean().item())
     return statistics.mean(world), statistics.mean(reward)
@@ -144,7 +155,7 @@ def main(args: argparse.Namespace) -> None:
         data_env, "shacpp", window_length=args.window, gamma=args.gamma, actor_lr=args.lr, model_lr=args.lr,
         policy_dropout=0.1, cache_size=args.cache_size, world_cache_size=args.world_cache_size,
         world_bins=args.world_bins, reward_bins=args.reward_bins, value_bins=args.value_bins,
-        model_minibatch_size=args.minibatch,
+        model_minibatch_size=args.minibatch, world_rollout=args.world_rollout,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
@@ -190,7 +201,7 @@ def main(args: argparse.Namespace) -> None:
             plusplus.append(cosine(g_sim, g_plusplus))
             plus_norm.append((g_plus.norm() / g_sim.norm()).item())
             plusplus_norm.append((g_plusplus.norm() / g_sim.norm()).item())
-        world_error, reward_error = held_out_errors(eval_windows, world_model, reward_model)
+        world_error, reward_error = held_out_errors(eval_windows, world_gradient.world.loss, reward_model)
         sensitivity_cos, sensitivity_ratio = world_sensitivity_agreement(eval_env, world_model, args.window)
         rows.append(
             f"| {epochs} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
@@ -200,7 +211,7 @@ def main(args: argparse.Namespace) -> None:
         )
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
-    setting = [f"{key}={value}" for key, value in args.scenario]
+    setting = [f"{args.world_rollout} world model"] + [f"{key}={value}" for key, value in args.scenario]
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
     print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
     print("| model epochs | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| | \\|g_++\\|/\\|g_sim\\| "
@@ -216,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", type=scenario_kwarg, action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
+    parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="one_pass", help="SHAC++'s world model")
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--data-windows", type=int, default=150, help="windows of training data for the models")

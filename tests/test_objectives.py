@@ -17,6 +17,7 @@ from toy_env import (
 )
 
 from torchrl_shacpp.collectors import WindowCollector
+from torchrl_shacpp.modules import spliced_world_model
 from torchrl_shacpp.objectives import RewardModelLoss, SHACActorLoss, TDLambdaValueLoss, WorldModelLoss
 
 GAMMA = 0.9
@@ -107,6 +108,23 @@ def test_shac_plus_plus_gradient_reaches_the_policy_without_simulator_gradients(
     # The exact world model reproduces each env's first segment; later segments get no credit.
     check_actor_loss(loss, window, actor, start, actions, [segments[:1] for segments in SEGMENTS])
     assert world_model.module.s.grad is None and reward_model.module.c.grad is None
+
+
+class _PointMassTransition(torch.nn.Module):
+    """The point mass's exact one-step dynamics x' = x + a, as a transition model."""
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return observation + action
+
+
+def test_spliced_shac_plus_plus_with_exact_models_is_shac_on_every_segment():
+    """The spliced world model follows the real rollout through its resets: with the exact transition and reward,
+    SHAC++'s objective and gradient are SHAC's closed form over every episode segment of the window."""
+    window, actor, start, actions = point_mass_window(graph="policy")
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0,
+                         reward_model=quadratic_reward_model(1.0),
+                         world_model=spliced_world_model(_PointMassTransition()))  # fmt: skip
+    check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
 
 
 def test_shac_plus_plus_gradient_vanishes_with_a_constant_reward_model_and_critic():

@@ -44,3 +44,9 @@ def check_divides(name: str, value: int, of_name: str, of_value: int, hint: str 
     """``value`` divides ``of_value`` (attention heads of a hidden size)."""
     if of_value % value:
         raise ValueError(_message(name, value, f"must divide {of_name}={of_value!r}", hint))
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], hint: str = "") -> None:
+    """``value`` is one of ``choices`` (a variant's name)."""
+    if value not in choices:
+        raise ValueError(_message(name, value, f"must be one of {', '.join(map(repr, choices))}", hint))

@@ -10,7 +10,14 @@ from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequ
 from torchrl.data import Composite, Unbounded
 from torchrl.modules import ProbabilisticActor
 
-from torchrl_shacpp.modules import AxisAttentionWorldModel, gaussian_actor, window_world_model
+from torchrl_shacpp.modules import (
+    AxisAttentionWorldModel,
+    TransitionWorldModel,
+    gaussian_actor,
+    spliced_world_model,
+    transition_world_model,
+    window_world_model,
+)
 
 
 def group_shape(algorithm: Algorithm, group: str) -> tuple[int, int]:
@@ -125,3 +132,17 @@ def world_model(algorithm: Algorithm, group: str, horizon: int, **sizes) -> Tens
     _, action_dim = group_shape(algorithm, group)
     network = AxisAttentionWorldModel(observation_dim, action_dim, horizon, **sizes).to(algorithm.device)
     return window_world_model(network, observation_key=(group, "observation"), action_key=(group, "action"))
+
+
+def transition_world_models(algorithm: Algorithm, group: str, **sizes) -> tuple[TensorDictModule, TensorDictModule]:
+    """The group's one-step transition model (``sizes``: see :class:`~torchrl_shacpp.modules.AxisAttentionWorldModel`)
+    as the module its loss trains (teacher forcing, writing ``(group, "predicted_observation")``) and as the window
+    module the actor differentiates through (spliced along the real rollout); one set of parameters."""
+    observation_dim = algorithm.observation_spec[group, "observation"].shape[-1]
+    _, action_dim = group_shape(algorithm, group)
+    network = TransitionWorldModel(observation_dim, action_dim, **sizes).to(algorithm.device)
+    keys = dict(observation_key=(group, "observation"), action_key=(group, "action"))
+    return (
+        transition_world_model(network, predicted_observation_key=(group, "predicted_observation"), **keys),
+        spliced_world_model(network, **keys),
+    )

@@ -5,9 +5,17 @@ from torchrl_shacpp.modules.actor import gaussian_actor
 from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttention, axis_attention_mask
 from torchrl_shacpp.modules.reward import RewardModel, TransformerRewardModel
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
-from torchrl_shacpp.modules.world_model import AxisAttentionWorldModel, window_world_model
+from torchrl_shacpp.modules.world_model import (
+    WORLD_ROLLOUTS,
+    AxisAttentionWorldModel,
+    TransitionWorldModel,
+    spliced_world_model,
+    transition_world_model,
+    window_world_model,
+)
 
 __all__ = [
+    "WORLD_ROLLOUTS",
     "AgentSelfAttention",
     "AgentSetTransformer",
     "AxisAttentionWorldModel",
@@ -15,7 +23,10 @@ __all__ = [
     "EncoderLayer",
     "RewardModel",
     "TransformerRewardModel",
+    "TransitionWorldModel",
     "axis_attention_mask",
     "gaussian_actor",
+    "spliced_world_model",
+    "transition_world_model",
     "window_world_model",
 ]

@@ -1,5 +1,6 @@
-"""The SHAC++ world model: every agent's observation sequence from the first observation and the actions, and its
-adapter to the window contract of the losses."""
+"""The SHAC++ world models and their adapters to the window contract of the losses: the paper's one-pass model
+(every agent's observation sequence from the first observation and the actions) and a one-step transition model
+spliced along the real rollout."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from torch.utils.checkpoint import checkpoint
 from torchrl_shacpp.checks import check_count, check_divides, check_fraction
 from torchrl_shacpp.modules.attention import AxisSelfAttention
 from torchrl_shacpp.modules.transformer import EncoderLayer
+
+#: SHAC++'s world-model variants: the paper's one-pass prediction from o_0 (:func:`window_world_model`), or a
+#: transition model spliced along the real rollout (:func:`spliced_world_model`).
+WORLD_ROLLOUTS = ("one_pass", "spliced")
 
 
 class AxisAttentionWorldModel(nn.Module):
@@ -205,3 +210,117 @@ def window_world_model(
         in_keys=[observation_key, action_key],
         out_keys=[observation_key, ("next", *observation_key)],
     )
+
+
+class TransitionWorldModel(nn.Module):
+    r"""One step of every agent's dynamics, as a change of the observation:
+
+    .. math::
+
+        \hat o_{t+1} = o_t + \Delta_\theta(o_t, a_t),
+
+    with :math:`\Delta_\theta` an :class:`AxisAttentionWorldModel` on a one-step window (its token of agent
+    :math:`j` at step 1 reads every agent's action and, through the time axis, its own observation, which after the
+    first layer holds every agent's). Predicting the change is what the physics suggests: positions integrate
+    velocities, velocities integrate forces, so :math:`\partial o_{t+1}/\partial o_t` is close to the identity and
+    the model has to learn only the small remainder, and :math:`\partial o_{t+1}/\partial a_t` is the action's
+    own effect over one step, which the data's action noise identifies directly.
+
+    Args:
+        obs_dim: per-agent observation features.
+        action_dim: per-agent action features.
+
+    Keyword Args:
+        **sizes: :class:`AxisAttentionWorldModel`'s sizes (paper: 3 layers, hidden 64, feed-forward 128, 1 head).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, **sizes) -> None:
+        super().__init__()
+        self.network = AxisAttentionWorldModel(obs_dim, action_dim, 1, **sizes)
+        # Start from "nothing changes": J_o = I and J_a = 0, so that an untrained model's Jacobians, chained over a
+        # window, neither explode nor point anywhere.
+        nn.init.zeros_(self.network.head.weight)
+        nn.init.zeros_(self.network.head.bias)
+
+    def forward(self, observation: Tensor, action: Tensor) -> Tensor:
+        r"""``[*batch, n_agents, obs_dim]``, ``[*batch, n_agents, action_dim]`` -> :math:`\hat o_{t+1}`, shaped as
+        ``observation``."""
+        return observation + self.network(observation, action.unsqueeze(-3))[..., 1, :, :]
+
+
+class _SplicedWindow(nn.Module):
+    """``(o, a, o', done)`` of a ``[*B, T]`` window ``-> (õ_{0..T-1}, õ'_{0..T-1})``: the real values, the transition
+    model's chained Jacobians (see :func:`spliced_world_model`)."""
+
+    def __init__(self, transition: nn.Module) -> None:
+        super().__init__()
+        self.transition = transition
+
+    def forward(self, observation: Tensor, action: Tensor, next_observation: Tensor, done: Tensor) -> tuple[Tensor, Tensor]:
+        observation, next_observation = observation.detach(), next_observation.detach()
+        steps = observation.shape[-3]
+        episode_end = done.unsqueeze(-1)  # [*B, T, 1, 1]: broadcasts over agents and features
+        current = observation[..., 0, :, :]
+        observed, spliced_next = [], []
+        for t in range(steps):
+            observed.append(current)
+            predicted = self.transition(current, action[..., t, :, :])
+            spliced = next_observation[..., t, :, :] + (predicted - predicted.detach())
+            spliced_next.append(spliced)
+            if t + 1 < steps:  # a reset starts from the real observation, which no earlier action reaches
+                current = torch.where(episode_end[..., t, :, :], observation[..., t + 1, :, :], spliced)
+        return torch.stack(observed, -3), torch.stack(spliced_next, -3)
+
+
+def transition_world_model(
+    transition: nn.Module,
+    *,
+    observation_key: NestedKey = ("agents", "observation"),
+    action_key: NestedKey = ("agents", "action"),
+    predicted_observation_key: NestedKey = ("agents", "predicted_observation"),
+) -> TensorDictModule:
+    r"""Wraps a transition model :math:`(o_t, a_t) \mapsto \hat o_{t+1}` (e.g. :class:`TransitionWorldModel`) to read
+    transitions of any batch shape and write its prediction under ``predicted_observation_key``, which
+    :class:`~torchrl_shacpp.objectives.TransitionModelLoss` regresses onto ``("next", observation)`` (teacher
+    forcing: every step is predicted from the real observation)."""
+    return TensorDictModule(transition, in_keys=[observation_key, action_key], out_keys=[predicted_observation_key])
+
+
+def spliced_world_model(
+    transition: nn.Module,
+    *,
+    observation_key: NestedKey = ("agents", "observation"),
+    action_key: NestedKey = ("agents", "action"),
+    done_key: NestedKey = "done",
+) -> TensorDictModule:
+    r"""The window module of SHAC++'s spliced variant: a transition model's Jacobians along the *real* rollout.
+
+    For a ``[*B, T]`` window of real observations :math:`o_t`, next observations :math:`o'_t` and graph-carrying
+    actions :math:`a_t`, it writes
+
+    .. math::
+
+        \tilde o_0 = o_0, \qquad
+        \tilde o'_t = o'_t + T_\theta(\tilde o_t, a_t) - \operatorname{sg}\big(T_\theta(\tilde o_t, a_t)\big),
+        \qquad \tilde o_{t+1} = \tilde o'_t \text{ (or } o_{t+1} \text{ after an episode end)},
+
+    under the observation key and ``("next", observation)``. In value :math:`\tilde o = o`: the reward model and
+    the critic score the real observations, where they were trained. In gradient,
+    :math:`\partial \tilde o'_t / \partial a_k = \prod J_o \cdot J_a` is the product of the model's local
+    Jacobians :math:`J_o = \partial T_\theta/\partial o`, :math:`J_a = \partial T_\theta/\partial a`, each taken
+    at a real transition, i.e. on the model's training data (the stochastic value gradient's splice; the paper's
+    one-pass model instead differentiates its own open-loop prediction). An episode end cuts the chain, so every
+    episode segment of the window gets its credit, not the first one only
+    (:attr:`~torchrl_shacpp.objectives.SHACActorLoss` reads ``follows_resets``).
+
+    ``done_key`` (under ``"next"``) is ``[*B, T, 1]``, once per environment.
+    """
+    observation_key = (observation_key,) if isinstance(observation_key, str) else tuple(observation_key)
+    done_key = (done_key,) if isinstance(done_key, str) else tuple(done_key)
+    module = TensorDictModule(
+        _SplicedWindow(transition),
+        in_keys=[observation_key, action_key, ("next", *observation_key), ("next", *done_key)],
+        out_keys=[observation_key, ("next", *observation_key)],
+    )
+    module.follows_resets = True
+    return module

@@ -54,6 +54,9 @@ class SHACActorLoss(LossModule):
       :math:`\tilde r_t = R_\theta(\hat o_t, a_t)` and :math:`V(\hat o_{t+1})` (``graph="policy"``:
       the simulator needs no gradient). The policy acted on the real observations. As the prediction cannot see a
       reset inside the window, only each environment's first segment counts (its later steps get no credit).
+      A world model that follows the real rollout and says so with ``follows_resets = True``
+      (:func:`~torchrl_shacpp.modules.spliced_world_model`) writes the real observations with its Jacobians; then
+      every segment counts.
 
     The critic and the models are held out: they are evaluated with detached parameters (``value_params``, e.g.
     a target critic, for the critic), so gradients flow through their inputs only.
@@ -147,6 +150,10 @@ class SHACActorLoss(LossModule):
         # The window return is computed with the TD(1) functional directly; there is no estimator to update.
         pass
 
+    @property
+    def _first_segment_only(self) -> bool:
+        return self.world_model is not None and not getattr(self.world_model, "follows_resets", False)
+
     def _imagined_window(self, tensordict: TensorDictBase) -> TensorDictBase:
         """A shallow copy of the window whose observations are the world model's predictions."""
         with held_out(self.world_model):
@@ -185,7 +192,7 @@ class SHACActorLoss(LossModule):
         )
         # A segment starts at the window's first step and, unless a world model imagines the window from its
         # first observation only, after every episode end.
-        segment_start = torch.zeros_like(episode_end) if self.world_model is not None else episode_end
+        segment_start = torch.zeros_like(episode_end) if self._first_segment_only else episode_end
         segment_start = torch.roll(segment_start, 1, dims=time_dim)
         segment_start.select(time_dim, 0).fill_(True)
         return (returns * segment_start).sum(time_dim)

@@ -130,3 +130,56 @@ class WorldModelLoss(LossModule):
         alive = expand_like(alive_mask(tensordict.get(("next", keys.done)), time_dim), errors[..., :1])
         loss = (errors * alive).sum() / (2 * alive.sum() * errors.shape[-1])
         return TensorDict({"loss_world": loss}, batch_size=[])
+
+
+class TransitionModelLoss(LossModule):
+    r"""Regresses a one-step transition model onto real transitions (teacher forcing):
+
+    .. math::
+
+        \mathcal{L}_T = \operatorname{mean}_{t, i, f}\big(T_\theta(o_t, a_t)_{i, f} - o'_{t, i, f}\big)^2,
+
+    over every transition of the batch (flattened windows or samples of a transition cache). The next observation
+    :math:`o'_t` at an episode end is the pre-reset one, so every transition is a target, including those after a
+    reset inside a window.
+
+    Args:
+        transition_model (TensorDictModule): reads the observation and action keys and writes its prediction of the
+            next observation, e.g. :func:`~torchrl_shacpp.modules.transition_world_model`.
+
+    Keyword Args:
+        loss_function (str): ``"l2"`` (paper), ``"l1"`` or ``"smooth_l1"``. Defaults to ``"l2"``.
+
+    Returns (forward):
+        a TensorDict with ``loss_world``.
+    """
+
+    @dataclass
+    class _AcceptedKeys:
+        """Configurable tensordict keys (set them with :meth:`set_keys`).
+
+        Attributes:
+            observation: the observation key, read under ``"next"`` as the target. Defaults to ``"observation"``.
+            predicted_observation: the transition model's output key. Defaults to ``"predicted_observation"``.
+        """
+
+        observation: NestedKey = "observation"
+        predicted_observation: NestedKey = "predicted_observation"
+
+    default_keys = _AcceptedKeys
+    out_keys = ["loss_world"]
+
+    def __init__(self, transition_model: TensorDictModule, *, loss_function: str = "l2") -> None:
+        super().__init__()
+        self.transition_model = transition_model
+        self.loss_function = loss_function
+
+    def _forward_value_estimator_keys(self, **kwargs) -> None:
+        pass
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        keys = self.tensor_keys
+        predicted = self.transition_model(tensordict.select(*self.transition_model.in_keys))
+        target = tensordict.get(("next", keys.observation))
+        loss = distance_loss(predicted.get(keys.predicted_observation), target, self.loss_function).mean()
+        return TensorDict({"loss_world": loss}, batch_size=[])

@@ -17,15 +17,26 @@ from torchrl.envs import EnvBase
 from torchrl.modules import ProbabilisticActor
 from torchrl.objectives import SoftUpdate
 
+from torchrl_shacpp.checks import check_choice
 from torchrl_shacpp.data import make_stratified_cache
 from torchrl_shacpp.modules import (
     AgentSetTransformer,
     AxisAttentionWorldModel,
     TransformerRewardModel,
+    WORLD_ROLLOUTS,
+    TransitionWorldModel,
     gaussian_actor,
+    spliced_world_model,
+    transition_world_model,
     window_world_model,
 )
-from torchrl_shacpp.objectives import RewardModelLoss, SHACActorLoss, TDLambdaValueLoss, WorldModelLoss
+from torchrl_shacpp.objectives import (
+    RewardModelLoss,
+    SHACActorLoss,
+    TDLambdaValueLoss,
+    TransitionModelLoss,
+    WorldModelLoss,
+)
 from torchrl_shacpp.optim import FiniteGradientStep
 from torchrl_shacpp.trainers.cooldown import CoolDown
 from torchrl_shacpp.trainers.learned import LearnedModel, reward_items, value_items, world_items
@@ -115,6 +126,7 @@ def make_learners(
     model_train_every: int = 10,
     model_epochs: int = 10,
     model_steps: int | None = None,
+    world_rollout: str = "one_pass",
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -128,9 +140,14 @@ def make_learners(
         env: a batched multi-agent env with ``(group, "observation")`` ``[*B, n, o]`` and a bounded
             ``(group, "action")`` ``[*B, n, a]``.
         algorithm: ``"shac"``, ``"shacp"`` or ``"shacpp"``.
+        world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
+            cached as whole windows) or ``"spliced"`` (a one-step :class:`~torchrl_shacpp.modules.TransitionWorldModel`
+            trained on cached transitions, differentiated along the real rollout:
+            :func:`~torchrl_shacpp.modules.spliced_world_model`).
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
+    check_choice("world_rollout", world_rollout, WORLD_ROLLOUTS)
     observation_key, action_key, reward_key = (group, "observation"), (group, "action"), (group, "reward")
     n_agents, obs_dim = env.observation_spec[observation_key].shape[-2:]
     action_spec = env.full_action_spec_unbatched[action_key]
@@ -169,19 +186,30 @@ def make_learners(
         source = LearnedRewardGradient(reward)
     value_model = None
     if algorithm == "shacpp":
-        world_module = window_world_model(
-            AxisAttentionWorldModel(obs_dim, action_dim, window_length), observation_key=observation_key,
-            action_key=action_key,
-        )  # fmt: skip
-        world_loss = WorldModelLoss(world_module)
-        world_loss.set_keys(observation=observation_key)
-        world = learned(
-            "world", world_loss, cache(world_cache_size or cache_size, world_bins),
-            functools.partial(world_items, **keys), window_length=window_length,
-        )  # fmt: skip
+        keys_of_world = dict(observation_key=observation_key, action_key=action_key)
+        if world_rollout == "spliced":
+            transition = TransitionWorldModel(obs_dim, action_dim)
+            world_loss = TransitionModelLoss(transition_world_model(transition, **keys_of_world))
+            world_loss.set_keys(observation=observation_key, predicted_observation=(group, "predicted_observation"))
+            world = learned(
+                "world", world_loss, cache(world_cache_size or cache_size, world_bins, score_key=("next", *reward_key)),
+                functools.partial(reward_items, **keys),  # transitions, like the reward model's
+            )  # fmt: skip
+            world_module = spliced_world_model(transition, **keys_of_world)
+        else:
+            world_module = window_world_model(
+                AxisAttentionWorldModel(obs_dim, action_dim, window_length), **keys_of_world
+            )
+            world_loss = WorldModelLoss(world_module)
+            world_loss.set_keys(observation=observation_key)
+            world = learned(
+                "world", world_loss, cache(world_cache_size or cache_size, world_bins),
+                functools.partial(world_items, **keys), window_length=window_length,
+            )  # fmt: skip
         source = LearnedWorldGradient(
-            world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale")
-        )
+            world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),
+            actor_world_model=world_module,
+        )  # fmt: skip
         value_model = learned(
             "value", value_loss, cache(cache_size, value_bins, score_key=(group, "value_target")),
             functools.partial(value_items, observation_key=observation_key, value_target_key=(group, "value_target")),

@@ -91,6 +91,10 @@ class LearnedWorldGradient(LearnedRewardGradient):
 
     Keyword Args:
         action_key, loc_key, scale_key: the action and the distribution parameters the actor writes.
+        actor_world_model: the window module the actor loss differentiates through, when it is not the world loss's
+            own (the spliced variant: :func:`~torchrl_shacpp.modules.spliced_world_model` around the transition
+            model that :class:`~torchrl_shacpp.objectives.TransitionModelLoss` trains). Defaults to the world loss's
+            ``world_model``.
     """
 
     simulator_graph = False
@@ -104,16 +108,18 @@ class LearnedWorldGradient(LearnedRewardGradient):
         action_key: NestedKey,
         loc_key: NestedKey,
         scale_key: NestedKey,
+        actor_world_model: TensorDictModuleBase | None = None,
     ) -> None:
         super().__init__(reward)
         self.models.insert(0, world)
         self.world = world
         self.actor = actor
         self.keys = dict(action_key=action_key, loc_key=loc_key, scale_key=scale_key)
+        self._world_model = actor_world_model if actor_world_model is not None else world.loss.world_model
 
     @property
     def world_model(self) -> TensorDictModuleBase:
-        return self.world.loss.world_model
+        return self._world_model
 
     def differentiable_window(self, window: TensorDictBase) -> TensorDictBase:
         return attach_policy_graph(window, self.actor, **self.keys)

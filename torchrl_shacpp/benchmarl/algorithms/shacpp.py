@@ -12,8 +12,17 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_shacpp.benchmarl import networks
 from torchrl_shacpp.benchmarl.algorithms.shacp import Shacp, ShacpConfig
-from torchrl_shacpp.objectives import TDLambdaValueLoss, WorldModelLoss
-from torchrl_shacpp.trainers import GradientSource, LearnedWorldGradient, value_items, world_items
+from torchrl_shacpp.checks import check_choice
+from torchrl_shacpp.objectives import TDLambdaValueLoss, TransitionModelLoss, WorldModelLoss
+from torchrl_shacpp.trainers import (
+    GradientSource,
+    LearnedModel,
+    LearnedWorldGradient,
+    reward_items,
+    value_items,
+    world_items,
+)
+from torchrl_shacpp.modules import WORLD_ROLLOUTS
 
 #: The paper's window length h, which its cache sizes assume.
 PAPER_WINDOW_LENGTH = 32
@@ -45,6 +54,10 @@ class Shacpp(Shacp):
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
             (0: off); exact, for many agents (``benchmarks/results/world_model_scaling.md``).
         critic_from_cache: train the critic from its cache on the cool-down, as the authors do, not in BenchMARL's loop.
+        world_rollout: ``"one_pass"`` (the paper's: the window predicted from its first observation, cached as
+            ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step transition model
+            trained on ``world_cache_size`` transitions, default ``cache_size``, in ``world_bins`` reward bins, whose
+            Jacobians the actor chains along the real rollout: :func:`~torchrl_shacpp.modules.spliced_world_model`).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -62,9 +75,12 @@ class Shacpp(Shacp):
         world_num_heads: int,
         world_checkpoint_chunks: int,
         critic_from_cache: bool,
+        world_rollout: str,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        check_choice("algorithm.world_rollout", world_rollout, WORLD_ROLLOUTS)
+        self.world_rollout = world_rollout
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
         self.value_bins = value_bins
@@ -84,6 +100,17 @@ class Shacpp(Shacp):
 
     def gradient_source(self, group: str, policy: TensorDictModule) -> GradientSource:
         reward_loss = self.reward_loss(group)
+        world, actor_world_model = (self._spliced_world if self.world_rollout == "spliced" else self._one_pass_world)(
+            group
+        )
+        return LearnedWorldGradient(
+            world, self.reward_model(group, reward_loss), policy,
+            action_key=(group, "action"), loc_key=(group, "loc"), scale_key=(group, "scale"),
+            actor_world_model=actor_world_model,
+        )  # fmt: skip
+
+    def _one_pass_world(self, group: str) -> tuple[LearnedModel, TensorDictModule]:
+        """The paper's world model, trained on whole windows from its cache of ``world_cache_size`` windows."""
         loss = WorldModelLoss(networks.world_model(self, group, self.world_horizon, **self.world_sizes))
         loss.set_keys(observation=(group, "observation"))
         capacity = self.world_cache_size
@@ -93,10 +120,20 @@ class Shacpp(Shacp):
         world = self.learned_model(
             "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon
         )
-        return LearnedWorldGradient(
-            world, self.reward_model(group, reward_loss), policy,
-            action_key=(group, "action"), loc_key=(group, "loc"), scale_key=(group, "scale"),
+        return world, loss.world_model
+
+    def _spliced_world(self, group: str) -> tuple[LearnedModel, TensorDictModule]:
+        """A transition model trained on ``world_cache_size`` transitions (default ``cache_size``) stratified by
+        reward like the reward model's, differentiated along the real rollout."""
+        teacher_forced, spliced = networks.transition_world_models(self, group, **self.world_sizes)
+        loss = TransitionModelLoss(teacher_forced)
+        loss.set_keys(observation=(group, "observation"), predicted_observation=(group, "predicted_observation"))
+        keys = self.transition_keys(group)
+        world = self.learned_model(
+            "world", loss, self.world_cache_size or self.cache_size, self.world_bins, ("next", *keys["reward_key"]),
+            functools.partial(reward_items, **keys),
         )  # fmt: skip
+        return world, spliced
 
     def _get_loss(self, group: str, policy_for_loss: TensorDictModule, continuous: bool) -> Tuple[TDLambdaValueLoss, bool]:
         value, use_target = super()._get_loss(group, policy_for_loss, continuous)
@@ -131,6 +168,7 @@ class ShacppConfig(ShacpConfig):
     world_num_heads: int = 1
     world_checkpoint_chunks: int = 0
     critic_from_cache: bool = False
+    world_rollout: str = "one_pass"
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
