@@ -153,9 +153,11 @@ def main(args: argparse.Namespace) -> None:
     eval_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
     learners = make_learners(
         data_env, "shacpp", window_length=args.window, gamma=args.gamma, actor_lr=args.lr, model_lr=args.lr,
-        policy_dropout=0.1, cache_size=args.cache_size, world_cache_size=args.world_cache_size,
+        policy_dropout=0.1, cache_size=args.cache_size,
+        world_cache_size=args.world_cache_size if args.world_rollout == "one_pass" else args.cache_size,
         world_bins=args.world_bins, reward_bins=args.reward_bins, value_bins=args.value_bins,
         model_minibatch_size=args.minibatch, world_rollout=args.world_rollout,
+        reward_uses_next_observation=args.reward_next_observation,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
@@ -213,6 +215,7 @@ def main(args: argparse.Namespace) -> None:
 
     setting = [f"{args.world_rollout} world model"] + [f"{key}={value}" for key, value in args.scenario]
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
+    setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
     print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
     print("| model epochs | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| | \\|g_++\\|/\\|g_sim\\| "
           "| world MSE (held out) | reward MSE (held out) | ∂ô/∂a cos | ∂ô/∂a norm ratio |")  # fmt: skip
@@ -227,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenario", type=scenario_kwarg, action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
+    parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")
     parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="one_pass", help="SHAC++'s world model")
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--window", type=int, default=32)
@@ -234,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-windows", type=int, default=8, help="held-out windows the gradients are compared on")
     parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 3, 10, 30], help="cumulative model epochs")
     parser.add_argument("--cache-size", type=int, default=30_000, help="reward and value cache items")
-    parser.add_argument("--world-cache-size", type=int, default=3_000, help="windows in the world cache")
+    parser.add_argument("--world-cache-size", type=int, default=3_000, help="windows in the one-pass world cache (the spliced model's caches --cache-size transitions)")
     parser.add_argument("--world-bins", type=int, default=25)
     parser.add_argument("--reward-bins", type=int, default=9)
     parser.add_argument("--value-bins", type=int, default=9)

@@ -61,6 +61,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_num_heads=3), "algorithm.world_num_heads=3 must divide algorithm.world_hidden"),
         (lambda: ShacppConfig(world_cache_size=10), "algorithm.world_cache_size=10 cannot hold 25 bins"),
         (lambda: ShacppConfig(world_checkpoint_chunks=-1), "algorithm.world_checkpoint_chunks=-1 must be an integer"),
+        (lambda: ShacppConfig(world_rollout="closed_loop"), "algorithm.world_rollout='closed_loop' must be one of 'one_pass', 'spliced'"),
         (lambda: TransformerConfig(num_heads=3), "model.num_heads=3 must divide model.hidden_size=64"),
     ],
 )  # fmt: skip
@@ -74,6 +75,7 @@ def test_python_configs_refuse_impossible_values(config, message: str):
     [
         (["algorithm=shacpp", "algorithm.lmbda=1.5"], "algorithm.lmbda=1.5 must be a number in [0, 1]"),
         (["algorithm=shacpp", "algorithm.model_minibatch_size=0"], "algorithm.model_minibatch_size=0 must be"),
+        (["algorithm=shacpp", "algorithm.world_rollout=splice"], "algorithm.world_rollout='splice' must be one of"),
         (["algorithm=shac", "model=layers/transformer", "model.num_heads=3"], "model.num_heads=3 must divide"),
     ],
 )

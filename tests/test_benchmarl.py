@@ -61,14 +61,21 @@ def scalar(run_folder: Path, name: str) -> list[float]:
 
 
 @pytest.mark.parametrize(
-    "algorithm, task",
-    [("shac", "transport"), ("shacp", "transport"), ("shacpp", "transport"), ("shacp", "sampling")],
+    "algorithm, task, options",
+    [
+        ("shac", "transport", []),
+        ("shacp", "transport", []),
+        ("shacpp", "transport", []),
+        ("shacpp", "transport", ["algorithm.world_rollout=spliced"]),
+        ("shacp", "sampling", []),
+    ],
 )
-def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str, task: str):
+def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str, task: str, options: list[str]):
     # Episodes of 12 steps end inside the second and third windows: backward must survive VMAS's resets.
     result = benchmarl_run(
-        tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "task.max_steps=12", "experiment.max_n_iters=3", *TINY
-    )
+        tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "task.max_steps=12", "experiment.max_n_iters=3",
+        *options, *TINY,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     grad_norms = scalar(tmp_path, "train_agents_actor_grad_norm")
     assert len(grad_norms) == 3 and all(0 < g < float("inf") for g in grad_norms)

@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from benchmarl.experiment import ExperimentConfig
 
-from torchrl_shacpp.checks import check_count, check_divides, check_fraction, check_non_negative, check_positive
+from torchrl_shacpp.checks import (
+    check_choice,
+    check_count,
+    check_divides,
+    check_fraction,
+    check_non_negative,
+    check_positive,
+)
+from torchrl_shacpp.modules import WORLD_ROLLOUTS
 
 if TYPE_CHECKING:
     from torchrl_shacpp.benchmarl.algorithms import Shac, ShacConfig
@@ -82,10 +90,15 @@ def check_algorithm_config(config: ShacConfig) -> None:
             "algorithm.world_num_heads", config.world_num_heads, "algorithm.world_hidden_size",
             config.world_hidden_size, "Each head takes world_hidden_size / world_num_heads features.",
         )  # fmt: skip
+    if hasattr(config, "world_rollout"):
+        check_choice(
+            "algorithm.world_rollout", config.world_rollout, WORLD_ROLLOUTS, "one_pass is the paper's world model "
+            "(the window from its first observation); spliced chains a one-step model's Jacobians along the rollout.",
+        )  # fmt: skip
     caches = [("reward_bins", "cache_size")]
     if getattr(config, "critic_from_cache", False):
         caches.append(("value_bins", "cache_size"))
-    if getattr(config, "world_cache_size", None) is not None:
+    if getattr(config, "world_cache_size", None) is not None and getattr(config, "world_rollout", "") == "one_pass":
         caches.append(("world_bins", "world_cache_size"))
     for bins, size in caches:
         if hasattr(config, size) and getattr(config, size) < getattr(config, bins):

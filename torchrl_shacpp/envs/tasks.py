@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import vmas
 from omegaconf import OmegaConf
 from torchrl.envs import Compose, StepCounter, TransformedEnv
 from torchrl.envs.libs.vmas import VmasEnv
@@ -140,7 +141,8 @@ def make_vmas_env(
     non-finite observation or reward is truncated there and reset (:class:`~torchrl_shacpp.envs.ResetNonFinite`).
 
     Args:
-        task (str): ``"transport"``, ``"sampling"``, ``"dispersion"`` or ``"discovery"`` (see :data:`VMAS_TASKS`).
+        task (str): ``"transport"``, ``"sampling"``, ``"dispersion"`` or ``"discovery"`` (see :data:`VMAS_TASKS`),
+            or any other of VMAS's scenarios (``vmas.scenarios``, e.g. ``"navigation"``) with VMAS's defaults.
 
     Keyword Args:
         num_envs (int): B, the number of vectorised envs.
@@ -164,7 +166,15 @@ def make_vmas_env(
     check_count("num_envs", num_envs, hint="It is the number of vectorised envs B (paper: 512).")
     if n_agents is not None:
         check_count("n_agents", n_agents, hint="Every task needs at least one agent.")
-    kwargs = get_vmas_task(task).scenario_kwargs(n_agents, **scenario_kwargs)
+    if task.lower() in VMAS_TASKS:
+        kwargs = get_vmas_task(task).scenario_kwargs(n_agents, **scenario_kwargs)
+    elif task.lower() in vmas.scenarios:  # VMAS's own scenario, with its own defaults
+        kwargs = {**({} if n_agents is None else {"n_agents": n_agents}), **scenario_kwargs}
+    else:
+        raise ValueError(
+            f"Unknown VMAS task {task!r}; known tasks: {', '.join(sorted(VMAS_TASKS))} (the paper's presets) or any "
+            f"of VMAS's scenarios: {', '.join(sorted(set(vmas.scenarios) - set(VMAS_TASKS)))}."
+        )
     env = vmas_env(
         task, num_envs=num_envs, differentiable_reward=differentiable_reward, grad_enabled=grad_enabled, seed=seed,
         device=device, **kwargs,

@@ -127,6 +127,7 @@ def make_learners(
     model_epochs: int = 10,
     model_steps: int | None = None,
     world_rollout: str = "one_pass",
+    reward_uses_next_observation: bool = False,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -141,9 +142,12 @@ def make_learners(
             ``(group, "action")`` ``[*B, n, a]``.
         algorithm: ``"shac"``, ``"shacp"`` or ``"shacpp"``.
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
-            cached as whole windows) or ``"spliced"`` (a one-step :class:`~torchrl_shacpp.modules.TransitionWorldModel`
-            trained on cached transitions, differentiated along the real rollout:
+            cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
+            :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
+            ``cache_size``, sampled uniformly, differentiated along the real rollout:
             :func:`~torchrl_shacpp.modules.spliced_world_model`).
+        reward_uses_next_observation: the reward model reads :math:`(o_t, a_t, o_{t+1})` instead of the authors'
+            :math:`(o_t, a_t)`.
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -174,7 +178,8 @@ def make_learners(
     source: GradientSource = SimulatorGradient()
     if algorithm in ("shacp", "shacpp"):
         reward_module = TensorDictModule(
-            TransformerRewardModel(obs_dim, action_dim), in_keys=[observation_key, action_key],
+            TransformerRewardModel(obs_dim, action_dim, use_next_obs=reward_uses_next_observation),
+            in_keys=[observation_key, action_key, *[("next", *observation_key)] * reward_uses_next_observation],
             out_keys=[(group, "predicted_reward")],
         )  # fmt: skip
         reward_loss = RewardModelLoss(reward_module)
@@ -192,8 +197,10 @@ def make_learners(
             world_loss = TransitionModelLoss(transition_world_model(transition, **keys_of_world))
             world_loss.set_keys(observation=observation_key, predicted_observation=(group, "predicted_observation"))
             world = learned(
-                "world", world_loss, cache(world_cache_size or cache_size, world_bins, score_key=("next", *reward_key)),
-                functools.partial(reward_items, **keys),  # transitions, like the reward model's
+                # Transitions, sampled uniformly: stratifying them by reward spends the model on the rare contacts
+                # and costs it the common dynamics (benchmarks/results/shacpp_gradient_alignment.md).
+                "world", world_loss, cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
+                functools.partial(reward_items, **keys),
             )  # fmt: skip
             world_module = spliced_world_model(transition, **keys_of_world)
         else:
