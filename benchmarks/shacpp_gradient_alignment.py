@@ -231,14 +231,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
     parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")
-    parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="one_pass", help="SHAC++'s world model")
+    parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="spliced", help="SHAC++'s world model")
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--data-windows", type=int, default=150, help="windows of training data for the models")
     parser.add_argument("--eval-windows", type=int, default=8, help="held-out windows the gradients are compared on")
     parser.add_argument("--epochs", type=int, nargs="+", default=[0, 1, 3, 10, 30], help="cumulative model epochs")
     parser.add_argument("--cache-size", type=int, default=30_000, help="reward and value cache items")
-    parser.add_argument("--world-cache-size", type=int, default=3_000, help="windows in the one-pass world cache (the spliced model's caches --cache-size transitions)")
+    parser.add_argument(
+        "--world-cache-size", type=int, default=3_000,
+        help="windows in the one-pass world cache (the spliced model caches --cache-size transitions)",
+    )  # fmt: skip
     parser.add_argument("--world-bins", type=int, default=25)
     parser.add_argument("--reward-bins", type=int, default=9)
     parser.add_argument("--value-bins", type=int, default=9)

@@ -61,7 +61,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_num_heads=3), "algorithm.world_num_heads=3 must divide algorithm.world_hidden"),
         (lambda: ShacppConfig(world_cache_size=10), "algorithm.world_cache_size=10 cannot hold 25 bins"),
         (lambda: ShacppConfig(world_checkpoint_chunks=-1), "algorithm.world_checkpoint_chunks=-1 must be an integer"),
-        (lambda: ShacppConfig(world_rollout="closed_loop"), "algorithm.world_rollout='closed_loop' must be one of 'one_pass', 'spliced'"),
+        (lambda: ShacppConfig(world_rollout="dreamer"), "algorithm.world_rollout='dreamer' must be one of 'one_pass', 'spl"),
         (lambda: TransformerConfig(num_heads=3), "model.num_heads=3 must divide model.hidden_size=64"),
     ],
 )  # fmt: skip

@@ -34,8 +34,10 @@ def runs() -> dict:
     return {
         "shac_transport": (ShacConfig(), VmasTask.TRANSPORT),
         "shacp_transport": (ShacpConfig(**models), VmasTask.TRANSPORT),
+        # The paper's one-pass world model, which the recording was made with (SHAC++'s default is spliced since).
         "shacpp_dispersion": (
-            ShacppConfig(**models, world_cache_size=50, critic_from_cache=True), PaperVmasTask.DISPERSION
+            ShacppConfig(**models, world_cache_size=50, critic_from_cache=True, world_rollout="one_pass"),
+            PaperVmasTask.DISPERSION,
         ),
     }
 

@@ -126,7 +126,7 @@ def make_learners(
     model_train_every: int = 10,
     model_epochs: int = 10,
     model_steps: int | None = None,
-    world_rollout: str = "one_pass",
+    world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
