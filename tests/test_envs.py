@@ -358,8 +358,16 @@ def test_world_zero_grad_alone_leaves_transport_a_stale_graph(make_simulator, n_
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known tasks: discovery, dispersion, sampling, transport"):
-        make_vmas_env("balance", num_envs=2)
+    with pytest.raises(ValueError, match="known tasks: discovery, dispersion, sampling, transport .* navigation"):
+        make_vmas_env("navigaton", num_envs=2)
+
+
+def test_vmas_own_scenarios_are_built_with_their_defaults_and_the_step_counter():
+    """Any VMAS scenario (the gradient probe runs on navigation): VMAS's kwargs, our time limit and truncation."""
+    env = make_vmas_env("navigation", num_envs=2, n_agents=2, max_steps=3, collisions=False)
+    rollout = env.rollout(3, break_when_any_done=False)
+    assert rollout["agents", "observation"].shape[:3] == (2, 3, 2)
+    assert rollout["next", "truncated"][:, -1].all() and not rollout["next", "terminated"].any()
 
 
 def test_task_presets():
