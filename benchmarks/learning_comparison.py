@@ -9,8 +9,9 @@ did not run. For the paper's grid and its tables, see ``python -m torchrl_shacpp
         "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
 
 writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
-the return first reached ``--target``, and the mean return at ``--at`` frames) and ``curves.png`` (mean over seeds,
-the band one standard deviation, one panel per PANEL).
+the return first reached ``--target``, the mean return at ``--at`` frames, none after the last evaluation of a run
+that ended below the target, and each run's last evaluation) and ``curves.png`` (mean over seeds, the band one
+standard deviation, one panel per PANEL).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def run_curve(folder: Path) -> tuple[list[int], list[float]]:
     if len(runs) != 1:
         raise SystemExit(f"{folder} holds {len(runs)} BenchMARL runs; name one run's folder per seed.")
     return list(runs[0].evaluation.frames), list(runs[0].evaluation.values)
+
+
+def return_at(frames: list[int], returns: list[float], at: int, target: float) -> float:
+    """The return at ``at`` frames: a run that ended below ``target`` (stopped by hand or by its budget) has none
+    after its last evaluation; one stopped early (the paper's rule) keeps its last one."""
+    if at > frames[-1] and returns[-1] < target:
+        return float("nan")
+    return value_at(frames, returns, at)
 
 
 def first_reaching(frames: list[int], returns: list[float], target: float) -> int | None:
@@ -74,14 +83,16 @@ def main() -> None:
                 writer.writerows([panel, label, run, f, f"{r:.4f}"] for f, r in zip(frames, returns))
 
     header = ["panel", "configuration", "runs", f"frames to {args.target:g} (runs reaching it)"]
-    header += [f"return at {at // 1000}k frames" for at in args.at]
+    header += [f"return at {at // 1000}k frames" for at in args.at] + ["last evaluation (per run)"]
     lines = [f"# {args.title}" if args.title else "", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (panel, label), runs in configurations.items():
         reached = [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
         reached_frames = [float(f) for f in reached if f is not None]
         to_target = f"{mean_std([f / 1000 for f in reached_frames], 0)}k" if reached_frames else "not reached"
         cells = [panel, label, str(len(runs)), f"{to_target} ({len(reached_frames)}/{len(runs)})"]
-        cells += [mean_std([value_at(frames, returns, at) for _, frames, returns in runs]) for at in args.at]
+        for at in args.at:
+            cells.append(mean_std([return_at(frames, returns, at, args.target) for _, frames, returns in runs]))
+        cells.append(" / ".join(f"{frames[-1] // 1000}k" for _, frames, _ in runs))
         lines.append("| " + " | ".join(cells) + " |")
     summary = "\n".join(lines).strip() + "\n"
     (args.out / "summary.md").write_text(summary)
@@ -97,6 +108,9 @@ def main() -> None:
     for (panel, label), runs in configurations.items():
         ax = axes[0, panels.index(panel)]
         grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
+        if not any(returns[-1] >= args.target for _, _, returns in runs):  # no curve past its runs' last evaluation
+            shown = grid <= max(frames[-1] for _, frames, _ in runs)
+            grid, mean, std = grid[shown], mean[shown], std[shown]
         (line,) = ax.plot(grid, mean, label=f"{label} ({len(runs)})")
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(title=panel, xlabel="frames", ylabel="evaluation return")
