@@ -25,6 +25,16 @@ def alive_mask(done: torch.Tensor, time_dim: int) -> torch.Tensor:
     return (done.cumsum(time_dim) - done) == 0
 
 
+def regression_loss(
+    model: TensorDictModule, tensordict: TensorDictBase, prediction_key: NestedKey, target_key: NestedKey,
+    loss_function: str,
+) -> torch.Tensor:
+    """The mean ``loss_function`` distance between ``model``'s output under ``prediction_key`` and the batch's
+    ``("next", target_key)`` entry (the reward, or the next observation)."""
+    prediction = model(tensordict.select(*model.in_keys)).get(prediction_key)
+    return distance_loss(prediction, tensordict.get(("next", target_key)), loss_function).mean()
+
+
 class RewardModelLoss(LossModule):
     r"""Regresses a reward model onto the environment's rewards: :math:`\operatorname{mean} (R_\theta(o, a, o') - r)^2`.
 
@@ -66,9 +76,7 @@ class RewardModelLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
-        prediction = self.reward_model(tensordict.select(*self.reward_model.in_keys)).get(keys.predicted_reward)
-        target = tensordict.get(("next", keys.reward))
-        loss = distance_loss(prediction, target, self.loss_function).mean()
+        loss = regression_loss(self.reward_model, tensordict, keys.predicted_reward, keys.reward, self.loss_function)
         return TensorDict({"loss_reward": loss}, batch_size=[])
 
 
@@ -179,7 +187,7 @@ class TransitionModelLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
-        predicted = self.transition_model(tensordict.select(*self.transition_model.in_keys))
-        target = tensordict.get(("next", keys.observation))
-        loss = distance_loss(predicted.get(keys.predicted_observation), target, self.loss_function).mean()
+        loss = regression_loss(
+            self.transition_model, tensordict, keys.predicted_observation, keys.observation, self.loss_function
+        )
         return TensorDict({"loss_world": loss}, batch_size=[])
