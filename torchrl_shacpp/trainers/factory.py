@@ -197,8 +197,8 @@ def make_learners(
             world_loss = TransitionModelLoss(transition_world_model(transition, **keys_of_world))
             world_loss.set_keys(observation=observation_key, predicted_observation=(group, "predicted_observation"))
             world = learned(
-                # Transitions, sampled uniformly: stratifying them by reward spends the model on the rare contacts
-                # and costs it the common dynamics (benchmarks/results/shacpp_gradient_alignment.md).
+                # Transitions, sampled uniformly: stratified by reward, the model's Jacobian learned the common
+                # dynamics more slowly (benchmarks/results/shacpp_gradient_alignment.md).
                 "world", world_loss, cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
                 functools.partial(reward_items, **keys),
             )  # fmt: skip

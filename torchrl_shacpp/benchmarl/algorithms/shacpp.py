@@ -132,8 +132,8 @@ class Shacpp(Shacp):
 
     def _spliced_world(self, group: str) -> tuple[LearnedModel, TensorDictModule]:
         """A transition model trained on ``world_cache_size`` transitions (default ``cache_size``) sampled
-        uniformly, differentiated along the real rollout. Stratified by reward, the model spent itself on the rare
-        contacts: its Jacobian agreed with VMAS's at cosine 0.56 after 10 epochs on transport, against 1.00 uniformly
+        uniformly, differentiated along the real rollout. Stratified by reward, its Jacobian agreed with VMAS's
+        at cosine 0.56 after 10 epochs on transport, against 1.00 uniformly
         (``benchmarks/results/shacpp_gradient_alignment.md``)."""
         teacher_forced, spliced = networks.transition_world_models(self, group, **self.world_sizes)
         loss = TransitionModelLoss(teacher_forced)
