@@ -108,9 +108,10 @@ class Shacpp(Shacp):
 
     def gradient_source(self, group: str, policy: TensorDictModule) -> GradientSource:
         reward_loss = self.reward_loss(group)
-        world, actor_world_model = (self._spliced_world if self.world_rollout == "spliced" else self._one_pass_world)(
-            group
-        )
+        if self.world_rollout == "spliced":
+            world, actor_world_model = self._spliced_world(group)
+        else:
+            world, actor_world_model = self._one_pass_world(group)
         return LearnedWorldGradient(
             world, self.reward_model(group, reward_loss), policy,
             action_key=(group, "action"), loc_key=(group, "loc"), scale_key=(group, "scale"),
