@@ -61,6 +61,13 @@ def _read_scalar(folder: Path, name: str, prefix: str = "timers") -> list[float]
         return [float(row[1]) for row in csv.reader(file)]
 
 
+def machine(overrides: list[str]) -> str:
+    """The device the runs train on, in words."""
+    if any(override.endswith("=cuda") or "=cuda:" in override for override in overrides):
+        return f"GPU ({torch.cuda.get_device_name()}, {torch.get_num_threads()} torch threads on the host)"
+    return f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads)"
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -80,7 +87,7 @@ def main() -> None:
         "",
         f"Command: `python benchmarks/benchmarl_throughput.py {' '.join(sys.argv[1:])}`",
         "",
-        f"CPU ({platform.machine()}, {torch.get_num_threads()} torch threads), torch {torch.__version__}; "
+        f"{machine(args.override)}, torch {torch.__version__}; "
         f"vmas/transport with {args.n_agents} agents, {args.iters} iterations per run (the first untimed), evaluation "
         "off, runs of one preset interleaved; times are means per timed iteration. fps = frames / Σ BenchMARL "
         "iteration time. The BenchMARL training loop time includes the SHAC++ cool-down (its model training runs in "

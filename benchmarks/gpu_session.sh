@@ -1,0 +1,37 @@
+#!/bin/bash
+# The GPU checks of the SHAC++ issues, as one prepared command for a lent GPU machine (python3 with CUDA torch, no
+# network; BenchMARL & co. carried as wheels in .whl/, see the device tool's notes). Writes under $OUT:
+#   device_check.md  shac/shacp/shacpp a few windows with every BenchMARL device on cuda: what is not on the GPU
+#   throughput.md    benchmarl_throughput.py at the paper preset on the GPU (SHAC++ and MAPPO)
+#   runs.tgz         transport n=3 at the paper's scale (512 envs x 32 steps): SHAC, SHAC++ and MAPPO, side by side
+#                    for LEARN_S seconds each (csv logs, evaluation every 10 windows on 512 envs)
+# Usage there: bash benchmarks/gpu_session.sh   (LEARN_S=270; PHASES="throughput learn check" picks phases)
+set -u
+OUT=${OUT:-/tmp/gpu_out}; LEARN_S=${LEARN_S:-270}; PHASES=${PHASES:-throughput learn check}; mkdir -p "$OUT" /tmp/runs
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+[ -e torchrl_shacpp/benchmarl_configs ] || ln -s ../benchmarl_configs torchrl_shacpp/benchmarl_configs
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, torchrl, tensordict, benchmarl, vmas, torchrl_shacpp; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+ON_GPU="experiment.sampling_device=cuda experiment.train_device=cuda experiment.buffer_device=cuda"
+
+phase() { [[ " $PHASES " == *" $1 "* ]]; }
+if phase throughput; then echo "== throughput (alone on the GPU)"; date
+timeout 180 python3 benchmarks/benchmarl_throughput.py --iters 21 --presets shacpp_paper --override $ON_GPU \
+    --output "$OUT/throughput.md" 2>&1 | tail -5
+fi
+
+echo "== learning runs (background) and the device check"; date
+export OMP_NUM_THREADS=4  # four processes share 16 cores
+phase learn && for algorithm in shac shacpp mappo; do
+    timeout "$LEARN_S" python3 -m torchrl_shacpp.benchmarl.run algorithm=$algorithm task=vmas/transport task.n_agents=3 \
+        model=layers/transformer model@critic_model=layers/transformer experiment=shacpp_paper $ON_GPU seed=0 \
+        experiment.evaluation_interval=163840 experiment.evaluation_episodes=512 \
+        experiment.evaluation_deterministic_actions=true experiment.checkpoint_interval=0 "experiment.loggers=[csv]" \
+        hydra.run.dir=/tmp/runs/transport_n3_$algorithm > /tmp/runs/transport_n3_$algorithm.log 2>&1 &
+done
+phase check && timeout 240 python3 benchmarks/device_check.py --device cuda --iters 4 --out "$OUT/device_check.md" \
+    --override shacp:algorithm.model_train_every=2 shacpp:algorithm.model_train_every=2 2>&1 | grep -v "it/s\]" | tail -40
+wait; date
+for log in /tmp/runs/*.log; do echo "== $log"; grep -v "it/s\]\|s/it\]" "$log" | tail -4; done
+tar czf "$OUT/runs.tgz" -C /tmp runs
