@@ -36,9 +36,9 @@ def run(algorithm: str, preset: str, args: argparse.Namespace) -> dict[str, floa
         subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True)
         scalars = {name: _read_scalar(Path(folder), name) for name in ("iteration_time", "collection_time", "training_time")}
         frames = _read_scalar(Path(folder), "current_frames", prefix="counters")
-        # SHAC-family timers: the actor step (every iteration) and the cool-down training (only when it trains).
+        # SHAC-family timers: the actor step (every iteration) and the cool-down (logged only when the models train).
         actor = _read_scalar(Path(folder), "actor_time")
-        models = _read_scalar(Path(folder), "agents_model_training_time")
+        models = _read_scalar(Path(folder), "model_training_time")
     iterations = len(scalars["iteration_time"]) - 1  # the first iteration is a warm-up
     measured = slice(1, None)
     return {
@@ -90,8 +90,9 @@ def main() -> None:
         f"{machine(args.override)}, torch {torch.__version__}; "
         f"vmas/transport with {args.n_agents} agents, {args.iters} iterations per run (the first untimed), evaluation "
         "off, runs of one preset interleaved; times are means per timed iteration. fps = frames / Σ BenchMARL "
-        "iteration time. The BenchMARL training loop time includes the SHAC++ cool-down (its model training runs in "
-        "the loop's end-of-training callback); the actor step is outside both BenchMARL timers.",
+        "iteration time. The SHAC family's window update (actor step, value targets, cache writes, model cool-down) "
+        "runs in BenchMARL's after-collection callback: inside the iteration time, outside BenchMARL's collection and "
+        "training timers, timed by its own (actor step, cool-down).",
         "",
         "| preset | algorithm | frames / iteration | iteration (s) | collection (s) | actor step (s) "
         "| model cool-down (s, amortised) | BenchMARL training loop (s) | frames / s | shacpp / mappo |",
