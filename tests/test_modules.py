@@ -16,6 +16,7 @@ from torchrl_shacpp.modules import (
     AxisSelfAttention,
     RewardModel,
     TransformerRewardModel,
+    TransitionWorldModel,
     axis_attention_mask,
 )
 
@@ -78,6 +79,22 @@ def test_world_model_equals_dense_reference(h, n, heads):
     actions = torch.randn(2, h, n, 2, dtype=torch.float64)
     weight = torch.randn(2, h + 1, n, 3, dtype=torch.float64)
     _assert_same(_values_and_grads(fast, (obs, actions), weight), _values_and_grads(dense, (obs, actions), weight))
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_transition_model_dense_default_equals_the_axis_path(n):
+    """The transition model's default (dense masked, fused attention) is the axis path's function and gradients."""
+    torch.manual_seed(0)
+    make = functools.partial(TransitionWorldModel, 3, 2, hidden_size=8, feedforward_size=16, num_heads=2)
+    dense, axis = make().double(), make(dense_attention=False).double()
+    with torch.no_grad():  # the zero-initialised head would hide the attention from both outputs and gradients
+        dense.network.head.weight.normal_()
+    axis.load_state_dict(dense.state_dict())
+    observation = torch.randn(4, n, 3, dtype=torch.float64)
+    action = torch.randn(4, n, 2, dtype=torch.float64)
+    weight = torch.randn(4, n, 3, dtype=torch.float64)
+    inputs = (observation, action)
+    _assert_same(_values_and_grads(dense, inputs, weight), _values_and_grads(axis, inputs, weight))
 
 
 @pytest.mark.parametrize("chunks", [1, 3])

@@ -93,7 +93,10 @@ class AxisSelfAttention(_SelfAttention):
     ``[*, T, n, T]``, concatenates them under ONE softmax and mixes the matching values: memory
     :math:`O(B\,H\,T\,n\,(n + T))` instead of the dense :math:`O(B\,H\,(T n)^2)`. With ``dense=True`` the same
     function is computed the standard way, as masked attention over all :math:`T n` tokens with
-    :func:`axis_attention_mask`; it exists as a reference for tests and benchmarks. The flag changes no
+    :func:`axis_attention_mask`, by PyTorch's fused :func:`~torch.nn.functional.scaled_dot_product_attention`: its
+    :math:`(T n)^2` arithmetic is the cheaper one for short windows of few agents (the one-step window of
+    :class:`~torchrl_shacpp.modules.TransitionWorldModel`: 7x faster than the axis path on this CPU,
+    ``benchmarks/results/model_step_cost.md``), the axis path for long windows of many agents. The flag changes no
     parameter, so state dicts are interchangeable between the two.
     """
 
@@ -124,7 +127,9 @@ class AxisSelfAttention(_SelfAttention):
     def _attend_dense(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         steps, n_agents = q.shape[-3], q.shape[-2]
         q, k, v = (t.flatten(-3, -2) for t in (q, k, v))  # [*, T*n, d], step-major
-        logits = q @ k.transpose(-1, -2)  # [*, T*n, T*n]
-        logits = logits.masked_fill(~axis_attention_mask(steps, n_agents, q.device), float("-inf"))
-        probs = self._dropout(torch.softmax(logits, dim=-1))
-        return (probs @ v).unflatten(-2, (steps, n_agents))
+        mask = axis_attention_mask(steps, n_agents, q.device)
+        # q is already scaled, so SDPA's own scale must be 1.
+        dropout = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=1.0).unflatten(
+            -2, (steps, n_agents)
+        )

@@ -231,12 +231,14 @@ class TransitionWorldModel(nn.Module):
         action_dim: per-agent action features.
 
     Keyword Args:
-        **sizes: :class:`AxisAttentionWorldModel`'s sizes (paper: 3 layers, hidden 64, feed-forward 128, 1 head).
+        **options: :class:`AxisAttentionWorldModel`'s sizes (paper: 3 layers, hidden 64, feed-forward 128, 1 head) and
+            options. Its attention is the dense masked one by default: over the window's :math:`2n` tokens that is
+            the cheaper arithmetic (:class:`~torchrl_shacpp.modules.AxisSelfAttention`), the same function.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, **sizes) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, **options) -> None:
         super().__init__()
-        self.network = AxisAttentionWorldModel(obs_dim, action_dim, 1, **sizes)
+        self.network = AxisAttentionWorldModel(obs_dim, action_dim, 1, **{"dense_attention": True, **options})
         # Start from "nothing changes": J_o = I and J_a = 0, so that an untrained model's Jacobians, chained over a
         # window, neither explode nor point anywhere.
         nn.init.zeros_(self.network.head.weight)
