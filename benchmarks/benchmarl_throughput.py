@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from benchmarl_experiment import FillCaches, compose_experiment
 
 
 def run(algorithm: str, preset: str, args: argparse.Namespace) -> dict[str, float]:
@@ -33,6 +34,8 @@ def run(algorithm: str, preset: str, args: argparse.Namespace) -> dict[str, floa
             "experiment.evaluation=false", "experiment.loggers=[csv]", "experiment.render=false",
             "experiment.create_json=false", *args.override,
         ]  # fmt: skip
+        if args.steady_state:  # the same run in this script's worker, which fills the caches after window 1
+            command = [sys.executable, str(Path(__file__).resolve()), "--worker", *command[3:]]
         subprocess.run(command, cwd=folder, check=True, capture_output=True, text=True)
         scalars = {name: _read_scalar(Path(folder), name) for name in ("iteration_time", "collection_time", "training_time")}
         frames = _read_scalar(Path(folder), "current_frames", prefix="counters")
@@ -80,7 +83,18 @@ def main() -> None:
     parser.add_argument("--n-agents", type=int, default=3)
     parser.add_argument("--override", nargs="*", default=[], help="extra hydra overrides for every run")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "benchmarl_throughput.md")
+    parser.add_argument(
+        "--steady-state", action="store_true",
+        help="fill the SHAC family's caches after the first window (benchmarl_experiment.FillCaches), so that every "
+        "timed window costs what it costs with full caches",
+    )  # fmt: skip
+    parser.add_argument("--worker", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker is not None:
+        task = next(override.removeprefix("task=") for override in args.worker if override.startswith("task="))
+        overrides = [override for override in args.worker if not override.startswith("task=")]
+        compose_experiment(task, overrides, [FillCaches()]).run()
+        return
 
     lines = [
         "# BenchMARL end-to-end throughput: SHAC++ vs MAPPO",
@@ -90,7 +104,7 @@ def main() -> None:
         f"{machine(args.override)}, torch {torch.__version__}; "
         f"vmas/transport with {args.n_agents} agents, {args.iters} iterations per run (the first untimed), evaluation "
         "off, runs of one preset interleaved; times are means per timed iteration. fps = frames / Σ BenchMARL "
-        "iteration time. The SHAC family's window update (actor step, value targets, cache writes, model cool-down) "
+        f"iteration time.{' Caches filled after the first window (steady state).' if args.steady_state else ''} The SHAC family's window update (actor step, value targets, cache writes, model cool-down) "
         "runs in BenchMARL's after-collection callback: inside the iteration time, outside BenchMARL's collection and "
         "training timers, timed by its own (actor step, cool-down).",
         "",

@@ -24,15 +24,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
-import benchmarl
 import torch
 from benchmarl.experiment.callback import Callback
-from benchmarl.hydra_config import load_experiment_from_hydra
-from hydra import compose, initialize_config_dir
+from benchmarl_experiment import compose_experiment
 from tensordict import TensorDictBase
 from torch import nn
 
-BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 # Objects whose attributes the walk enters: the ecosystem's and ours (not, e.g., hydra's or numpy's).
 WALKED_PACKAGES = ("torchrl_shacpp", "torchrl", "tensordict", "benchmarl", "vmas", "torch.optim")
 
@@ -104,17 +101,15 @@ def overrides_for(algorithm: str, overrides: list[str]) -> list[str]:
 def check(algorithm: str, args: argparse.Namespace) -> dict[str, Any]:
     """Runs one experiment on ``args.device`` and returns what stayed elsewhere and what crossed to the host."""
     overrides = [
-        f"algorithm={algorithm}", f"task={args.task}", f"task.n_agents={args.n_agents}", f"experiment={args.preset}",
+        f"algorithm={algorithm}", f"task.n_agents={args.n_agents}", f"experiment={args.preset}",
         f"experiment.max_n_iters={args.iters}", "experiment.evaluation=false", "experiment.loggers=[]",
         "experiment.render=false", "experiment.create_json=false", "experiment.checkpoint_interval=0",
         f"experiment.sampling_device={args.device}", f"experiment.train_device={args.device}",
         f"experiment.buffer_device={args.device}", f"experiment.save_folder={args.save_folder}",
         *overrides_for(algorithm, args.override),
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=BENCHMARL_CONFIGS, version_base=None):
-        cfg = compose(config_name="config", overrides=overrides)
     profiler = ProfileOneWindow(window=args.iters - 1, device=args.device)
-    experiment = load_experiment_from_hydra(cfg, task_name=args.task, callbacks=[profiler])
+    experiment = compose_experiment(args.task, overrides, [profiler])
     experiment.run()
     device = torch.device(args.device)
     elsewhere, count = [], 0

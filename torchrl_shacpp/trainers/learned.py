@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
+from torch.profiler import record_function
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import LossModule
 
@@ -96,10 +97,13 @@ class LearnedModel:
         """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none)."""
         losses = []
         for batch in cooldown.minibatches(self.cache):
-            loss = self.loss(batch)[self.loss.out_keys[0]]
-            self.step(loss)
-            losses.append(loss.item())
-        return sum(losses) / len(losses) if losses else math.nan
+            with record_function(f"shac/{self.name}/loss"):
+                loss = self.loss(batch)[self.loss.out_keys[0]]
+            with record_function(f"shac/{self.name}/backward_and_step"):
+                self.step(loss)
+            losses.append(loss.detach())
+        # One host synchronisation per training, not one per minibatch.
+        return torch.stack(losses).mean().item() if losses else math.nan
 
     def state_dict(self) -> dict[str, Any]:
         """The parameters (its loss's), the optimiser, the cache, and the skip and drop counts."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tensordict import TensorDictBase
+from torch.profiler import record_function
 from torchrl.objectives.utils import TargetNetUpdater
 
 from torchrl_shacpp.checks import check_count
@@ -114,20 +115,23 @@ class WindowUpdate:
     def __call__(self, batch: TensorDictBase) -> dict[str, float]:
         """Trains on ``batch`` (see the class docstring) and returns what to log."""
         start = time.perf_counter()
-        logs = self.train_actors(batch)
-        self.cut_graph()
+        with record_function("shac/actor_steps"):
+            logs = self.train_actors(batch)
+            self.cut_graph()
         logs["timers/actor_time"] = time.perf_counter() - start
         data = batch.detach()
-        for group in self.groups.values():
-            key = group.value_loss.tensor_keys.value_target
-            target = group.value_loss.value_targets(data)
-            data.set(key, target)
-            batch.set(key, target)
-        windows = self.split(data)
-        for window in windows:
+        with record_function("shac/value_targets"):
             for group in self.groups.values():
-                for model in group.models:
-                    model.store(window)
+                key = group.value_loss.tensor_keys.value_target
+                target = group.value_loss.value_targets(data)
+                data.set(key, target)
+                batch.set(key, target)
+        windows = self.split(data)
+        with record_function("shac/cache_writes"):
+            for window in windows:
+                for group in self.groups.values():
+                    for model in group.models:
+                        model.store(window)
         for name, group in self.groups.items():
             logs.update({f"train/{name}/dropped_{model.name}_items": model.dropped_items for model in group.models})
         logs["train/non_finite_envs"] = int((~finite_items(data, check_window(data, type(self).__name__))).sum())
@@ -204,7 +208,8 @@ class WindowUpdate:
         logs = {}
         for name, group in self.groups.items():
             for model in group.models:
-                logs[f"train/{name}/loss_{model.name}"] = model.fit(self.cooldown)
+                with record_function(f"shac/cooldown/{model.name}"):
+                    logs[f"train/{name}/loss_{model.name}"] = model.fit(self.cooldown)
                 logs[f"train/{name}/skipped_{model.name}_steps"] = model.step.skipped_steps
             if group.value_model is not None and group.target_updater is not None:
                 group.target_updater.step()

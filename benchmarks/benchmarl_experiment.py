@@ -1,0 +1,49 @@
+"""A BenchMARL experiment from its hydra configuration, for the benchmark scripts that need the object itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import benchmarl
+import torch
+from benchmarl.experiment import Experiment
+from benchmarl.experiment.callback import Callback
+from benchmarl.hydra_config import load_experiment_from_hydra
+from hydra import compose, initialize_config_dir
+from tensordict import TensorDictBase
+
+BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
+
+
+def compose_experiment(task: str, overrides: list[str], callbacks: list[Callback]) -> Experiment:
+    """The experiment ``python -m benchmarl.run task=<task> <overrides>`` would run (our algorithms and presets
+    included, through the package's hydra search path), with ``callbacks``, set up but not run."""
+    with initialize_config_dir(config_dir=BENCHMARL_CONFIGS, version_base=None):
+        cfg = compose(config_name="config", overrides=[f"task={task}", *overrides])
+    return load_experiment_from_hydra(cfg, task_name=task, callbacks=callbacks)
+
+
+class FillCaches(Callback):
+    """Fills every learned model's cache of a SHAC-family run to capacity with its first window's items, repeated,
+    written straight into the storage: the arithmetic of a cool-down depends on how many items a cache holds, not on
+    which, so the run's later windows cost what they cost at steady state (caches full) without the thousands of
+    windows that fill them. ``filled`` maps each model to its cache's size afterwards. Does nothing for other
+    algorithms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filled: dict[str, int] = {}
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        update = getattr(self.experiment.algorithm, "update", None)
+        if self.filled or update is None:
+            return
+        windows = update.split(batch.detach())
+        for group in update.groups.values():
+            for model in group.models:
+                # Into the storage, past the writer: a stratified writer would keep one window's items in the few
+                # bins its scores fall in, and a cache would never fill.
+                items = torch.cat([model.items(window) for window in windows])
+                size = model.cache.storage.max_size
+                model.cache.storage.set(torch.arange(size), items[torch.arange(size) % len(items)])
+                self.filled[model.name] = len(model.cache)
