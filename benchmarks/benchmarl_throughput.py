@@ -1,14 +1,17 @@
 """End-to-end training throughput of BenchMARL runs: frames per second of ``algorithm=shacpp`` against MAPPO.
 
-Each (experiment preset, algorithm) pair runs ``python -m benchmarl.run`` for ``--iters`` iterations on
-``vmas/transport`` with ``--n-agents`` agents, evaluation off, in a fresh subprocess; the algorithms alternate
-within each preset so that they share the machine's state. Throughput = frames / the sum of BenchMARL's own
+Each run (an experiment preset, an algorithm and overrides: ``--runs``, or every ``--presets`` with every
+``--algorithms``) runs ``python -m benchmarl.run`` for ``--iters`` iterations on ``vmas/transport`` with
+``--n-agents`` agents, evaluation off, in a fresh subprocess, one after the other in one invocation, so that the
+ratios compare runs made on the same machine state. ``--steady-state`` fills the SHAC family's caches after the first
+window (``benchmarl_experiment.FillCaches``). Throughput = frames / the sum of BenchMARL's own
 ``timers/iteration_time`` (collection + training) over the iterations after the first (warm-up). SHAC++ trains its
 models every ``model_train_every`` windows (paper: 10), so ``--iters`` should cover at least one cool-down.
 
-Usage (results/benchmarl_throughput.md was made with the command written at its top)::
+Usage (each results/benchmarl_throughput*.md was made with the command written at its top)::
 
-    python benchmarks/benchmarl_throughput.py --iters 21 --presets base_experiment shacpp_paper
+    python benchmarks/benchmarl_throughput.py --iters 21 --steady-state --baseline base_experiment::mappo \
+        --runs base_experiment::mappo shacpp_cpu::shacpp shacpp_cpu::shacpp::algorithm.model_steps=10
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import torch
 from benchmarl_experiment import FillCaches, compose_experiment
 
 
-def run(algorithm: str, preset: str, args: argparse.Namespace) -> dict[str, float]:
-    """One BenchMARL run; returns frames per second and the mean collection / training time per iteration."""
+def run(spec: str, args: argparse.Namespace) -> dict[str, float]:
+    """One BenchMARL run, ``PRESET::ALGORITHM[::OVERRIDE...]``; returns frames per second and the mean collection /
+    training time per iteration."""
+    preset, algorithm, *overrides = spec.split("::")
     with tempfile.TemporaryDirectory() as folder:
         command = [
             sys.executable, "-m", "benchmarl.run", f"algorithm={algorithm}", "task=vmas/transport",
             f"task.n_agents={args.n_agents}", f"experiment={preset}", f"experiment.max_n_iters={args.iters}",
             "experiment.evaluation=false", "experiment.loggers=[csv]", "experiment.render=false",
-            "experiment.create_json=false", *args.override,
+            "experiment.create_json=false", *args.override, *overrides,
         ]  # fmt: skip
         if args.steady_state:  # the same run in this script's worker, which fills the caches after window 1
             command = [sys.executable, str(Path(__file__).resolve()), "--worker", *command[3:]]
@@ -82,6 +87,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=21, help="iterations per run; the first is not timed")
     parser.add_argument("--n-agents", type=int, default=3)
     parser.add_argument("--override", nargs="*", default=[], help="extra hydra overrides for every run")
+    parser.add_argument(
+        "--runs", nargs="+", metavar="PRESET::ALGORITHM[::OVERRIDE...]",
+        help="the runs, instead of every preset with every algorithm, e.g. shacpp_cpu::shacpp::algorithm.model_steps=10",
+    )  # fmt: skip
+    parser.add_argument("--baseline", help="the run (as in --runs) the ratio column divides by; default: each "
+                        "preset's mappo run")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "benchmarl_throughput.md")
     parser.add_argument(
         "--steady-state", action="store_true",
@@ -103,25 +114,29 @@ def main() -> None:
         "",
         f"{machine(args.override)}, torch {torch.__version__}; "
         f"vmas/transport with {args.n_agents} agents, {args.iters} iterations per run (the first untimed), evaluation "
-        "off, runs of one preset interleaved; times are means per timed iteration. fps = frames / Σ BenchMARL "
+        "off; times are means per timed iteration. fps = frames / Σ BenchMARL "
         f"iteration time.{' Caches filled after the first window (steady state).' if args.steady_state else ''} The SHAC family's window update (actor step, value targets, cache writes, model cool-down) "
         "runs in BenchMARL's after-collection callback: inside the iteration time, outside BenchMARL's collection and "
         "training timers, timed by its own (actor step, cool-down).",
         "",
-        "| preset | algorithm | frames / iteration | iteration (s) | collection (s) | actor step (s) "
-        "| model cool-down (s, amortised) | BenchMARL training loop (s) | frames / s | shacpp / mappo |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | frames / iteration | iteration (s) | collection (s) | actor step (s) "
+        "| model cool-down (s, amortised) | BenchMARL training loop (s) | frames / s | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for preset in args.presets:
-        results = {algorithm: run(algorithm, preset, args) for algorithm in args.algorithms}
-        for algorithm, result in results.items():
-            ratio = result["fps"] / results["mappo"]["fps"] if "mappo" in results else float("nan")
-            lines.append(
-                f"| {preset} | {algorithm} | {result['frames_per_iteration']:.0f} | {result['iteration_s']:.3g} "
-                f"| {result['collection_s']:.3g} | {result['actor_s']:.3g} | {result['models_s']:.3g} "
-                f"| {result['training_s']:.3g} | {result['fps']:.0f} | {ratio:.2f}× |"
-            )
-            print(lines[-1], flush=True)
+    specs = args.runs or [f"{preset}::{algorithm}" for preset in args.presets for algorithm in args.algorithms]
+    results = {}
+    for spec in specs:  # in order, so that the runs of one preset follow each other
+        results[spec] = run(spec, args)
+        print(spec, results[spec], flush=True)
+    for spec, result in results.items():
+        baseline = results.get(args.baseline or f"{spec.split('::')[0]}::mappo")
+        ratio = result["fps"] / baseline["fps"] if baseline else float("nan")
+        lines.append(
+            f"| `{spec}` | {result['frames_per_iteration']:.0f} | {result['iteration_s']:.3g} "
+            f"| {result['collection_s']:.3g} | {result['actor_s']:.3g} | {result['models_s']:.3g} "
+            f"| {result['training_s']:.3g} | {result['fps']:.0f} | {ratio:.2f}× |"
+        )
+    lines += ["", f"ratio = frames/s over `{args.baseline or 'PRESET::mappo'}`'s (same run of this script)."]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")

@@ -11,7 +11,7 @@ Jacobians along the real rollout (``h`` sequential calls). All configurations ar
 
 Usage (``benchmarks/results/model_step_cost.md`` was made with the command at its top)::
 
-    OMP_NUM_THREADS=1 python benchmarks/model_step_cost.py --out benchmarks/results/model_step_cost.md
+    OMP_NUM_THREADS=1 python benchmarks/model_step_cost.py --compile --out benchmarks/results/model_step_cost.md
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ def configurations(args: argparse.Namespace) -> dict[tuple[str, str, str, str], 
         runs["train", size, SPLICED, attention] = training_step(
             transition, (torch.randn(b, n, OBS_DIM), torch.randn(b, n, ACTION_DIM)), torch.randn(b, n, OBS_DIM)
         )
+        if dense and args.compile:  # the default model, compiled (inductor); its compilation is in the warm-up
+            runs["train", size, SPLICED, "dense fused, torch.compile"] = training_step(
+                torch.compile(TransitionWorldModel(OBS_DIM, ACTION_DIM)),
+                (torch.randn(b, n, OBS_DIM), torch.randn(b, n, ACTION_DIM)),
+                torch.randn(b, n, OBS_DIM),
+            )
         for envs in args.window_envs:
             size = f"window of {envs} envs x {h} steps"
             runs["actor", size, ONE_PASS, attention] = one_pass_actor(one_pass, envs, h, n)
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--n-agents", type=int, default=3)
     parser.add_argument("--window-envs", type=int, nargs="+", default=[8, 512])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="also time the default model's step compiled")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.manual_seed(0)
