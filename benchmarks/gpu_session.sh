@@ -1,8 +1,8 @@
 #!/bin/bash
 # The GPU checks of the SHAC++ issues, as one prepared command for a lent GPU machine (python3 with CUDA torch, no
 # network; BenchMARL & co. carried as wheels in .whl/, see the device tool's notes). Writes under $OUT:
-#   device_check.md  shac/shacp/shacpp a few windows with every BenchMARL device on cuda: what is not on the GPU
-#   throughput.md    benchmarl_throughput.py at the paper preset on the GPU (SHAC++ and MAPPO)
+#   device_check.md  mappo/shac/shacp/shacpp a few windows with every BenchMARL device on cuda: what is not on the GPU
+#   throughput.md    benchmarl_throughput.py at the paper preset on the GPU (SHAC++ and MAPPO), caches full
 #   runs.tgz         transport n=3 at the paper's scale (512 envs x 32 steps): SHAC, SHAC++ and MAPPO, side by side
 #                    for LEARN_S seconds each (csv logs, evaluation every 10 windows on 512 envs)
 # Usage there: bash benchmarks/gpu_session.sh   (LEARN_S=270; PHASES="throughput learn check" picks phases)
@@ -17,8 +17,8 @@ ON_GPU="experiment.sampling_device=cuda experiment.train_device=cuda experiment.
 
 phase() { [[ " $PHASES " == *" $1 "* ]]; }
 if phase throughput; then echo "== throughput (alone on the GPU)"; date
-timeout 180 python3 benchmarks/benchmarl_throughput.py --iters 21 --presets shacpp_paper --override $ON_GPU \
-    --output "$OUT/throughput.md" 2>&1 | tail -5
+timeout 180 python3 benchmarks/benchmarl_throughput.py --iters 21 --steady-state --runs shacpp_paper::shacpp \
+    shacpp_paper::mappo --override $ON_GPU --output "$OUT/throughput.md" 2>&1 | tail -5
 fi
 
 echo "== learning runs (background) and the device check"; date
@@ -31,6 +31,7 @@ phase learn && for algorithm in shac shacpp mappo; do
         hydra.run.dir=/tmp/runs/transport_n3_$algorithm > /tmp/runs/transport_n3_$algorithm.log 2>&1 &
 done
 phase check && timeout 240 python3 benchmarks/device_check.py --device cuda --iters 4 --out "$OUT/device_check.md" \
+    --algorithms mappo shac shacp shacpp \
     --override shacp:algorithm.model_train_every=2 shacpp:algorithm.model_train_every=2 2>&1 | grep -v "it/s\]" | tail -40
 wait; date
 for log in /tmp/runs/*.log; do echo "== $log"; grep -v "it/s\]\|s/it\]" "$log" | tail -4; done
