@@ -115,7 +115,8 @@ def check(algorithm: str, args: argparse.Namespace) -> dict[str, Any]:
     elsewhere, count = [], 0
     for path, tensor in tensors(experiment, "experiment", set()):
         count += 1
-        if tensor.device.type != device.type:
+        # Meta tensors hold no data (TorchRL's multi-agent MLPs keep an empty template network on "meta").
+        if tensor.device.type not in (device.type, "meta"):
             elsewhere.append((path, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."), str(tensor.device)))
     calls = Counter()
     for event in profiler.profile or []:
