@@ -142,6 +142,7 @@ def main() -> None:
     lines = [
         "# Does a SHAC-family BenchMARL run stay on its device?", "",
         f"Command: `python benchmarks/device_check.py --device {args.device} --iters {args.iters} "
+        f"--algorithms {' '.join(args.algorithms)} "
         f"--preset {args.preset} --task {args.task} --n-agents {args.n_agents}"
         + (f" --override {' '.join(args.override)}" if args.override else "") + "`", "",
         f"{device_name}, torch {torch.__version__}. Each run: `experiment.sampling_device`, `train_device` and "
