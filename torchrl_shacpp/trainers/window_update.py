@@ -77,6 +77,10 @@ class WindowUpdate:
     5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
        cache-trained critic's target takes one Polyak step.
 
+    Under :mod:`torch.profiler` the parts show as ``shac/actor_steps``, ``shac/value_targets``, ``shac/cache_writes``
+    and ``shac/cooldown/<model>`` (each minibatch: ``shac/<model>/loss``, ``shac/<model>/backward_and_step``);
+    ``benchmarks/shacpp_profile.py`` splits a window by them.
+
     Args:
         groups: each agent group's learners, by group name.
 
