@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import time
+
 import benchmarl
 import torch
 from benchmarl.experiment import Experiment
@@ -47,3 +49,37 @@ class FillCaches(Callback):
                 size = model.cache.storage.max_size
                 model.cache.storage.set(torch.arange(size), items[torch.arange(size) % len(items)])
                 self.filled[model.name] = len(model.cache)
+
+
+class ProfileWindow(Callback):
+    """Profiles window ``window`` (counted from 1) under :mod:`torch.profiler`: from its collected batch to the end of
+    BenchMARL's training loop after it, or with ``through_next_collection`` to the next collected batch (so that the
+    next collection is in too). Afterwards ``events`` holds the profile's averages by name and ``wall_s`` the span's
+    wall time."""
+
+    def __init__(self, window: int, *, cuda: bool = False, through_next_collection: bool = False) -> None:
+        super().__init__()
+        self.window, self.through_next_collection, self.seen = window, through_next_collection, 0
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if cuda:
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.profiler = torch.profiler.profile(activities=activities)
+        self.events, self.wall_s, self.running = {}, 0.0, False
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        self.seen += 1
+        if self.seen == self.window:
+            self.start, self.running = time.perf_counter(), True
+            self.profiler.start()
+        elif self.seen == self.window + 1 and self.through_next_collection:
+            self._stop()
+
+    def on_train_end(self, training_td: TensorDictBase, group: str) -> None:
+        if self.seen == self.window and not self.through_next_collection:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.running:  # BenchMARL ends the training of each group: the first end stops the profile
+            self.profiler.stop()
+            self.wall_s, self.running = time.perf_counter() - self.start, False
+            self.events = {event.key: event for event in self.profiler.key_averages()}

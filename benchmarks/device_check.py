@@ -25,33 +25,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from benchmarl.experiment.callback import Callback
-from benchmarl_experiment import compose_experiment
+from benchmarl_experiment import ProfileWindow, compose_experiment
 from tensordict import TensorDictBase
 from torch import nn
 
 # Objects whose attributes the walk enters: the ecosystem's and ours (not, e.g., hydra's or numpy's).
 WALKED_PACKAGES = ("torchrl_shacpp", "torchrl", "tensordict", "benchmarl", "vmas", "torch.optim")
-
-
-class ProfileOneWindow(Callback):
-    """Profiles from the ``window``-th collected batch to the next: that window's training and the next collection."""
-
-    def __init__(self, window: int, device: str) -> None:
-        super().__init__()
-        self.window, self.seen, self.profile = window, 0, None
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if device.startswith("cuda"):
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self.profiler = torch.profiler.profile(activities=activities)
-
-    def on_batch_collected(self, batch: TensorDictBase) -> None:
-        self.seen += 1
-        if self.seen == self.window:
-            self.profiler.start()
-        elif self.seen == self.window + 1:
-            self.profiler.stop()
-            self.profile = self.profiler.key_averages()
 
 
 def tensors(root: Any, path: str, seen: set[int], depth: int = 0) -> Iterator[tuple[str, torch.Tensor]]:
@@ -108,7 +87,7 @@ def check(algorithm: str, args: argparse.Namespace) -> dict[str, Any]:
         f"experiment.buffer_device={args.device}", f"experiment.save_folder={args.save_folder}",
         *overrides_for(algorithm, args.override),
     ]  # fmt: skip
-    profiler = ProfileOneWindow(window=args.iters - 1, device=args.device)
+    profiler = ProfileWindow(args.iters - 1, cuda=args.device.startswith("cuda"), through_next_collection=True)
     experiment = compose_experiment(args.task, overrides, [profiler])
     experiment.run()
     device = torch.device(args.device)
@@ -119,7 +98,7 @@ def check(algorithm: str, args: argparse.Namespace) -> dict[str, Any]:
         if tensor.device.type not in (device.type, "meta"):
             elsewhere.append((path, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."), str(tensor.device)))
     calls = Counter()
-    for event in profiler.profile or []:
+    for event in profiler.events.values():
         for marker in ("Memcpy DtoH", "Memcpy HtoD", "Memcpy DtoD", "aten::_local_scalar_dense", "aten::_to_copy"):
             if marker in event.key:
                 calls[marker] += event.count

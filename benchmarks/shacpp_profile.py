@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
-from benchmarl.experiment.callback import Callback
-from benchmarl_experiment import FillCaches, compose_experiment
-from tensordict import TensorDictBase
+from benchmarl_experiment import FillCaches, ProfileWindow, compose_experiment
 
 # The scopes the package marks, in the order of a window; what the scopes do not cover is BenchMARL's.
 SCOPES = {
@@ -41,26 +38,6 @@ SCOPES = {
 }
 
 
-class ProfileWindow(Callback):
-    """Profiles window ``window``'s update and BenchMARL's training loop after it."""
-
-    def __init__(self, window: int) -> None:
-        super().__init__()
-        self.window, self.seen, self.profiled_s = window, 0, 0.0
-        self.profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-
-    def on_batch_collected(self, batch: TensorDictBase) -> None:
-        self.seen += 1
-        if self.seen == self.window:
-            self.start = time.perf_counter()
-            self.profiler.start()
-
-    def on_train_end(self, training_td: TensorDictBase, group: str) -> None:
-        if self.seen == self.window:
-            self.profiler.stop()
-            self.profiled_s = time.perf_counter() - self.start
-
-
 def profile(args: argparse.Namespace) -> list[str]:
     """Runs the experiment and returns the Markdown lines of its table."""
     every = args.model_train_every
@@ -73,8 +50,8 @@ def profile(args: argparse.Namespace) -> list[str]:
     fill, callback = FillCaches(), ProfileWindow(window=every)
     experiment = compose_experiment(args.task, overrides, [fill, callback])
     experiment.run()
-    events = {event.key: event for event in callback.profiler.key_averages()}
-    total_ms = callback.profiled_s * 1e3
+    events = callback.events
+    total_ms = callback.wall_s * 1e3
     frames = experiment.config.on_policy_collected_frames_per_batch
     lines = [
         f"## {args.preset}: {args.task} n={args.n_agents}, {frames} frames per window"
