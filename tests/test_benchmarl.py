@@ -119,6 +119,19 @@ def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path, criti
     assert bool(stepped_in_loop) != critic_from_cache
 
 
+@pytest.mark.parametrize("algorithm, task", [("shacp", "sampling"), ("shacpp", "dispersion_paper")])
+def test_actor_waits_for_its_models_first_training(tmp_path: Path, algorithm: str, task: str):
+    """With actor_waits_for_models the models train after windows 2 and 4, and the actor steps from window 3 on."""
+    result = benchmarl_run(
+        tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "experiment.max_n_iters=4",
+        "algorithm.model_train_every=2", "algorithm.model_epochs=1", "algorithm.actor_waits_for_models=true", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalar(tmp_path, "train_agents_actor_steps") == [0, 0, 1, 1]
+    assert len(scalar(tmp_path, "train_agents_loss_reward")) == 2
+    assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
+
+
 def test_wandb_logs_offline_by_default(tmp_path: Path):
     """BenchMARL logs to wandb by default: the run must need neither an account nor a network."""
     result = benchmarl_run(

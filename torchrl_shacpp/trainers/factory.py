@@ -128,6 +128,7 @@ def make_learners(
     model_steps: int | None = None,
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
+    actor_waits_for_models: bool = False,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -148,6 +149,8 @@ def make_learners(
             :func:`~torchrl_shacpp.modules.spliced_world_model`).
         reward_uses_next_observation: the reward model reads :math:`(o_t, a_t, o_{t+1})` instead of the authors'
             :math:`(o_t, a_t)`.
+        actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
+            (:class:`WindowUpdate`).
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -233,7 +236,7 @@ def make_learners(
         policy=policy,
         value_loss=value_loss,
         target_updater=target_updater if value_model is None else None,
-        update=WindowUpdate({group: group_update}, cooldown=cooldown),
+        update=WindowUpdate({group: group_update}, cooldown=cooldown, actor_waits_for_models=actor_waits_for_models),
         reward_model=reward_module,
         world_model=world_module,
     )

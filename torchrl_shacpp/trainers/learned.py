@@ -81,6 +81,7 @@ class LearnedModel:
         self.window_length = window_length
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
         self.dropped_items = 0
+        self.trainings = 0
 
     def store(self, window: TensorDictBase) -> None:
         """Caches the finite items of a detached ``[B, h]`` window (a world-cache item is a whole window of one env)."""
@@ -94,7 +95,8 @@ class LearnedModel:
         self.cache.extend(items)
 
     def fit(self, cooldown: CoolDown) -> float:
-        """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none)."""
+        """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none). A training
+        of at least one minibatch is counted in :attr:`trainings`."""
         losses = []
         for batch in cooldown.minibatches(self.cache):
             with record_function(f"shac/{self.name}/loss"):
@@ -102,17 +104,19 @@ class LearnedModel:
             with record_function(f"shac/{self.name}/backward_and_step"):
                 self.step(loss)
             losses.append(loss.detach())
+        self.trainings += bool(losses)
         # One host synchronisation per training, not one per minibatch.
         return torch.stack(losses).mean().item() if losses else math.nan
 
     def state_dict(self) -> dict[str, Any]:
-        """The parameters (its loss's), the optimiser, the cache, and the skip and drop counts."""
+        """The parameters (its loss's), the optimiser, the cache, the skip and drop counts and the trainings."""
         return {
             "loss": self.loss.state_dict(),
             "optimizer": self.step.optimizer.state_dict(),
             "cache": self.cache.state_dict(),
             "skipped_steps": self.step.skipped_steps,
             "dropped_items": self.dropped_items,
+            "trainings": self.trainings,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -121,3 +125,4 @@ class LearnedModel:
         self.cache.load_state_dict(state_dict["cache"])
         self.step.skipped_steps = state_dict["skipped_steps"]
         self.dropped_items = state_dict.get("dropped_items", 0)  # checkpoints before it was counted
+        self.trainings = state_dict.get("trainings", 0)  # checkpoints before it was counted

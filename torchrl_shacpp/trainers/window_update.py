@@ -77,6 +77,10 @@ class WindowUpdate:
     5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
        cache-trained critic's target takes one Polyak step.
 
+    With ``actor_waits_for_models``, a group whose source learns models (SHAC+, SHAC++) takes no actor step before
+    each of them has trained once: until then the reward model is random and the world model untrained, and their
+    gradient only moves the policy away from where it started (``benchmarks/results/first_actor_steps.md``).
+
     Under :mod:`torch.profiler` the parts show as ``shac/actor_steps``, ``shac/value_targets``, ``shac/cache_writes``
     and ``shac/cooldown/<model>`` (each minibatch: ``shac/<model>/loss``, ``shac/<model>/backward_and_step``);
     ``benchmarks/shacpp_profile.py`` splits a window by them.
@@ -89,6 +93,8 @@ class WindowUpdate:
         cooldown: when the learned models train; required if any group learns a model.
         cut_graph: cuts the collection's autograd graph after the actor steps. Defaults to doing nothing (a
             :class:`~torchrl_shacpp.collectors.WindowCollector` cuts at every window start itself).
+        actor_waits_for_models: a group's actor takes its first step once its source's models have trained (the
+            paper's actor steps from the first window). Defaults to ``False``.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -105,6 +111,7 @@ class WindowUpdate:
         window_length: int | None = None,
         cooldown: CoolDown | None = None,
         cut_graph: Callable[[], None] = lambda: None,
+        actor_waits_for_models: bool = False,
     ) -> None:
         if window_length is not None:
             check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
@@ -114,6 +121,7 @@ class WindowUpdate:
         self.window_length = window_length
         self.cooldown = cooldown
         self.cut_graph = cut_graph
+        self.actor_waits_for_models = actor_waits_for_models
         self.windows = 0
 
     def __call__(self, batch: TensorDictBase) -> dict[str, float]:
@@ -179,10 +187,11 @@ class WindowUpdate:
         that the other groups' losses still traverse (one simulator holds every group's actions).
         """
         windows = self.split(batch)
-        infos: dict[str, list[dict[str, float]]] = {name: [] for name in self.groups}
-        simulator_groups = [name for name, group in self.groups.items() if group.source.simulator_graph]
+        stepping = {name: group for name, group in self.groups.items() if self.actor_steps_now(group)}
+        infos: dict[str, list[dict[str, float]]] = {name: [] for name in stepping}
+        simulator_groups = [name for name, group in stepping.items() if group.source.simulator_graph]
         deferred = []
-        for name, group in self.groups.items():
+        for name, group in stepping.items():
             if name in simulator_groups:
                 losses = [group.actor_loss(window) for window in windows]
                 loss = sum(loss["loss_actor"] + loss["loss_action_bound"] for loss in losses) / len(losses)
@@ -199,12 +208,17 @@ class WindowUpdate:
             infos[name][0].update(self.groups[name].actor_step.apply(gradients))
         logs = {}
         for name, group in self.groups.items():
-            for key in ("actor_loss", "action_bound_loss", "grad_norm"):
-                values = [info[key] for info in infos[name]]
-                logs[f"train/{name}/{'actor_grad_norm' if key == 'grad_norm' else key}"] = sum(values) / len(values)
-            logs[f"train/{name}/actor_steps"] = len(infos[name])
             logs[f"train/{name}/skipped_actor_steps"] = group.actor_step.skipped_steps
+            logs[f"train/{name}/actor_steps"] = len(infos.get(name, ()))
+        for name, group_infos in infos.items():
+            for key in ("actor_loss", "action_bound_loss", "grad_norm"):
+                values = [info[key] for info in group_infos]
+                logs[f"train/{name}/{'actor_grad_norm' if key == 'grad_norm' else key}"] = sum(values) / len(values)
         return logs
+
+    def actor_steps_now(self, group: GroupUpdate) -> bool:
+        """Whether ``group``'s actor steps on this batch: always, unless it waits for its source's models to train."""
+        return not self.actor_waits_for_models or all(model.trainings for model in group.source.models)
 
     def train_models(self) -> dict[str, float]:
         """Step 5: every learned model trains from its cache; returns the mean losses and the skip counts."""

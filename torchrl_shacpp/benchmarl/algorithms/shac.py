@@ -73,6 +73,8 @@ class Shac(Algorithm):
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
     simulator_graph = True
+    #: SHAC learns no model for its actor to wait for (:class:`Shacp` sets it from its config).
+    actor_waits_for_models = False
 
     def __init__(
         self,
@@ -275,6 +277,7 @@ class Shac(Algorithm):
             window_length=self.window_length,
             cooldown=self.cooldown(),
             cut_graph=self.graph_cut.arm if self.simulator_graph else lambda: None,
+            actor_waits_for_models=self.actor_waits_for_models,
         )
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():

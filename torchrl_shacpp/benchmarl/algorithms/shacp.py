@@ -42,6 +42,8 @@ class Shacp(Shac):
             grow with the caches (``None``: the paper's passes).
         model_minibatch_size: model minibatch size (paper: 1,000).
         model_lr: the learned models' Adam learning rate (paper: 1e-3).
+        actor_waits_for_models: the actor takes its first step after the models' first training (the paper's actor
+            steps from the first window, along a random reward model's gradient).
 
     SHAC+ and SHAC++ learn with Adam at 3e-3 (the actor, the critic and the models; paper: 1e-3), which solved
     dispersion n=1 in windows of 8 envs after 92-113k frames against 123-143k at 1e-3
@@ -59,6 +61,7 @@ class Shacp(Shac):
         model_steps: Optional[int],
         model_minibatch_size: int,
         model_lr: float,
+        actor_waits_for_models: bool,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,6 +73,7 @@ class Shacp(Shac):
         self.model_steps = model_steps
         self.model_minibatch_size = model_minibatch_size
         self.model_lr = model_lr
+        self.actor_waits_for_models = actor_waits_for_models
         self._caches_made = 0
 
     @staticmethod
@@ -131,6 +135,7 @@ class ShacpConfig(ShacConfig):
     model_steps: Optional[int] = None
     model_minibatch_size: int = 1000
     model_lr: float = 3e-3
+    actor_waits_for_models: bool = False
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
