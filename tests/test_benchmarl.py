@@ -132,6 +132,16 @@ def test_actor_waits_for_its_models_first_training(tmp_path: Path, algorithm: st
     assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
 
 
+def test_a_learned_action_std_is_logged_and_trained(tmp_path: Path):
+    """With learn_std the σ each collection was drawn with is logged: the initial 1, then what the actor steps made."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3", "algorithm.learn_std=true", *TINY
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stds = scalar(tmp_path, "train_agents_action_std")
+    assert len(stds) == 3 and stds[0] == pytest.approx(1.0) and stds[2] != pytest.approx(1.0, abs=1e-6)
+
+
 def test_wandb_logs_offline_by_default(tmp_path: Path):
     """BenchMARL logs to wandb by default: the run must need neither an account nor a network."""
     result = benchmarl_run(

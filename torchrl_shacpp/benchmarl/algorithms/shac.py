@@ -57,7 +57,7 @@ class Shac(Algorithm):
     Args:
         lmbda: TD(λ) parameter (paper: 0.95); the discount is ``experiment.gamma``.
         action_std: the policy's :math:`\sigma` (paper: 1), its initial value if learned.
-        learn_std: learn a state-independent log-std.
+        learn_std: learn a state-independent log-std (its mean σ logged per collection as ``action_std``).
         clamp_actions: clamp the policy's samples to the action box, as the authors' policy does and as the simulator
             applies them; the learned models of SHAC+/SHAC++ then see the applied actions (off: the raw samples).
         action_bound_coef: the action-bound penalty coefficient (paper: 1).
@@ -293,6 +293,8 @@ class Shac(Algorithm):
     def on_batch_collected(self, batch: TensorDictBase) -> None:
         logs = self.update(batch)
         logs.update({f"train/{group}/skipped_critic_steps": n for group, n in self.skipped_critic_steps.items()})
+        if self.learn_std:  # σ is learned: the σ each collection was drawn with
+            logs.update({f"train/{group}/action_std": batch.get((group, "scale")).mean().item() for group in self.groups})
         self.experiment.logger.log(logs, step=self.experiment.n_iters_performed)
 
     def training_state_dict(self) -> dict[str, Any]:
