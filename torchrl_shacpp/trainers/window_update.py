@@ -78,8 +78,9 @@ class WindowUpdate:
        cache-trained critic's target takes one Polyak step.
 
     With ``actor_waits_for_models``, a group whose source learns models (SHAC+, SHAC++) takes no actor step before
-    each of them has trained once: until then the reward model is random and the world model untrained, and their
-    gradient only moves the policy away from where it started (``benchmarks/results/first_actor_steps.md``).
+    each of them has trained once: until then the reward model is random and the world model untrained. Measured: on
+    navigation it delays the policy's collapse by those windows without preventing it
+    (``benchmarks/results/first_actor_steps.md``), and dispersion n=1 was not solved sooner; hence off by default.
 
     Under :mod:`torch.profiler` the parts show as ``shac/actor_steps``, ``shac/value_targets``, ``shac/cache_writes``
     and ``shac/cooldown/<model>`` (each minibatch: ``shac/<model>/loss``, ``shac/<model>/backward_and_step``);
