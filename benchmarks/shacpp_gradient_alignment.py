@@ -155,7 +155,8 @@ def main(args: argparse.Namespace) -> None:
         data_env, "shacpp", window_length=args.window, gamma=args.gamma, actor_lr=args.lr, model_lr=args.lr,
         policy_dropout=0.1, cache_size=args.cache_size,
         world_cache_size=args.world_cache_size if args.world_rollout == "one_pass" else args.cache_size,
-        world_bins=args.world_bins, reward_bins=args.reward_bins, value_bins=args.value_bins,
+        world_bins=args.world_bins, reward_bins=args.reward_bins,
+        reward_uniform_share=args.reward_uniform_share, value_bins=args.value_bins,
         model_minibatch_size=args.minibatch, world_rollout=args.world_rollout,
         reward_uses_next_observation=args.reward_next_observation,
     )  # fmt: skip
@@ -214,6 +215,8 @@ def main(args: argparse.Namespace) -> None:
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
     setting = [f"{args.world_rollout} world model"] + [f"{key}={value}" for key, value in args.scenario]
+    setting += [f"{args.reward_bins} reward bins"] * (args.reward_bins != 9)
+    setting += [f"reward uniform share {args.reward_uniform_share}"] * (args.reward_uniform_share > 0)
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
     setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
     print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
@@ -244,6 +247,7 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--world-bins", type=int, default=25)
     parser.add_argument("--reward-bins", type=int, default=9)
+    parser.add_argument("--reward-uniform-share", type=float, default=0.0, help="reward cache outside its bins")
     parser.add_argument("--value-bins", type=int, default=9)
     parser.add_argument("--minibatch", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1e-3)

@@ -76,6 +76,40 @@ def test_impossible_sizes_and_scores_raise():
         TensorDictReplayBuffer(storage=LazyTensorStorage(10), writer=StratifiedWriter(2))
 
 
+def test_a_uniform_share_keeps_common_scores_in_their_proportion_and_rare_ones_in_the_bins():
+    torch.manual_seed(0)
+    cache = make_stratified_cache(1000, 9, uniform_share=0.5)  # slots [0, 500) uniform, 9 blocks over [500, 1000)
+    stratified = make_stratified_cache(1000, 9)
+    for batch in range(200):  # 1% of 20,000 items score 1, the rest about 0
+        scores = torch.where(torch.rand(100) < 0.01, 1.0, 0.01 * torch.rand(100))
+        for buffer in (cache, stratified):
+            buffer.extend(items(scores, first_id=100 * batch))
+
+    slots = cache.storage.written_slots()
+    stored = cache.storage.get(slots)
+    uniform_part = stored[slots < 500]
+    assert len(uniform_part) == 500
+    # Random replacement: the uniform half holds the stream's proportions (1%), and recent items.
+    assert (uniform_part["score"] == 1.0).float().mean() < 0.04
+    assert uniform_part["id"].float().mean() > 15_000
+    # The bins keep the rare scores: their block is full of them, as in the fully stratified cache.
+    rare_block = stored[slots >= 1000 - 500 // 9]
+    assert (rare_block["score"] == 1.0).all() and len(rare_block) >= 40  # of its 56 slots, from ~100 items
+    # A uniform minibatch thus draws the rare score about 10% of the time, against about half from the bins alone
+    # (two of their nine blocks filled: one with the common scores, one with the rare).
+    assert (stored["score"] == 1.0).float().mean() < 0.15
+    assert (stratified[:]["score"] == 1.0).float().mean() > 0.4
+
+
+def test_uniform_shares_that_leave_no_slot_raise():
+    with pytest.raises(ValueError, match=r"uniform_share=1.0 must be in \[0, 1\)"):
+        make_stratified_cache(10, 2, uniform_share=1.0)
+    with pytest.raises(ValueError, match="leaves 0 slots for random replacement"):
+        make_stratified_cache(10, 2, uniform_share=0.05)
+    with pytest.raises(ValueError, match="each needs at least one slot"):
+        make_stratified_cache(10, 3, uniform_share=0.9)
+
+
 def test_sampling_never_returns_unwritten_slots():
     torch.manual_seed(0)
     cache = make_stratified_cache(90, 9, batch_size=2)

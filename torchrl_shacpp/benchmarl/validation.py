@@ -48,6 +48,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "window_length": (check_count, "It is the actor's window in steps (paper: 32), or null for the whole collection."),
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),
+    "reward_uniform_share": (check_fraction, "It is the share of the reward cache outside its bins (paper: 0)."),
     "model_train_every": (check_count, "The models train after every this many windows (paper: 10)."),
     "model_epochs": (check_count, "It is the number of passes over each cache per training (paper: 10)."),
     "model_steps": (check_count, "It is the minibatches per model per training, or null for model_epochs passes."),
@@ -100,6 +101,15 @@ def check_algorithm_config(config: ShacConfig) -> None:
         caches.append(("value_bins", "cache_size"))
     if getattr(config, "world_cache_size", None) is not None and getattr(config, "world_rollout", "") == "one_pass":
         caches.append(("world_bins", "world_cache_size"))
+    if getattr(config, "reward_uniform_share", 0) > 0:
+        uniform_slots = int(config.reward_uniform_share * config.cache_size)
+        if not 1 <= uniform_slots <= config.cache_size - config.reward_bins:
+            raise ValueError(
+                f"algorithm.reward_uniform_share={config.reward_uniform_share} of algorithm.cache_size="
+                f"{config.cache_size} leaves {uniform_slots} slots for random replacement and "
+                f"{config.cache_size - uniform_slots} for {config.reward_bins} bins (algorithm.reward_bins): each "
+                "needs at least one slot; use a share below 1 (0.5: half of each minibatch as the data comes)."
+            )
     for bins, size in caches:
         if hasattr(config, size) and getattr(config, size) < getattr(config, bins):
             raise ValueError(

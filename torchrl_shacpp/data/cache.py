@@ -17,6 +17,7 @@ def make_stratified_cache(
     num_bins: int,
     *,
     score_key: NestedKey = "score",
+    uniform_share: float = 0.0,
     batch_size: int | None = None,
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
@@ -37,6 +38,8 @@ def make_stratified_cache(
     Keyword Args:
         score_key (NestedKey, optional): the entry whose sum over all but the first dimension is an item's score,
             e.g. ``("next", "agents", "reward")``. Defaults to ``"score"``, for scores the caller writes itself.
+        uniform_share (float, optional): the share of the slots kept for random replacement instead of the bins
+            (:class:`StratifiedWriter`). Defaults to ``0``, the paper's cache.
         batch_size (int, optional): the minibatch size of ``sample`` and of iteration (paper: 1000).
         device (torch.device or str, optional): where the cache lives. Defaults to ``"cpu"``.
         generator (torch.Generator, optional): the random generator of slot choice and sampling. Defaults to
@@ -55,7 +58,7 @@ def make_stratified_cache(
         check_count("batch_size", batch_size, hint="It is the minibatch size of sampling and iteration (paper: 1000).")
     return TensorDictReplayBuffer(
         storage=ScatteredTensorStorage(capacity, device=device),
-        writer=StratifiedWriter(num_bins, score_key=score_key),
+        writer=StratifiedWriter(num_bins, score_key=score_key, uniform_share=uniform_share),
         sampler=WrittenSlotSampler(),
         batch_size=batch_size,
         generator=generator,

@@ -40,21 +40,37 @@ class StratifiedWriter(Writer):
     transition or a λ-target, over steps and agents for a ``[T]`` window. The caller may also write any score it
     likes under ``score_key`` before extending.
 
+    With a uniform share :math:`\rho > 0` the first :math:`U = \lfloor \rho C \rfloor` slots are kept out of the
+    bins: each item goes, with probability :math:`\rho`, to a uniformly random slot of them, and otherwise to its
+    bin's block as above, the :math:`k` blocks cutting the other :math:`C - U` slots. That part of the cache is
+    plain random replacement, a sample of the recent items in their own proportions, so a uniform minibatch draws
+    about :math:`\rho` of its items as the data stream has them and the rest stratified. Stratification alone
+    gives a common score the share of one bin however common it is, which fits the model worst where the policy
+    spends most of its time (``benchmarks/results/shacpp_gradient_alignment.md``: wheel, navigation).
+
     Args:
         num_bins (int): :math:`k \geq 1` (paper: 25 for the world cache, 9 for the reward and value caches).
             ``1`` gives plain random replacement.
 
     Keyword Args:
         score_key (NestedKey, optional): where the items' scores are read. Defaults to ``"score"``.
+        uniform_share (float, optional): :math:`\rho \in [0, 1)`, the share of the slots kept for random
+            replacement. Defaults to ``0`` (the paper's cache).
 
     The storage must be a :class:`~torchrl_shacpp.data.ScatteredTensorStorage` with at least ``num_bins`` slots.
     """
 
-    def __init__(self, num_bins: int, *, score_key: NestedKey = "score") -> None:
+    def __init__(self, num_bins: int, *, score_key: NestedKey = "score", uniform_share: float = 0.0) -> None:
         check_count("num_bins", num_bins, hint="1 gives plain random replacement (paper: 25 or 9).")
+        if not 0.0 <= uniform_share < 1.0:
+            raise ValueError(
+                f"uniform_share={uniform_share} must be in [0, 1): it is the share of the cache kept for random "
+                "replacement (0: the paper's stratified cache)."
+            )
         super().__init__()
         self.num_bins = num_bins
         self.score_key = score_key
+        self.uniform_share = uniform_share
         self._empty()
 
     @property
@@ -72,6 +88,13 @@ class StratifiedWriter(Writer):
             raise ValueError(
                 f"A cache of {storage.max_size} slots cannot hold {self.num_bins} bins: the capacity must be at least "
                 "the number of bins."
+            )
+        uniform_slots = int(self.uniform_share * storage.max_size)
+        if self.uniform_share > 0 and not 1 <= uniform_slots <= storage.max_size - self.num_bins:
+            raise ValueError(
+                f"A uniform share of {self.uniform_share} of {storage.max_size} slots leaves {uniform_slots} slots for "
+                f"random replacement and {storage.max_size - uniform_slots} for {self.num_bins} bins: each needs at "
+                "least one slot; raise the capacity or change the share."
             )
         super().register_storage(storage)
 
@@ -110,13 +133,19 @@ class StratifiedWriter(Writer):
         return ((scores - self._score_min) * scale).round().long().clamp_(0, self.num_bins - 1)
 
     def _draw_slots(self, bins: torch.Tensor) -> torch.Tensor:
-        capacity, k = self._storage.max_size, self.num_bins
-        bounds = torch.arange(k + 1, device=bins.device) * capacity // k
+        uniform_slots = int(self.uniform_share * self._storage.max_size)
+        capacity, k = self._storage.max_size - uniform_slots, self.num_bins
+        bounds = uniform_slots + torch.arange(k + 1, device=bins.device) * capacity // k
         start, size = bounds[bins], bounds[bins + 1] - bounds[bins]
         # Blocks hold q or q + 1 slots, and q (q + 1) is a multiple of both: the offset is exactly uniform.
         q = capacity // k
         offset = torch.randint(q * (q + 1), bins.shape, generator=self._rng, device=bins.device) % size
-        return start + offset
+        slots = start + offset
+        if uniform_slots:
+            uniform = torch.rand(bins.shape, generator=self._rng, device=bins.device) < self.uniform_share
+            anywhere = torch.randint(uniform_slots, bins.shape, generator=self._rng, device=bins.device)
+            slots = torch.where(uniform, anywhere, slots)
+        return slots
 
     def _empty(self, empty_write_count: bool = True) -> None:
         self._score_min, self._score_max = math.inf, -math.inf
@@ -144,5 +173,5 @@ class StratifiedWriter(Writer):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(num_bins={self.num_bins}, score_key={self.score_key!r}, "
-            f"score_range={self.score_range})"
+            f"uniform_share={self.uniform_share}, score_range={self.score_range})"
         )

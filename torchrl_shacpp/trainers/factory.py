@@ -121,6 +121,7 @@ def make_learners(
     world_cache_size: int | None = None,
     world_bins: int = 25,
     reward_bins: int = 9,
+    reward_uniform_share: float = 0.0,
     value_bins: int = 9,
     model_minibatch_size: int = 1000,
     model_train_every: int = 10,
@@ -147,6 +148,8 @@ def make_learners(
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
             ``cache_size``, sampled uniformly, differentiated along the real rollout:
             :func:`~torchrl_shacpp.modules.spliced_world_model`).
+        reward_uniform_share: the share of the reward cache kept for random replacement instead of its
+            ``reward_bins`` bins (:class:`~torchrl_shacpp.data.StratifiedWriter`; paper: 0).
         reward_uses_next_observation: the reward model reads :math:`(o_t, a_t, o_{t+1})` instead of the authors'
             :math:`(o_t, a_t)`.
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
@@ -188,7 +191,7 @@ def make_learners(
         reward_loss = RewardModelLoss(reward_module)
         reward_loss.set_keys(reward=reward_key, predicted_reward=(group, "predicted_reward"))
         reward = learned(
-            "reward", reward_loss, cache(cache_size, reward_bins, score_key=("next", *reward_key)),
+            "reward", reward_loss, cache(cache_size, reward_bins, score_key=("next", *reward_key), uniform_share=reward_uniform_share),
             functools.partial(reward_items, **keys),
         )  # fmt: skip
         source = LearnedRewardGradient(reward)

@@ -36,6 +36,10 @@ class Shacp(Shac):
             (dispersion's "eaten" flags) and give the actor no gradient towards the event.
         cache_size: transitions in each model cache (paper: 30,000).
         reward_bins: score bins of the reward cache (paper: 9).
+        reward_uniform_share: the share of the reward cache kept for random replacement, outside the bins (paper:
+            0). The bins give a common reward the share of one bin: on dense, skewed rewards (wheel, navigation's
+            rare collision penalty) the model then fits worst where the policy is
+            (``benchmarks/results/shacpp_gradient_alignment.md``).
         model_train_every: train the learned models every this many windows (paper: 10).
         model_epochs: passes over each cache per training (paper: 10).
         model_steps: minibatches per model per training instead of ``model_epochs`` passes, a cost that does not
@@ -56,6 +60,7 @@ class Shacp(Shac):
         reward_uses_next_observation: bool,
         cache_size: int,
         reward_bins: int,
+        reward_uniform_share: float,
         model_train_every: int,
         model_epochs: int,
         model_steps: Optional[int],
@@ -68,6 +73,7 @@ class Shacp(Shac):
         self.reward_uses_next_observation = reward_uses_next_observation
         self.cache_size = cache_size
         self.reward_bins = reward_bins
+        self.reward_uniform_share = reward_uniform_share
         self.model_train_every = model_train_every
         self.model_epochs = model_epochs
         self.model_steps = model_steps
@@ -84,17 +90,19 @@ class Shacp(Shac):
         return CoolDown(every=self.model_train_every, epochs=self.model_epochs, steps=self.model_steps)
 
     def learned_model(
-        self, name: str, loss: LossModule, capacity: int, bins: int, score_key: NestedKey, items, **kwargs
+        self, name: str, loss: LossModule, capacity: int, bins: int, score_key: NestedKey, items,
+        uniform_share: float = 0.0, **kwargs,
     ) -> LearnedModel:
-        """A model trained with Adam (``model_lr``) from a stratified cache of ``capacity`` items in ``bins`` bins;
-        the cache has its own random generator, which checkpoints save and restore with it."""
+        """A model trained with Adam (``model_lr``) from a stratified cache of ``capacity`` items in ``bins`` bins
+        (``uniform_share`` of it random replacement); the cache has its own random generator, which checkpoints save
+        and restore with it."""
         if capacity < bins:
             raise ValueError(f"The {name} cache of {capacity} items cannot hold {bins} bins; raise its size.")
         self._caches_made += 1
         generator = torch.Generator(device=self.device).manual_seed(self.experiment.seed * 1000 + self._caches_made)
         cache = make_stratified_cache(
-            capacity, bins, score_key=score_key, batch_size=self.model_minibatch_size, device=self.device,
-            generator=generator,
+            capacity, bins, score_key=score_key, uniform_share=uniform_share, batch_size=self.model_minibatch_size,
+            device=self.device, generator=generator,
         )  # fmt: skip
         adam = dict(eps=self.experiment_config.adam_eps, **self.experiment_config.adam_extra_kwargs)
         return LearnedModel(name, loss, cache, items, lr=self.model_lr, **kwargs, **adam)
@@ -115,7 +123,10 @@ class Shacp(Shac):
     def reward_model(self, group: str, loss: RewardModelLoss) -> LearnedModel:
         """The group's reward model trained from its cache."""
         items = functools.partial(reward_items, **self.transition_keys(group))
-        return self.learned_model("reward", loss, self.cache_size, self.reward_bins, ("next", group, "reward"), items)
+        return self.learned_model(
+            "reward", loss, self.cache_size, self.reward_bins, ("next", group, "reward"), items,
+            uniform_share=self.reward_uniform_share,
+        )  # fmt: skip
 
     def gradient_source(self, group: str, policy: TensorDictModule) -> GradientSource:
         return LearnedRewardGradient(self.reward_model(group, self.reward_loss(group)))
@@ -130,6 +141,7 @@ class ShacpConfig(ShacConfig):
     reward_uses_next_observation: bool = False
     cache_size: int = 30_000
     reward_bins: int = 9
+    reward_uniform_share: float = 0.0
     model_train_every: int = 10
     model_epochs: int = 10
     model_steps: Optional[int] = None
