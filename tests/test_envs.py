@@ -12,6 +12,7 @@ from vmas.scenarios.sampling import Scenario as VmasSampling
 from vmas.scenarios.transport import Scenario as VmasTransport
 
 from torchrl_shacpp.envs import (
+    DifferentiableNavigation,
     DifferentiableSampling,
     DifferentiableTransport,
     detach_simulator_state,
@@ -63,6 +64,7 @@ def scripted_rollout(env: EnvBase, actions: torch.Tensor, teleports: dict[int, i
         ("transport", 3, {}),
         ("sampling", 3, {}),
         ("sampling", 3, {"lookahead_coef": 0.5}),
+        ("navigation", 3, {}),
     ],
 )
 def test_reward_values_equal_vmas_through_terminations_truncations_and_per_env_resets(task, n_agents, kwargs):
@@ -357,14 +359,53 @@ def test_world_zero_grad_alone_leaves_transport_a_stale_graph(make_simulator, n_
         window()
 
 
+def navigation_step(collision_coef: float, gap: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Two agents of navigation (radius 0.1) ``gap`` apart along x, goals far up; one step from zero actions.
+
+    Returns the actions ([2, B, 2], requiring grad), the agents' rewards ([2, B]) and the scenario's smoothed penalty
+    :math:`P \sigma((m - d) / w)` of the pair at the new positions ([B])."""
+    env = vmas.make_env(
+        DifferentiableNavigation(), num_envs=4, seed=0, grad_enabled=True, n_agents=2, collision_coef=collision_coef
+    )
+    scenario = env.scenario
+    for agent, x in zip(env.agents, (-0.1 - gap / 2, 0.1 + gap / 2)):
+        agent.set_pos(torch.tensor([[x, 0.0]]).repeat(4, 1), batch_index=None)
+        agent.goal.set_pos(torch.tensor([[x, 0.9]]).repeat(4, 1), batch_index=None)
+        agent.pos_shaping = torch.linalg.vector_norm(agent.state.pos - agent.goal.state.pos, dim=-1)
+    actions = torch.zeros(2, 4, 2, requires_grad=True)
+    _, rewards, _, _ = env.step(list(actions))
+    distance = scenario.world.get_distance(*env.agents)
+    smoothed = scenario.agent_collision_penalty * torch.sigmoid(
+        (scenario.min_collision_distance - distance) / scenario.collision_width
+    )
+    return actions, torch.stack(rewards), smoothed
+
+
+def test_navigation_collision_gradient_is_the_smoothed_penalty_and_pushes_agents_apart():
+    actions, rewards, smoothed = navigation_step(collision_coef=1.0, gap=0.03)
+    plain_actions, plain_rewards, _ = navigation_step(collision_coef=0.0, gap=0.03)
+    assert torch.equal(rewards, plain_rewards)  # the values are VMAS's
+    (gradient,) = torch.autograd.grad(rewards[0].sum(), actions, retain_graph=True)
+    (plain,) = torch.autograd.grad(plain_rewards[0].sum(), plain_actions)
+    (expected,) = torch.autograd.grad(smoothed.sum(), actions)
+    # Agent 0's reward gains exactly the smoothed penalty's gradient (closed form through one physics step) ...
+    torch.testing.assert_close(gradient - plain, expected)
+    # ... which moves agent 0 away from agent 1 (along -x) and agent 1 away from agent 0.
+    assert (expected[0, :, 0] < 0).all() and (expected[1, :, 0] > 0).all()
+    # Far apart it fades: 1 agent radius (10 widths at 0.1 / 2) away, under 1e-3 of its value at contact.
+    far_actions, far_rewards, far_smoothed = navigation_step(collision_coef=1.0, gap=0.5)
+    (far,) = torch.autograd.grad(far_smoothed.sum(), far_actions)
+    assert far.abs().max() < 1e-3 * expected.abs().max()
+
+
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known tasks: discovery, dispersion, sampling, transport .* navigation"):
+    with pytest.raises(ValueError, match="known tasks: discovery, dispersion, navigation, sampling, transport .* wheel"):
         make_vmas_env("navigaton", num_envs=2)
 
 
 def test_vmas_own_scenarios_are_built_with_their_defaults_and_the_step_counter():
-    """Any VMAS scenario (the gradient probe runs on navigation): VMAS's kwargs, our time limit and truncation."""
-    env = make_vmas_env("navigation", num_envs=2, n_agents=2, max_steps=3, collisions=False)
+    """Any VMAS scenario (the gradient probe runs on wheel): VMAS's kwargs, our time limit and truncation."""
+    env = make_vmas_env("wheel", num_envs=2, n_agents=2, max_steps=3)
     rollout = env.rollout(3, break_when_any_done=False)
     assert rollout["agents", "observation"].shape[:3] == (2, 3, 2)
     assert rollout["next", "truncated"][:, -1].all() and not rollout["next", "terminated"].any()
@@ -373,6 +414,7 @@ def test_vmas_own_scenarios_are_built_with_their_defaults_and_the_step_counter()
 def test_task_presets():
     assert task_has_differentiable_reward("transport") and task_has_differentiable_reward("Sampling")
     assert not task_has_differentiable_reward("dispersion") and not task_has_differentiable_reward("discovery")
+    assert task_has_differentiable_reward("navigation")
     assert get_vmas_task("sampling").scenario_kwargs() == {"n_agents": 3, "shared_rew": False}
     dispersion = vmas_environment(make_vmas_env("dispersion", num_envs=2, n_agents=3)).scenario
     # The authors' dispersion: one food per agent, VMAS's per-agent rewards and food radius.

@@ -15,10 +15,11 @@ def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: b
 
     Changes that alter no reward value and no observation:
 
-    * with ``simulator_graph`` (SHAC, SHAC+), VMAS keeps the actions' autograd graph, and the paper's tasks with a
-      differentiable-reward variant (transport, sampling; :data:`~torchrl_shacpp.envs.VMAS_TASKS`) get it: VMAS's
-      own rewards have no usable gradient, and its scenarios write in place into tensors that a graph-carrying
-      window saved for backward (sampling's ``max_pdf`` at a reset);
+    * with ``simulator_graph`` (SHAC, SHAC+), VMAS keeps the actions' autograd graph, and the tasks with a
+      differentiable-reward variant (transport, sampling, navigation; :data:`~torchrl_shacpp.envs.VMAS_TASKS`) get
+      it: VMAS's own rewards have no usable gradient (navigation's collision penalty has none), and its scenarios
+      write in place into tensors that a graph-carrying window saved for backward (sampling's ``max_pdf`` at a
+      reset);
     * the time limit moves from VMAS to a :class:`~torchrl.envs.StepCounter`: TorchRL's VMAS wrapper reports it as
       ``terminated``, which would bootstrap the value targets and the actor objective with 0 instead of
       :math:`V(o')` at every time limit;

@@ -2,6 +2,7 @@
 
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.faults import ResetNonFinite
+from torchrl_shacpp.envs.navigation import DifferentiableNavigation
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
 from torchrl_shacpp.envs.simulator import detach_simulator_state, set_simulator_grad, vmas_environment
 from torchrl_shacpp.envs.tasks import (
@@ -16,6 +17,7 @@ from torchrl_shacpp.envs.transport import DifferentiableTransport
 
 __all__ = [
     "VMAS_TASKS",
+    "DifferentiableNavigation",
     "DifferentiableSampling",
     "DifferentiableTransport",
     "ResetNonFinite",

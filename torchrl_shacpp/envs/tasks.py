@@ -18,6 +18,7 @@ from vmas.simulator.scenario import BaseScenario
 from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.faults import ResetNonFinite
+from torchrl_shacpp.envs.navigation import DifferentiableNavigation
 from torchrl_shacpp.envs.sampling import DifferentiableSampling
 from torchrl_shacpp.envs.transport import DifferentiableTransport
 
@@ -103,6 +104,9 @@ VMAS_TASKS: dict[str, VmasTask] = {
         # The paper's settings: task/vmas/dispersion_paper.yaml and discovery_paper.yaml.
         VmasTask("dispersion", 4, paper_preset("dispersion"), scenario=SpreadStartDispersion),
         VmasTask("discovery", 5, paper_preset("discovery")),
+        # BenchMARL gives every agent its own reward (VMAS default: shared sum); the differentiable variant gives
+        # VMAS's collision penalty a gradient.
+        VmasTask("navigation", 3, lambda n: {"shared_rew": False}, DifferentiableNavigation),
     )
 }
 
@@ -141,8 +145,9 @@ def make_vmas_env(
     non-finite observation or reward is truncated there and reset (:class:`~torchrl_shacpp.envs.ResetNonFinite`).
 
     Args:
-        task (str): ``"transport"``, ``"sampling"``, ``"dispersion"`` or ``"discovery"`` (see :data:`VMAS_TASKS`),
-            or any other of VMAS's scenarios (``vmas.scenarios``, e.g. ``"navigation"``) with VMAS's defaults.
+        task (str): ``"transport"``, ``"sampling"``, ``"dispersion"``, ``"discovery"`` or ``"navigation"`` (see
+            :data:`VMAS_TASKS`), or any other of VMAS's scenarios (``vmas.scenarios``, e.g. ``"wheel"``) with VMAS's
+            defaults.
 
     Keyword Args:
         num_envs (int): B, the number of vectorised envs.
@@ -150,7 +155,7 @@ def make_vmas_env(
             dispersion 4, discovery 5).
         max_steps (int, optional): the time limit (BenchMARL: 100); ``None`` counts steps without truncating.
         differentiable_reward (bool): use the task's differentiable-reward scenario where it has one
-            (transport, sampling; same reward values as VMAS). Defaults to ``True``.
+            (transport, sampling, navigation; same reward values as VMAS). Defaults to ``True``.
         grad_enabled (bool): let VMAS keep the actions' autograd graph (SHAC). Defaults to ``False``.
         seed (int, optional): VMAS seed.
         device (str): simulation device. Defaults to ``"cpu"``.

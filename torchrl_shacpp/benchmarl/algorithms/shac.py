@@ -44,7 +44,7 @@ class Shac(Algorithm):
     The policy is :math:`\mathcal N(\mu_\theta(o), \sigma^2)` clamped to the action box, with a fixed (or learned)
     state-independent :math:`\sigma` and :math:`\mu_\theta` the ``model`` config; the critic is a centralised
     ``critic_model`` (:mod:`~torchrl_shacpp.benchmarl.networks`). On VMAS the environment is rebuilt with the task's
-    differentiable reward where the paper's tasks need one (transport, sampling), the simulator's gradients on, and
+    differentiable reward where a task needs one (transport, sampling, navigation), the simulator's gradients on, and
     time limits reported as truncations (:func:`~torchrl_shacpp.benchmarl.envs.rebuild_vmas_env`). A non-finite
     actor or critic step is skipped, counted and logged; parameters never receive NaN. Logged per group:
     ``actor_loss``, ``action_bound_loss``, ``actor_grad_norm`` (the paper's Fig. 2; means over the collection's
