@@ -30,7 +30,7 @@ from torchrl_shacpp.benchmarl import (
     experiment_config,
 )
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
-from torchrl_shacpp.envs import DifferentiableSampling, DifferentiableTransport
+from torchrl_shacpp.envs import DifferentiableNavigation, DifferentiableSampling, DifferentiableTransport
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
 TINY = [
@@ -396,7 +396,10 @@ def test_transformer_model_refuses_inputs_without_agents():
         transformer(centralised=True, share_params=True, input_has_agent_dim=False)
 
 
-@pytest.mark.parametrize("name, scenario", [("transport", DifferentiableTransport), ("sampling", DifferentiableSampling)])
+@pytest.mark.parametrize(
+    "name, scenario",
+    [("transport", DifferentiableTransport), ("sampling", DifferentiableSampling), ("navigation", DifferentiableNavigation)],
+)
 def test_differentiable_tasks_are_benchmarl_tasks_filed_under_the_vmas_name(name, scenario):
     task = task_config_registry[f"vmas/{name}_differentiable"].get_from_yaml()
     assert task.config == VmasTask[name.upper()].get_from_yaml().config  # BenchMARL's settings

@@ -77,6 +77,7 @@ class DifferentiableVmasTask(Task):
 
     TRANSPORT = None
     SAMPLING = None
+    NAVIGATION = None
 
     @staticmethod
     def associated_class():
