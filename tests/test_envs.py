@@ -329,7 +329,7 @@ def two_windows(env: EnvBase, cut) -> tuple[torch.Tensor, torch.Tensor]:
     return windows[1][0], windows[0][1]
 
 
-@pytest.mark.parametrize("task", ["transport", "sampling"])
+@pytest.mark.parametrize("task", ["transport", "sampling", "navigation"])
 def test_consecutive_windows_backpropagate_after_detaching_the_simulator_state(task):
     env = make_vmas_env(task, num_envs=4, n_agents=3, grad_enabled=True, seed=0)
     second, first_actions = two_windows(env, detach_simulator_state)
