@@ -142,9 +142,9 @@ class StratifiedWriter(Writer):
         offset = torch.randint(q * (q + 1), bins.shape, generator=self._rng, device=bins.device) % size
         slots = start + offset
         if uniform_slots:
-            uniform = torch.rand(bins.shape, generator=self._rng, device=bins.device) < self.uniform_share
-            anywhere = torch.randint(uniform_slots, bins.shape, generator=self._rng, device=bins.device)
-            slots = torch.where(uniform, anywhere, slots)
+            to_uniform_part = torch.rand(bins.shape, generator=self._rng, device=bins.device) < self.uniform_share
+            uniform_part_slots = torch.randint(uniform_slots, bins.shape, generator=self._rng, device=bins.device)
+            slots = torch.where(to_uniform_part, uniform_part_slots, slots)
         return slots
 
     def _empty(self, empty_write_count: bool = True) -> None:
