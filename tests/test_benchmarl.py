@@ -398,7 +398,11 @@ def test_transformer_model_refuses_inputs_without_agents():
 
 @pytest.mark.parametrize(
     "name, scenario",
-    [("transport", DifferentiableTransport), ("sampling", DifferentiableSampling), ("navigation", DifferentiableNavigation)],
+    [
+        ("transport", DifferentiableTransport),
+        ("sampling", DifferentiableSampling),
+        ("navigation", DifferentiableNavigation),
+    ],
 )
 def test_differentiable_tasks_are_benchmarl_tasks_filed_under_the_vmas_name(name, scenario):
     task = task_config_registry[f"vmas/{name}_differentiable"].get_from_yaml()

@@ -393,13 +393,14 @@ def test_navigation_collision_gradient_is_the_smoothed_penalty_and_pushes_agents
     # ... which moves agent 0 away from agent 1 (along -x) and agent 1 away from agent 0.
     assert (expected[0, :, 0] < 0).all() and (expected[1, :, 0] > 0).all()
     # Far apart it fades: 5 agent radii away, under 1e-3 of its value near contact.
-    far_actions, far_rewards, far_smoothed = navigation_step(collision_coef=1.0, gap=0.5)
+    far_actions, _, far_smoothed = navigation_step(collision_coef=1.0, gap=0.5)
     (far,) = torch.autograd.grad(far_smoothed.sum(), far_actions)
     assert far.abs().max() < 1e-3 * expected.abs().max()
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known tasks: discovery, dispersion, navigation, sampling, transport .* wheel"):
+    known = "known tasks: discovery, dispersion, navigation, sampling, transport .* wheel"
+    with pytest.raises(ValueError, match=known):
         make_vmas_env("navigaton", num_envs=2)
 
 

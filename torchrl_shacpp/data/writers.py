@@ -89,7 +89,7 @@ class StratifiedWriter(Writer):
                 f"A cache of {storage.max_size} slots cannot hold {self.num_bins} bins: the capacity must be at least "
                 "the number of bins."
             )
-        uniform_slots = int(self.uniform_share * storage.max_size)
+        uniform_slots = self._uniform_slots(storage.max_size)
         if self.uniform_share > 0 and not 1 <= uniform_slots <= storage.max_size - self.num_bins:
             raise ValueError(
                 f"A uniform share of {self.uniform_share} of {storage.max_size} slots leaves {uniform_slots} slots for "
@@ -132,8 +132,12 @@ class StratifiedWriter(Writer):
         # The clamp only absorbs rounding at the ends of the range.
         return ((scores - self._score_min) * scale).round().long().clamp_(0, self.num_bins - 1)
 
+    def _uniform_slots(self, capacity: int) -> int:
+        """:math:`U = \lfloor \rho C \rfloor`, the slots kept out of the bins."""
+        return int(self.uniform_share * capacity)
+
     def _draw_slots(self, bins: torch.Tensor) -> torch.Tensor:
-        uniform_slots = int(self.uniform_share * self._storage.max_size)
+        uniform_slots = self._uniform_slots(self._storage.max_size)
         capacity, k = self._storage.max_size - uniform_slots, self.num_bins
         bounds = uniform_slots + torch.arange(k + 1, device=bins.device) * capacity // k
         start, size = bounds[bins], bounds[bins + 1] - bounds[bins]

@@ -50,7 +50,9 @@ class DifferentiableNavigation(NavigationScenario):
         world = super().make_world(batch_dim, device, **kwargs)
         self.collision_width = 0.25 * self.agent_radius if width is None else float(width)
         if self.collision_width <= 0:
-            raise ValueError(f"collision_width={self.collision_width} must be > 0: it is the width of the smoothed step.")
+            raise ValueError(
+                f"collision_width={self.collision_width} must be > 0: it is the width of the smoothed step."
+            )
         return world
 
     def reward(self, agent: Agent) -> Tensor:

@@ -191,7 +191,8 @@ def make_learners(
         reward_loss = RewardModelLoss(reward_module)
         reward_loss.set_keys(reward=reward_key, predicted_reward=(group, "predicted_reward"))
         reward = learned(
-            "reward", reward_loss, cache(cache_size, reward_bins, score_key=("next", *reward_key), uniform_share=reward_uniform_share),
+            "reward", reward_loss,
+            cache(cache_size, reward_bins, score_key=("next", *reward_key), uniform_share=reward_uniform_share),
             functools.partial(reward_items, **keys),
         )  # fmt: skip
         source = LearnedRewardGradient(reward)
