@@ -30,7 +30,10 @@ Usage (the committed tables in results/shacpp_gradient_alignment.md were made wi
     python benchmarks/shacpp_gradient_alignment.py --task transport --scenario approach_coef=0
     python benchmarks/shacpp_gradient_alignment.py --task sampling
 
-e.g. ``--task sampling --open-loop --no-bootstrap`` for the reward path without the closed-loop terms.
+e.g. ``--task sampling --open-loop --no-bootstrap`` for the reward path without the closed-loop terms, and
+``--task navigation --feature-block lidar=6:18`` for the world model's ∂ô/∂a over the lidar's features alone
+(``--cut-block lidar=6:18``: SHAC+ with the simulator's gradient through those features cut, i.e. with only what
+SHAC++'s world model gets right where it learns those features' sensitivity to the actions not at all).
 """
 
 from __future__ import annotations
@@ -91,6 +94,27 @@ def flat_gradient(output: torch.Tensor, inputs: list[torch.Tensor]) -> torch.Ten
     return torch.cat([(g if g is not None else torch.zeros_like(x)).flatten() for g, x in zip(gradients, inputs)])
 
 
+def feature_block(text: str) -> tuple[str, slice]:
+    """``NAME=START:STOP`` (e.g. ``lidar=4:16``) from the command line: a named block of observation features."""
+    name, _, bounds = text.partition("=")
+    start, _, stop = bounds.partition(":")
+    if not name or not start.isdigit() or not stop.isdigit() or int(start) >= int(stop):
+        raise argparse.ArgumentTypeError(f"expected NAME=START:STOP with START < STOP, got {text!r}")
+    return name, slice(int(start), int(stop))
+
+
+def without_gradient(window: TensorDictBase, block: slice) -> TensorDictBase:
+    """A shallow copy of ``window`` whose observations and next observations carry no gradient through the features
+    ``block``: the reward model and the critic read those features' values but cannot differentiate through them."""
+    window = window.copy()
+    for key in (OBSERVATION, ("next", *OBSERVATION)):
+        observation = window.get(key)
+        keep = torch.ones(observation.shape[-1], dtype=torch.bool)
+        keep[block] = False
+        window.set(key, torch.where(keep, observation, observation.detach()))
+    return window
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return torch.nn.functional.cosine_similarity(a, b, dim=0).item()
 
@@ -99,10 +123,13 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def world_sensitivity_agreement(env, world_model, window_length: int) -> tuple[float, float]:
+def world_sensitivity_agreement(
+    env, world_model, window_length: int, blocks: list[slice] = ()
+) -> tuple[float, float, list[tuple[float, float]]]:
     """Cosine and norm ratio of the world model's Jacobian ∂(Σ ô_f)/∂a, stacked over the observation features f,
     against the simulator's, on one rollout of uniform random actions (the actor's window module: the one-pass
-    prediction from o_0, or the transition model spliced along this rollout)."""
+    prediction from o_0, or the transition model spliced along this rollout); and both over each block of features
+    alone."""
     tensordict = env.reset()
     actions, observations, next_observations = [], [], []
     for _ in range(window_length):
@@ -125,10 +152,13 @@ def world_sensitivity_agreement(env, world_model, window_length: int) -> tuple[f
     predicted = world_model(window)["next", *OBSERVATION]
 
     def jacobian(observation: torch.Tensor) -> torch.Tensor:
-        return torch.cat([flat_gradient(observation[..., f].sum(), actions) for f in range(observation.shape[-1])])
+        return torch.stack([flat_gradient(observation[..., f].sum(), actions) for f in range(observation.shape[-1])])
 
     by_simulator, by_model = jacobian(simulated), jacobian(predicted)
-    return cosine(by_simulator, by_model), (by_model.norm() / by_simulator.norm()).item()
+    def agreement(simulator: torch.Tensor, model: torch.Tensor) -> tuple[float, float]:
+        return cosine(simulator.flatten(), model.flatten()), (model.norm() / simulator.norm()).item()
+
+    return *agreement(by_simulator, by_model), [agreement(by_simulator[block], by_model[block]) for block in blocks]
 
 
 def held_out_errors(windows: list[TensorDictBase], world_loss, reward_model) -> tuple[float, float]:
@@ -183,7 +213,7 @@ def main(args: argparse.Namespace) -> None:
     print(f"data: {args.data_windows} windows of {args.num_envs} envs x {args.window} steps "
           f"({time.perf_counter() - start:.0f} s with the evaluation windows)", file=sys.stderr)  # fmt: skip
 
-    rows, trained_epochs = [], 0
+    rows, block_rows, cut_rows, trained_epochs = [], [], [], 0
     for epochs in args.epochs:
         if epochs > trained_epochs:
             cooldown = CoolDown(every=1, epochs=epochs - trained_epochs)
@@ -196,16 +226,23 @@ def main(args: argparse.Namespace) -> None:
             cosine(simulator_gradients[i], simulator_gradients[j])
             for i in range(len(eval_windows)) for j in range(i + 1, len(eval_windows))
         ]  # fmt: skip
-        plus, plusplus, plus_norm, plusplus_norm = [], [], [], []
+        plus, plusplus, plus_norm, plusplus_norm, plus_cut = [], [], [], [], []
         for window, g_sim in zip(eval_windows, simulator_gradients):
             g_plus = flat_gradient(shacp(window)["loss_actor"], parameters)
+            if args.cut_block:
+                g_cut = flat_gradient(shacp(without_gradient(window, args.cut_block[1]))["loss_actor"], parameters)
+                plus_cut.append(cosine(g_sim, g_cut))
             g_plusplus = flat_gradient(shacpp(window)["loss_actor"], parameters)
             plus.append(cosine(g_sim, g_plus))
             plusplus.append(cosine(g_sim, g_plusplus))
             plus_norm.append((g_plus.norm() / g_sim.norm()).item())
             plusplus_norm.append((g_plusplus.norm() / g_sim.norm()).item())
         world_error, reward_error = held_out_errors(eval_windows, world_gradient.world.loss, reward_model)
-        sensitivity_cos, sensitivity_ratio = world_sensitivity_agreement(eval_env, world_model, args.window)
+        sensitivity_cos, sensitivity_ratio, by_block = world_sensitivity_agreement(
+            eval_env, world_model, args.window, [block for _, block in args.feature_block]
+        )
+        block_rows.append(f"| {epochs} | " + " | ".join(f"{cos:.2f} / {ratio:.2f}" for cos, ratio in by_block) + " |")
+        cut_rows.append(f"| {epochs} | {mean_std(plus)} | {mean_std(plus_cut) if plus_cut else '–'} | {mean_std(plusplus)} |")
         rows.append(
             f"| {epochs} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
             f"{statistics.mean(plus_norm):.2f} | "
@@ -224,6 +261,18 @@ def main(args: argparse.Namespace) -> None:
           "| world MSE (held out) | reward MSE (held out) | ∂ô/∂a cos | ∂ô/∂a norm ratio |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    if args.feature_block:
+        names = [f"{name} [{block.start}:{block.stop}]" for name, block in args.feature_block]
+        print("\n∂ô/∂a cos / norm ratio by block of observation features:\n")
+        print("| model epochs | " + " | ".join(names) + " |")
+        print("|---:|" + "---:|" * len(names))
+        print("\n".join(block_rows))
+    if args.cut_block:
+        name, block = args.cut_block
+        print(f"\nSHAC+ with the simulator's gradient through {name} [{block.start}:{block.stop}] cut:\n")
+        print(f"| model epochs | cos(sim, +) | cos(sim, + without {name}'s gradient) | cos(sim, ++) |")
+        print("|---:|---:|---:|---:|")
+        print("\n".join(cut_rows))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -231,6 +280,14 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", default="transport", help="a task with a differentiable reward: transport, sampling")
     parser.add_argument("--n-agents", type=int, default=3)
     parser.add_argument("--scenario", type=scenario_kwarg, action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--feature-block", type=feature_block, action="append", default=[], metavar="NAME=START:STOP",
+        help="also report the world model's ∂ô/∂a cosine over these observation features alone (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cut-block", type=feature_block, metavar="NAME=START:STOP",
+        help="also report SHAC+'s alignment with the simulator's gradient through these features cut",
+    )  # fmt: skip
     parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
     parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")

@@ -1,0 +1,167 @@
+r"""Which observation features can SHAC++'s one-step transition model learn, and with which action sensitivity?
+
+Fits :class:`~torchrl_shacpp.modules.TransitionWorldModel` (the spliced world model's one step, the package's sizes)
+by teacher forcing on transitions of uniformly random actions of a VMAS task, and reports per named block of
+observation features:
+
+* ``R²``: one minus the held-out mean squared error of the predicted change :math:`\hat o' - o` over the variance of
+  the real change :math:`o' - o` (0: no better than predicting the mean change; 1: exact);
+* ``cos / ratio``: the cosine and norm ratio of the spliced model's action Jacobian
+  :math:`\partial (\sum_{t, i} \hat o_{t, i, f}) / \partial a` against VMAS's, over the block's features, on a
+  32-step rollout (the gradient-alignment probe's measure, ``shacpp_gradient_alignment.py --feature-block``).
+
+Before the fit it prints, per block, how the change is spread: the share of its entries that are nonzero and the
+share of its total square carried by the largest 1% of its nonzero entries (1%: evenly spread; near 100%: a few
+jumps).
+
+Three variants, each against the plain fit:
+
+* ``--normalize-inputs``: the network reads observations standardised by the training data's per-feature mean and
+  standard deviation (it still predicts the change of the raw observation);
+* ``--normalize-loss``: each feature's squared error is divided by the mean square of its real change (plus a
+  hundredth of the features' mean), so rarely changing features weigh as much as the kinematics;
+* ``--centralised-mlp WIDTH``: instead of the package's model, a 3-hidden-layer SiLU MLP of that width on every
+  agent's observation and action at once, predicting every agent's change.
+
+Usage (the table in results/transition_model_fit.md)::
+
+    python benchmarks/transition_model_fit.py --task navigation \
+        --block pos=0:2 --block vel=2:4 --block goal=4:6 --block lidar=6:18 [--normalize-inputs] [--normalize-loss]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from torchrl_shacpp.envs import make_vmas_env
+from torchrl_shacpp.modules import TransitionWorldModel, spliced_world_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from shacpp_gradient_alignment import feature_block, world_sensitivity_agreement  # noqa: E402
+
+OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
+
+
+class StandardisedInputs(nn.Module):
+    r"""A transition model reading standardised observations: :math:`o + \Delta_\theta((o - m) / s, a)`."""
+
+    def __init__(self, transition: TransitionWorldModel, mean: Tensor, std: Tensor) -> None:
+        super().__init__()
+        self.transition = transition
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, observation: Tensor, action: Tensor) -> Tensor:
+        standardised = (observation - self.mean) / self.std
+        return observation + self.transition(standardised, action) - standardised
+
+
+class CentralisedMLP(nn.Module):
+    r""":math:`o + \Delta_\theta(o, a)` with :math:`\Delta_\theta` an MLP on all agents' ``[o; a]`` concatenated."""
+
+    def __init__(self, n_agents: int, obs_dim: int, action_dim: int, width: int) -> None:
+        super().__init__()
+        layers, features = [], n_agents * (obs_dim + action_dim)
+        for _ in range(3):
+            layers += [nn.Linear(features, width), nn.SiLU()]
+            features = width
+        self.network = nn.Sequential(*layers, nn.Linear(width, n_agents * obs_dim))
+
+    def forward(self, observation: Tensor, action: Tensor) -> Tensor:
+        change = self.network(torch.cat([observation, action], -1).flatten(-2))
+        return observation + change.unflatten(-1, observation.shape[-2:])
+
+
+def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``count`` shuffled transitions ``(o, a, o')`` of uniformly random actions (64 envs, 100-step episodes)."""
+    env = make_vmas_env(task, num_envs=64, n_agents=n_agents, seed=seed)
+    rollouts, collected = [], 0
+    with torch.no_grad():
+        while collected < count:
+            rollouts.append(env.rollout(100, break_when_any_done=False).reshape(-1))
+            collected += rollouts[-1].numel()
+    data = torch.cat(rollouts)[torch.randperm(collected)[:count]]
+    return data[OBSERVATION], data[ACTION], data["next", *OBSERVATION]
+
+
+def main(args: argparse.Namespace) -> None:
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    observation, action, next_observation = random_transitions(args.task, 2 * args.transitions, args.n_agents, args.seed)
+    train, held_out = slice(0, args.transitions), slice(args.transitions, None)
+    change = next_observation - observation
+    n_agents, obs_dim, action_dim = *observation.shape[-2:], action.shape[-1]
+    if args.centralised_mlp:
+        transition = CentralisedMLP(n_agents, obs_dim, action_dim, args.centralised_mlp)
+    else:
+        transition = TransitionWorldModel(obs_dim, action_dim)
+    if args.normalize_inputs:
+        features = observation[train].flatten(0, -2)
+        transition = StandardisedInputs(transition, features.mean(0), features.std(0) + 1e-6)
+    mean_square = change[train].flatten(0, -2).pow(2).mean(0)
+    weight = 1 / (mean_square + 1e-2 * mean_square.mean()) if args.normalize_loss else torch.ones_like(mean_square)
+    optimizer = torch.optim.Adam(transition.parameters(), lr=args.lr)
+    eval_env = make_vmas_env(args.task, num_envs=64, n_agents=args.n_agents, seed=args.seed + 1, grad_enabled=True)
+    blocks = [block for _, block in args.block]
+
+    print(f"### {args.task} n={args.n_agents}, {args.transitions} random-action transitions, minibatch "
+          f"{args.minibatch}, lr {args.lr}" + ", inputs standardised" * args.normalize_inputs
+          + ", loss normalised per feature" * args.normalize_loss
+          + f", centralised MLP of width {args.centralised_mlp}" * bool(args.centralised_mlp) + "\n")  # fmt: skip
+    for name, block in args.block:
+        entries = change[train][..., block].flatten()
+        square = entries[entries != 0].pow(2).sort(descending=True).values
+        top = square[: max(1, len(square) // 100)].sum() / square.sum()
+        print(f"- {name}: {(entries != 0).float().mean():.1%} of the change's entries nonzero, "
+              f"{top:.0%} of its square in the largest 1% of those")  # fmt: skip
+    print()
+    print("| steps | " + " | ".join(f"{name} R² | {name} ∂ô/∂a cos / ratio" for name, _ in args.block) + " |")
+    print("|---:|" + "---:|---:|" * len(blocks))
+    trained, start = 0, time.perf_counter()
+    for steps in args.steps:
+        for _ in range(steps - trained):
+            index = torch.randint(0, args.transitions, (args.minibatch,))
+            error = transition(observation[train][index], action[train][index]) - next_observation[train][index]
+            loss = (error.pow(2) * weight).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        trained = steps
+        with torch.no_grad():
+            predicted = transition(observation[held_out], action[held_out]) - observation[held_out]
+            error = (predicted - change[held_out]).flatten(0, -2).pow(2).mean(0)
+            variance = change[held_out].flatten(0, -2).var(0)
+        *_, agreement = world_sensitivity_agreement(eval_env, spliced_world_model(transition), 32, blocks)
+        cells = [
+            f"{1 - (error[block].sum() / variance[block].sum()).item():.2f} | {cos:.2f} / {ratio:.2f}"
+            for block, (cos, ratio) in zip(blocks, agreement)
+        ]
+        print(f"| {steps} | " + " | ".join(cells) + " |", flush=True)
+        print(f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="navigation", help="a VMAS task of torchrl_shacpp.envs.make_vmas_env")
+    parser.add_argument("--n-agents", type=int, default=3)
+    parser.add_argument("--block", type=feature_block, action="append", required=True, metavar="NAME=START:STOP")
+    parser.add_argument("--transitions", type=int, default=30_000, help="training transitions (as many held out)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[300, 1000, 3000], help="cumulative Adam steps")
+    parser.add_argument("--minibatch", type=int, default=1000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--normalize-inputs", action="store_true", help="standardised observations in")
+    parser.add_argument("--normalize-loss", action="store_true", help="each feature's error over its change's scale")
+    parser.add_argument("--centralised-mlp", type=int, default=0, metavar="WIDTH", help="an MLP on all agents")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+if __name__ == "__main__":
+    main(parser().parse_args())
