@@ -242,7 +242,8 @@ def main(args: argparse.Namespace) -> None:
             eval_env, world_model, args.window, [block for _, block in args.feature_block]
         )
         block_rows.append(f"| {epochs} | " + " | ".join(f"{cos:.2f} / {ratio:.2f}" for cos, ratio in by_block) + " |")
-        cut_rows.append(f"| {epochs} | {mean_std(plus)} | {mean_std(plus_cut) if plus_cut else '–'} | {mean_std(plusplus)} |")
+        cut = mean_std(plus_cut) if plus_cut else "–"
+        cut_rows.append(f"| {epochs} | {mean_std(plus)} | {cut} | {mean_std(plusplus)} |")
         rows.append(
             f"| {epochs} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
             f"{statistics.mean(plus_norm):.2f} | "

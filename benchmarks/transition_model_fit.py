@@ -93,7 +93,8 @@ def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple
 def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    observation, action, next_observation = random_transitions(args.task, 2 * args.transitions, args.n_agents, args.seed)
+    count = 2 * args.transitions
+    observation, action, next_observation = random_transitions(args.task, count, args.n_agents, args.seed)
     train, held_out = slice(0, args.transitions), slice(args.transitions, None)
     change = next_observation - observation
     n_agents, obs_dim, action_dim = *observation.shape[-2:], action.shape[-1]
