@@ -43,6 +43,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -124,7 +125,7 @@ def mean_std(values: list[float]) -> str:
 
 
 def world_sensitivity_agreement(
-    env, world_model, window_length: int, blocks: list[slice] = ()
+    env, world_model, window_length: int, blocks: Sequence[slice] = ()
 ) -> tuple[float, float, list[tuple[float, float]]]:
     """Cosine and norm ratio of the world model's Jacobian ∂(Σ ô_f)/∂a, stacked over the observation features f,
     against the simulator's, on one rollout of uniform random actions (the actor's window module: the one-pass
@@ -155,6 +156,7 @@ def world_sensitivity_agreement(
         return torch.stack([flat_gradient(observation[..., f].sum(), actions) for f in range(observation.shape[-1])])
 
     by_simulator, by_model = jacobian(simulated), jacobian(predicted)
+
     def agreement(simulator: torch.Tensor, model: torch.Tensor) -> tuple[float, float]:
         return cosine(simulator.flatten(), model.flatten()), (model.norm() / simulator.norm()).item()
 
