@@ -24,7 +24,10 @@ Three variants, each against the plain fit:
   agent's observation and action at once, predicting every agent's change;
 * ``--loss l1`` (or ``smooth_l1``, TorchRL's ``distance_loss``, the world-model losses' ``loss_function``): the
   absolute error fits the conditional median of the change, not its mean, so rare jumps (a lidar ray starting to hit
-  an agent, a sampled cell zeroed) stop dominating the fit.
+  an agent, a sampled cell zeroed) stop dominating the fit;
+* ``--jacobian-penalty λ``: adds :math:`\lambda\,\mathbb E\,\|u^\top \partial\Delta_\theta/\partial o\|^2` (``u``
+  standard normal, one vector-Jacobian product a minibatch), which keeps the one-step state Jacobians that the spliced
+  window chains near the identity where the data do not ask otherwise.
 
 Usage (the table in results/transition_model_fit.md)::
 
@@ -41,6 +44,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchrl.objectives.utils import distance_loss
 
 from torchrl_shacpp.envs import make_vmas_env
@@ -50,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from shacpp_gradient_alignment import feature_block, world_sensitivity_agreement  # noqa: E402
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
+DEFAULT_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class StandardisedInputs(nn.Module):
@@ -80,6 +85,14 @@ class CentralisedMLP(nn.Module):
     def forward(self, observation: Tensor, action: Tensor) -> Tensor:
         change = self.network(torch.cat([observation, action], -1).flatten(-2))
         return observation + change.unflatten(-1, observation.shape[-2:])
+
+
+def state_jacobian_penalty(observation: Tensor, change: Tensor) -> Tensor:
+    r""":math:`\mathbb E\,\|u^\top \partial\Delta/\partial o\|^2` for one standard normal :math:`u` (Hutchinson's
+    estimator of the squared Frobenius norm of the change's state Jacobian), differentiable in the model."""
+    probe = torch.randn_like(change)
+    (vjp,) = torch.autograd.grad(change, observation, probe, create_graph=True)
+    return vjp.pow(2).sum(-1).mean()
 
 
 def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -119,7 +132,8 @@ def main(args: argparse.Namespace) -> None:
           f"{args.minibatch}, lr {args.lr}" + ", inputs standardised" * args.normalize_inputs
           + ", loss normalised per feature" * args.normalize_loss
           + f", centralised MLP of width {args.centralised_mlp}" * bool(args.centralised_mlp)
-          + f", {args.loss} loss" * (args.loss != "l2") + "\n")  # fmt: skip
+          + f", {args.loss} loss" * (args.loss != "l2")
+          + f", state-Jacobian penalty {args.jacobian_penalty:g}" * (args.jacobian_penalty > 0) + "\n")  # fmt: skip
     for name, block in args.block:
         entries = change[train][..., block].flatten()
         square = entries[entries != 0].pow(2).sort(descending=True).values
@@ -129,12 +143,17 @@ def main(args: argparse.Namespace) -> None:
     print()
     print("| steps | " + " | ".join(f"{name} R² | {name} ∂ô/∂a cos / ratio" for name, _ in args.block) + " |")
     print("|---:|" + "---:|---:|" * len(blocks))
+    attention_backends = [SDPBackend.MATH] if args.jacobian_penalty > 0 else DEFAULT_BACKENDS
     trained, start = 0, time.perf_counter()
     for steps in args.steps:
         for _ in range(steps - trained):
             index = torch.randint(0, args.transitions, (args.minibatch,))
-            predicted = transition(observation[train][index], action[train][index])
+            inputs = observation[train][index].requires_grad_(args.jacobian_penalty > 0)
+            with sdpa_kernel(attention_backends):  # the math kernel has the double backward the penalty needs
+                predicted = transition(inputs, action[train][index])
             loss = (distance_loss(predicted, next_observation[train][index], args.loss) * weight).mean()
+            if args.jacobian_penalty > 0:
+                loss = loss + args.jacobian_penalty * state_jacobian_penalty(inputs, predicted - inputs)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -165,6 +184,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize-loss", action="store_true", help="each feature's error over its change's scale")
     parser.add_argument("--centralised-mlp", type=int, default=0, metavar="WIDTH", help="an MLP on all agents")
     parser.add_argument("--loss", choices=("l2", "l1", "smooth_l1"), default="l2", help="distance_loss's function")
+    parser.add_argument("--jacobian-penalty", type=float, default=0.0, metavar="λ", help="on ∂Δ/∂o (0: off)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     return parser
