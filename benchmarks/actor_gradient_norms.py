@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--group", default="agents", help="the BenchMARL group whose actor is read")
     parser.add_argument("--spike", type=float, default=10.0, help="a norm above this counts as a spike")
     args = parser.parse_args()
-    print(f"Per quarter of the run's actor steps: median / 90th percentile / max / share of steps above {args.spike:g}\n")
+    print(f"Per quarter of the run's actor steps: median / 90th percentile / max / share above {args.spike:g}\n")
     print("| configuration | runs | steps | " + " | ".join(f"quarter {q + 1}" for q in range(QUARTERS)) + " |")
     print("|---|---:|---:|" + "---|" * QUARTERS)
     for spec in args.runs:

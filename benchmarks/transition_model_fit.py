@@ -14,7 +14,7 @@ Before the fit it prints, per block, how the change is spread: the share of its 
 share of its total square carried by the largest 1% of its nonzero entries (1%: evenly spread; near 100%: a few
 jumps).
 
-Three variants, each against the plain fit:
+Variants, each against the plain fit:
 
 * ``--normalize-inputs``: the network reads observations standardised by the training data's per-feature mean and
   standard deviation (it still predicts the change of the raw observation);
