@@ -1,8 +1,9 @@
-"""The actor's gradient norm over a BenchMARL run, by quarter of its actor steps: does it grow, does it spike?
+"""The actor's gradient norm over a BenchMARL run, by quarter of its collections: does it grow, does it spike?
 
-Reads the CSV logger's ``train_<group>_actor_grad_norm`` (the norm before clipping, one value per actor step) of each
-run folder; per configuration (``LABEL=GLOB``, one folder per seed, the seeds' steps pooled) and per quarter of the
-run, prints the median, the 90th percentile, the maximum and the share of steps whose norm exceeds ``--spike``::
+Reads each run folder's ``actor_grad_norm`` through :mod:`torchrl_shacpp.benchmark.runs` (the CSV logger's norm
+before clipping, one value per collection: the mean over its actor steps and groups); per configuration
+(``LABEL=GLOB``, one folder per seed, the seeds' collections pooled) and per quarter of the run, prints the median,
+the 90th percentile, the maximum and the share of collections whose norm exceeds ``--spike``::
 
     python benchmarks/actor_gradient_norms.py "SHAC++ spliced=runs/shacpp_sampling_s*" "SHAC+=runs/shacp_sampling_s*"
 
@@ -12,21 +13,21 @@ The runs must have logged with ``experiment.loggers=[csv]``.
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import statistics
 from pathlib import Path
 
+from torchrl_shacpp.benchmark.runs import load_runs
+
 QUARTERS = 4
 
 
-def gradient_norms(folder: Path, group: str) -> list[float]:
-    """The actor's gradient norms of the one run under ``folder``, in step order."""
-    files = sorted(folder.glob(f"**/scalars/train_{group}_actor_grad_norm.csv"))
-    if len(files) != 1:
-        raise SystemExit(f"{folder} holds {len(files)} CSV logs of the actor's gradient norm; name one run per folder.")
-    with open(files[0]) as log:
-        return [float(value) for _, value in sorted((int(step), value) for step, value in csv.reader(log))]
+def gradient_norms(folder: Path) -> list[float]:
+    """The actor's gradient norms of the one BenchMARL run under ``folder``, in collection order."""
+    runs = load_runs(folder)
+    if len(runs) != 1 or not runs[0].actor_grad_norm.values:
+        raise SystemExit(f"{folder} must hold one SHAC-family BenchMARL run logged with experiment.loggers=[csv].")
+    return list(runs[0].actor_grad_norm.values)
 
 
 def quarter_row(norms: list[float], spike: float) -> str:
@@ -39,18 +40,17 @@ def quarter_row(norms: list[float], spike: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", metavar="LABEL=GLOB")
-    parser.add_argument("--group", default="agents", help="the BenchMARL group whose actor is read")
     parser.add_argument("--spike", type=float, default=10.0, help="a norm above this counts as a spike")
     args = parser.parse_args()
-    print(f"Per quarter of the run's actor steps: median / 90th percentile / max / share above {args.spike:g}\n")
-    print("| configuration | runs | steps | " + " | ".join(f"quarter {q + 1}" for q in range(QUARTERS)) + " |")
+    print(f"Per quarter of the run's collections: median / 90th percentile / max / share above {args.spike:g}\n")
+    print("| configuration | runs | collections | " + " | ".join(f"quarter {q + 1}" for q in range(QUARTERS)) + " |")
     print("|---|---:|---:|" + "---|" * QUARTERS)
     for spec in args.runs:
         label, _, pattern = spec.rpartition("=")
         folders = sorted(Path(path) for path in glob.glob(pattern))
         if not folders:
             raise SystemExit(f"no run folder matches {pattern}")
-        runs = [gradient_norms(folder, args.group) for folder in folders]
+        runs = [gradient_norms(folder) for folder in folders]
         quarters = [
             [norm for norms in runs for norm in norms[q * len(norms) // QUARTERS : (q + 1) * len(norms) // QUARTERS]]
             for q in range(QUARTERS)
