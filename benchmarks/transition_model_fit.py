@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import torch
@@ -54,7 +55,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from shacpp_gradient_alignment import feature_block, world_sensitivity_agreement  # noqa: E402
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
-DEFAULT_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class StandardisedInputs(nn.Module):
@@ -93,6 +93,12 @@ def state_jacobian_penalty(observation: Tensor, change: Tensor) -> Tensor:
     probe = torch.randn_like(change)
     (vjp,) = torch.autograd.grad(change, observation, probe, create_graph=True)
     return vjp.pow(2).sum(-1).mean()
+
+
+def attention_kernels(*, double_backward: bool) -> AbstractContextManager:
+    """The math attention kernel where the penalty differentiates attention twice (CPU's flash kernel has no double
+    backward); torch's own choice otherwise."""
+    return sdpa_kernel(SDPBackend.MATH) if double_backward else nullcontext()
 
 
 def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -143,13 +149,12 @@ def main(args: argparse.Namespace) -> None:
     print()
     print("| steps | " + " | ".join(f"{name} R² | {name} ∂ô/∂a cos / ratio" for name, _ in args.block) + " |")
     print("|---:|" + "---:|---:|" * len(blocks))
-    attention_backends = [SDPBackend.MATH] if args.jacobian_penalty > 0 else DEFAULT_BACKENDS
     trained, start = 0, time.perf_counter()
     for steps in args.steps:
         for _ in range(steps - trained):
             index = torch.randint(0, args.transitions, (args.minibatch,))
             inputs = observation[train][index].requires_grad_(args.jacobian_penalty > 0)
-            with sdpa_kernel(attention_backends):  # the math kernel has the double backward the penalty needs
+            with attention_kernels(double_backward=args.jacobian_penalty > 0):
                 predicted = transition(inputs, action[train][index])
             loss = (distance_loss(predicted, next_observation[train][index], args.loss) * weight).mean()
             if args.jacobian_penalty > 0:
