@@ -6,6 +6,9 @@ observation features:
 
 * ``R²``: one minus the held-out mean squared error of the predicted change :math:`\hat o' - o` over the variance of
   the real change :math:`o' - o` (0: no better than predicting the mean change; 1: exact);
+* ``one-step cos`` (``--one-step``): the cosine of the model's one-step action Jacobian with VMAS's, over the block's
+  features, on 3,000 held-out env steps (``action_jacobian_identifiability.py``'s data and measure, whose regression
+  from the observation bounds it from above);
 * ``cos / ratio``: the cosine and norm ratio of the spliced model's action Jacobian
   :math:`\partial (\sum_{t, i} \hat o_{t, i, f}) / \partial a` against VMAS's, over the block's features, on a
   32-step rollout (the gradient-alignment probe's measure, ``shacpp_gradient_alignment.py --feature-block``).
@@ -22,9 +25,19 @@ Variants, each against the plain fit:
   hundredth of the features' mean), so rarely changing features weigh as much as the kinematics;
 * ``--centralised-mlp WIDTH``: instead of the package's model, a 3-hidden-layer SiLU MLP of that width on every
   agent's observation and action at once, predicting every agent's change;
+* ``--sensor-gain DISPLACEMENT SENSORS``: the sensors' change as a learned, state-dependent linear response to the
+  agent's own displacement, :math:`\Delta\hat o_S = b(o) + G(o)\,(\hat o'_D - o_D)`, with the displacement
+  :math:`\hat o'_D - o_D` the package's model's own prediction (``DISPLACEMENT``, e.g. ``0:2``, the positions) and
+  :math:`b, G` a per-agent MLP of the observation (``SENSORS``, e.g. ``4:24``, every feature the simulator computes
+  from the positions); so the sensors' action Jacobian is :math:`G(o)\,\partial \hat o'_D / \partial a`, and
+  :math:`G` is fitted by a regression on the displacement, not found inside an unstructured product;
 * ``--loss l1`` (or ``smooth_l1``, TorchRL's ``distance_loss``, the world-model losses' ``loss_function``): the
   absolute error fits the conditional median of the change, not its mean, so rare jumps (a lidar ray starting to hit
   an agent, a sampled cell zeroed) stop dominating the fit;
+* ``--trim q``: trimmed least squares; per feature, the largest fraction ``q`` of a minibatch's squared errors is
+  left out of the loss, so that the fit follows the smooth part of the change (the part the exact gradient sees)
+  and not its rare jumps, which it then cannot chase; unlike the absolute error it keeps the squared error's scale
+  for the small changes;
 * ``--jacobian-penalty λ``: adds :math:`\lambda\,\mathbb E\,\|u^\top \partial\Delta_\theta/\partial o\|^2` (``u``
   standard normal, one vector-Jacobian product a minibatch), which keeps the one-step state Jacobians that the spliced
   window chains near the identity where the data do not ask otherwise.
@@ -52,7 +65,8 @@ from torchrl_shacpp.envs import make_vmas_env
 from torchrl_shacpp.modules import TransitionWorldModel, spliced_world_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shacpp_gradient_alignment import feature_block, world_sensitivity_agreement  # noqa: E402
+from action_jacobian_identifiability import action_jacobian, one_step_jacobians  # noqa: E402
+from shacpp_gradient_alignment import cosine, feature_block, world_sensitivity_agreement  # noqa: E402
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
 
@@ -87,12 +101,56 @@ class CentralisedMLP(nn.Module):
         return observation + change.unflatten(-1, observation.shape[-2:])
 
 
+class SensorGain(nn.Module):
+    r""":math:`\hat o' = T(o, a)` on every feature but the sensors ``S``, and
+    :math:`\hat o'_S = o_S + b(o) + G(o)\,(T(o, a)_D - o_D)` on them: a sensor moves, to first order, linearly with
+    the agent's displacement ``D``, with a gain :math:`G` and an offset :math:`b` (the expected jumps) that depend on
+    the observation only."""
+
+    def __init__(self, transition: nn.Module, obs_dim: int, displacement: slice, sensors: slice, width: int = 256):
+        super().__init__()
+        self.transition, self.displacement, self.sensors = transition, displacement, sensors
+        self.shape = (sensors.stop - sensors.start, displacement.stop - displacement.start)
+        self.network = nn.Sequential(
+            nn.Linear(obs_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+            nn.Linear(width, self.shape[0] * (self.shape[1] + 1)),
+        )  # fmt: skip
+
+    def forward(self, observation: Tensor, action: Tensor) -> Tensor:
+        predicted = self.transition(observation, action)
+        offset, gain = self.network(observation).unflatten(-1, (self.shape[0], self.shape[1] + 1)).split(
+            [1, self.shape[1]], -1
+        )
+        step = (predicted[..., self.displacement] - observation[..., self.displacement]).unsqueeze(-1)
+        if self.training:  # the sensors' error fits b and G, not the displacement the kinematics' error fits
+            step = step.detach()
+        sensors = observation[..., self.sensors] + offset.squeeze(-1) + (gain @ step).squeeze(-1)
+        return torch.cat([predicted[..., : self.sensors.start], sensors, predicted[..., self.sensors.stop :]], -1)
+
+
+def trimmed_squared_error(predicted: Tensor, target: Tensor, weight: Tensor, trim: float) -> Tensor:
+    r"""The mean weighted squared error over the entries that remain, per feature, once the largest ``trim`` share of
+    that feature's errors in the minibatch is left out (least trimmed squares; ``trim=0``: the plain mean)."""
+    error = (predicted - target).pow(2).flatten(0, -2)
+    kept = error.shape[0] - int(trim * error.shape[0])
+    return (error.sort(0).values[:kept] * weight).mean()
+
+
 def state_jacobian_penalty(observation: Tensor, change: Tensor) -> Tensor:
     r""":math:`\mathbb E\,\|u^\top \partial\Delta/\partial o\|^2` for one standard normal :math:`u` (Hutchinson's
     estimator of the squared Frobenius norm of the change's state Jacobian), differentiable in the model."""
     probe = torch.randn_like(change)
     (vjp,) = torch.autograd.grad(change, observation, probe, create_graph=True)
     return vjp.pow(2).sum(-1).mean()
+
+
+def one_step_agreement(transition: nn.Module, probe: tuple[Tensor, Tensor, Tensor], blocks: list[slice]) -> list[float]:
+    """Per block, the cosine of the model's one-step action Jacobian with VMAS's on the ``probe`` env steps
+    (``one_step_jacobians``: observations, actions, exact Jacobians)."""
+    observation, action, exact = probe
+    action = action.clone().requires_grad_()
+    model = action_jacobian(transition(observation, action), action)
+    return [cosine(exact[..., block, :].flatten(), model[..., block, :].flatten()) for block in blocks]
 
 
 def attention_kernels(*, double_backward: bool) -> AbstractContextManager:
@@ -114,6 +172,8 @@ def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.trim > 0 and args.loss != "l2":
+        raise SystemExit("--trim trims squared errors: use it with the default --loss l2")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     count = 2 * args.transitions
@@ -125,6 +185,8 @@ def main(args: argparse.Namespace) -> None:
         transition = CentralisedMLP(n_agents, obs_dim, action_dim, args.centralised_mlp)
     else:
         transition = TransitionWorldModel(obs_dim, action_dim)
+    if args.sensor_gain:
+        transition = SensorGain(transition, obs_dim, *args.sensor_gain)
     if args.normalize_inputs:
         features = observation[train].flatten(0, -2)
         transition = StandardisedInputs(transition, features.mean(0), features.std(0) + 1e-6)
@@ -133,12 +195,15 @@ def main(args: argparse.Namespace) -> None:
     optimizer = torch.optim.Adam(transition.parameters(), lr=args.lr)
     eval_env = make_vmas_env(args.task, num_envs=64, n_agents=args.n_agents, seed=args.seed + 1, grad_enabled=True)
     blocks = [block for _, block in args.block]
+    probe = one_step_jacobians(args.task, 3000, args.n_agents, args.seed + 1) if args.one_step else None
 
     print(f"### {args.task} n={args.n_agents}, {args.transitions} random-action transitions, minibatch "
           f"{args.minibatch}, lr {args.lr}" + ", inputs standardised" * args.normalize_inputs
           + ", loss normalised per feature" * args.normalize_loss
           + f", centralised MLP of width {args.centralised_mlp}" * bool(args.centralised_mlp)
           + f", {args.loss} loss" * (args.loss != "l2")
+          + ", sensors through a displacement gain" * bool(args.sensor_gain)
+          + f", the largest {args.trim:.0%} of each feature's errors trimmed" * (args.trim > 0)
           + f", state-Jacobian penalty {args.jacobian_penalty:g}" * (args.jacobian_penalty > 0) + "\n")  # fmt: skip
     for name, block in args.block:
         entries = change[train][..., block].flatten()
@@ -147,8 +212,10 @@ def main(args: argparse.Namespace) -> None:
         print(f"- {name}: {(entries != 0).float().mean():.1%} of the change's entries nonzero, "
               f"{top:.0%} of its square in the largest 1% of those")  # fmt: skip
     print()
-    print("| steps | " + " | ".join(f"{name} R² | {name} ∂ô/∂a cos / ratio" for name, _ in args.block) + " |")
-    print("|---:|" + "---:|---:|" * len(blocks))
+    one_step_header = "".join(f" {name} one-step cos |" for name, _ in args.block) * args.one_step
+    print("| steps | " + " | ".join(f"{name} R² | {name} ∂ô/∂a cos / ratio" for name, _ in args.block) + " |"
+          + one_step_header)
+    print("|---:|" + "---:|---:|" * len(blocks) + "---:|" * len(blocks) * args.one_step)
     trained, start = 0, time.perf_counter()
     for steps in args.steps:
         for _ in range(steps - trained):
@@ -156,7 +223,11 @@ def main(args: argparse.Namespace) -> None:
             inputs = observation[train][index].requires_grad_(args.jacobian_penalty > 0)
             with attention_kernels(double_backward=args.jacobian_penalty > 0):
                 predicted = transition(inputs, action[train][index])
-            loss = (distance_loss(predicted, next_observation[train][index], args.loss) * weight).mean()
+            target = next_observation[train][index]
+            if args.trim > 0:
+                loss = trimmed_squared_error(predicted, target, weight, args.trim)
+            else:
+                loss = (distance_loss(predicted, target, args.loss) * weight).mean()
             if args.jacobian_penalty > 0:
                 loss = loss + args.jacobian_penalty * state_jacobian_penalty(inputs, predicted - inputs)
             optimizer.zero_grad()
@@ -167,11 +238,15 @@ def main(args: argparse.Namespace) -> None:
             predicted = transition(observation[held_out], action[held_out]) - observation[held_out]
             error = (predicted - change[held_out]).flatten(0, -2).pow(2).mean(0)
             variance = change[held_out].flatten(0, -2).var(0)
+        transition.eval()
         *_, agreement = world_sensitivity_agreement(eval_env, spliced_world_model(transition), 32, blocks)
         cells = [
             f"{1 - (error[block].sum() / variance[block].sum()).item():.2f} | {cos:.2f} / {ratio:.2f}"
             for block, (cos, ratio) in zip(blocks, agreement)
         ]
+        if probe is not None:
+            cells += [f"{cos:.2f}" for cos in one_step_agreement(transition, probe, blocks)]
+        transition.train()
         print(f"| {steps} | " + " | ".join(cells) + " |", flush=True)
         print(f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
@@ -188,8 +263,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize-inputs", action="store_true", help="standardised observations in")
     parser.add_argument("--normalize-loss", action="store_true", help="each feature's error over its change's scale")
     parser.add_argument("--centralised-mlp", type=int, default=0, metavar="WIDTH", help="an MLP on all agents")
+    parser.add_argument("--sensor-gain", nargs=2, type=lambda text: feature_block(f"b={text}")[1],
+                        metavar=("DISPLACEMENT", "SENSORS"), help="sensors' change = b(o) + G(o) x displacement")
     parser.add_argument("--loss", choices=("l2", "l1", "smooth_l1"), default="l2", help="distance_loss's function")
+    parser.add_argument("--trim", type=float, default=0.0, metavar="q", help="share of squared errors left out")
     parser.add_argument("--jacobian-penalty", type=float, default=0.0, metavar="λ", help="on ∂Δ/∂o (0: off)")
+    parser.add_argument("--one-step", action="store_true", help="also the one-step ∂ô/∂a's cosine with VMAS's")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     return parser
