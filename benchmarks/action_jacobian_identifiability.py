@@ -44,6 +44,11 @@ from shacpp_gradient_alignment import cosine, feature_block  # noqa: E402
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
 
 
+def feature_slice(text: str) -> slice:
+    """``START:STOP`` from the command line: a slice of observation features."""
+    return feature_block(f"features={text}")[1]
+
+
 def one_step_jacobians(task: str, count: int, n_agents: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
     r"""``count`` shuffled env steps :math:`(o_t, a_t, J_t)` (shapes ``[count, n_agents, F]``, ``[count, n_agents, A]``,
     ``[count, n_agents, F, A]``): the agents' observations and uniformly random in-box actions, and VMAS's one-step
@@ -134,7 +139,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", default="sampling", help="a VMAS task of torchrl_shacpp.envs.make_vmas_env")
     parser.add_argument("--n-agents", type=int, default=3)
     parser.add_argument("--block", type=feature_block, action="append", required=True, metavar="NAME=START:STOP")
-    parser.add_argument("--kinematics", type=lambda text: feature_block(f"k={text}")[1], metavar="START:STOP",
+    parser.add_argument("--kinematics", type=feature_slice, metavar="START:STOP",
                         help="also fit from these features alone (the agent's own position and velocity)")  # fmt: skip
     parser.add_argument("--transitions", type=int, default=30_000, help="training transitions (as many held out)")
     parser.add_argument("--steps", type=int, default=3000, help="Adam steps of each regression")

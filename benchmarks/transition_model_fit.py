@@ -65,7 +65,7 @@ from torchrl_shacpp.envs import make_vmas_env
 from torchrl_shacpp.modules import TransitionWorldModel, spliced_world_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from action_jacobian_identifiability import action_jacobian, one_step_jacobians  # noqa: E402
+from action_jacobian_identifiability import action_jacobian, feature_slice, one_step_jacobians  # noqa: E402
 from shacpp_gradient_alignment import cosine, feature_block, world_sensitivity_agreement  # noqa: E402
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
@@ -263,7 +263,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--normalize-inputs", action="store_true", help="standardised observations in")
     parser.add_argument("--normalize-loss", action="store_true", help="each feature's error over its change's scale")
     parser.add_argument("--centralised-mlp", type=int, default=0, metavar="WIDTH", help="an MLP on all agents")
-    parser.add_argument("--sensor-gain", nargs=2, type=lambda text: feature_block(f"b={text}")[1],
+    parser.add_argument("--sensor-gain", nargs=2, type=feature_slice,
                         metavar=("DISPLACEMENT", "SENSORS"), help="sensors' change = b(o) + G(o) x displacement")
     parser.add_argument("--loss", choices=("l2", "l1", "smooth_l1"), default="l2", help="distance_loss's function")
     parser.add_argument("--trim", type=float, default=0.0, metavar="q", help="share of squared errors left out")
