@@ -12,6 +12,9 @@ SiLU). Per block it reports on held-out transitions:
 * ``cos``: the cosine between the predicted and the exact Jacobian over all held-out entries (the measure that
   ``shacpp_gradient_alignment.py --feature-block`` and ``transition_model_fit.py`` report for the world model, there
   chained over a rollout);
+* before the table, per block, the share of the one-step change's variance that is the action's first-order effect
+  :math:`J_{t, j} a_{t, j}` on the agent's own features: the signal from which a model fitted to the change must
+  learn its action Jacobian;
 * ``cos, own state``: the same, with the regression reading nothing but the agent's own kinematic features
   (``--kinematics``), the part of the Jacobian that needs no sensor reading.
 
@@ -49,13 +52,14 @@ def feature_slice(text: str) -> slice:
     return feature_block(f"features={text}")[1]
 
 
-def one_step_jacobians(task: str, count: int, n_agents: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
-    r"""``count`` shuffled env steps :math:`(o_t, a_t, J_t)` (shapes ``[count, n_agents, F]``, ``[count, n_agents, A]``,
-    ``[count, n_agents, F, A]``): the agents' observations and uniformly random in-box actions, and VMAS's one-step
+def one_step_jacobians(task: str, count: int, n_agents: int, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""``count`` shuffled env steps :math:`(o_t, a_t, o_{t+1}, J_t)` (shapes ``[count, n_agents, F]``,
+    ``[count, n_agents, A]``, ``[count, n_agents, F]``, ``[count, n_agents, F, A]``): the agents' observations,
+    uniformly random in-box actions, the next observations (before any reset), and VMAS's one-step
     Jacobian :math:`J_{t, j, f} = \partial (\sum_i o_{t+1, i, f}) / \partial a_{t, j}`, along rollouts (64 envs,
     100-step episodes)."""
     env = make_vmas_env(task, num_envs=64, n_agents=n_agents, seed=seed, grad_enabled=True)
-    observations, actions, jacobians, collected = [], [], [], 0
+    observations, actions, next_observations, jacobians, collected = [], [], [], [], 0
     tensordict = env.reset()
     while collected < count:
         # only this step's action carries a gradient: the Jacobian is the one step's, not the chain's
@@ -64,11 +68,12 @@ def one_step_jacobians(task: str, count: int, n_agents: int, seed: int) -> tuple
         stepped, tensordict = env.step_and_maybe_reset(tensordict.set(ACTION, action))
         observations.append(observation)
         actions.append(action.detach())
+        next_observations.append(stepped["next", *OBSERVATION].detach())
         jacobians.append(action_jacobian(stepped["next", *OBSERVATION], action))
         collected += observation.shape[0]
         tensordict = tensordict.detach()
     index = torch.randperm(collected)[:count]
-    return torch.cat(observations)[index], torch.cat(actions)[index], torch.cat(jacobians)[index]
+    return tuple(torch.cat(parts)[index] for parts in (observations, actions, next_observations, jacobians))
 
 
 def action_jacobian(next_observation: Tensor, action: Tensor) -> Tensor:
@@ -108,11 +113,20 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    observation, _, jacobian = one_step_jacobians(args.task, 2 * args.transitions, args.n_agents, args.seed)
+    observation, action, next_observation, jacobian = one_step_jacobians(
+        args.task, 2 * args.transitions, args.n_agents, args.seed
+    )
+    # the action's first-order effect on the agent's own features, J a: what a model must find in the change
+    driven = (jacobian @ action.unsqueeze(-1)).squeeze(-1).flatten(0, 1)
+    change = (next_observation - observation).flatten(0, 1)
     observation, jacobian = observation.flatten(0, 1), jacobian.flatten(0, 1)
     train, held_out = slice(0, args.transitions), slice(args.transitions, None)
     print(f"### {args.task} n={args.n_agents}: VMAS's one-step action Jacobian fitted from the observation, "
           f"{args.transitions} random-action transitions (as many held out), {args.steps} Adam steps\n")  # fmt: skip
+    signal = ", ".join(
+        f"{name} {driven[:, block].var(0).sum() / change[:, block].var(0).sum():.1%}" for name, block in args.block
+    )
+    print(f"Share of the one-step change's variance that is the action's first-order effect J a: {signal}\n")
     readers = {"the observation": observation}
     if args.kinematics is not None:
         readers["own kinematics only"] = observation[..., args.kinematics]

@@ -144,10 +144,10 @@ def state_jacobian_penalty(observation: Tensor, change: Tensor) -> Tensor:
     return vjp.pow(2).sum(-1).mean()
 
 
-def one_step_agreement(transition: nn.Module, probe: tuple[Tensor, Tensor, Tensor], blocks: list[slice]) -> list[float]:
+def one_step_agreement(transition: nn.Module, probe: tuple[Tensor, ...], blocks: list[slice]) -> list[float]:
     """Per block, the cosine of the model's one-step action Jacobian with VMAS's on the ``probe`` env steps
-    (``one_step_jacobians``: observations, actions, exact Jacobians)."""
-    observation, action, exact = probe
+    (``one_step_jacobians``: observations, actions, next observations, exact Jacobians)."""
+    observation, action, _, exact = probe
     action = action.clone().requires_grad_()
     model = action_jacobian(transition(observation, action), action)
     return [cosine(exact[..., block, :].flatten(), model[..., block, :].flatten()) for block in blocks]
