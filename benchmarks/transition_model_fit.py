@@ -38,6 +38,11 @@ Variants, each against the plain fit:
   left out of the loss, so that the fit follows the smooth part of the change (the part the exact gradient sees)
   and not its rare jumps, which it then cannot chase; unlike the absolute error it keeps the squared error's scale
   for the small changes;
+* ``--tukey k``: Tukey's biweight, a redescending loss, :math:`\rho(r) = \frac{c^2}{6}(1 - (1 - (r/c)^2)^3)` for
+  :math:`|r| < c` and :math:`c^2/6` beyond, with :math:`c = k` times each feature's median absolute nonzero change in
+  the training data: residuals beyond :math:`c` (the jumps) give no gradient at all, whatever their share, while the
+  small changes are fitted as by the squared error; the first 300 steps use the squared error, since the biweight
+  cannot pull a prediction that starts beyond :math:`c`;
 * ``--jacobian-penalty λ``: adds :math:`\lambda\,\mathbb E\,\|u^\top \partial\Delta_\theta/\partial o\|^2` (``u``
   standard normal, one vector-Jacobian product a minibatch), which keeps the one-step state Jacobians that the spliced
   window chains near the identity where the data do not ask otherwise.
@@ -69,6 +74,8 @@ from action_jacobian_identifiability import action_jacobian, feature_slice, one_
 from shacpp_gradient_alignment import cosine, feature_block, world_sensitivity_agreement  # noqa: E402
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
+# the biweight has no gradient beyond its scale: it starts from the squared error's fit, not from the initialisation
+TUKEY_WARM_UP = 300
 
 
 class StandardisedInputs(nn.Module):
@@ -136,6 +143,13 @@ def trimmed_squared_error(predicted: Tensor, target: Tensor, weight: Tensor, tri
     return (error.sort(0).values[:kept] * weight).mean()
 
 
+def biweight_loss(predicted: Tensor, target: Tensor, weight: Tensor, scale: Tensor) -> Tensor:
+    r"""The mean weighted Tukey biweight :math:`\frac{c^2}{6}(1 - (1 - \min(1, (r/c)^2))^3)` of the residuals
+    :math:`r`, with ``scale`` the per-feature :math:`c`."""
+    share = ((predicted - target) / scale).pow(2).clamp(max=1)
+    return (scale.pow(2) / 6 * (1 - (1 - share).pow(3)) * weight).mean()
+
+
 def state_jacobian_penalty(observation: Tensor, change: Tensor) -> Tensor:
     r""":math:`\mathbb E\,\|u^\top \partial\Delta/\partial o\|^2` for one standard normal :math:`u` (Hutchinson's
     estimator of the squared Frobenius norm of the change's state Jacobian), differentiable in the model."""
@@ -172,8 +186,8 @@ def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.trim > 0 and args.loss != "l2":
-        raise SystemExit("--trim trims squared errors: use it with the default --loss l2")
+    if (args.trim > 0 or args.tukey) and args.loss != "l2" or args.trim > 0 and args.tukey:
+        raise SystemExit("--trim, --tukey and --loss are alternative losses: choose one")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     count = 2 * args.transitions
@@ -192,6 +206,9 @@ def main(args: argparse.Namespace) -> None:
         transition = StandardisedInputs(transition, features.mean(0), features.std(0) + 1e-6)
     mean_square = change[train].flatten(0, -2).pow(2).mean(0)
     weight = 1 / (mean_square + 1e-2 * mean_square.mean()) if args.normalize_loss else torch.ones_like(mean_square)
+    if args.tukey:
+        nonzero = change[train].flatten(0, -2).abs()
+        scale = args.tukey * torch.nanmedian(nonzero.where(nonzero > 0, torch.nan), 0).values.nan_to_num(1.0)
     optimizer = torch.optim.Adam(transition.parameters(), lr=args.lr)
     eval_env = make_vmas_env(args.task, num_envs=64, n_agents=args.n_agents, seed=args.seed + 1, grad_enabled=True)
     blocks = [block for _, block in args.block]
@@ -203,6 +220,7 @@ def main(args: argparse.Namespace) -> None:
           + f", centralised MLP of width {args.centralised_mlp}" * bool(args.centralised_mlp)
           + f", {args.loss} loss" * (args.loss != "l2")
           + ", sensors through a displacement gain" * bool(args.sensor_gain)
+          + f", Tukey's biweight at {args.tukey:g} median changes" * bool(args.tukey)
           + f", the largest {args.trim:.0%} of each feature's errors trimmed" * (args.trim > 0)
           + f", state-Jacobian penalty {args.jacobian_penalty:g}" * (args.jacobian_penalty > 0) + "\n")  # fmt: skip
     for name, block in args.block:
@@ -218,7 +236,7 @@ def main(args: argparse.Namespace) -> None:
     print("|---:|" + "---:|---:|" * len(blocks) + "---:|" * len(blocks) * args.one_step)
     trained, start = 0, time.perf_counter()
     for steps in args.steps:
-        for _ in range(steps - trained):
+        for step in range(trained, steps):
             index = torch.randint(0, args.transitions, (args.minibatch,))
             inputs = observation[train][index].requires_grad_(args.jacobian_penalty > 0)
             with attention_kernels(double_backward=args.jacobian_penalty > 0):
@@ -226,6 +244,8 @@ def main(args: argparse.Namespace) -> None:
             target = next_observation[train][index]
             if args.trim > 0:
                 loss = trimmed_squared_error(predicted, target, weight, args.trim)
+            elif args.tukey and step >= TUKEY_WARM_UP:
+                loss = biweight_loss(predicted, target, weight, scale)
             else:
                 loss = (distance_loss(predicted, target, args.loss) * weight).mean()
             if args.jacobian_penalty > 0:
@@ -267,6 +287,7 @@ def parser() -> argparse.ArgumentParser:
                         metavar=("DISPLACEMENT", "SENSORS"), help="sensors' change = b(o) + G(o) x displacement")
     parser.add_argument("--loss", choices=("l2", "l1", "smooth_l1"), default="l2", help="distance_loss's function")
     parser.add_argument("--trim", type=float, default=0.0, metavar="q", help="share of squared errors left out")
+    parser.add_argument("--tukey", type=float, default=0.0, metavar="k", help="biweight at k median changes")
     parser.add_argument("--jacobian-penalty", type=float, default=0.0, metavar="λ", help="on ∂Δ/∂o (0: off)")
     parser.add_argument("--one-step", action="store_true", help="also the one-step ∂ô/∂a's cosine with VMAS's")
     parser.add_argument("--threads", type=int, default=1)
