@@ -186,7 +186,7 @@ def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple
 
 
 def main(args: argparse.Namespace) -> None:
-    if (args.trim > 0 or args.tukey) and args.loss != "l2" or args.trim > 0 and args.tukey:
+    if (args.trim > 0) + (args.tukey > 0) + (args.loss != "l2") > 1:
         raise SystemExit("--trim, --tukey and --loss are alternative losses: choose one")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
