@@ -120,7 +120,8 @@ def main(args: argparse.Namespace) -> None:
     driven = (jacobian @ action.unsqueeze(-1)).squeeze(-1).flatten(0, 1)
     change = (next_observation - observation).flatten(0, 1)
     observation, jacobian = observation.flatten(0, 1), jacobian.flatten(0, 1)
-    train, held_out = slice(0, args.transitions), slice(args.transitions, None)
+    # rows are (env step, agent), env step major: the first half of the env steps trains, the second is held out
+    train, held_out = slice(0, args.transitions * args.n_agents), slice(args.transitions * args.n_agents, None)
     print(f"### {args.task} n={args.n_agents}: VMAS's one-step action Jacobian fitted from the observation, "
           f"{args.transitions} random-action transitions (as many held out), {args.steps} Adam steps\n")  # fmt: skip
     signal = ", ".join(
