@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torchrl_shacpp.envs import make_vmas_env
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shacpp_gradient_alignment import cosine, feature_block  # noqa: E402
+from shacpp_gradient_alignment import cosine, feature_block, flat_gradient  # noqa: E402
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
 
@@ -66,10 +66,11 @@ def one_step_jacobians(task: str, count: int, n_agents: int, seed: int) -> tuple
         action = env.full_action_spec[ACTION].rand().requires_grad_()
         observation = tensordict[OBSERVATION].detach()
         stepped, tensordict = env.step_and_maybe_reset(tensordict.set(ACTION, action))
+        next_observation = stepped["next", *OBSERVATION]
         observations.append(observation)
         actions.append(action.detach())
-        next_observations.append(stepped["next", *OBSERVATION].detach())
-        jacobians.append(action_jacobian(stepped["next", *OBSERVATION], action))
+        next_observations.append(next_observation.detach())
+        jacobians.append(action_jacobian(next_observation, action))
         collected += observation.shape[0]
         tensordict = tensordict.detach()
     index = torch.randperm(collected)[:count]
@@ -79,11 +80,8 @@ def one_step_jacobians(task: str, count: int, n_agents: int, seed: int) -> tuple
 def action_jacobian(next_observation: Tensor, action: Tensor) -> Tensor:
     r""":math:`\partial (\sum_{b, i} o'_{b, i, f}) / \partial a_{b, j}` for every feature ``f``, shaped
     ``[*batch, n_agents, F, A]`` (zero where a feature does not depend on the action)."""
-    rows = [
-        torch.autograd.grad(next_observation[..., f].sum(), action, retain_graph=True, allow_unused=True)[0]
-        for f in range(next_observation.shape[-1])
-    ]
-    return torch.stack([torch.zeros_like(action) if row is None else row for row in rows], -2).detach()
+    rows = [flat_gradient(next_observation[..., f].sum(), [action]) for f in range(next_observation.shape[-1])]
+    return torch.stack([row.view_as(action) for row in rows], -2).detach()
 
 
 def fit(inputs: Tensor, targets: Tensor, train: slice, steps: int, seed: int) -> Tensor:
