@@ -30,7 +30,12 @@ from torchrl_shacpp.benchmarl import (
     experiment_config,
 )
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
-from torchrl_shacpp.envs import DifferentiableNavigation, DifferentiableSampling, DifferentiableTransport
+from torchrl_shacpp.envs import (
+    CentredRotationBalance,
+    DifferentiableNavigation,
+    DifferentiableSampling,
+    DifferentiableTransport,
+)
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
 TINY = [
@@ -409,6 +414,19 @@ def test_differentiable_tasks_are_benchmarl_tasks_filed_under_the_vmas_name(name
     assert task.config == VmasTask[name.upper()].get_from_yaml().config  # BenchMARL's settings
     env = task.get_env_fun(num_envs=2, continuous_actions=True, seed=0, device="cpu")()
     assert isinstance(env._env.scenario, scenario) and task.name.lower() == name and task.env_name() == "vmas"
+
+
+def test_balance_centred_is_benchmarl_balance_on_the_centred_scenario(tmp_path: Path):
+    """``task=vmas/balance_centred``: BenchMARL's balance settings, this package's scenario for every algorithm (SHAC
+    included: its reward is differentiable as VMAS's), filed under its own name."""
+    task = task_config_registry["vmas/balance_centred"].get_from_yaml()
+    assert task.config == VmasTask.BALANCE.get_from_yaml().config
+    env = task.get_env_fun(num_envs=2, continuous_actions=True, seed=0, device="cpu")()
+    assert isinstance(env._env.scenario, CentredRotationBalance) and task.name.lower() == "balance_centred"
+    result = benchmarl_run(tmp_path, "algorithm=shac", "task=vmas/balance_centred", "experiment.max_n_iters=1", *TINY)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(tmp_path.rglob("shac_balance_centred_*"))
+    assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
 
 
 @pytest.mark.parametrize("next_observation", [False, True])

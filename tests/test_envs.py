@@ -12,6 +12,7 @@ from vmas.scenarios.sampling import Scenario as VmasSampling
 from vmas.scenarios.transport import Scenario as VmasTransport
 
 from torchrl_shacpp.envs import (
+    CentredRotationBalance,
     DifferentiableNavigation,
     DifferentiableSampling,
     DifferentiableTransport,
@@ -399,7 +400,7 @@ def test_navigation_collision_gradient_is_the_smoothed_penalty_and_pushes_agents
 
 
 def test_unknown_task_lists_the_known_ones():
-    known = "known tasks: discovery, dispersion, navigation, sampling, transport .* wheel"
+    known = "known tasks: balance_centred, discovery, dispersion, navigation, sampling, transport .* wheel"
     with pytest.raises(ValueError, match=known):
         make_vmas_env("navigaton", num_envs=2)
 
@@ -445,6 +446,49 @@ def test_dispersion_agents_start_apart(n_agents: int):
     # VMAS's start is one keyword away.
     vmas_start = make_vmas_env("dispersion", num_envs=4, n_agents=n_agents, agent_start_radius=0.0).reset()
     assert (vmas_start["agents", "observation"][..., :2] == 0).all()
+
+
+def balance_rollout(task: str, actions: torch.Tensor) -> TensorDictBase:
+    """VMAS's balance or ``balance_centred`` stepped through ``actions`` ([T, B, 4, 2]) from the same seed."""
+    env = make_vmas_env(task, num_envs=actions.shape[1], n_agents=4, seed=1)
+    assert isinstance(vmas_environment(env).scenario, CentredRotationBalance) == (task == "balance_centred")
+    return scripted_rollout(env, actions)
+
+
+def test_centred_balance_observes_the_line_rotation_without_the_cut_at_level():
+    """``balance_centred`` is VMAS's balance with the last feature, the line's rotation modulo pi, taken in
+    [-pi/2, pi/2): equal to VMAS's modulo pi, every other feature and the rewards equal, and continuous where VMAS's
+    jumps by about pi as the line tilts across level."""
+    torch.manual_seed(0)
+    actions = torch.rand(40, NUM_ENVS, 4, 2) * 2 - 1
+    centred, plain = balance_rollout("balance_centred", actions), balance_rollout("balance", actions)
+    assert torch.equal(centred["next", "agents", "reward"], plain["next", "agents", "reward"])
+    ours, theirs = centred["agents", "observation"], plain["agents", "observation"]
+    assert torch.equal(ours[..., :-1], theirs[..., :-1])
+    rotation, vmas_rotation = ours[..., -1], theirs[..., -1]
+    assert (rotation >= -torch.pi / 2).all() and (rotation < torch.pi / 2).all()
+    torch.testing.assert_close(torch.remainder(rotation - vmas_rotation + 1, torch.pi) - 1, torch.zeros_like(rotation))
+    within_episodes = ~centred["next", "done"][:, :-1, None, 0]  # [B, T - 1, 1]: no reset between t and t + 1
+    jumps = (vmas_rotation.diff(dim=1).abs() > 3)[within_episodes.expand(-1, -1, 4)]
+    assert jumps.any(), "VMAS's feature crosses its cut in this rollout"
+    assert (rotation.diff(dim=1).abs()[within_episodes.expand(-1, -1, 4)] < 0.5).all()
+
+
+def test_centred_balance_rotation_gradient_is_vmas():
+    torch.manual_seed(0)
+    actions = torch.rand(3, 4, 4, 2) * 2 - 1
+    gradients = []
+    for task in ("balance_centred", "balance"):
+        env = make_vmas_env(task, num_envs=4, n_agents=4, seed=1, grad_enabled=True)
+        td = env.reset()
+        first = actions[0].clone().requires_grad_()
+        for action in (first, *actions[1:]):
+            td["agents", "action"] = action
+            td = env.step(td)["next"]
+        (gradient,) = torch.autograd.grad(td["agents", "observation"][..., -1].sum(), first)
+        gradients.append(gradient)
+    assert gradients[0].abs().sum() > 0
+    torch.testing.assert_close(*gradients)
 
 
 def test_sampling_resets_equal_vmas():

@@ -14,6 +14,7 @@ from torchrl_shacpp.benchmarl.callbacks import EarlyStopping
 from torchrl_shacpp.benchmarl.configs import experiment_config
 from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
 from torchrl_shacpp.benchmarl.tasks import (
+    CentredVmasTask,
     DifferentiableVmasClass,
     DifferentiableVmasTask,
     DispersionPaperConfig,
@@ -27,6 +28,8 @@ MODELS = {"transformer": TransformerConfig}
 PAPER_TASKS = {"vmas/dispersion_paper": PaperVmasTask.DISPERSION, "vmas/discovery_paper": VmasTask.DISCOVERY}
 #: The differentiable-reward VMAS tasks.
 DIFFERENTIABLE_TASKS = {f"vmas/{task.name.lower()}_differentiable": task for task in DifferentiableVmasTask}
+#: VMAS tasks observing an angle without a cut at its usual value (the same information, rewards and gradients).
+CENTRED_TASKS = {f"vmas/{task.name.lower()}": task for task in CentredVmasTask}
 
 
 def register() -> None:
@@ -43,12 +46,14 @@ def register() -> None:
     model_config_registry.update(MODELS)
     task_config_registry.update(PAPER_TASKS)
     task_config_registry.update(DIFFERENTIABLE_TASKS)
+    task_config_registry.update(CENTRED_TASKS)
     store.store(name="vmas_dispersion_paper_config", group="task", node=DispersionPaperConfig)
 
 
 register()
 
 __all__ = [
+    "CentredVmasTask",
     "DifferentiableVmasClass",
     "DifferentiableVmasTask",
     "DispersionPaperConfig",

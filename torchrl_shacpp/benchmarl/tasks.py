@@ -1,5 +1,6 @@
-"""This package's VMAS scenarios as BenchMARL tasks: the paper's settings (``task=vmas/dispersion_paper``, ...) and the
-differentiable-reward variants (``task=vmas/transport_differentiable``, ...), for every algorithm."""
+"""This package's VMAS scenarios as BenchMARL tasks: the paper's settings (``task=vmas/dispersion_paper``, ...), the
+differentiable-reward variants (``task=vmas/transport_differentiable``, ...) and balance with its line's rotation
+observed without a cut at level (``task=vmas/balance_centred``), for every algorithm."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class PaperVmasClass(VmasClass):
 
     The paper's dispersion starts the agents apart (:class:`~torchrl_shacpp.envs.SpreadStartDispersion`), a scenario
     VMAS does not have, so the task must build it for every algorithm, MAPPO included, for the comparison to be on
-    one task. Results are filed under the VMAS name (``dispersion``, ``discovery``).
+    one task. Results are filed under the task's name (``dispersion``, ``discovery``, ``balance_centred``).
     """
 
     #: Whether to build the differentiable-reward variant of the scenario.
@@ -58,6 +59,11 @@ class DifferentiableVmasClass(PaperVmasClass):
     differentiable_reward = True
 
 
+def package_task(task: Task, config_name: str, path: Optional[str] = None) -> TaskClass:
+    """``task`` with this package's ``task/vmas/<config_name>.yaml`` (or ``path``), interpolations resolved."""
+    return task.get_task(read_config(path or CONFIG_DIR / "task" / "vmas" / f"{config_name}.yaml"))
+
+
 class PaperVmasTask(Task):
     """Enum of the paper's VMAS tasks whose scenario VMAS lacks (registered as ``vmas/<name>_paper``)."""
 
@@ -68,8 +74,23 @@ class PaperVmasTask(Task):
         return PaperVmasClass
 
     def get_from_yaml(self, path: Optional[str] = None) -> TaskClass:
-        """The task with this package's ``task/vmas/<name>_paper.yaml`` (or ``path``), interpolations resolved."""
-        return self.get_task(read_config(path or CONFIG_DIR / "task" / "vmas" / f"{self.name.lower()}_paper.yaml"))
+        """The task with this package's ``task/vmas/<name>_paper.yaml`` (or ``path``)."""
+        return package_task(self, f"{self.name.lower()}_paper", path)
+
+
+class CentredVmasTask(Task):
+    """Enum of VMAS tasks on this package's scenario that observes an angle without a cut at its usual value
+    (registered as ``vmas/<name>``; :class:`~torchrl_shacpp.envs.CentredRotationBalance`)."""
+
+    BALANCE_CENTRED = None
+
+    @staticmethod
+    def associated_class():
+        return PaperVmasClass
+
+    def get_from_yaml(self, path: Optional[str] = None) -> TaskClass:
+        """The task with this package's ``task/vmas/<name>.yaml`` (or ``path``)."""
+        return package_task(self, self.name.lower(), path)
 
 
 class DifferentiableVmasTask(Task):

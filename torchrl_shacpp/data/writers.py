@@ -133,7 +133,7 @@ class StratifiedWriter(Writer):
         return ((scores - self._score_min) * scale).round().long().clamp_(0, self.num_bins - 1)
 
     def _uniform_slots(self, capacity: int) -> int:
-        """:math:`U = \lfloor \rho C \rfloor`, the slots kept out of the bins."""
+        r""":math:`U = \lfloor \rho C \rfloor`, the slots kept out of the bins."""
         return int(self.uniform_share * capacity)
 
     def _draw_slots(self, bins: torch.Tensor) -> torch.Tensor:

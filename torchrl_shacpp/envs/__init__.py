@@ -1,5 +1,6 @@
 """VMAS tasks for SHAC: differentiable-reward scenarios, task presets, and the simulator's autograd state."""
 
+from torchrl_shacpp.envs.balance import CentredRotationBalance
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.faults import ResetNonFinite
 from torchrl_shacpp.envs.navigation import DifferentiableNavigation
@@ -17,6 +18,7 @@ from torchrl_shacpp.envs.transport import DifferentiableTransport
 
 __all__ = [
     "VMAS_TASKS",
+    "CentredRotationBalance",
     "DifferentiableNavigation",
     "DifferentiableSampling",
     "DifferentiableTransport",

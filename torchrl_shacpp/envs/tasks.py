@@ -1,4 +1,5 @@
-"""The paper's four VMAS tasks by name: scenario presets, and the one factory of VMAS envs."""
+"""The VMAS tasks by name: scenario presets (the paper's four, navigation, balance_centred), and the one factory of VMAS
+envs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torchrl.envs.libs.vmas import VmasEnv
 from vmas.simulator.scenario import BaseScenario
 
 from torchrl_shacpp.checks import check_count
+from torchrl_shacpp.envs.balance import CentredRotationBalance
 from torchrl_shacpp.envs.dispersion import SpreadStartDispersion
 from torchrl_shacpp.envs.faults import ResetNonFinite
 from torchrl_shacpp.envs.navigation import DifferentiableNavigation
@@ -107,6 +109,9 @@ VMAS_TASKS: dict[str, VmasTask] = {
         # BenchMARL gives every agent its own reward (VMAS default: shared sum); the differentiable variant gives
         # VMAS's collision penalty a gradient.
         VmasTask("navigation", 3, lambda n: {"shared_rew": False}, DifferentiableNavigation),
+        # VMAS's balance (BenchMARL's 4 agents; its reward is differentiable as it is) with the line's rotation
+        # observed without the cut at level.
+        VmasTask("balance_centred", 4, lambda n: {}, CentredRotationBalance, scenario=CentredRotationBalance),
     )
 }
 
@@ -177,7 +182,7 @@ def make_vmas_env(
         kwargs = {**({} if n_agents is None else {"n_agents": n_agents}), **scenario_kwargs}
     else:
         raise ValueError(
-            f"Unknown VMAS task {task!r}; known tasks: {', '.join(sorted(VMAS_TASKS))} (the paper's presets) or any "
+            f"Unknown VMAS task {task!r}; known tasks: {', '.join(sorted(VMAS_TASKS))} (this package's presets) or any "
             f"of VMAS's scenarios: {', '.join(sorted(set(vmas.scenarios) - set(VMAS_TASKS)))}."
         )
     env = vmas_env(
