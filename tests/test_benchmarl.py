@@ -7,6 +7,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tensordict import TensorDict
 from torchrl.data import Composite, Unbounded
 
 from torchrl_shacpp.benchmarl import (
+    CentredVmasTask,
     EarlyStopping,
     PaperVmasTask,
     ShacConfig,
@@ -427,6 +429,15 @@ def test_balance_centred_is_benchmarl_balance_on_the_centred_scenario(tmp_path: 
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.rglob("shac_balance_centred_*"))
     assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
+
+
+def test_shacpp_on_vmas_balance_warns_and_names_the_centred_task(tmp_path: Path):
+    with pytest.warns(UserWarning, match="jumps by pi .* task=vmas/balance_centred"):
+        tiny_experiment(ShacppConfig(), tmp_path / "plain", task=VmasTask.BALANCE, max_n_iters=1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*balance_centred")
+        tiny_experiment(ShacppConfig(), tmp_path / "centred", task=CentredVmasTask.BALANCE_CENTRED, max_n_iters=1)
+        tiny_experiment(ShacConfig(), tmp_path / "shac", task=VmasTask.BALANCE, max_n_iters=1, collect_with_grad=True)
 
 
 @pytest.mark.parametrize("next_observation", [False, True])

@@ -137,8 +137,9 @@ def check_experiment_config(config: ExperimentConfig, *, algorithm: str, uses_ta
 
 
 def check_experiment(algorithm: Shac) -> None:
-    """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, and a
-    warning when SHAC or SHAC+ would keep the simulator's graph over more than one window."""
+    """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, a
+    warning when SHAC or SHAC+ would keep the simulator's graph over more than one window, and one when SHAC++ is
+    set up on a task whose observation its world model is known not to fit (:data:`WORLD_MODEL_TRAPS`)."""
     name = type(algorithm).__name__.lower()
     algorithm_config, config = algorithm.experiment.algorithm_config, algorithm.experiment_config
     check_algorithm_config(algorithm_config)
@@ -148,6 +149,8 @@ def check_experiment(algorithm: Shac) -> None:
         _warn_long_simulator_graph(
             name, collection_length=frames // envs, window_length=algorithm_config.window_length, envs=envs
         )
+    if not algorithm.simulator_graph:
+        _warn_world_model_trap(name, algorithm.experiment.task)
 
 
 def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window_length: int | None, envs: int) -> None:
@@ -161,6 +164,30 @@ def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window
         f"into windows of algorithm.window_length={window_length}; memory and time per collection grow with its "
         "length. The paper collects one window per iteration: experiment=shacpp_cpu or experiment=shacpp_paper, or "
         "on_policy_collected_frames_per_batch = on_policy_n_envs_per_worker x window_length.",
+        stacklevel=2,
+    )
+
+
+#: VMAS tasks whose observation a learned world model cannot fit: this package's task that observes the same
+#: information without the trap, and why (``benchmarks/results/transition_model_fit.md``).
+WORLD_MODEL_TRAPS: dict[str, tuple[str, str]] = {
+    "balance": (
+        "balance_centred",
+        "VMAS observes the line's rotation modulo pi in [0, pi), so the feature jumps by pi whenever the line tilts "
+        "across level; the world model cannot fit the jumps, and its Jacobians chained over a window blow up",
+    ),
+}
+
+
+def _warn_world_model_trap(algorithm: str, task: Any) -> None:
+    """Warns when an algorithm that learns a world model is set up on a task of :data:`WORLD_MODEL_TRAPS`."""
+    name = task.name.lower()
+    if task.env_name() != "vmas" or name not in WORLD_MODEL_TRAPS:
+        return
+    alternative, why = WORLD_MODEL_TRAPS[name]
+    warnings.warn(
+        f"{algorithm} on vmas/{name}: {why}. task=vmas/{alternative} observes the same information without the "
+        "jumps, with the same rewards, for every algorithm (run the baselines on it too).",
         stacklevel=2,
     )
 
