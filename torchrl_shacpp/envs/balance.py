@@ -17,9 +17,9 @@ class CentredRotationBalance(BalanceScenario):
     its last feature, :math:`\theta \bmod \pi \in [0, \pi)`. A level line sits on that cut: whenever it tilts across
     level, the feature jumps between about 0 and about :math:`\pi`. A learned function of the observation then sees
     one configuration as two inputs :math:`\pi` apart, and a transition model fitted to the change has to predict
-    jumps of :math:`\pm\pi`: fitted to VMAS's balance, SHAC++'s one-step model explains 21% of the line velocity's
-    change and its Jacobians chained over a window blow up (norm 500-1,700 times VMAS's); fitted to this
-    observation, 71%, and no blow-up (``benchmarks/results/transition_model_fit.md``).
+    jumps of :math:`\pm\pi`. Fitted to VMAS's balance for 3,000 steps, SHAC++'s one-step model explains 21% of the
+    line velocity's change, and its Jacobians chained over a window blow up (norm 76-1,700 times VMAS's); fitted to
+    this observation, 71%, and no blow-up (``benchmarks/results/transition_model_fit.md``).
 
     Here the same angle modulo :math:`\pi` is taken in :math:`[-\pi/2, \pi/2)`,
 
