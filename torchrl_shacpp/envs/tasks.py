@@ -30,7 +30,8 @@ class VmasTask:
     """A VMAS task preset: the scenario, its differentiable-reward variant (if any) and its default kwargs.
 
     Attributes:
-        name (str): the VMAS scenario name (``vmas/scenarios/<name>.py``).
+        name (str): the VMAS scenario name (``vmas/scenarios/<name>.py``), or this package's name for a variant of
+            one (``balance_centred``), whose ``scenario`` is then given.
         default_n_agents (int): BenchMARL's default number of agents.
         preset (Callable[[int], dict]): scenario kwargs for ``n_agents`` agents (BenchMARL's defaults where they
             differ from VMAS's, and the paper's settings).
