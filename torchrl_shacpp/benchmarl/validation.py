@@ -32,9 +32,12 @@ from torchrl_shacpp.checks import (
     check_non_negative,
     check_positive,
 )
+from torchrl_shacpp.benchmarl.envs import is_vmas
 from torchrl_shacpp.modules import WORLD_ROLLOUTS
 
 if TYPE_CHECKING:
+    from benchmarl.environments import TaskClass
+
     from torchrl_shacpp.benchmarl.algorithms import Shac, ShacConfig
 
 #: ``algorithm.<key>``: its check and what the value is (with the paper's). A config without the key skips it.
@@ -179,10 +182,10 @@ WORLD_MODEL_TRAPS: dict[str, tuple[str, str]] = {
 }
 
 
-def _warn_world_model_trap(algorithm: str, task: Any) -> None:
+def _warn_world_model_trap(algorithm: str, task: TaskClass) -> None:
     """Warns when an algorithm that learns a world model is set up on a task of :data:`WORLD_MODEL_TRAPS`."""
     name = task.name.lower()
-    if task.env_name() != "vmas" or name not in WORLD_MODEL_TRAPS:
+    if not is_vmas(task) or name not in WORLD_MODEL_TRAPS:
         return
     alternative, why = WORLD_MODEL_TRAPS[name]
     warnings.warn(
