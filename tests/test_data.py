@@ -9,9 +9,10 @@ import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, RandomSampler, TensorDictReplayBuffer
+from torchrl.objectives import LossModule
 
 from torchrl_shacpp.data import StratifiedWriter, make_stratified_cache
-from torchrl_shacpp.trainers import CoolDown
+from torchrl_shacpp.trainers import CoolDown, LearnedModel
 
 
 def items(scores: list[float] | torch.Tensor, first_id: int = 0) -> TensorDict:
@@ -227,6 +228,39 @@ def test_cooldown_step_budget_does_not_grow_with_the_cache():
     assert sorted(sum(batches[:3], [])) == sorted(sum(batches[3:6], [])) == stored_ids(cache)
     with pytest.raises(ValueError, match="steps"):
         CoolDown(steps=0)
+
+
+class CountingLoss(LossModule):
+    """A loss that counts the minibatches it is called on."""
+
+    out_keys = ["loss"]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.calls = 0
+
+    def forward(self, batch: TensorDict) -> TensorDict:
+        self.calls += 1
+        return TensorDict({"loss": (self.weight - batch["score"]).pow(2).mean()}, [])
+
+
+def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
+    """A model given ``steps`` (SHAC++'s ``world_model_steps``) trains on that many minibatches per training; a model
+    without trains on the cool-down's passes over its cache."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, epochs=2)
+    own_budget, cooldowns = (
+        LearnedModel(name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1,
+                     steps=steps)
+        for name, steps in (("world", 9), ("reward", None))
+    )  # fmt: skip
+    for model in (own_budget, cooldowns):
+        model.store(items(torch.rand(12)))
+        model.fit(cooldown)
+    assert own_budget.loss.calls == 9 and cooldowns.loss.calls == 2 * math.ceil(len(cooldowns.cache) / 5)
+    with pytest.raises(ValueError, match="steps=0"):
+        LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
 
 
 def test_cooldown_minibatches_cover_every_valid_item_once_per_epoch():

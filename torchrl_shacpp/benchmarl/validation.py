@@ -58,6 +58,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "model_minibatch_size": (check_count, "It is the learned models' minibatch size (paper: 1000)."),
     "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
     "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),
+    "world_model_steps": (check_count, "It is the world model's minibatches per training, or null for the others'."),
     "world_bins": (check_count, "It is the number of return bins of the world cache (paper: 25)."),
     "value_bins": (check_count, "It is the number of λ-target bins of the critic's cache (paper: 9)."),
     "world_num_layers": (check_count, "It is the world model's number of layers (paper: 3)."),
@@ -77,7 +78,7 @@ EXPERIMENT_COUNTS = {
     "n_minibatch_iters": "It is the number of passes of BenchMARL's optimiser loop over each collection.",
 }
 #: The keys that may be null.
-OPTIONAL_KEYS = ("window_length", "world_cache_size", "critic_lr", "model_steps")
+OPTIONAL_KEYS = ("window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps")
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
 #: Where the sizes of ``model=layers/transformer`` are also set.

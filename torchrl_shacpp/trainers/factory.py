@@ -127,6 +127,7 @@ def make_learners(
     model_train_every: int = 10,
     model_epochs: int = 10,
     model_steps: int | None = None,
+    world_model_steps: int | None = None,
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
     actor_waits_for_models: bool = False,
@@ -154,6 +155,8 @@ def make_learners(
             :math:`(o_t, a_t)`.
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
             (:class:`WindowUpdate`).
+        world_model_steps: minibatches per training of SHAC++'s world model instead of the cool-down's
+            ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`).
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -207,7 +210,7 @@ def make_learners(
                 # Transitions, sampled uniformly: stratified by reward, the model's Jacobian learned the common
                 # dynamics more slowly (benchmarks/results/shacpp_gradient_alignment.md).
                 "world", world_loss, cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
-                functools.partial(reward_items, **keys),
+                functools.partial(reward_items, **keys), steps=world_model_steps,
             )  # fmt: skip
             world_module = spliced_world_model(transition, **keys_of_world)
         else:
@@ -218,7 +221,7 @@ def make_learners(
             world_loss.set_keys(observation=observation_key)
             world = learned(
                 "world", world_loss, cache(world_cache_size or cache_size, world_bins),
-                functools.partial(world_items, **keys), window_length=window_length,
+                functools.partial(world_items, **keys), window_length=window_length, steps=world_model_steps,
             )  # fmt: skip
         source = LearnedWorldGradient(
             world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),

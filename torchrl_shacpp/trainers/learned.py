@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from torch.profiler import record_function
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import LossModule
 
-from torchrl_shacpp.checks import check_positive
+from torchrl_shacpp.checks import check_count, check_positive
 from torchrl_shacpp.data import finite_items
 from torchrl_shacpp.optim import FiniteGradientStep
 from torchrl_shacpp.trainers.cooldown import CoolDown
@@ -60,6 +61,8 @@ class LearnedModel:
         lr: Adam's learning rate (paper: 1e-3).
         window_length: for a cache of whole windows (the world model's), the length of the windows it holds; a
             window of another length (the short last window of a batch) is not cached. ``None`` caches every window.
+        steps: minibatches per training of this model, instead of the cool-down's budget (its ``epochs`` passes
+            or ``steps``); ``None`` keeps the cool-down's.
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
@@ -72,6 +75,7 @@ class LearnedModel:
         *,
         lr: float,
         window_length: int | None = None,
+        steps: int | None = None,
         **adam_kwargs: Any,
     ) -> None:
         if len(loss.out_keys) != 1:
@@ -79,6 +83,9 @@ class LearnedModel:
         check_positive("lr", lr, f"It is the {name} model's Adam learning rate (paper: 1e-3).")
         self.name, self.loss, self.cache, self.items = name, loss, cache, items
         self.window_length = window_length
+        if steps is not None:
+            check_count("steps", steps, hint=f"It is the {name} model's minibatches per training, or None.")
+        self.steps = steps
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
         self.dropped_items = 0
         self.trainings = 0
@@ -95,8 +102,10 @@ class LearnedModel:
         self.cache.extend(items)
 
     def fit(self, cooldown: CoolDown) -> float:
-        """Trains for the cool-down's epochs over the cache; returns the mean minibatch loss (NaN if none). A training
-        of at least one minibatch is counted in :attr:`trainings`."""
+        """Trains on the cool-down's minibatches of the cache (:attr:`steps` of them, if set); returns the mean
+        minibatch loss (NaN if none). A training of at least one minibatch is counted in :attr:`trainings`."""
+        if self.steps is not None:
+            cooldown = dataclasses.replace(cooldown, steps=self.steps)
         losses = []
         for batch in cooldown.minibatches(self.cache):
             with record_function(f"shac/{self.name}/loss"):

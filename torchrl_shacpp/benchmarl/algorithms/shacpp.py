@@ -58,6 +58,8 @@ class Shacpp(Shacp):
         world_cache_size: spliced: transitions in the world cache (default ``cache_size``); one-pass: windows (default:
             as many steps as ``cache_size`` windows of the paper's 32 steps).
         world_bins: return bins of the one-pass world cache (paper: 25); the spliced model's cache is uniform.
+        world_model_steps: minibatches per training of the world model instead of the cool-down's ``model_epochs``
+            passes or ``model_steps`` (``None``: those).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
@@ -77,6 +79,7 @@ class Shacpp(Shacp):
         self,
         world_cache_size: Optional[int],
         world_bins: int,
+        world_model_steps: Optional[int],
         value_bins: int,
         world_num_layers: int,
         world_hidden_size: int,
@@ -91,6 +94,7 @@ class Shacpp(Shacp):
         self.world_rollout = world_rollout
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
+        self.world_model_steps = world_model_steps
         self.value_bins = value_bins
         self.world_sizes = dict(
             num_layers=world_num_layers,
@@ -127,7 +131,8 @@ class Shacpp(Shacp):
             capacity = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.world_horizon)
         items = functools.partial(world_items, **self.transition_keys(group))
         world = self.learned_model(
-            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon
+            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon,
+            steps=self.world_model_steps,
         )
         return world, loss.world_model
 
@@ -142,7 +147,7 @@ class Shacpp(Shacp):
         keys = self.transition_keys(group)
         world = self.learned_model(
             "world", loss, self.world_cache_size or self.cache_size, 1, ("next", *keys["reward_key"]),
-            functools.partial(reward_items, **keys),
+            functools.partial(reward_items, **keys), steps=self.world_model_steps,
         )  # fmt: skip
         return world, spliced
 
@@ -172,6 +177,7 @@ class ShacppConfig(ShacpConfig):
     use_target_critic: bool = False
     world_cache_size: Optional[int] = None
     world_bins: int = 25
+    world_model_steps: Optional[int] = None
     value_bins: int = 9
     world_num_layers: int = 3
     world_hidden_size: int = 64
