@@ -60,6 +60,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_lr=0.0), "algorithm.model_lr=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(world_hidden_size=0), "algorithm.world_hidden_size=0 must be an integer >= 1"),
+        (lambda: ShacppConfig(world_model_steps=0), "algorithm.world_model_steps=0 must be an integer >= 1"),
         (lambda: ShacppConfig(world_num_heads=3), "algorithm.world_num_heads=3 must divide algorithm.world_hidden"),
         (lambda: ShacppConfig(world_cache_size=10, world_rollout="one_pass"), "algorithm.world_cache_size=10 cannot"),
         (lambda: ShacppConfig(world_checkpoint_chunks=-1), "algorithm.world_checkpoint_chunks=-1 must be an integer"),
