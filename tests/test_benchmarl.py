@@ -266,6 +266,15 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
     assert len(tensors) > 20 and all(torch.equal(params_a[key], params_b[key]) for key in tensors)
 
 
+@pytest.mark.parametrize("world_rollout, world_steps", [("spliced", 300), ("one_pass", None)])
+def test_spliced_world_model_trains_on_its_own_budget_by_default(tmp_path: Path, world_rollout: str, world_steps):
+    """The spliced world model trains 300 minibatches per cool-down by default, however small its cache; the reward
+    model, and the paper's one-pass world model, train on the cool-down's passes."""
+    experiment = tiny_experiment(ShacppConfig(world_rollout=world_rollout), tmp_path, max_n_iters=1)
+    models = {model.name: model for model in experiment.algorithm.update.groups["agents"].models}
+    assert models["world"].steps == world_steps and models["reward"].steps is None
+
+
 def test_shac_gradient_reaches_the_policy_every_window_through_the_simulator(tmp_path: Path):
     """Three windows in a row: the graph is cut between them (a second backward through a freed graph would raise),
     and every actor step has a finite, non-zero gradient."""

@@ -58,7 +58,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "model_minibatch_size": (check_count, "It is the learned models' minibatch size (paper: 1000)."),
     "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
     "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),
-    "world_model_steps": (check_count, "It is the world model's minibatches per training, or null for the others'."),
+    "world_model_steps": (check_count, "It is the spliced world model's minibatches per training, or null."),
     "world_bins": (check_count, "It is the number of return bins of the world cache (paper: 25)."),
     "value_bins": (check_count, "It is the number of λ-target bins of the critic's cache (paper: 9)."),
     "world_num_layers": (check_count, "It is the world model's number of layers (paper: 3)."),

@@ -155,8 +155,9 @@ def make_learners(
             :math:`(o_t, a_t)`.
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
             (:class:`WindowUpdate`).
-        world_model_steps: minibatches per training of SHAC++'s world model instead of the cool-down's
-            ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`).
+        world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
+            ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model trains on
+            those).
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -221,7 +222,7 @@ def make_learners(
             world_loss.set_keys(observation=observation_key)
             world = learned(
                 "world", world_loss, cache(world_cache_size or cache_size, world_bins),
-                functools.partial(world_items, **keys), window_length=window_length, steps=world_model_steps,
+                functools.partial(world_items, **keys), window_length=window_length,
             )  # fmt: skip
         source = LearnedWorldGradient(
             world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),

@@ -58,8 +58,14 @@ class Shacpp(Shacp):
         world_cache_size: spliced: transitions in the world cache (default ``cache_size``); one-pass: windows (default:
             as many steps as ``cache_size`` windows of the paper's 32 steps).
         world_bins: return bins of the one-pass world cache (paper: 25); the spliced model's cache is uniform.
-        world_model_steps: minibatches per training of the world model instead of the cool-down's ``model_epochs``
-            passes or ``model_steps`` (``None``: those).
+        world_model_steps: minibatches per training of the spliced world model instead of the cool-down's
+            ``model_epochs`` passes or ``model_steps`` (``None``: those, as the paper's; the one-pass model always
+            trains on those). The default 300 is the paper's budget once its cache is full (10 passes over 30,000
+            transitions in minibatches of 1,000), given from the first training on, where the paper's passes over the
+            small early cache are a few dozen minibatches: after 20k frames the world model has taken 2,400 steps
+            instead of 960. On balance (the line centred) the actor then leaves the initial dropped-package plateau
+            sooner (``benchmarks/results/learning_vs_mappo/balance_centred/``). The reward model keeps the paper's
+            passes.
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
@@ -131,8 +137,7 @@ class Shacpp(Shacp):
             capacity = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.world_horizon)
         items = functools.partial(world_items, **self.transition_keys(group))
         world = self.learned_model(
-            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon,
-            steps=self.world_model_steps,
+            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon
         )
         return world, loss.world_model
 
@@ -177,7 +182,7 @@ class ShacppConfig(ShacpConfig):
     use_target_critic: bool = False
     world_cache_size: Optional[int] = None
     world_bins: int = 25
-    world_model_steps: Optional[int] = None
+    world_model_steps: Optional[int] = 300
     value_bins: int = 9
     world_num_layers: int = 3
     world_hidden_size: int = 64
