@@ -8,6 +8,9 @@ did not run. For the paper's grid and its tables, see ``python -m torchrl_shacpp
     python benchmarks/learning_comparison.py --out benchmarks/results/dispersion --target 0.9 \\
         "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
 
+A ``GLOB`` of the form ``PATH/curves.csv#PANEL/LABEL`` takes that configuration's runs from an earlier comparison's
+``curves.csv`` instead, so that new runs can be set beside committed ones without their run folders.
+
 writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
 the return first reached ``--target``, the mean return at ``--at`` frames, none after the last evaluation of a run
 that ended below the target, and each run's last evaluation) and ``curves.png`` (mean over seeds, the band one
@@ -32,6 +35,21 @@ def run_curve(folder: Path) -> tuple[list[int], list[float]]:
     if len(runs) != 1:
         raise SystemExit(f"{folder} holds {len(runs)} BenchMARL runs; name one run's folder per seed.")
     return list(runs[0].evaluation.frames), list(runs[0].evaluation.values)
+
+
+def csv_curves(path: str, name: str) -> list[tuple[str, list[int], list[float]]]:
+    """The runs of configuration ``name`` (``PANEL/LABEL``) in an earlier comparison's ``curves.csv`` at ``path``."""
+    panel, _, label = name.rpartition("/")
+    runs: dict[str, tuple[list[int], list[float]]] = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            if (row["panel"], row["label"]) == (panel, label):
+                frames, returns = runs.setdefault(row["run"], ([], []))
+                frames.append(int(row["frames"]))
+                returns.append(float(row["return"]))
+    if not runs:
+        raise SystemExit(f"{path} has no runs of {name!r}.")
+    return [(run, frames, returns) for run, (frames, returns) in runs.items()]
 
 
 def return_at(frames: list[int], returns: list[float], at: int, target: float) -> float:
@@ -68,8 +86,13 @@ def main() -> None:
 
     configurations: dict[tuple[str, str], list[tuple[str, list[int], list[float]]]] = {}
     for spec in args.runs:
-        name, _, pattern = spec.rpartition("=")
+        # The source after the last "=" of the name (panels such as "n=1" hold one), before "curves.csv#".
+        head, csv_source, earlier = spec.partition("curves.csv#")
+        name, _, pattern = head.rpartition("=")
         panel, _, label = name.rpartition("/")
+        if csv_source:
+            configurations[(panel, label)] = csv_curves(pattern + "curves.csv", earlier)
+            continue
         folders = sorted(Path(p) for p in glob.glob(pattern))
         if not folders:
             raise SystemExit(f"No run folder matches {pattern!r} ({spec}).")
