@@ -13,7 +13,8 @@ A ``GLOB`` of the form ``PATH/curves.csv#PANEL/LABEL`` takes that configuration'
 
 writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
 the return first reached ``--target``, the mean return at ``--at`` frames, none after the last evaluation of a run
-that ended below the target, and each run's last evaluation) and ``curves.png`` (mean over seeds, the band one
+that ended below the target, each run's last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact test of
+the frames to the target against that configuration of the same panel) and ``curves.png`` (mean over seeds, the band one
 standard deviation, one panel per PANEL).
 """
 
@@ -22,11 +23,13 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import math
 import statistics
 from pathlib import Path
 
 from torchrl_shacpp.benchmark.figures import band, value_at
 from torchrl_shacpp.benchmark.runs import Curve, load_runs
+from torchrl_shacpp.benchmark.stats import mann_whitney_exact
 
 
 def run_curve(folder: Path) -> tuple[list[int], list[float]]:
@@ -64,6 +67,18 @@ def first_reaching(frames: list[int], returns: list[float], target: float) -> in
     return next((f for f, r in zip(frames, returns) if r >= target), None)
 
 
+def rank_test(runs: list, baseline: list | None, target: float) -> str:
+    """``U = a of n·m, p = ...``: the runs' frames to ``target`` against the baseline's (never reached: last)."""
+    if baseline is None or runs is baseline:
+        return "–"
+    def frames_to_target(configuration: list) -> list[float]:
+        reached = (first_reaching(frames, returns, target) for _, frames, returns in configuration)
+        return [math.inf if frames is None else frames for frames in reached]
+
+    u, p = mann_whitney_exact(frames_to_target(runs), frames_to_target(baseline))
+    return f"U = {u:g} of {len(runs) * len(baseline)}, p = {p:.3f}"
+
+
 def mean_std(values: list[float], digits: int = 2) -> str:
     values = [v for v in values if v == v]
     if not values:
@@ -81,6 +96,7 @@ def main() -> None:
     parser.add_argument("--at", type=int, nargs="+", default=[60_000, 120_000, 240_000, 480_000],
                         help="frames at which to compare the returns")  # fmt: skip
     parser.add_argument("--title", default="")
+    parser.add_argument("--baseline", help="the label whose frames to the target the others are tested against")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -107,6 +123,8 @@ def main() -> None:
 
     header = ["panel", "configuration", "runs", f"frames to {args.target:g} (runs reaching it)"]
     header += [f"return at {at // 1000}k frames" for at in args.at] + ["last evaluation (per run)"]
+    if args.baseline:
+        header.append(f"frames to {args.target:g} against {args.baseline}: U, exact two-sided p (not reached: last)")
     lines = [f"# {args.title}" if args.title else "", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (panel, label), runs in configurations.items():
         reached = [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
@@ -116,6 +134,8 @@ def main() -> None:
         for at in args.at:
             cells.append(mean_std([return_at(frames, returns, at, args.target) for _, frames, returns in runs]))
         cells.append(" / ".join(f"{frames[-1] // 1000}k" for _, frames, _ in runs))
+        if args.baseline:
+            cells.append(rank_test(runs, configurations.get((panel, args.baseline)), args.target))
         lines.append("| " + " | ".join(cells) + " |")
     summary = "\n".join(lines).strip() + "\n"
     (args.out / "summary.md").write_text(summary)

@@ -22,6 +22,7 @@ from torchrl_shacpp.benchmark.figures import figure1
 from torchrl_shacpp.benchmark.grid import RunSpec, align_to_collections, run_overrides, skip_reason
 from torchrl_shacpp.benchmark.records import RECORD
 from torchrl_shacpp.benchmark.runs import load_runs
+from torchrl_shacpp.benchmark.stats import mann_whitney_exact
 from torchrl_shacpp.benchmark.tables import normalised_markdown, normalised_table, raw_table
 from torchrl_shacpp.benchmarl import PaperVmasTask, ShacppConfig, TransformerConfig, experiment_config
 from torchrl_shacpp.benchmarl.configs import CONFIG_DIR
@@ -222,3 +223,16 @@ def test_a_grid_whose_jobs_would_share_a_run_folder_is_refused():
     said = folder_collision(lrs, subdir)
     assert "differ only in experiment.lr=0.001 experiment.lr=0.003" in said and "hydra.sweep.subdir" in said
     assert folder_collision(lrs, subdir + "/lr${experiment.lr}") is None
+
+
+def test_exact_rank_test_matches_closed_forms():
+    """Complete separation of 6 seeds from 6 is 2 of the C(12, 6) = 924 splits; one value below two is 2 of 3 (U = 2
+    and U = 0 are equally far from 1); swapping the samples mirrors U and keeps p; a run that never reached the target
+    (inf) ranks last."""
+    assert mann_whitney_exact([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12]) == (36, pytest.approx(2 / 924))
+    assert mann_whitney_exact([1], [2, 3]) == (2, pytest.approx(2 / 3))
+    u, p = mann_whitney_exact([41, 51, 51, 61], [72, 50, float("inf")])
+    assert (u, p) == (9, pytest.approx(mann_whitney_exact([72, 50, float("inf")], [41, 51, 51, 61])[1]))
+    assert mann_whitney_exact([72, 50, float("inf")], [41, 51, 51, 61])[0] == 12 - 9
+    with pytest.raises(ValueError, match="too many splits"):
+        mann_whitney_exact(list(range(15)), list(range(15)))
