@@ -25,6 +25,7 @@ import csv
 import glob
 import math
 import statistics
+import textwrap
 from pathlib import Path
 
 from torchrl_shacpp.benchmark.figures import band, value_at
@@ -160,7 +161,7 @@ def main() -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     if args.title:
-        fig.suptitle(args.title)
+        fig.suptitle(textwrap.fill(args.title, 70 * len(panels)), fontsize=10)  # wrapped to the figure's width
     fig.tight_layout()
     fig.savefig(args.out / "curves.png", dpi=110)
     plt.close(fig)
