@@ -63,9 +63,9 @@ class Shacpp(Shacp):
             trains on those). The default 300 is the paper's budget once its cache is full (10 passes over 30,000
             transitions in minibatches of 1,000), given from the first training on, where the paper's passes over the
             small early cache are a few dozen minibatches: after 20k frames the world model has taken 2,400 steps
-            instead of 960. On balance (the line centred) the actor then leaves the initial dropped-package plateau
-            sooner (``benchmarks/results/learning_vs_mappo/balance_centred/``). The reward model keeps the paper's
-            passes.
+            instead of 960. At the paper's scale (512 envs) the cache is full before the first training, and the
+            two coincide. On balance (the line centred) the actor leaves the initial dropped-package plateau sooner
+            (``benchmarks/results/learning_vs_mappo/balance_centred/``). The reward model keeps the paper's passes.
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
