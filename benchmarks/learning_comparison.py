@@ -68,16 +68,13 @@ def first_reaching(frames: list[int], returns: list[float], target: float) -> in
     return next((f for f, r in zip(frames, returns) if r >= target), None)
 
 
-def rank_test(runs: list, baseline: list | None, target: float) -> str:
-    """``U = a of n·m, p = ...``: the runs' frames to ``target`` against the baseline's (never reached: last)."""
-    if baseline is None or runs is baseline:
+def rank_test(reached: list[int | None], baseline: list[int | None] | None) -> str:
+    """``U = a of n·m, p = ...``: the frames to the target of a configuration's runs against the baseline's (``None``,
+    never reached, ranks last)."""
+    if baseline is None or reached is baseline:
         return "–"
-    def frames_to_target(configuration: list) -> list[float]:
-        reached = (first_reaching(frames, returns, target) for _, frames, returns in configuration)
-        return [math.inf if frames is None else frames for frames in reached]
-
-    u, p = mann_whitney_exact(frames_to_target(runs), frames_to_target(baseline))
-    return f"U = {u:g} of {len(runs) * len(baseline)}, p = {p:.3f}"
+    u, p = mann_whitney_exact(*([math.inf if f is None else f for f in frames] for frames in (reached, baseline)))
+    return f"U = {u:g} of {len(reached) * len(baseline)}, p = {p:.3f}"
 
 
 def mean_std(values: list[float], digits: int = 2) -> str:
@@ -127,8 +124,12 @@ def main() -> None:
     if args.baseline:
         header.append(f"frames to {args.target:g} against {args.baseline}: U, exact two-sided p (not reached: last)")
     lines = [f"# {args.title}" if args.title else "", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    frames_to_target = {
+        name: [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
+        for name, runs in configurations.items()
+    }
     for (panel, label), runs in configurations.items():
-        reached = [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
+        reached = frames_to_target[(panel, label)]
         reached_frames = [float(f) for f in reached if f is not None]
         to_target = f"{mean_std([f / 1000 for f in reached_frames], 0)}k" if reached_frames else "not reached"
         cells = [panel, label, str(len(runs)), f"{to_target} ({len(reached_frames)}/{len(runs)})"]
@@ -136,7 +137,7 @@ def main() -> None:
             cells.append(mean_std([return_at(frames, returns, at, args.target) for _, frames, returns in runs]))
         cells.append(" / ".join(f"{frames[-1] // 1000}k" for _, frames, _ in runs))
         if args.baseline:
-            cells.append(rank_test(runs, configurations.get((panel, args.baseline)), args.target))
+            cells.append(rank_test(reached, frames_to_target.get((panel, args.baseline))))
         lines.append("| " + " | ".join(cells) + " |")
     summary = "\n".join(lines).strip() + "\n"
     (args.out / "summary.md").write_text(summary)
