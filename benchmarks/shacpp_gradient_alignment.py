@@ -25,6 +25,12 @@ Two switches take the simulator's gradient apart:
   policy acted on real observations (the authors' splicing, DESIGN §2 step 2);
 * ``--no-bootstrap``: all three objectives use a zero critic, leaving the reward path only.
 
+With ``--train-windows N`` the same measurement follows a training run instead: SHAC++ itself (its window update,
+the models' cool-down every 10 windows) trains the policy and the models on ``N`` windows of ``--train-envs`` envs,
+and every ``--probe-every`` windows the gradients are compared on fresh held-out windows of the policy as it is then,
+with the models as they are then. Does the learned gradient stay aligned as the policy moves away from the data it
+started from?
+
 Usage (the committed tables in results/shacpp_gradient_alignment.md were made with these commands)::
 
     python benchmarks/shacpp_gradient_alignment.py --task transport --scenario approach_coef=0
@@ -33,7 +39,9 @@ Usage (the committed tables in results/shacpp_gradient_alignment.md were made wi
 e.g. ``--task sampling --open-loop --no-bootstrap`` for the reward path without the closed-loop terms, and
 ``--task navigation --feature-block lidar=6:18`` for the world model's ∂ô/∂a over the lidar's features alone
 (``--cut-block lidar=6:18``: SHAC+ with the simulator's gradient through those features cut, i.e. with only what
-SHAC++'s world model gets right where it learns those features' sensitivity to the actions not at all).
+SHAC++'s world model gets right where it learns those features' sensitivity to the actions not at all), and
+``--task wheel --n-agents 4 --open-loop --train-windows 360 --world-model-steps 300 --lr 3e-3`` for the alignment
+along SHAC++'s own training at the BenchMARL algorithm's defaults.
 """
 
 from __future__ import annotations
@@ -181,7 +189,8 @@ def main(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     env_kwargs = dict(n_agents=args.n_agents, differentiable_reward=True, **dict(args.scenario))
-    data_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed, **env_kwargs)
+    data_envs = args.train_envs if args.train_windows else args.num_envs
+    data_env = make_vmas_env(args.task, num_envs=data_envs, seed=args.seed, **env_kwargs)
     eval_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
     learners = make_learners(
         data_env, "shacpp", window_length=args.window, gamma=args.gamma, actor_lr=args.lr, model_lr=args.lr,
@@ -190,7 +199,7 @@ def main(args: argparse.Namespace) -> None:
         world_bins=args.world_bins, reward_bins=args.reward_bins,
         reward_uniform_share=args.reward_uniform_share, value_bins=args.value_bins,
         model_minibatch_size=args.minibatch, world_rollout=args.world_rollout,
-        reward_uses_next_observation=args.reward_next_observation,
+        reward_uses_next_observation=args.reward_next_observation, world_model_steps=args.world_model_steps,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
@@ -205,23 +214,15 @@ def main(args: argparse.Namespace) -> None:
     )
     parameters = [p for p in policy.parameters() if p.requires_grad]
 
-    start = time.perf_counter()
-    for window in collect(data_env, policy, args.data_windows, args.window, graph="none"):
-        window[VALUE_TARGET] = value_loss.value_targets(window)
-        for model in models:
-            model.store(window)
     eval_policy = TensorDictSequential(DetachedObservation(), policy) if args.open_loop else policy
-    eval_windows = collect(eval_env, eval_policy, args.eval_windows, args.window, graph="simulator")
-    print(f"data: {args.data_windows} windows of {args.num_envs} envs x {args.window} steps "
-          f"({time.perf_counter() - start:.0f} s with the evaluation windows)", file=sys.stderr)  # fmt: skip
 
-    rows, block_rows, cut_rows, trained_epochs = [], [], [], 0
-    for epochs in args.epochs:
-        if epochs > trained_epochs:
-            cooldown = CoolDown(every=1, epochs=epochs - trained_epochs)
-            for model in models:
-                model.fit(cooldown)
-            trained_epochs = epochs
+    def eval_data() -> list[TensorDictBase]:
+        return collect(eval_env, eval_policy, args.eval_windows, args.window, graph="simulator")
+
+    start = time.perf_counter()
+
+    def measure(label: str, eval_windows: list[TensorDictBase]) -> None:
+        """Appends the alignment row of ``eval_windows`` (and its block and cut rows) under ``label``."""
         # The critic trains with the models, so the simulator's gradient (through its bootstrap) changes too.
         simulator_gradients = [flat_gradient(shac(window)["loss_actor"], parameters) for window in eval_windows]
         across_windows = [
@@ -243,38 +244,78 @@ def main(args: argparse.Namespace) -> None:
         sensitivity_cos, sensitivity_ratio, by_block = world_sensitivity_agreement(
             eval_env, world_model, args.window, [block for _, block in args.feature_block]
         )
-        block_rows.append(f"| {epochs} | " + " | ".join(f"{cos:.2f} / {ratio:.2f}" for cos, ratio in by_block) + " |")
+        block_rows.append(f"| {label} | " + " | ".join(f"{cos:.2f} / {ratio:.2f}" for cos, ratio in by_block) + " |")
         cut = mean_std(plus_cut) if plus_cut else "–"
-        cut_rows.append(f"| {epochs} | {mean_std(plus)} | {cut} | {mean_std(plusplus)} |")
+        cut_rows.append(f"| {label} | {mean_std(plus)} | {cut} | {mean_std(plusplus)} |")
         rows.append(
-            f"| {epochs} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
+            f"| {label} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
             f"{statistics.mean(plus_norm):.2f} | "
             f"{statistics.mean(plusplus_norm):.2f} | {world_error:.2e} | {reward_error:.2e} | {sensitivity_cos:.2f} | "
             f"{sensitivity_ratio:.2f} |"
         )
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
+    rows, block_rows, cut_rows = [], [], []
+    if args.train_windows:
+        # SHAC++ itself trains the policy and the models (its window update, cool-down every 10 windows); every
+        # --probe-every windows the same measurement runs on fresh windows of the policy as it is then.
+        collector = WindowCollector(
+            data_env, policy, window_length=args.window, total_frames=args.train_windows * args.window * data_envs,
+            reset_every=None, graph="policy",
+        )  # fmt: skip
+        rewards = []
+        for index, window in enumerate(collector, start=1):
+            learners.update(window)
+            rewards.append(window["next", *REWARD].mean().item())
+            if index % args.probe_every == 0:
+                measure(f"{index} ({index * window.numel() // 1000}k) | {statistics.mean(rewards):.4f}", eval_data())
+                rewards = []
+        collector.shutdown()
+    else:
+        for window in collect(data_env, policy, args.data_windows, args.window, graph="none"):
+            window[VALUE_TARGET] = value_loss.value_targets(window)
+            for model in models:
+                model.store(window)
+        eval_windows = eval_data()
+        print(f"data: {args.data_windows} windows of {args.num_envs} envs x {args.window} steps "
+              f"({time.perf_counter() - start:.0f} s with the evaluation windows)", file=sys.stderr)  # fmt: skip
+        trained_epochs = 0
+        for epochs in args.epochs:
+            if epochs > trained_epochs:
+                cooldown = CoolDown(every=1, epochs=epochs - trained_epochs)
+                for model in models:
+                    model.fit(cooldown)
+                trained_epochs = epochs
+            measure(str(epochs), eval_windows)
+
     setting = [f"{args.world_rollout} world model"] + [f"{key}={value}" for key, value in args.scenario]
     setting += [f"{args.reward_bins} reward bins"] * (args.reward_bins != 9)
     setting += [f"reward uniform share {args.reward_uniform_share}"] * (args.reward_uniform_share > 0)
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
     setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
+    setting += [f"world model on {args.world_model_steps} minibatches"] * (args.world_model_steps is not None)
+    setting += [f"SHAC++ trains on {args.train_windows} windows of {data_envs} envs"] * (args.train_windows > 0)
     print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
-    print("| model epochs | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| | \\|g_++\\|/\\|g_sim\\| "
+    # A training row's label is two cells: the windows (frames) so far, and the mean reward of the windows since the
+    # last row.
+    stage, stage_rule = ("training windows (frames) | mean training reward", "---:|---:") if args.train_windows else (
+        "model epochs", "---:"
+    )
+    print(f"| {stage} | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| | \\|g_++\\|/\\|g_sim\\| "
           "| world MSE (held out) | reward MSE (held out) | ∂ô/∂a cos | ∂ô/∂a norm ratio |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"|{stage_rule}|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if args.feature_block:
         names = [f"{name} [{block.start}:{block.stop}]" for name, block in args.feature_block]
         print("\n∂ô/∂a cos / norm ratio by block of observation features:\n")
-        print("| model epochs | " + " | ".join(names) + " |")
-        print("|---:|" + "---:|" * len(names))
+        print(f"| {stage} | " + " | ".join(names) + " |")
+        print(f"|{stage_rule}|" + "---:|" * len(names))
         print("\n".join(block_rows))
     if args.cut_block:
         name, block = args.cut_block
         print(f"\nSHAC+ with the simulator's gradient through {name} [{block.start}:{block.stop}] cut:\n")
-        print(f"| model epochs | cos(sim, +) | cos(sim, + without {name}'s gradient) | cos(sim, ++) |")
-        print("|---:|---:|---:|---:|")
+        print(f"| {stage} | cos(sim, +) | cos(sim, + without {name}'s gradient) | cos(sim, ++) |")
+        print(f"|{stage_rule}|---:|---:|---:|")
         print("\n".join(cut_rows))
 
 
@@ -310,6 +351,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--reward-uniform-share", type=float, default=0.0, help="reward cache outside its bins")
     parser.add_argument("--value-bins", type=int, default=9)
     parser.add_argument("--minibatch", type=int, default=1000)
+    parser.add_argument("--world-model-steps", type=int, help="minibatches per training of the spliced world model")
+    parser.add_argument(
+        "--train-windows", type=int, default=0,
+        help="instead of --data-windows and --epochs: SHAC++ trains the policy and the models on this many windows",
+    )  # fmt: skip
+    parser.add_argument("--train-envs", type=int, default=8, help="envs per training window (BenchMARL's CPU preset)")
+    parser.add_argument("--probe-every", type=int, default=40, help="training windows between two measurements")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--gamma", type=float, default=0.99)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
