@@ -18,12 +18,17 @@ gradient. For the *same* windows (same states, same reparameterised actions, sam
 
 as the world, reward and value models train (cool-down epochs over caches filled by the same policy).
 
-Two switches take the simulator's gradient apart:
+Three switches take the simulator's gradient apart:
 
 * ``--open-loop``: the evaluation windows are collected by the policy reading *detached* observations, so the
   simulator's gradient lacks the terms "a later action depends on a later state" — exactly as SHAC++'s, whose
   policy acted on real observations (the authors' splicing, DESIGN §2 step 2);
-* ``--no-bootstrap``: all three objectives use a zero critic, leaving the reward path only.
+* ``--no-bootstrap``: all three objectives use a zero critic, leaving the reward path only;
+* ``--loop-terms``: each held-out window also gets an open-loop twin (a fresh env of the same seed: the same states
+  and actions in value), and a table compares SHAC's exact gradient with its closed-loop terms and without them, and
+  SHAC++'s on the twins: how much of SHAC's gradient SHAC++ could reach at best, and how near it gets. (Without
+  ``--open-loop``, the main table's SHAC++ gradient is taken on closed-loop windows, whose actions carry the
+  simulator's graph through the policy's input: it holds those simulator terms too.)
 
 With ``--train-windows N`` the same measurement follows a training run instead: SHAC++ itself (its window update,
 the models' cool-down every 10 windows) trains the policy and the models on ``N`` windows of ``--train-envs`` envs,
@@ -185,6 +190,8 @@ def held_out_errors(windows: list[TensorDictBase], world_loss, reward_model) -> 
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.loop_terms and args.open_loop:
+        raise SystemExit("--loop-terms compares the closed-loop windows with their open-loop twins: drop --open-loop")
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -216,13 +223,26 @@ def main(args: argparse.Namespace) -> None:
 
     eval_policy = TensorDictSequential(DetachedObservation(), policy) if args.open_loop else policy
 
-    def eval_data() -> list[TensorDictBase]:
-        return collect(eval_env, eval_policy, args.eval_windows, args.window, graph="simulator")
+    def eval_data() -> tuple[list[TensorDictBase], list[TensorDictBase] | None]:
+        """The held-out windows, and with ``--loop-terms`` their open-loop twins."""
+        if not args.loop_terms:
+            return collect(eval_env, eval_policy, args.eval_windows, args.window, graph="simulator"), None
+        twins = []
+        for acting in (policy, TensorDictSequential(DetachedObservation(), policy)):
+            # A fresh env of the same seed and the same torch seed: the same resets, action noise and dropout masks.
+            env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
+            with torch.random.fork_rng():
+                torch.manual_seed(args.seed + 1)
+                twins.append(collect(env, acting, args.eval_windows, args.window, graph="simulator"))
+        for closed, opened in zip(*twins):
+            if not torch.equal(closed[ACTION], opened[ACTION]):
+                raise RuntimeError("the open-loop twin of a window took other actions: the twins are not paired")
+        return twins[0], twins[1]
 
     start = time.perf_counter()
 
-    def measure(label: str, eval_windows: list[TensorDictBase]) -> None:
-        """Appends the alignment row of ``eval_windows`` (and its block and cut rows) under ``label``."""
+    def measure(label: str, eval_windows: list[TensorDictBase], open_twins: list[TensorDictBase] | None) -> None:
+        """Appends the alignment row of ``eval_windows`` (and its block, cut and loop rows) under ``label``."""
         # The critic trains with the models, so the simulator's gradient (through its bootstrap) changes too.
         simulator_gradients = [flat_gradient(shac(window)["loss_actor"], parameters) for window in eval_windows]
         across_windows = [
@@ -240,6 +260,15 @@ def main(args: argparse.Namespace) -> None:
             plusplus.append(cosine(g_sim, g_plusplus))
             plus_norm.append((g_plus.norm() / g_sim.norm()).item())
             plusplus_norm.append((g_plusplus.norm() / g_sim.norm()).item())
+        if open_twins is not None:
+            open_loop, open_plusplus, closed_plusplus = [], [], []
+            for twin, g_sim in zip(open_twins, simulator_gradients):
+                g_open = flat_gradient(shac(twin)["loss_actor"], parameters)
+                g_plusplus = flat_gradient(shacpp(twin)["loss_actor"], parameters)
+                open_loop.append(cosine(g_sim, g_open))
+                open_plusplus.append(cosine(g_open, g_plusplus))
+                closed_plusplus.append(cosine(g_sim, g_plusplus))
+            loop_rows.append(f"| {label} | {mean_std(open_loop)} | {mean_std(open_plusplus)} | {mean_std(closed_plusplus)} |")
         world_error, reward_error = held_out_errors(eval_windows, world_gradient.world.loss, reward_model)
         sensitivity_cos, sensitivity_ratio, by_block = world_sensitivity_agreement(
             eval_env, world_model, args.window, [block for _, block in args.feature_block]
@@ -255,7 +284,7 @@ def main(args: argparse.Namespace) -> None:
         )
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
-    rows, block_rows, cut_rows = [], [], []
+    rows, block_rows, cut_rows, loop_rows = [], [], [], []
     if args.train_windows:
         # SHAC++ itself trains the policy and the models (its window update, cool-down every 10 windows); every
         # --probe-every windows the same measurement runs on fresh windows of the policy as it is then.
@@ -268,7 +297,7 @@ def main(args: argparse.Namespace) -> None:
             learners.update(window)
             rewards.append(window["next", *REWARD].mean().item())
             if index % args.probe_every == 0:
-                measure(f"{index} ({index * window.numel() // 1000}k) | {statistics.mean(rewards):.4f}", eval_data())
+                measure(f"{index} ({index * window.numel() // 1000}k) | {statistics.mean(rewards):.4f}", *eval_data())
                 rewards = []
         collector.shutdown()
     else:
@@ -276,7 +305,7 @@ def main(args: argparse.Namespace) -> None:
             window[VALUE_TARGET] = value_loss.value_targets(window)
             for model in models:
                 model.store(window)
-        eval_windows = eval_data()
+        eval_windows, open_twins = eval_data()
         print(f"data: {args.data_windows} windows of {args.num_envs} envs x {args.window} steps "
               f"({time.perf_counter() - start:.0f} s with the evaluation windows)", file=sys.stderr)  # fmt: skip
         trained_epochs = 0
@@ -286,7 +315,7 @@ def main(args: argparse.Namespace) -> None:
                 for model in models:
                     model.fit(cooldown)
                 trained_epochs = epochs
-            measure(str(epochs), eval_windows)
+            measure(str(epochs), eval_windows, open_twins)
 
     setting = [f"{args.world_rollout} world model"] + [f"{key}={value}" for key, value in args.scenario]
     setting += [f"{args.reward_bins} reward bins"] * (args.reward_bins != 9)
@@ -317,6 +346,12 @@ def main(args: argparse.Namespace) -> None:
         print(f"| {stage} | cos(sim, +) | cos(sim, + without {name}'s gradient) | cos(sim, ++) |")
         print(f"|{stage_rule}|---:|---:|---:|")
         print("\n".join(cut_rows))
+    if args.loop_terms:
+        print("\nThe closed-loop terms: SHAC's exact gradient with them (sim) and without them (sim open loop, on the same"
+              " windows' open-loop twins), and SHAC++'s on the twins (it has none):\n")  # fmt: skip
+        print(f"| {stage} | cos(sim, sim open loop) | cos(sim open loop, ++) | cos(sim, ++) |")
+        print(f"|{stage_rule}|---:|---:|---:|")
+        print("\n".join(loop_rows))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -333,6 +368,10 @@ def parser() -> argparse.ArgumentParser:
         help="also report SHAC+'s alignment with the simulator's gradient through these features cut",
     )  # fmt: skip
     parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
+    parser.add_argument(
+        "--loop-terms", action="store_true",
+        help="also compare the exact gradient with and without its closed-loop terms, on twin windows",
+    )  # fmt: skip
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
     parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")
     parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="spliced", help="SHAC++'s world model")
