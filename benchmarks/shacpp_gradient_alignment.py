@@ -268,7 +268,9 @@ def main(args: argparse.Namespace) -> None:
                 open_loop.append(cosine(g_sim, g_open))
                 open_plusplus.append(cosine(g_open, g_plusplus))
                 closed_plusplus.append(cosine(g_sim, g_plusplus))
-            loop_rows.append(f"| {label} | {mean_std(open_loop)} | {mean_std(open_plusplus)} | {mean_std(closed_plusplus)} |")
+            loop_rows.append(
+                f"| {label} | {mean_std(open_loop)} | {mean_std(open_plusplus)} | {mean_std(closed_plusplus)} |"
+            )
         world_error, reward_error = held_out_errors(eval_windows, world_gradient.world.loss, reward_model)
         sensitivity_cos, sensitivity_ratio, by_block = world_sensitivity_agreement(
             eval_env, world_model, args.window, [block for _, block in args.feature_block]
@@ -330,8 +332,9 @@ def main(args: argparse.Namespace) -> None:
     stage, stage_rule = ("training windows (frames) | mean training reward", "---:|---:") if args.train_windows else (
         "model epochs", "---:"
     )
-    print(f"| {stage} | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| | \\|g_++\\|/\\|g_sim\\| "
-          "| world MSE (held out) | reward MSE (held out) | ∂ô/∂a cos | ∂ô/∂a norm ratio |")  # fmt: skip
+    print(f"| {stage} | cos(sim_i, sim_j) | cos(sim, +) | cos(sim, ++) | \\|g_+\\|/\\|g_sim\\| "
+          "| \\|g_++\\|/\\|g_sim\\| | world MSE (held out) | reward MSE (held out) | ∂ô/∂a cos "
+          "| ∂ô/∂a norm ratio |")  # fmt: skip
     print(f"|{stage_rule}|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     if args.feature_block:
@@ -347,8 +350,8 @@ def main(args: argparse.Namespace) -> None:
         print(f"|{stage_rule}|---:|---:|---:|")
         print("\n".join(cut_rows))
     if args.loop_terms:
-        print("\nThe closed-loop terms: SHAC's exact gradient with them (sim) and without them (sim open loop, on the same"
-              " windows' open-loop twins), and SHAC++'s on the twins (it has none):\n")  # fmt: skip
+        print("\nThe closed-loop terms: SHAC's exact gradient with them (sim) and without them (sim open loop, on the"
+              " same windows' open-loop twins), and SHAC++'s on the twins (it has none):\n")  # fmt: skip
         print(f"| {stage} | cos(sim, sim open loop) | cos(sim open loop, ++) | cos(sim, ++) |")
         print(f"|{stage_rule}|---:|---:|---:|")
         print("\n".join(loop_rows))
