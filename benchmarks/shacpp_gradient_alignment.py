@@ -52,6 +52,7 @@ along SHAC++'s own training at the BenchMARL algorithm's defaults.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import statistics
 import sys
@@ -190,15 +191,16 @@ def held_out_errors(windows: list[TensorDictBase], world_loss, reward_model) -> 
 
 
 def main(args: argparse.Namespace) -> None:
-    if args.loop_terms and args.open_loop:
-        raise SystemExit("--loop-terms compares the closed-loop windows with their open-loop twins: drop --open-loop")
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     env_kwargs = dict(n_agents=args.n_agents, differentiable_reward=True, **dict(args.scenario))
     data_envs = args.train_envs if args.train_windows else args.num_envs
     data_env = make_vmas_env(args.task, num_envs=data_envs, seed=args.seed, **env_kwargs)
-    eval_env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
+    held_out_env = functools.partial(
+        make_vmas_env, args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs
+    )
+    eval_env = held_out_env()
     learners = make_learners(
         data_env, "shacpp", window_length=args.window, gamma=args.gamma, actor_lr=args.lr, model_lr=args.lr,
         policy_dropout=0.1, cache_size=args.cache_size,
@@ -221,16 +223,17 @@ def main(args: argparse.Namespace) -> None:
     )
     parameters = [p for p in policy.parameters() if p.requires_grad]
 
-    eval_policy = TensorDictSequential(DetachedObservation(), policy) if args.open_loop else policy
+    open_loop_policy = TensorDictSequential(DetachedObservation(), policy)
+    eval_policy = open_loop_policy if args.open_loop else policy
 
     def eval_data() -> tuple[list[TensorDictBase], list[TensorDictBase] | None]:
         """The held-out windows, and with ``--loop-terms`` their open-loop twins."""
         if not args.loop_terms:
             return collect(eval_env, eval_policy, args.eval_windows, args.window, graph="simulator"), None
         twins = []
-        for acting in (policy, TensorDictSequential(DetachedObservation(), policy)):
+        for acting in (policy, open_loop_policy):
             # A fresh env of the same seed and the same torch seed: the same resets, action noise and dropout masks.
-            env = make_vmas_env(args.task, num_envs=args.num_envs, seed=args.seed + 1, grad_enabled=True, **env_kwargs)
+            env = held_out_env()
             with torch.random.fork_rng():
                 torch.manual_seed(args.seed + 1)
                 twins.append(collect(env, acting, args.eval_windows, args.window, graph="simulator"))
@@ -370,8 +373,10 @@ def parser() -> argparse.ArgumentParser:
         "--cut-block", type=feature_block, metavar="NAME=START:STOP",
         help="also report SHAC+'s alignment with the simulator's gradient through these features cut",
     )  # fmt: skip
-    parser.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
-    parser.add_argument(
+    # --loop-terms compares the closed-loop windows with their open-loop twins, so it cannot take --open-loop.
+    loop = parser.add_mutually_exclusive_group()
+    loop.add_argument("--open-loop", action="store_true", help="the policy reads detached observations")
+    loop.add_argument(
         "--loop-terms", action="store_true",
         help="also compare the exact gradient with and without its closed-loop terms, on twin windows",
     )  # fmt: skip
