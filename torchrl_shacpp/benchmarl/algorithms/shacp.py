@@ -30,6 +30,10 @@ class Shacp(Shac):
     clipping). Everything else is :class:`Shac`. Also logged per group: ``loss_reward`` at each model training and
     ``skipped_reward_steps``; ``timers/model_training_time``.
 
+    SHAC+ and SHAC++ learn with Adam at 3e-3 (the actor, the critic and the models; paper: 1e-3), which solved
+    dispersion n=1 in windows of 8 envs after 92-113k frames against 123-143k at 1e-3
+    (``benchmarks/results/dispersion/``).
+
     Args:
         reward_uses_next_observation: the reward model reads :math:`o_{t+1}` too. The authors' reads
             :math:`(o_t, a_t)`: one that reads :math:`o_{t+1}` can read a sparse reward off the event it causes
@@ -48,10 +52,6 @@ class Shacp(Shac):
         model_lr: the learned models' Adam learning rate (paper: 1e-3).
         actor_waits_for_models: the actor takes its first step after the models' first training (the paper's actor
             steps from the first window, along a random reward model's gradient).
-
-    SHAC+ and SHAC++ learn with Adam at 3e-3 (the actor, the critic and the models; paper: 1e-3), which solved
-    dispersion n=1 in windows of 8 envs after 92-113k frames against 123-143k at 1e-3
-    (``benchmarks/results/dispersion/``).
         **kwargs: see :class:`Shac`.
     """
 
