@@ -9,7 +9,8 @@ did not run. For the paper's grid and its tables, see ``python -m torchrl_shacpp
         "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
 
 A ``GLOB`` of the form ``PATH/curves.csv#PANEL/LABEL`` takes that configuration's runs from an earlier comparison's
-``curves.csv`` instead, so that new runs can be set beside committed ones without their run folders.
+``curves.csv`` instead, so that new runs can be set beside committed ones without their run folders. A configuration
+named more than once takes the runs of each: committed seeds and new ones in one row.
 
 writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
 the return first reached ``--target``, the mean return at ``--at`` frames, none after the last evaluation of a run
@@ -104,13 +105,14 @@ def main() -> None:
         head, csv_source, earlier = spec.partition("curves.csv#")
         name, _, pattern = head.rpartition("=")
         panel, _, label = name.rpartition("/")
+        runs = configurations.setdefault((panel, label), [])
         if csv_source:
-            configurations[(panel, label)] = csv_curves(pattern + "curves.csv", earlier)
+            runs.extend(csv_curves(pattern + "curves.csv", earlier))
             continue
         folders = sorted(Path(p) for p in glob.glob(pattern))
         if not folders:
             raise SystemExit(f"No run folder matches {pattern!r} ({spec}).")
-        configurations[(panel, label)] = [(folder.name, *run_curve(folder)) for folder in folders]
+        runs.extend((folder.name, *run_curve(folder)) for folder in folders)
 
     with open(args.out / "curves.csv", "w", newline="") as file:
         writer = csv.writer(file)
