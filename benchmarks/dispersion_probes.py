@@ -38,7 +38,6 @@ from benchmarl.hydra_config import load_experiment_from_hydra
 from hydra import compose, initialize_config_module
 from tensordict import TensorDictBase
 
-from torchrl_shacpp.collectors import attach_policy_graph
 
 #: Distance bins (to the nearest uneaten food) of the cosines.
 BINS = (0.0, 0.15, 0.3, 0.6, 3.0)
@@ -102,35 +101,32 @@ class DispersionProbe(Callback):
         self.window += 1
         if self.window % self.every:
             return
-        algorithm, group = self.experiment.algorithm, "agents"
-        losses = self.experiment.losses[group]
+        group = "agents"
+        update = self.experiment.algorithm.groups[group]  # the group's actor loss, critic, source and models
         keys = dict(observation=(group, "observation"), action=(group, "action"))
-        window = batch
-        if not algorithm.simulator_graph:
-            window = attach_policy_graph(
-                batch.detach(), algorithm.get_policy_for_loss(group), action_key=keys["action"],
-                loc_key=(group, "loc"), scale_key=(group, "scale"),
-            )  # fmt: skip
-        if algorithm.simulator_graph:
+        per_step = update.source.simulator_graph
+        if per_step:
             # The window's action entry is a stack of the actions the simulator consumed, downstream of them.
-            action = self.step_actions[-window.shape[1] :]
+            window, action = batch, self.step_actions[-batch.shape[1] :]
         else:
+            window = update.source.differentiable_window(batch.detach())
             action = window.get(keys["action"])
         self.step_actions = []
         offset, distance = nearest_food(window.get(keys["observation"]).detach())
         row = {"window": self.window, "eval_return": self.last_eval}
         full, boot = (
-            step_gradient(losses.actor, window, action, algorithm.simulator_graph, zero_reward=zeroed)
-            for zeroed in (False, True)
+            step_gradient(update.actor_loss, window, action, per_step, zero_reward=zeroed) for zeroed in (False, True)
         )
         loc = window.get((group, "loc")).detach()
         for name, grad in (("policy", loc), ("actor", full), ("boot", boot)):
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(-grad, offset, distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
         detached = window.detach()
-        models = [("critic", losses.value.value_network, algorithm_value_key(losses), detached.get("next"))]
-        if losses.reward is not None:
-            models.append(("reward", losses.reward.reward_model, losses.reward.tensor_keys.predicted_reward, detached))
+        value_loss = update.value_loss
+        models = [("critic", value_loss.value_network, value_loss.tensor_keys.value, detached.get("next"))]
+        if update.source.reward_model is not None:
+            predicted_reward = update.actor_loss.tensor_keys.predicted_reward
+            models.append(("reward", update.source.reward_model, predicted_reward, detached))
         next_offset, next_distance = nearest_food(detached.get(("next", *keys["observation"])))
         for name, model, out_key, td in models:
             target_offset, target_distance = (next_offset, next_distance) if name == "critic" else (offset, distance)
@@ -140,7 +136,7 @@ class DispersionProbe(Callback):
                 row[f"{name}_cos_{low}-{high}"] = cos
         reward = detached.get(("next", group, "reward"))
         row["rewarded_window"] = (reward.sum((-2, -1)) > 0).float().mean().item()
-        for model in algorithm.learned_models[group]:
+        for model in update.models:
             if model.name == "reward" and len(model.cache):
                 stored = model.cache.storage[:]  # the written slots
                 row["rewarded_cache"] = (stored.get(("next", group, "reward")).sum((-2, -1)) > 0).float().mean().item()
@@ -161,10 +157,6 @@ def step_gradient(actor_loss, window, action, per_step: bool, zero_reward: bool)
     grads = torch.autograd.grad(loss, inputs, retain_graph=True, allow_unused=True)
     grads = [torch.zeros_like(a) if g is None else g for a, g in zip(inputs, grads)]
     return torch.stack(grads, dim=1) if per_step else grads[0]
-
-
-def algorithm_value_key(losses):
-    return losses.value.tensor_keys.value
 
 
 @contextlib.contextmanager
