@@ -209,7 +209,6 @@ def main(args: argparse.Namespace) -> None:
         reward_uniform_share=args.reward_uniform_share, value_bins=args.value_bins,
         model_minibatch_size=args.minibatch, world_rollout=args.world_rollout,
         reward_uses_next_observation=args.reward_next_observation, world_model_steps=args.world_model_steps,
-        model_steps=args.model_steps,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
@@ -329,7 +328,6 @@ def main(args: argparse.Namespace) -> None:
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
     setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
     setting += [f"world model on {args.world_model_steps} minibatches"] * (args.world_model_steps is not None)
-    setting += [f"reward model and critic on {args.model_steps} minibatches"] * (args.model_steps is not None)
     setting += [f"SHAC++ trains on {args.train_windows} windows of {data_envs} envs"] * (args.train_windows > 0)
     print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
     # A training row's label is two cells: the windows (frames) so far, and the mean reward of the windows since the
@@ -401,10 +399,6 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--value-bins", type=int, default=9)
     parser.add_argument("--minibatch", type=int, default=1000)
     parser.add_argument("--world-model-steps", type=int, help="minibatches per training of the spliced world model")
-    parser.add_argument(
-        "--model-steps", type=int,
-        help="minibatches per training of the reward model and the cached critic (default: the paper's 10 passes)",
-    )  # fmt: skip
     parser.add_argument(
         "--train-windows", type=int, default=0,
         help="instead of --data-windows and --epochs: SHAC++ trains the policy and the models on this many windows",
