@@ -1,0 +1,184 @@
+"""Every measurement script of ``benchmarks/`` runs end to end at tiny sizes and writes the table it promises.
+
+Nothing imports these scripts, so one goes stale silently when the package's internals move (``dispersion_probes.py``
+did: an AttributeError on its first probed window, seen only when run for real). Each case runs a script as a user
+would, from the repository root in a fresh interpreter, with the smallest options that still reach every stage (data,
+model fitting, the probe or the timing, the table or CSV written), and looks for a row of numbers in what it wrote.
+
+Not run: ``gpu_session.sh`` and ``parallel_runs.sh`` (shell), ``benchmarl_experiment.py`` (a module the others
+import), and ``model_step_cost.py --compile`` (inductor's compilation would dominate the file's time).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from benchmarl.algorithms import MappoConfig
+from benchmarl.models import MlpConfig
+from test_benchmark import synthetic_run
+from test_benchmarl import TINY
+
+from torchrl_shacpp.benchmarl import PaperVmasTask, ShacppConfig
+
+REPO = Path(__file__).parents[1]
+# A number as the scripts print it (0.25, -1.3, 6.7e-08), and a mean ± standard deviation.
+N, PM = r"-?\d[\d,]*(?:\.\d+)?(?:e[+-]\d+)?", r"-?\d+\.\d+ ± \d+\.\d+"
+# SHAC+'s and SHAC++'s learned models trained after every window, on a few minibatches.
+MODELS = ["algorithm.model_train_every=1", "algorithm.model_epochs=1", "algorithm.cache_size=200"]
+SHACPP_MODELS = [*MODELS, "algorithm.world_model_steps=2"]
+
+
+def row(*cells: str) -> str:
+    """A whole Markdown table row of these cells (regular expressions)."""
+    return r"^\| " + r" \| ".join(cells) + r" \|$"
+
+
+# script (and what the case varies): arguments ({tmp}: the test's folder, {runs}: the `runs` fixture), where the
+# script writes (stdout or a glob under {tmp}), and what must be there.
+CASES = {
+    "action_jacobian_identifiability.py": (
+        ["--task", "sampling", "--n-agents", "2", "--transitions", "64", "--steps", "2", "--kinematics", "0:4",
+         "--block", "pos=0:2", "--block", "vel=2:4"],
+        "stdout", row("own kinematics only", f"{N} / {N}", f"{N} / {N}", r"pos \d+% / vel \d+%"),
+    ),
+    "actor_gradient_norms.py": (  # known answer: norms 0.5, 1, ..., 64 over 8 collections, 2 seeds pooled
+        ["SHAC++={runs}/shacpp_s*", "--spike", "10"],
+        "stdout", row("SHAC\\+\\+", "2", "16", "0.75 / 1 / 1 / 0%", "3 / 4 / 4 / 0%", "12 / 16 / 16 / 50%",
+                      "48 / 64 / 64 / 100%"),
+    ),
+    "bad_inputs.py": (  # the harness on one command-line and one Python case (test_bad_inputs.py tests each case)
+        ["--only", "8", "A1", "--output", "{tmp}/bad_inputs.md"],
+        "bad_inputs.md", r"^Totals: CLEAR 2, UNCLEAR 0, WRONG 0, BENCHMARL 0\.$",
+    ),
+    "benchmarl_throughput.py": (  # the steady-state worker, and a cool-down in the timed iterations
+        ["--iters", "3", "--n-agents", "2", "--steady-state", "--baseline", "base_experiment::mappo", "--runs",
+         "base_experiment::mappo", "shacpp_cpu::shacpp::" + "::".join(SHACPP_MODELS),
+         "--output", "{tmp}/throughput.md", "--override", *TINY],
+        "throughput.md", row("`shacpp_cpu::shacpp::[^`]+`", "64", *[N] * 6, N + "×"),
+    ),
+    "device_check.py": (
+        ["--device", "cpu", "--iters", "2", "--algorithms", "shac", "shacpp", "--preset", "shacpp_cpu", "--n-agents",
+         "2", "--save-folder", "{tmp}", "--out", "{tmp}/device_check.md", "--override", *TINY,
+         *(f"shacpp:{override}" for override in SHACPP_MODELS)],
+        "device_check.md", row("shacpp", r"\d+", "0", "0", "0", r"\d+", r"\d+"),
+    ),
+    "dispersion_probes.py shacp": (  # the window holds the simulator's per-step actions
+        ["--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacp", "task.n_agents=1",
+         *MODELS, "experiment.save_folder={tmp}"],
+        "probes.csv", rf"^window,eval_return,policy_cos_0.0-0.15,.*,rewarded_cache\n1,nan,.*\n2,{N},",
+    ),
+    "dispersion_probes.py shacpp": (  # the window is re-attached through the world model
+        ["--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp", "task.n_agents=1",
+         *SHACPP_MODELS, "experiment.save_folder={tmp}"],
+        "probes.csv", rf"^window,eval_return,policy_cos_0.0-0.15,.*,rewarded_cache\n1,nan,.*\n2,{N},",
+    ),
+    "first_actor_steps.py": (
+        ["--algorithm", "shac", "--task", "vmas/navigation", "--iters", "2", "--episodes", "2", "--steps", "4",
+         "--label", "tiny", "--reward-part", "agent_collisions", "--detach-lidar", "--detach-observations", "--out",
+         "{tmp}/first.md", "--override", *TINY, "experiment.save_folder={tmp}"],
+        "first.md", row("shac", "vmas/navigation", "shacpp_cpu", "tiny", "`.*`", rf"{N} \[{N}\]",
+                        rf"{N} \[{N}\], {N} \[{N}\]"),
+    ),
+    "gradient_ablation_run.py": (
+        ["--detach-lidar", "--open-loop", "--hide-block", "lidar=6:18", "--hide-from", "reward", "--hide-from",
+         "critic", "algorithm=shacp", "experiment=shacpp_cpu", "task=vmas/navigation", *TINY, *MODELS,
+         "experiment.max_n_iters=2", "experiment.evaluation=false", "hydra.run.dir={tmp}"],
+        "**/scalars/train_agents_actor_grad_norm.csv", rf"^1,{N}$",
+    ),
+    "learning_comparison.py": (  # known answer: SHAC++ reaches 0.9 after 512 and 768 frames, MAPPO never
+        ["n=1/SHAC++={runs}/shacpp_s*", "n=1/MAPPO={runs}/mappo_s*", "--target", "0.9", "--at", "512", "--baseline",
+         "MAPPO", "--out", "{tmp}"],
+        "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1 ± 0k \(2/2\)", "0.77 ± 0.25", "0k / 0k",
+                          "U = 4 of 4, p = 0.333"),
+    ),
+    "learning_curves.py": (
+        ["--title", "tiny", "--out", "{tmp}", "a={runs}/curve"],
+        "summary.md", row("a", "2", "128", "0.2", "0.100", "0.500", "0.500", "0"),
+    ),
+    "model_step_cost.py": (
+        ["--minibatch", "8", "--horizon", "2", "--n-agents", "2", "--window-envs", "2", "--repeats", "1", "--out",
+         "{tmp}/cost.md"],
+        "cost.md", row("actor", "window of 2 envs x 2 steps", r"spliced transition \(default\)", "dense fused", N,
+                       N + "x"),
+    ),
+    "sampling_reset.py": (
+        ["--num-envs", "4", "--repeats", "1"],
+        "stdout", row("4", N, N, N + "×", N, N, "True"),
+    ),
+    "shac_window.py": (
+        ["--task", "transport", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--repeats", "1", "--threads",
+         "1", "--out", "{tmp}/window.md"],
+        "window.md", row(r"shac window \(collect \+ loss \+ backward \+ Adam step\)", N, N, N),
+    ),
+    "shacpp_gradient_alignment.py epochs": (  # every table: blocks, cut gradient, closed-loop terms
+        ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--data-windows", "2",
+         "--eval-windows", "3", "--epochs", "0", "1", "--cache-size", "200", "--minibatch", "16",
+         "--world-model-steps", "2", "--feature-block", "pos=0:2", "--cut-block", "pos=0:2", "--loop-terms",
+         "--threads", "1"],
+        "stdout", row("1", PM, PM, PM, N, N, N, N, N, N),
+    ),
+    "shacpp_gradient_alignment.py training": (  # SHAC++ trains 10 windows (one cool-down), then the probe
+        ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--train-windows", "10",
+         "--train-envs", "4", "--probe-every", "10", "--eval-windows", "3", "--cache-size", "200", "--minibatch",
+         "16", "--world-model-steps", "2", "--open-loop", "--threads", "1"],
+        "stdout", row(r"10 \(0k\)", N, PM, PM, PM, N, N, N, N, N, N),
+    ),
+    "shacpp_profile.py": (
+        ["--model-train-every", "2", "--n-agents", "2", "--top", "3", "--save-folder", "{tmp}", "--out",
+         "{tmp}/profile.md", "--override", *TINY, "algorithm.world_model_steps=2", "algorithm.model_epochs=1",
+         "algorithm.cache_size=1000"],
+        "profile.md", row("cool-down: world model", N, r"\d+%", "1"),
+    ),
+    "transition_model_fit.py": (
+        ["--task", "navigation", "--n-agents", "2", "--transitions", "256", "--minibatch", "32", "--steps", "2",
+         "--block", "pos=0:2", "--block", "lidar=6:18", "--one-step"],
+        "stdout", row("2", N, f"{N} / {N}", N, f"{N} / {N}", N, N),
+    ),
+    "world_model_scaling.py": (  # a failed worker leaves "failed (exit n)" in its cells, not a failed script
+        ["--sweep", "2:1", "--horizon", "2", "--repeats", "1", "--output", "{tmp}/scaling.md"],
+        "scaling.md", row("2", "1", "3", *[N] * 7, *[N + "×"] * 2, N, N, N + "×"),
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Result folders for the scripts that read them: two BenchMARL runs each of SHAC++ (evaluations every 256
+    frames, solving 0.9 at 512 and 768; 8 logged actor gradient norms 0.5, 1, ..., 64) and MAPPO (below 0.9) on
+    dispersion n=1, and an example script's ``curve.csv`` of 2 windows."""
+    root, mlp, dispersion = tmp_path_factory.mktemp("runs"), MlpConfig.get_from_yaml(), PaperVmasTask.DISPERSION
+    for seed, returns in enumerate([[[0.2], [0.95]], [[0.5], [0.6], [0.92]]]):
+        run = synthetic_run(root / f"shacpp_s{seed}" / "run", ShacppConfig(), dispersion, 1, mlp, seed, returns)
+        scalars = run / run.name / "scalars"  # BenchMARL's CSV logger: "iteration,value" per collection
+        scalars.mkdir(parents=True)
+        (scalars / "counters_total_frames.csv").write_text("".join(f"{i},{32 * (i + 1)}\n" for i in range(8)))
+        (scalars / "train_agents_actor_grad_norm.csv").write_text("".join(f"{i},{2 ** i / 2}\n" for i in range(8)))
+    for seed, returns in enumerate([[[0.1], [0.3]], [[0.2], [0.4]]]):
+        synthetic_run(root / f"mappo_s{seed}" / "run", MappoConfig.get_from_yaml(), dispersion, 1, mlp, seed, returns)
+    (root / "curve").mkdir()
+    (root / "curve" / "curve.csv").write_text(
+        "windows,frames,seconds,eval_return,skipped_actor_steps\n1,64,6,0.1,0\n2,128,12,0.5,0\n"
+    )
+    return root
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_script_runs_and_writes_its_table(case: str, tmp_path: Path, runs: Path):
+    args, output, pattern = CASES[case]
+    script = REPO / "benchmarks" / case.split()[0]
+    command = [sys.executable, str(script), *(arg.format(tmp=tmp_path, runs=runs) for arg in args)]
+    # One thread: at these sizes more threads only contend with whatever else the machine runs.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    if output == "stdout":
+        text = result.stdout
+    else:
+        (path,) = tmp_path.glob(output)
+        text = path.read_text()
+    assert re.search(pattern, text, re.MULTILINE), text[-3000:]
