@@ -157,7 +157,6 @@ def actor_loss(**kwargs) -> SHACActorLoss:
         (lambda: AxisAttentionWorldModel(3, 2, horizon=4, num_heads=3), "num_heads=3 must divide hidden_size=64"),
         (lambda: AgentSetTransformer(5, 3, hidden_size=0), "hidden_size=0 must be an integer >= 1"),
         (lambda: WindowUpdate({}, window_length=2.5), "window_length=2.5 must be an integer >= 1"),
-        (lambda: WindowUpdate({}, actor_epochs=0), "actor_epochs=0 must be an integer >= 1"),
         (lambda: CoolDown(every=0), "every=0 must be an integer >= 1"),
         (lambda: make_stratified_cache(10, 2, batch_size=0), "batch_size=0 must be an integer >= 1"),
     ],

@@ -139,14 +139,6 @@ def test_actor_waits_for_its_models_first_training(tmp_path: Path, algorithm: st
     assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
 
 
-def test_shacpp_actor_epochs_step_each_collection_that_many_times(tmp_path: Path):
-    result = benchmarl_run(
-        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=2", "algorithm.actor_epochs=3", *TINY
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert scalar(tmp_path, "train_agents_actor_steps") == [3, 3]
-
-
 def test_a_learned_action_std_is_logged_and_trained(tmp_path: Path):
     """With learn_std the σ each collection was drawn with is logged: the initial 1, then what the actor steps made."""
     result = benchmarl_run(

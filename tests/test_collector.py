@@ -1,5 +1,4 @@
-"""The window collector: graph kept inside a window, cut between windows, resets, graph modes; the policy graph
-re-attached to a graph-free window, and SHAC++'s actor epochs on it."""
+"""The window collector: graph kept inside a window, cut between windows, resets, graph modes."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from torchrl.data import Bounded
 
 from torchrl_shacpp.collectors import WindowCollector, WindowGraphCut, attach_policy_graph
 from torchrl_shacpp.modules import gaussian_actor
-from torchrl_shacpp.trainers import make_learners
 
 HORIZON = 4
 
@@ -136,30 +134,6 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool, clamp: 
     for collected, attached in zip(policy_gradient(window), policy_gradient(replayed)):
         torch.testing.assert_close(attached, collected)
     assert len(list(actor.parameters())) == 4 + learn_std
-
-
-def test_actor_epochs_step_each_window_again_on_the_policy_as_it_is_then():
-    """SHAC++ with 3 actor epochs ends where 3 single-epoch updates on the same window end: each pass re-attaches the
-    window to the policy its previous step made (the gradients differ, the loss's values do not); SHAC+, whose window
-    carries the simulator graph of the collecting policy, refuses more than one."""
-    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
-
-    def learners(algorithm: str = "shacpp", actor_epochs: int = 1):
-        torch.manual_seed(1)
-        return make_learners(env, algorithm, window_length=HORIZON, actor_epochs=actor_epochs)
-
-    epochs, single = learners(actor_epochs=3), learners()
-    window = WindowCollector(env, epochs.policy, window_length=HORIZON).rollout().detach()
-    logs = epochs.update.train_actors(window)
-    single_logs = [single.update.train_actors(window) for _ in range(3)]
-    assert logs["train/agents/actor_steps"] == 3
-    for after_epochs, after_singles in zip(epochs.policy.parameters(), single.policy.parameters()):
-        torch.testing.assert_close(after_epochs, after_singles, rtol=0, atol=0)
-    norms = [log["train/agents/actor_grad_norm"] for log in single_logs]
-    assert len(set(norms)) == 3 and len({log["train/agents/actor_loss"] for log in single_logs}) == 1
-    assert logs["train/agents/actor_grad_norm"] == pytest.approx(sum(norms) / 3)
-    with pytest.raises(ValueError, match=r"actor_epochs=2 needs windows without a simulator graph.*or SHAC\+\+"):
-        learners("shacp", actor_epochs=2)
 
 
 def test_window_graph_cut_cuts_where_armed_and_every_window_length_steps():

@@ -131,7 +131,6 @@ def make_learners(
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
     actor_waits_for_models: bool = False,
-    actor_epochs: int = 1,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -156,7 +155,6 @@ def make_learners(
             :math:`(o_t, a_t)`.
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
             (:class:`WindowUpdate`).
-        actor_epochs: SHAC++'s passes of actor steps over each batch's windows (:class:`WindowUpdate`; paper: 1).
         world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
             ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model trains on
             those).
@@ -246,10 +244,7 @@ def make_learners(
         policy=policy,
         value_loss=value_loss,
         target_updater=target_updater if value_model is None else None,
-        update=WindowUpdate(
-            {group: group_update}, cooldown=cooldown, actor_waits_for_models=actor_waits_for_models,
-            actor_epochs=actor_epochs,
-        ),
+        update=WindowUpdate({group: group_update}, cooldown=cooldown, actor_waits_for_models=actor_waits_for_models),
         reward_model=reward_module,
         world_model=world_module,
     )

@@ -77,12 +77,6 @@ class WindowUpdate:
     5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
        cache-trained critic's target takes one Polyak step.
 
-    With ``actor_epochs`` > 1, a group whose windows carry no simulator graph (SHAC++) takes that many passes of
-    steps over each batch's windows, each window re-attached to the policy as it is then: the gradient of each
-    later step is the current policy's at the collected actions and observations
-    (:func:`~torchrl_shacpp.collectors.attach_policy_graph`), as PPO's epochs reuse a batch. The paper takes one step
-    per window. A simulator graph was built by the policy that collected it, so SHAC and SHAC+ take one.
-
     With ``actor_waits_for_models``, a group whose source learns models (SHAC+, SHAC++) takes no actor step before
     each of them has trained once: until then the reward model is random and the world model untrained. Measured: on
     navigation it delays the policy's collapse by those windows without preventing it
@@ -102,8 +96,6 @@ class WindowUpdate:
             :class:`~torchrl_shacpp.collectors.WindowCollector` cuts at every window start itself).
         actor_waits_for_models: a group's actor takes its first step once its source's models have trained (the
             paper's actor steps from the first window). Defaults to ``False``.
-        actor_epochs: passes of actor steps over each batch's windows, for groups without a simulator graph (paper:
-            1). Defaults to 1.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -121,7 +113,6 @@ class WindowUpdate:
         cooldown: CoolDown | None = None,
         cut_graph: Callable[[], None] = lambda: None,
         actor_waits_for_models: bool = False,
-        actor_epochs: int = 1,
     ) -> None:
         if window_length is not None:
             check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
@@ -132,15 +123,6 @@ class WindowUpdate:
         self.cooldown = cooldown
         self.cut_graph = cut_graph
         self.actor_waits_for_models = actor_waits_for_models
-        check_count("actor_epochs", actor_epochs, hint="It is the passes of actor steps over each batch (paper: 1).")
-        simulator_groups = [name for name, group in self.groups.items() if group.source.simulator_graph]
-        if actor_epochs > 1 and simulator_groups:
-            raise ValueError(
-                f"actor_epochs={actor_epochs} needs windows without a simulator graph, but group(s) {simulator_groups} "
-                "differentiate the simulator (SHAC, SHAC+), whose graph holds the parameters that collected it: "
-                "use actor_epochs=1, or SHAC++."
-            )
-        self.actor_epochs = actor_epochs
         self.windows = 0
 
     def __call__(self, batch: TensorDictBase) -> dict[str, float]:
@@ -198,8 +180,7 @@ class WindowUpdate:
     def train_actors(self, batch: TensorDictBase) -> dict[str, float]:
         """Step 1: the actor steps; returns each group's mean losses and gradient norm, and its number of steps.
 
-        A SHAC++ group takes one step per window (``actor_epochs`` passes over them), each window re-attached to the
-        policy as it is then. A group whose
+        A SHAC++ group takes one step per window, each window re-attached to the policy as it is then. A group whose
         windows carry the simulator's graph takes one step per batch, on the mean of its windows' objectives: the
         windows of a collected batch are time slices of tensors stacked over all its steps, so each window's graph
         reaches every step of the batch, and a gradient per window would cost a backward pass through the whole
@@ -219,7 +200,7 @@ class WindowUpdate:
                 gradients = group.actor_step.gradients(loss, retain_graph=name != simulator_groups[-1])
                 deferred.append((name, gradients))
                 continue
-            for window in windows * self.actor_epochs:
+            for window in windows:
                 losses = group.actor_loss(group.source.differentiable_window(window))
                 info = _loss_info([losses])
                 info.update(group.actor_step(losses["loss_actor"] + losses["loss_action_bound"]))

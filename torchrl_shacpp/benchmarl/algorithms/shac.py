@@ -75,8 +75,6 @@ class Shac(Algorithm):
     simulator_graph = True
     #: SHAC learns no model for its actor to wait for (:class:`Shacp` sets it from its config).
     actor_waits_for_models = False
-    #: Passes of actor steps over each collection's windows (:class:`Shacpp` sets it from its config).
-    actor_epochs = 1
 
     def __init__(
         self,
@@ -280,7 +278,6 @@ class Shac(Algorithm):
             cooldown=self.cooldown(),
             cut_graph=self.graph_cut.arm if self.simulator_graph else lambda: None,
             actor_waits_for_models=self.actor_waits_for_models,
-            actor_epochs=self.actor_epochs,
         )
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():

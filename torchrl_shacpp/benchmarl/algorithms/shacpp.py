@@ -31,8 +31,8 @@ class Shacpp(Shacp):
 
     Collections come from BenchMARL's ordinary collector, without autograd; each window's actions get the policy's
     reparameterisation graph back, and a learned world model carries it to the reward model and the critic
-    (:class:`~torchrl_shacpp.trainers.LearnedWorldGradient`); one actor step per window (in ``actor_epochs``
-    passes). Two world models (``world_rollout``):
+    (:class:`~torchrl_shacpp.trainers.LearnedWorldGradient`); one actor step per window. Two world models
+    (``world_rollout``):
 
     * ``"spliced"`` (default): a one-step :class:`~torchrl_shacpp.modules.TransitionWorldModel`
       :math:`\hat o_{t+1} = o_t + \Delta_\theta(o_t, a_t)`, trained by teacher forcing on uniformly sampled cached
@@ -75,10 +75,6 @@ class Shacpp(Shacp):
             ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step transition model
             trained on ``world_cache_size`` transitions, default ``cache_size``, sampled uniformly, whose
             Jacobians the actor chains along the real rollout: :func:`~torchrl_shacpp.modules.spliced_world_model`).
-        actor_epochs: passes of actor steps over each collection's windows (paper: 1): each step re-attaches its window
-            to the policy as it is then, so later passes take the current policy's gradient at the collected actions
-            (:class:`~torchrl_shacpp.trainers.WindowUpdate`); more actor steps per frame, the SHAC family's shortfall
-            at equal frames (``benchmarks/results/dispersion/window_size/``).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -98,11 +94,9 @@ class Shacpp(Shacp):
         world_checkpoint_chunks: int,
         critic_from_cache: bool,
         world_rollout: str,
-        actor_epochs: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.actor_epochs = actor_epochs
         self.world_rollout = world_rollout
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
@@ -197,7 +191,6 @@ class ShacppConfig(ShacpConfig):
     world_checkpoint_chunks: int = 0
     critic_from_cache: bool = False
     world_rollout: str = "spliced"
-    actor_epochs: int = 1
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
