@@ -56,6 +56,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacpConfig(cache_size=5), "algorithm.cache_size=5 cannot hold 9 bins (algorithm.reward_bins)"),
         (lambda: ShacpConfig(reward_uniform_share=1.5), "algorithm.reward_uniform_share=1.5 must be a number in [0, 1]"),
         (lambda: ShacppConfig(reward_uniform_share=1.0), "algorithm.reward_uniform_share=1.0 of algorithm.cache_size="),
+        (lambda: ShacppConfig(reward_observation_noise=-0.1), "algorithm.reward_observation_noise=-0.1 must be a finite"),
         (lambda: ShacpConfig(model_minibatch_size=0), "algorithm.model_minibatch_size=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_lr=0.0), "algorithm.model_lr=0.0 must be a finite number > 0"),

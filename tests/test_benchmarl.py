@@ -460,6 +460,22 @@ def test_reward_model_reads_what_the_authors_reads(tmp_path: Path, next_observat
     assert set(reward_model.in_keys) == expected | ({("next", "agents", "observation")} if next_observation else set())
 
 
+def test_reward_observation_noise_reaches_the_reward_models_loss_only(tmp_path: Path):
+    """``algorithm.reward_observation_noise`` perturbs the observations the reward model trains on (under the group's
+    key); the actor differentiates the model on clean ones, and the paper's default adds none."""
+    noisy = tiny_experiment(
+        ShacppConfig(reward_observation_noise=0.2), tmp_path / "noisy", task=PaperVmasTask.DISPERSION, max_n_iters=1
+    )
+    loss = noisy.algorithm.update.groups["agents"].source.reward.loss
+    assert loss.observation_noise == 0.2 and loss.tensor_keys.observation == ("agents", "observation")
+    batch = next(iter(noisy.collector)).reshape(-1).detach()
+    perturbed = loss._with_noisy_observations(batch)  # private: the loss's own perturbation, checked for its scale
+    noise = perturbed["agents", "observation"] - batch["agents", "observation"]
+    assert 0.18 < noise.std().item() < 0.22 and torch.equal(perturbed["agents", "action"], batch["agents", "action"])
+    default = tiny_experiment(ShacppConfig(), tmp_path / "default", task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    assert default.algorithm.update.groups["agents"].source.reward.loss.observation_noise == 0
+
+
 def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):
     """The policy clamps its samples to the action box, as the authors' does and as the simulator applies them: with
     sigma = 1 about a third of the components would otherwise leave the box, and the world and reward models would

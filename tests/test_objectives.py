@@ -151,6 +151,32 @@ def test_reward_model_loss_is_the_mse_to_the_env_reward():
     torch.testing.assert_close(loss(flat)["loss_reward"], reward.pow(2).mean())
 
 
+def test_reward_model_loss_with_observation_noise_is_the_expected_mse_under_that_noise():
+    window, *_ = point_mass_window(graph="none")
+    flat = window.reshape(-1)
+    sigma = 0.3
+    loss = RewardModelLoss(quadratic_reward_model(1.0), observation_noise=sigma)  # exact without noise
+    loss.set_keys(
+        reward=("agents", "reward"), predicted_reward=("agents", "predicted_reward"), observation=("agents", "observation")
+    )
+    observations = flat["next", "agents", "observation"].clone()
+    torch.manual_seed(0)
+    mean_loss = torch.stack([loss(flat)["loss_reward"].detach() for _ in range(4000)]).mean()
+    # The model reads o' + ε (d = 2): the error is 2 o'·ε + |ε|², whose mean square is 4σ²|o'|² + (d² + 2d)σ⁴.
+    expected = (4 * sigma**2 * flat["next", "agents", "observation"].pow(2).sum(-1) + 8 * sigma**4).mean()
+    torch.testing.assert_close(mean_loss, expected, rtol=0.02, atol=0)
+    assert (loss(flat.clone()) != loss(flat.clone())).all()  # fresh noise at every call
+    clean = RewardModelLoss(quadratic_reward_model(1.0))
+    clean.set_keys(reward=("agents", "reward"), predicted_reward=("agents", "predicted_reward"))
+    assert clean(flat)["loss_reward"].item() < 1e-12  # and the noisy calls left the batch's observations as they were
+    torch.testing.assert_close(flat["next", "agents", "observation"], observations, rtol=0, atol=0)
+
+
+def test_reward_model_loss_refuses_a_negative_observation_noise():
+    with pytest.raises(ValueError, match="observation_noise=-0.1 must be a finite number >= 0"):
+        RewardModelLoss(quadratic_reward_model(1.0), observation_noise=-0.1)
+
+
 def test_world_model_loss_ignores_steps_after_an_episode_end_in_the_window():
     window, *_ = point_mass_window(graph="none")
     loss = WorldModelLoss(cumulative_world_model(1.0))

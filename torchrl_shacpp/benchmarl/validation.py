@@ -52,6 +52,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),
     "reward_uniform_share": (check_fraction, "It is the share of the reward cache outside its bins (paper: 0)."),
+    "reward_observation_noise": (
+        check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
+    ),
     "model_train_every": (check_count, "The models train after every this many windows (paper: 10)."),
     "model_epochs": (check_count, "It is the number of passes over each cache per training (paper: 10)."),
     "model_steps": (check_count, "It is the minibatches per model per training, or null for model_epochs passes."),

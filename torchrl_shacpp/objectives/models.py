@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
-from tensordict.utils import NestedKey
+from tensordict.utils import NestedKey, unravel_key
 from torchrl.objectives import LossModule
 from torchrl.objectives.utils import distance_loss
 
+from torchrl_shacpp.checks import check_non_negative
 from torchrl_shacpp.objectives.utils import check_window, expand_like
 
 
@@ -40,12 +41,22 @@ class RewardModelLoss(LossModule):
 
     Works on any batch of transitions (flattened windows or samples of a reward cache).
 
+    With ``observation_noise`` :math:`\sigma > 0` the model reads each observation it is given (:math:`o`, and
+    :math:`o'` if it reads it) plus fresh noise :math:`\epsilon \sim \mathcal N(0, \sigma^2 I)` at every step, so
+    it minimises :math:`\mathbb E_\epsilon (R_\theta(o + \epsilon, a) - r)^2`, whose minimiser is the reward
+    smoothed by the noise, :math:`R^*(x, a) = \mathbb E[r \mid o + \epsilon = x, a]` (Bishop, 1995: training
+    with noise is a Tikhonov regulariser). A sparse reward (dispersion's food, 0 everywhere but on it) becomes a bump
+    of width about :math:`\sigma` around where it is earned, whose gradient points there from as far; the actor
+    differentiates the model on clean observations.
+
     Args:
         reward_model (TensorDictModule): reads observation, action and ``("next", observation)`` keys of a
             transition (any subset) and writes ``predicted_reward``.
 
     Keyword Args:
         loss_function (str): ``"l2"`` (paper), ``"l1"`` or ``"smooth_l1"``. Defaults to ``"l2"``.
+        observation_noise (float): :math:`\sigma`, in the observation's units; 0 (paper) reads them as they are.
+            Defaults to 0.
 
     Returns (forward):
         a TensorDict with ``loss_reward``.
@@ -58,24 +69,44 @@ class RewardModelLoss(LossModule):
         Attributes:
             reward: the environment reward under ``"next"``. Defaults to ``"reward"``.
             predicted_reward: the reward model's output key. Defaults to ``"predicted_reward"``.
+            observation: the observation key (also read under ``"next"``) that ``observation_noise`` perturbs.
+                Defaults to ``"observation"``.
         """
 
         reward: NestedKey = "reward"
         predicted_reward: NestedKey = "predicted_reward"
+        observation: NestedKey = "observation"
 
     default_keys = _AcceptedKeys
     out_keys = ["loss_reward"]
 
-    def __init__(self, reward_model: TensorDictModule, *, loss_function: str = "l2") -> None:
+    def __init__(
+        self, reward_model: TensorDictModule, *, loss_function: str = "l2", observation_noise: float = 0.0
+    ) -> None:
         super().__init__()
+        check_non_negative("observation_noise", observation_noise, "It is the noise's std; 0 turns it off.")
         self.reward_model = reward_model
         self.loss_function = loss_function
+        self.observation_noise = observation_noise
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
 
+    def _with_noisy_observations(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """A shallow copy of ``tensordict`` whose observations that the model reads carry fresh Gaussian noise."""
+        noisy = tensordict.copy()
+        read = {unravel_key(key) for key in self.reward_model.in_keys}
+        observation = self.tensor_keys.observation
+        for key in (unravel_key(observation), unravel_key(("next", observation))):
+            if key in read:
+                value = tensordict.get(key)
+                noisy.set(key, value + self.observation_noise * torch.randn_like(value))
+        return noisy
+
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
+        if self.observation_noise:
+            tensordict = self._with_noisy_observations(tensordict)
         loss = regression_loss(self.reward_model, tensordict, keys.predicted_reward, keys.reward, self.loss_function)
         return TensorDict({"loss_reward": loss}, batch_size=[])
 

@@ -38,6 +38,9 @@ class Shacp(Shac):
         reward_uses_next_observation: the reward model reads :math:`o_{t+1}` too. The authors' reads
             :math:`(o_t, a_t)`: one that reads :math:`o_{t+1}` can read a sparse reward off the event it causes
             (dispersion's "eaten" flags) and give the actor no gradient towards the event.
+        reward_observation_noise: the standard deviation of the Gaussian noise added to the observations the reward
+            model trains on (paper: 0), which smooths a sparse reward into a slope towards it
+            (:class:`~torchrl_shacpp.objectives.RewardModelLoss`).
         cache_size: transitions in each model cache (paper: 30,000).
         reward_bins: score bins of the reward cache (paper: 9).
         reward_uniform_share: the share of the reward cache kept for random replacement, outside the bins (paper:
@@ -58,6 +61,7 @@ class Shacp(Shac):
     def __init__(
         self,
         reward_uses_next_observation: bool,
+        reward_observation_noise: float,
         cache_size: int,
         reward_bins: int,
         reward_uniform_share: float,
@@ -71,6 +75,7 @@ class Shacp(Shac):
     ) -> None:
         super().__init__(**kwargs)
         self.reward_uses_next_observation = reward_uses_next_observation
+        self.reward_observation_noise = reward_observation_noise
         self.cache_size = cache_size
         self.reward_bins = reward_bins
         self.reward_uniform_share = reward_uniform_share
@@ -116,8 +121,10 @@ class Shacp(Shac):
         network = networks.reward_model(
             self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic
         )
-        loss = RewardModelLoss(network)
-        loss.set_keys(reward=(group, "reward"), predicted_reward=(group, "predicted_reward"))
+        loss = RewardModelLoss(network, observation_noise=self.reward_observation_noise)
+        loss.set_keys(
+            reward=(group, "reward"), predicted_reward=(group, "predicted_reward"), observation=(group, "observation")
+        )
         return loss
 
     def reward_model(self, group: str, loss: RewardModelLoss) -> LearnedModel:
@@ -139,6 +146,7 @@ class ShacpConfig(ShacConfig):
     actor_lr: float = 3e-3
     critic_lr: Optional[float] = 3e-3
     reward_uses_next_observation: bool = False
+    reward_observation_noise: float = 0.0
     cache_size: int = 30_000
     reward_bins: int = 9
     reward_uniform_share: float = 0.0
