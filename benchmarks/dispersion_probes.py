@@ -118,8 +118,8 @@ class DispersionProbe(Callback):
             step_gradient(update.actor_loss, window, action, per_step, zero_reward=zeroed) for zeroed in (False, True)
         )
         loc = window.get((group, "loc")).detach()
-        for name, grad in (("policy", loc), ("actor", full), ("boot", boot)):
-            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(-grad, offset, distance)):
+        for name, direction in (("policy", loc), ("actor", -full), ("boot", -boot)):  # the mean; descent directions
+            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
         detached = window.detach()
         value_loss = update.value_loss
