@@ -9,6 +9,7 @@ from typing import Any
 
 from tensordict import TensorDictBase
 from torch.profiler import record_function
+from torchrl.data import LazyTensorStorage, ReplayBuffer
 from torchrl.objectives.utils import TargetNetUpdater
 
 from torchrl_shacpp.checks import check_count
@@ -77,6 +78,13 @@ class WindowUpdate:
     5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
        cache-trained critic's target takes one Polyak step.
 
+    With ``actor_replay_steps`` :math:`k \ge 1`, a group whose windows carry no simulator graph (SHAC++) then takes
+    :math:`k` more steps per collected window, each on a window drawn uniformly from the last
+    ``actor_replay_windows`` full-length windows (this batch's included), re-attached to the policy as it is then:
+    the current policy's gradient at that window's observations and collected actions
+    (:func:`~torchrl_shacpp.collectors.attach_policy_graph`), through the current models. More actor steps per
+    frame on more states, as PPO's epochs over its batch; the paper takes one step per window.
+
     With ``actor_waits_for_models``, a group whose source learns models (SHAC+, SHAC++) takes no actor step before
     each of them has trained once: until then the reward model is random and the world model untrained. Measured: on
     navigation it delays the policy's collapse by those windows without preventing it
@@ -96,6 +104,9 @@ class WindowUpdate:
             :class:`~torchrl_shacpp.collectors.WindowCollector` cuts at every window start itself).
         actor_waits_for_models: a group's actor takes its first step once its source's models have trained (the
             paper's actor steps from the first window). Defaults to ``False``.
+        actor_replay_steps: more actor steps per collected window, on replayed windows, for groups without a
+            simulator graph (paper: 0). Defaults to 0.
+        actor_replay_windows: the replayed windows: the last this many of full length. Defaults to 32.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -113,6 +124,8 @@ class WindowUpdate:
         cooldown: CoolDown | None = None,
         cut_graph: Callable[[], None] = lambda: None,
         actor_waits_for_models: bool = False,
+        actor_replay_steps: int = 0,
+        actor_replay_windows: int = 32,
     ) -> None:
         if window_length is not None:
             check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
@@ -123,6 +136,10 @@ class WindowUpdate:
         self.cooldown = cooldown
         self.cut_graph = cut_graph
         self.actor_waits_for_models = actor_waits_for_models
+        check_count("actor_replay_steps", actor_replay_steps, 0, "It is the replayed steps per window (paper: 0).")
+        check_count("actor_replay_windows", actor_replay_windows, hint="It is the number of windows replayed from.")
+        self.actor_replay_steps = actor_replay_steps
+        self.actor_replay = ReplayBuffer(storage=LazyTensorStorage(actor_replay_windows), batch_size=1)
         self.windows = 0
 
     def __call__(self, batch: TensorDictBase) -> dict[str, float]:
@@ -201,10 +218,16 @@ class WindowUpdate:
                 deferred.append((name, gradients))
                 continue
             for window in windows:
-                losses = group.actor_loss(group.source.differentiable_window(window))
-                info = _loss_info([losses])
-                info.update(group.actor_step(losses["loss_actor"] + losses["loss_action_bound"]))
-                infos[name].append(info)
+                infos[name].append(self._window_step(group, window))
+        replaying = [name for name in stepping if name not in simulator_groups] if self.actor_replay_steps else []
+        if replaying:
+            for window in windows:
+                if self.window_length is None or window.shape[-1] == self.window_length:
+                    self.actor_replay.add(window.detach())
+            for _ in range(self.actor_replay_steps * len(windows) if len(self.actor_replay) else 0):
+                replayed = self.actor_replay.sample()[0]
+                for name in replaying:
+                    infos[name].append(self._window_step(self.groups[name], replayed))
         for name, gradients in deferred:
             infos[name][0].update(self.groups[name].actor_step.apply(gradients))
         logs = {}
@@ -216,6 +239,14 @@ class WindowUpdate:
                 values = [info[key] for info in group_infos]
                 logs[f"train/{name}/{'actor_grad_norm' if key == 'grad_norm' else key}"] = sum(values) / len(values)
         return logs
+
+    @staticmethod
+    def _window_step(group: GroupUpdate, window: TensorDictBase) -> dict[str, float]:
+        """One guarded actor step of a group without a simulator graph on ``window``, re-attached to its policy."""
+        losses = group.actor_loss(group.source.differentiable_window(window))
+        info = _loss_info([losses])
+        info.update(group.actor_step(losses["loss_actor"] + losses["loss_action_bound"]))
+        return info
 
     def actor_steps_now(self, group: GroupUpdate) -> bool:
         """Whether ``group``'s actor steps on this batch: always, unless it waits for its source's models to train."""

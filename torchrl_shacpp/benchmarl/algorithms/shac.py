@@ -75,6 +75,9 @@ class Shac(Algorithm):
     simulator_graph = True
     #: SHAC learns no model for its actor to wait for (:class:`Shacp` sets it from its config).
     actor_waits_for_models = False
+    #: SHAC's windows carry the simulator's graph: no replayed actor steps (:class:`Shacpp` sets them from its config).
+    actor_replay_steps = 0
+    actor_replay_windows = 32
 
     def __init__(
         self,
@@ -278,6 +281,8 @@ class Shac(Algorithm):
             cooldown=self.cooldown(),
             cut_graph=self.graph_cut.arm if self.simulator_graph else lambda: None,
             actor_waits_for_models=self.actor_waits_for_models,
+            actor_replay_steps=self.actor_replay_steps,
+            actor_replay_windows=self.actor_replay_windows,
         )
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():

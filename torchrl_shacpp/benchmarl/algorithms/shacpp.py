@@ -75,6 +75,9 @@ class Shacpp(Shacp):
             ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step transition model
             trained on ``world_cache_size`` transitions, default ``cache_size``, sampled uniformly, whose
             Jacobians the actor chains along the real rollout: :func:`~torchrl_shacpp.modules.spliced_world_model`).
+        actor_replay_steps: more actor steps per collected window, each on one of the last ``actor_replay_windows``
+            windows, re-attached to the current policy (:class:`~torchrl_shacpp.trainers.WindowUpdate`; paper: 0).
+        actor_replay_windows: how many of the last collected windows the replayed steps draw from.
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -94,9 +97,13 @@ class Shacpp(Shacp):
         world_checkpoint_chunks: int,
         critic_from_cache: bool,
         world_rollout: str,
+        actor_replay_steps: int,
+        actor_replay_windows: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.actor_replay_steps = actor_replay_steps
+        self.actor_replay_windows = actor_replay_windows
         self.world_rollout = world_rollout
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
@@ -191,6 +198,8 @@ class ShacppConfig(ShacpConfig):
     world_checkpoint_chunks: int = 0
     critic_from_cache: bool = False
     world_rollout: str = "spliced"
+    actor_replay_steps: int = 0
+    actor_replay_windows: int = 32
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
