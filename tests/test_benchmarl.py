@@ -126,6 +126,15 @@ def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path, criti
     assert bool(stepped_in_loop) != critic_from_cache
 
 
+def test_shacpp_replayed_actor_steps_add_to_each_collections_step(tmp_path: Path):
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=2",
+        "algorithm.actor_replay_steps=2", *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalar(tmp_path, "train_agents_actor_steps") == [3, 3]
+
+
 @pytest.mark.parametrize("algorithm, task", [("shacp", "sampling"), ("shacpp", "dispersion_paper")])
 def test_actor_waits_for_its_models_first_training(tmp_path: Path, algorithm: str, task: str):
     """With actor_waits_for_models the models train after windows 2 and 4, and the actor steps from window 3 on."""

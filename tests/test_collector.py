@@ -1,4 +1,5 @@
-"""The window collector: graph kept inside a window, cut between windows, resets, graph modes."""
+"""The window collector: graph kept inside a window, cut between windows, resets, graph modes; the policy graph
+re-attached to a graph-free window, and SHAC++'s actor steps on replayed windows."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torchrl.data import Bounded
 
 from torchrl_shacpp.collectors import WindowCollector, WindowGraphCut, attach_policy_graph
 from torchrl_shacpp.modules import gaussian_actor
+from torchrl_shacpp.trainers import WindowUpdate, make_learners
 
 HORIZON = 4
 
@@ -134,6 +136,54 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool, clamp: 
     for collected, attached in zip(policy_gradient(window), policy_gradient(replayed)):
         torch.testing.assert_close(attached, collected)
     assert len(list(actor.parameters())) == 4 + learn_std
+
+
+def replay_learners(env, algorithm: str = "shacpp", **replay):
+    torch.manual_seed(1)
+    return make_learners(env, algorithm, window_length=HORIZON, **replay)
+
+
+def test_replayed_actor_steps_are_further_steps_on_the_policy_as_it_is_then():
+    """With a replay of one window, SHAC++'s 2 replayed steps per window are 2 more steps on the window just collected,
+    each re-attached to the policy its previous step made (the gradients differ, the loss's values do not): one
+    update ends where 3 single updates on the window end. SHAC+, whose window carries the simulator graph of the
+    collecting policy, refuses replayed steps."""
+    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
+    replaying, single = replay_learners(env, actor_replay_steps=2, actor_replay_windows=1), replay_learners(env)
+    window = WindowCollector(env, replaying.policy, window_length=HORIZON).rollout().detach()
+    logs = replaying.update.train_actors(window)
+    single_logs = [single.update.train_actors(window) for _ in range(3)]
+    assert logs["train/agents/actor_steps"] == 3 and single_logs[0]["train/agents/actor_steps"] == 1
+    for after_replay, after_singles in zip(replaying.policy.parameters(), single.policy.parameters()):
+        torch.testing.assert_close(after_replay, after_singles, rtol=0, atol=0)
+    norms = [log["train/agents/actor_grad_norm"] for log in single_logs]
+    assert len(set(norms)) == 3 and len({log["train/agents/actor_loss"] for log in single_logs}) == 1
+    assert logs["train/agents/actor_grad_norm"] == pytest.approx(sum(norms) / 3)
+    with pytest.raises(ValueError, match=r"actor_replay_steps=2 needs windows without a simulator graph.*or SHAC\+\+"):
+        replay_learners(env, "shacp", actor_replay_steps=2)
+
+
+def test_the_actor_replay_holds_the_last_full_length_windows():
+    """Batches of 10 steps cut into windows of 4, 4 and 2 steps: the replay keeps the full windows only, the last
+    ``actor_replay_windows`` of them, and draws one replayed step per window of the batch."""
+    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
+    learners = replay_learners(env)
+    update = WindowUpdate(
+        learners.update.groups, window_length=HORIZON, cooldown=learners.update.cooldown, actor_replay_steps=1,
+        actor_replay_windows=3,
+    )
+    collector = WindowCollector(env, learners.policy, window_length=10)
+    windows = []
+    for _ in range(2):
+        batch = collector.rollout().detach()
+        logs = update.train_actors(batch)
+        assert logs["train/agents/actor_steps"] == 3 + 3
+        windows += update.split(batch)[:2]
+    stored = update.actor_replay.storage[:]
+    assert stored.shape == (3, 3, HORIZON)
+    for window in windows[1:]:  # each of the last three full windows is stored, once
+        observation = window["agents", "observation"]
+        assert sum(torch.equal(replayed, observation) for replayed in stored["agents", "observation"]) == 1
 
 
 def test_window_graph_cut_cuts_where_armed_and_every_window_length_steps():

@@ -52,6 +52,10 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),
     "reward_uniform_share": (check_fraction, "It is the share of the reward cache outside its bins (paper: 0)."),
+    "actor_replay_steps": (
+        functools.partial(check_count, minimum=0), "It is SHAC++'s replayed actor steps per window (paper: 0)."
+    ),
+    "actor_replay_windows": (check_count, "It is the number of last windows SHAC++'s replayed steps draw from."),
     "reward_observation_noise": (
         check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
     ),

@@ -131,6 +131,8 @@ def make_learners(
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
     actor_waits_for_models: bool = False,
+    actor_replay_steps: int = 0,
+    actor_replay_windows: int = 32,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -153,6 +155,8 @@ def make_learners(
             ``reward_bins`` bins (:class:`~torchrl_shacpp.data.StratifiedWriter`; paper: 0).
         reward_uses_next_observation: the reward model reads :math:`(o_t, a_t, o_{t+1})` instead of the authors'
             :math:`(o_t, a_t)`.
+        actor_replay_steps, actor_replay_windows: SHAC++'s replayed actor steps per window and the windows they draw
+            from (:class:`WindowUpdate`; paper: 0).
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
             (:class:`WindowUpdate`).
         world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
@@ -244,7 +248,10 @@ def make_learners(
         policy=policy,
         value_loss=value_loss,
         target_updater=target_updater if value_model is None else None,
-        update=WindowUpdate({group: group_update}, cooldown=cooldown, actor_waits_for_models=actor_waits_for_models),
+        update=WindowUpdate(
+            {group: group_update}, cooldown=cooldown, actor_waits_for_models=actor_waits_for_models,
+            actor_replay_steps=actor_replay_steps, actor_replay_windows=actor_replay_windows,
+        ),
         reward_model=reward_module,
         world_model=world_module,
     )

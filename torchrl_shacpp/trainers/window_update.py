@@ -80,7 +80,7 @@ class WindowUpdate:
 
     With ``actor_replay_steps`` :math:`k \ge 1`, a group whose windows carry no simulator graph (SHAC++) then takes
     :math:`k` more steps per collected window, each on a window drawn uniformly from the last
-    ``actor_replay_windows`` full-length windows (this batch's included), re-attached to the policy as it is then:
+    ``actor_replay_windows`` windows (this batch's included), re-attached to the policy as it is then:
     the current policy's gradient at that window's observations and collected actions
     (:func:`~torchrl_shacpp.collectors.attach_policy_graph`), through the current models. More actor steps per
     frame on more states, as PPO's epochs over its batch; the paper takes one step per window.
@@ -106,7 +106,8 @@ class WindowUpdate:
             paper's actor steps from the first window). Defaults to ``False``.
         actor_replay_steps: more actor steps per collected window, on replayed windows, for groups without a
             simulator graph (paper: 0). Defaults to 0.
-        actor_replay_windows: the replayed windows: the last this many of full length. Defaults to 32.
+        actor_replay_windows: the replayed windows: the last this many, less each batch's shorter last window
+            (batches of one shape). Defaults to 32.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -138,8 +139,15 @@ class WindowUpdate:
         self.actor_waits_for_models = actor_waits_for_models
         check_count("actor_replay_steps", actor_replay_steps, 0, "It is the replayed steps per window (paper: 0).")
         check_count("actor_replay_windows", actor_replay_windows, hint="It is the number of windows replayed from.")
+        simulator_groups = [name for name, group in self.groups.items() if group.source.simulator_graph]
+        if actor_replay_steps and simulator_groups:
+            raise ValueError(
+                f"actor_replay_steps={actor_replay_steps} needs windows without a simulator graph, but group(s) "
+                f"{simulator_groups} differentiate the simulator (SHAC, SHAC+), whose graph holds the parameters that "
+                "collected it: use actor_replay_steps=0, or SHAC++."
+            )
         self.actor_replay_steps = actor_replay_steps
-        self.actor_replay = ReplayBuffer(storage=LazyTensorStorage(actor_replay_windows), batch_size=1)
+        self.actor_replay = ReplayBuffer(storage=LazyTensorStorage(actor_replay_windows, device="auto"), batch_size=1)
         self.windows = 0
 
     def __call__(self, batch: TensorDictBase) -> dict[str, float]:
@@ -219,15 +227,14 @@ class WindowUpdate:
                 continue
             for window in windows:
                 infos[name].append(self._window_step(group, window))
-        replaying = [name for name in stepping if name not in simulator_groups] if self.actor_replay_steps else []
-        if replaying:
+        if self.actor_replay_steps:
             for window in windows:
-                if self.window_length is None or window.shape[-1] == self.window_length:
-                    self.actor_replay.add(window.detach())
-            for _ in range(self.actor_replay_steps * len(windows) if len(self.actor_replay) else 0):
+                if window.shape == windows[0].shape:  # not a shorter last window
+                    self.actor_replay.extend(window.detach().unsqueeze(0))  # one item: the window
+            for _ in range(self.actor_replay_steps * len(windows) if stepping and len(self.actor_replay) else 0):
                 replayed = self.actor_replay.sample()[0]
-                for name in replaying:
-                    infos[name].append(self._window_step(self.groups[name], replayed))
+                for name, group in stepping.items():
+                    infos[name].append(self._window_step(group, replayed))
         for name, gradients in deferred:
             infos[name][0].update(self.groups[name].actor_step.apply(gradients))
         logs = {}
@@ -271,6 +278,7 @@ class WindowUpdate:
         optimisers and caches (the critic's parameters live in its value loss, which the caller saves)."""
         return {
             "windows": self.windows,
+            "actor_replay": self.actor_replay.state_dict(),
             "groups": {
                 name: {
                     "actor": group.actor_loss.state_dict(),
@@ -285,6 +293,8 @@ class WindowUpdate:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.windows = state_dict["windows"]
+        if "actor_replay" in state_dict:  # checkpoints before the replay had none
+            self.actor_replay.load_state_dict(state_dict["actor_replay"])
         for name, group in self.groups.items():
             state = state_dict["groups"][name]
             group.actor_loss.load_state_dict(state["actor"])
