@@ -94,12 +94,12 @@ def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str, task:
 
 
 @pytest.mark.parametrize(
-    "algorithm, task, steps", [("shac", "transport", 1), ("shacp", "sampling", 1), ("shacpp", "dispersion_paper", 2)]
+    "algorithm, task, steps", [("shac", "transport", 1), ("shacp", "sampling", 1), ("shacpp", "dispersion_paper", 8)]
 )
 def test_collections_longer_than_a_window(tmp_path: Path, algorithm: str, task: str, steps: int):
     """8-step collections in 4-step windows, episodes of 6 steps: the simulator's graph is cut between the windows
     inside a collection (SHAC, SHAC+: one step per collection on both windows' objectives); SHAC++ takes a step
-    per window."""
+    per window, and 3 more per window on replayed windows."""
     result = benchmarl_run(
         tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "task.max_steps=6", "algorithm.window_length=4",
         "experiment.max_n_iters=3", *TINY,
@@ -137,13 +137,15 @@ def test_shacpp_replayed_actor_steps_add_to_each_collections_step(tmp_path: Path
 
 @pytest.mark.parametrize("algorithm, task", [("shacp", "sampling"), ("shacpp", "dispersion_paper")])
 def test_actor_waits_for_its_models_first_training(tmp_path: Path, algorithm: str, task: str):
-    """With actor_waits_for_models the models train after windows 2 and 4, and the actor steps from window 3 on."""
+    """With actor_waits_for_models the models train after windows 2 and 4, and the actor steps from window 3 on
+    (SHAC++: 3 replayed steps besides, by default)."""
     result = benchmarl_run(
         tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "experiment.max_n_iters=4",
         "algorithm.model_train_every=2", "algorithm.model_epochs=1", "algorithm.actor_waits_for_models=true", *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert scalar(tmp_path, "train_agents_actor_steps") == [0, 0, 1, 1]
+    steps = 1 if algorithm == "shacp" else 4
+    assert scalar(tmp_path, "train_agents_actor_steps") == [0, 0, steps, steps]
     assert len(scalar(tmp_path, "train_agents_loss_reward")) == 2
     assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
 

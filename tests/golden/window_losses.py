@@ -36,7 +36,9 @@ def runs() -> dict:
         "shacp_transport": (ShacpConfig(**models), VmasTask.TRANSPORT),
         # The paper's one-pass world model, which the recording was made with (SHAC++'s default is spliced since).
         "shacpp_dispersion": (
-            ShacppConfig(**models, world_cache_size=50, critic_from_cache=True, world_rollout="one_pass"),
+            ShacppConfig(
+                **models, world_cache_size=50, critic_from_cache=True, world_rollout="one_pass", actor_replay_steps=0
+            ),  # and one actor step per window (SHAC++ replays 3 more by default since)
             PaperVmasTask.DISPERSION,
         ),
     }
