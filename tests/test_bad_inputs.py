@@ -275,7 +275,8 @@ def test_a_diverged_simulation_is_survived(tmp_path: Path, algorithm: str):
 
 def test_non_finite_values_in_a_collected_shacpp_window_never_reach_a_cache(tmp_path: Path):
     """NaN, then an infinity, in one observation of two collections: those windows' actor steps are skipped, their
-    items dropped before the caches (which train finite models on the cool-down), and the run goes on."""
+    items dropped before the caches (which train finite models on the cool-down) and the actor's replay (whose steps
+    are never skipped), and the run goes on."""
     config = ShacppConfig(model_train_every=2, model_epochs=1, cache_size=200, critic_from_cache=True)
     experiment = tiny_experiment(config, tmp_path, max_n_iters=4, evaluation=False, callbacks=[CorruptBatch((1, 2))])
     values = logged(experiment)

@@ -107,7 +107,7 @@ class WindowUpdate:
         actor_replay_steps: more actor steps per collected window, on replayed windows, for groups without a
             simulator graph (paper: 0). Defaults to 0.
         actor_replay_windows: the replayed windows: the last this many, less each batch's shorter last window
-            (batches of one shape). Defaults to 32.
+            (batches of one shape) and the windows holding a non-finite value. Defaults to 32.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -229,7 +229,8 @@ class WindowUpdate:
                 infos[name].append(self._window_step(group, window))
         if self.actor_replay_steps:
             for window in windows:
-                if window.shape == windows[0].shape:  # not a shorter last window
+                # Not a shorter last window, nor one holding a NaN, whose steps would be skipped at every draw.
+                if window.shape == windows[0].shape and finite_items(window, window.batch_dims).all():
                     self.actor_replay.extend(window.detach().unsqueeze(0))  # one item: the window
             for _ in range(self.actor_replay_steps * len(windows) if stepping and len(self.actor_replay) else 0):
                 replayed = self.actor_replay.sample()[0]
