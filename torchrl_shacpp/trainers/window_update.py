@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from tensordict import TensorDictBase
 from torch.profiler import record_function
 from torchrl.data import LazyTensorStorage, ReplayBuffer
@@ -147,7 +148,13 @@ class WindowUpdate:
                 "collected it: use actor_replay_steps=0, or SHAC++."
             )
         self.actor_replay_steps = actor_replay_steps
-        self.actor_replay = ReplayBuffer(storage=LazyTensorStorage(actor_replay_windows, device="auto"), batch_size=1)
+        # On the CPU, and each draw moved to the batch's device: a storage on device="auto" forgets its device when a
+        # checkpoint is loaded into it before its first write (torchrl 0.11). Its own generator, which its state_dict
+        # saves, so that a resumed run draws the windows the uninterrupted one draws.
+        self.actor_replay = ReplayBuffer(
+            storage=LazyTensorStorage(actor_replay_windows), batch_size=1,
+            generator=torch.Generator().manual_seed(torch.initial_seed()),
+        )
         self.windows = 0
 
     def __call__(self, batch: TensorDictBase) -> dict[str, float]:
@@ -233,7 +240,7 @@ class WindowUpdate:
                 if window.shape == windows[0].shape and finite_items(window, window.batch_dims).all():
                     self.actor_replay.extend(window.detach().unsqueeze(0))  # one item: the window
             for _ in range(self.actor_replay_steps * len(windows) if stepping and len(self.actor_replay) else 0):
-                replayed = self.actor_replay.sample()[0]
+                replayed = self.actor_replay.sample()[0].to(batch.device)
                 for name, group in stepping.items():
                     infos[name].append(self._window_step(group, replayed))
         for name, gradients in deferred:
