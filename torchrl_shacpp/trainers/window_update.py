@@ -212,11 +212,12 @@ class WindowUpdate:
     def train_actors(self, batch: TensorDictBase) -> dict[str, float]:
         """Step 1: the actor steps; returns each group's mean losses and gradient norm, and its number of steps.
 
-        A SHAC++ group takes one step per window, each window re-attached to the policy as it is then. A group whose
-        windows carry the simulator's graph takes one step per batch, on the mean of its windows' objectives: the
-        windows of a collected batch are time slices of tensors stacked over all its steps, so each window's graph
-        reaches every step of the batch, and a gradient per window would cost a backward pass through the whole
-        batch. Such gradients are all taken before any step: a step changes its parameters in place, under the graph
+        A SHAC++ group takes one step per window, each window re-attached to the policy as it is then, then
+        ``actor_replay_steps`` per window on windows drawn from the replay, which this batch's windows join. A group
+        whose windows carry the simulator's graph takes one step per batch, on the mean of its windows' objectives:
+        the windows of a collected batch are time slices of tensors stacked over all its steps, so each window's
+        graph reaches every step of the batch, and a gradient per window would cost a backward pass through the
+        whole batch. Such gradients are all taken before any step: a step changes its parameters in place, under the graph
         that the other groups' losses still traverse (one simulator holds every group's actions).
         """
         windows = self.split(batch)

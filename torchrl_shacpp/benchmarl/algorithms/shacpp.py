@@ -32,8 +32,7 @@ class Shacpp(Shacp):
     Collections come from BenchMARL's ordinary collector, without autograd; each window's actions get the policy's
     reparameterisation graph back, and a learned world model carries it to the reward model and the critic
     (:class:`~torchrl_shacpp.trainers.LearnedWorldGradient`); one actor step per window, and ``actor_replay_steps``
-    more on replayed windows. Two world models
-    (``world_rollout``):
+    more on replayed windows. Two world models (``world_rollout``):
 
     * ``"spliced"`` (default): a one-step :class:`~torchrl_shacpp.modules.TransitionWorldModel`
       :math:`\hat o_{t+1} = o_t + \Delta_\theta(o_t, a_t)`, trained by teacher forcing on uniformly sampled cached
