@@ -217,8 +217,8 @@ class WindowUpdate:
         whose windows carry the simulator's graph takes one step per batch, on the mean of its windows' objectives:
         the windows of a collected batch are time slices of tensors stacked over all its steps, so each window's
         graph reaches every step of the batch, and a gradient per window would cost a backward pass through the
-        whole batch. Such gradients are all taken before any step: a step changes its parameters in place, under the graph
-        that the other groups' losses still traverse (one simulator holds every group's actions).
+        whole batch. Such gradients are all taken before any step: a step changes its parameters in place, under the
+        graph that the other groups' losses still traverse (one simulator holds every group's actions).
         """
         windows = self.split(batch)
         stepping = {name: group for name, group in self.groups.items() if self.actor_steps_now(group)}
