@@ -94,18 +94,19 @@ def test_command_line_run_trains_the_actor(tmp_path: Path, algorithm: str, task:
 
 
 @pytest.mark.parametrize(
-    "algorithm, task, steps", [("shac", "transport", 1), ("shacp", "sampling", 1), ("shacpp", "dispersion_paper", 8)]
+    "algorithm, task, steps",
+    [("shac", "transport", [1, 1, 1]), ("shacp", "sampling", [1, 1, 1]), ("shacpp", "dispersion_paper", [2, 8, 8])],
 )
-def test_collections_longer_than_a_window(tmp_path: Path, algorithm: str, task: str, steps: int):
+def test_collections_longer_than_a_window(tmp_path: Path, algorithm: str, task: str, steps: list[int]):
     """8-step collections in 4-step windows, episodes of 6 steps: the simulator's graph is cut between the windows
     inside a collection (SHAC, SHAC+: one step per collection on both windows' objectives); SHAC++ takes a step
-    per window, and 3 more per window on replayed windows."""
+    per window, and, once its models have trained (after the 2nd window), 3 more per window on replayed windows."""
     result = benchmarl_run(
         tmp_path, f"algorithm={algorithm}", f"task=vmas/{task}", "task.max_steps=6", "algorithm.window_length=4",
-        "experiment.max_n_iters=3", *TINY,
+        "experiment.max_n_iters=3", *(["algorithm.model_train_every=2"] if algorithm == "shacpp" else []), *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert scalar(tmp_path, "train_agents_actor_steps") == [steps] * 3
+    assert scalar(tmp_path, "train_agents_actor_steps") == steps
     assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
 
 
@@ -127,12 +128,13 @@ def test_shacpp_trains_its_models_on_the_cooldown_schedule(tmp_path: Path, criti
 
 
 def test_shacpp_replayed_actor_steps_add_to_each_collections_step(tmp_path: Path):
+    """One window per collection; the models train after each: the replayed steps start at the 2nd collection."""
     result = benchmarl_run(
-        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=2",
-        "algorithm.actor_replay_steps=2", *TINY,
-    )
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3",
+        "algorithm.actor_replay_steps=2", "algorithm.model_train_every=1", "algorithm.model_epochs=1", *TINY,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert scalar(tmp_path, "train_agents_actor_steps") == [3, 3]
+    assert scalar(tmp_path, "train_agents_actor_steps") == [1, 3, 3]
 
 
 @pytest.mark.parametrize("algorithm, task", [("shacp", "sampling"), ("shacpp", "dispersion_paper")])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from toy_env import detach_point_masses, make_point_mass_env, open_loop_actor
 
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from torchrl.data import Bounded
 
@@ -140,17 +140,30 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool, clamp: 
 
 def replay_learners(env, algorithm: str = "shacpp", **replay):
     torch.manual_seed(1)
-    return make_learners(env, algorithm, window_length=HORIZON, **replay)
+    return make_learners(env, algorithm, window_length=HORIZON, model_epochs=1, **replay)
+
+
+def train_models_on(learners, window: TensorDictBase) -> None:
+    """The learned models' first training, on ``window`` alone."""
+    for model in learners.update.groups["agents"].source.models:
+        model.store(window)
+    learners.update.train_models()
 
 
 def test_replayed_actor_steps_are_further_steps_on_the_policy_as_it_is_then():
     """With a replay of one window, SHAC++'s 2 replayed steps per window are 2 more steps on the window just collected,
     each re-attached to the policy its previous step made (the gradients differ, the loss's values do not): one
-    update ends where 3 single updates on the window end. SHAC+, whose window carries the simulator graph of the
-    collecting policy, refuses replayed steps."""
+    update ends where 3 single updates on the window end. The replayed steps wait for the models' first training.
+    SHAC+, whose window carries the simulator graph of the collecting policy, refuses replayed steps."""
     env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
     replaying, single = replay_learners(env, actor_replay_steps=2, actor_replay_windows=1), replay_learners(env)
     window = WindowCollector(env, replaying.policy, window_length=HORIZON).rollout().detach()
+    assert replaying.update.train_actors(window)["train/agents/actor_steps"] == 1  # untrained models: no replay
+    single.update.train_actors(window)
+    train_models_on(replaying, window)
+    models = (learners.update.groups["agents"].source.models for learners in (replaying, single))
+    for trained, copy in zip(*models):
+        copy.load_state_dict(trained.state_dict())  # the same models: two trainings differ in the last bits
     logs = replaying.update.train_actors(window)
     single_logs = [single.update.train_actors(window) for _ in range(3)]
     assert logs["train/agents/actor_steps"] == 3 and single_logs[0]["train/agents/actor_steps"] == 1
@@ -172,6 +185,7 @@ def test_the_actor_replay_holds_the_last_full_length_windows():
         learners.update.groups, window_length=HORIZON, cooldown=learners.update.cooldown, actor_replay_steps=1,
         actor_replay_windows=3,
     )
+    train_models_on(learners, WindowCollector(env, learners.policy, window_length=HORIZON).rollout().detach())
     collector = WindowCollector(env, learners.policy, window_length=10)
     windows = []
     for _ in range(2):
