@@ -152,21 +152,28 @@ def main() -> None:
 
     panels = list(dict.fromkeys(panel for panel, _ in configurations))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax in axes[0]:
+        ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a dozen configurations in one panel, each its colour
+    legends = {}
     for (panel, label), runs in configurations.items():
         ax = axes[0, panels.index(panel)]
         grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
         if not any(returns[-1] >= args.target for _, _, returns in runs):  # no curve past its runs' last evaluation
             shown = grid <= max(frames[-1] for _, frames, _ in runs)
             grid, mean, std = grid[shown], mean[shown], std[shown]
-        (line,) = ax.plot(grid, mean, label=f"{label} ({len(runs)})")
+        baseline = {"color": "black", "linewidth": 2} if label == args.baseline else {}
+        (line,) = ax.plot(grid, mean, label=textwrap.fill(f"{label} ({len(runs)})", 60), **baseline)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set(title=panel, xlabel="frames", ylabel="evaluation return")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        # Below the panel, outside the layout (the saved figure grows to hold it): long labels hid the curves.
+        legends[panel] = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18))
+        legends[panel].set_in_layout(False)
     if args.title:
         fig.suptitle(textwrap.fill(args.title, 70 * len(panels)), fontsize=10)  # wrapped to the figure's width
     fig.tight_layout()
-    fig.savefig(args.out / "curves.png", dpi=110)
+    shown = [*fig.get_default_bbox_extra_artists(), *legends.values()]
+    fig.savefig(args.out / "curves.png", dpi=110, bbox_inches="tight", bbox_extra_artists=shown)
     plt.close(fig)
 
 

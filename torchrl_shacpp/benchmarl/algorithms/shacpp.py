@@ -76,10 +76,11 @@ class Shacpp(Shacp):
             trained on ``world_cache_size`` transitions, default ``cache_size``, sampled uniformly, whose
             Jacobians the actor chains along the real rollout: :func:`~torchrl_shacpp.modules.spliced_world_model`).
         actor_replay_steps: more actor steps per collected window, each on one of the last ``actor_replay_windows``
-            windows, re-attached to the current policy (:class:`~torchrl_shacpp.trainers.WindowUpdate`; paper: 0).
-            The default 3 solved dispersion n=1 after 80k ± 14k frames over 10 seeds, against 102k ± 22k with none
-            and MAPPO's 97k ± 23k; four passes over the window just collected were slower: replayed windows add
-            other states and action noise, so the steps' common direction adds up and their noise partly cancels
+            windows, re-attached to the current policy, once the models have trained
+            (:class:`~torchrl_shacpp.trainers.WindowUpdate`; paper: 0). The default 3 solved dispersion n=1 after
+            80k ± 12k frames over 10 seeds, against 102k ± 22k with none and MAPPO's 97k ± 23k; four passes over the
+            window just collected were slower: replayed windows add other states and action noise, so the steps'
+            common direction adds up and their noise partly cancels
             (``benchmarks/results/learning_vs_mappo/dispersion_n1_seeds/``).
         actor_replay_windows: how many of the last collected windows the replayed steps draw from.
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
