@@ -152,9 +152,10 @@ def main() -> None:
 
     panels = list(dict.fromkeys(panel for panel, _ in configurations))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax in axes[0]:
+    for ax, panel in zip(axes[0], panels):
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # a dozen configurations in one panel, each its colour
-    legends = {}
+        ax.set(title=panel, xlabel="frames", ylabel="evaluation return")
+        ax.grid(alpha=0.3)
     for (panel, label), runs in configurations.items():
         ax = axes[0, panels.index(panel)]
         grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
@@ -164,16 +165,15 @@ def main() -> None:
         baseline = {"color": "black", "linewidth": 2} if label == args.baseline else {}
         (line,) = ax.plot(grid, mean, label=textwrap.fill(f"{label} ({len(runs)})", 60), **baseline)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set(title=panel, xlabel="frames", ylabel="evaluation return")
-        ax.grid(alpha=0.3)
-        # Below the panel, outside the layout (the saved figure grows to hold it): long labels hid the curves.
-        legends[panel] = ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18))
-        legends[panel].set_in_layout(False)
+    # Below each panel, outside the layout (the saved figure grows to hold them): long labels hid the curves.
+    legends = [ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18)) for ax in axes[0]]
+    for legend in legends:
+        legend.set_in_layout(False)
     if args.title:
         fig.suptitle(textwrap.fill(args.title, 70 * len(panels)), fontsize=10)  # wrapped to the figure's width
     fig.tight_layout()
-    shown = [*fig.get_default_bbox_extra_artists(), *legends.values()]
-    fig.savefig(args.out / "curves.png", dpi=110, bbox_inches="tight", bbox_extra_artists=shown)
+    extra_artists = [*fig.get_default_bbox_extra_artists(), *legends]
+    fig.savefig(args.out / "curves.png", dpi=110, bbox_inches="tight", bbox_extra_artists=extra_artists)
     plt.close(fig)
 
 
