@@ -31,6 +31,10 @@ Variants, each against the plain fit:
   :math:`b, G` a per-agent MLP of the observation (``SENSORS``, e.g. ``4:24``, every feature the simulator computes
   from the positions); so the sensors' action Jacobian is :math:`G(o)\,\partial \hat o'_D / \partial a`, and
   :math:`G` is fitted by a regression on the displacement, not found inside an unstructured product;
+* ``--gain-ignores FEATURES`` (with ``--sensor-gain``): :math:`b` and :math:`G` do not read these features (zeroed,
+  e.g. ``2:4``, the velocity). Where :math:`b` reads the velocity it can fit the sensors' drift along the field,
+  :math:`\nabla f \cdot v\,\Delta t`, itself, and :math:`G` is then identified by the action's part of the
+  displacement alone; without the velocity only :math:`G(o)\,\Delta p` can fit that drift;
 * ``--loss l1`` (or ``smooth_l1``, TorchRL's ``distance_loss``, the world-model losses' ``loss_function``): the
   absolute error fits the conditional median of the change, not its mean, so rare jumps (a lidar ray starting to hit
   an agent, a sampled cell zeroed) stop dominating the fit;
@@ -114,9 +118,21 @@ class SensorGain(nn.Module):
     the agent's displacement ``D``, with a gain :math:`G` and an offset :math:`b` (the expected jumps) that depend on
     the observation only."""
 
-    def __init__(self, transition: nn.Module, obs_dim: int, displacement: slice, sensors: slice, width: int = 256):
+    def __init__(
+        self,
+        transition: nn.Module,
+        obs_dim: int,
+        displacement: slice,
+        sensors: slice,
+        ignored: slice | None = None,
+        width: int = 256,
+    ):
         super().__init__()
         self.transition, self.displacement, self.sensors = transition, displacement, sensors
+        read = torch.ones(obs_dim)
+        if ignored is not None:
+            read[ignored] = 0.0
+        self.register_buffer("read", read)
         self.shape = (sensors.stop - sensors.start, displacement.stop - displacement.start)
         self.network = nn.Sequential(
             nn.Linear(obs_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
@@ -125,7 +141,7 @@ class SensorGain(nn.Module):
 
     def forward(self, observation: Tensor, action: Tensor) -> Tensor:
         predicted = self.transition(observation, action)
-        offset, gain = self.network(observation).unflatten(-1, (self.shape[0], self.shape[1] + 1)).split(
+        offset, gain = self.network(observation * self.read).unflatten(-1, (self.shape[0], self.shape[1] + 1)).split(
             [1, self.shape[1]], -1
         )
         step = (predicted[..., self.displacement] - observation[..., self.displacement]).unsqueeze(-1)
@@ -188,6 +204,8 @@ def random_transitions(task: str, count: int, n_agents: int, seed: int) -> tuple
 def main(args: argparse.Namespace) -> None:
     if (args.trim > 0) + (args.tukey > 0) + (args.loss != "l2") > 1:
         raise SystemExit("--trim, --tukey and --loss are alternative losses: choose one")
+    if args.gain_ignores and not args.sensor_gain:
+        raise SystemExit("--gain-ignores names what the sensor gain does not read: add --sensor-gain")
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     count = 2 * args.transitions
@@ -200,7 +218,7 @@ def main(args: argparse.Namespace) -> None:
     else:
         transition = TransitionWorldModel(obs_dim, action_dim)
     if args.sensor_gain:
-        transition = SensorGain(transition, obs_dim, *args.sensor_gain)
+        transition = SensorGain(transition, obs_dim, *args.sensor_gain, ignored=args.gain_ignores)
     if args.normalize_inputs:
         features = observation[train].flatten(0, -2)
         transition = StandardisedInputs(transition, features.mean(0), features.std(0) + 1e-6)
@@ -220,6 +238,7 @@ def main(args: argparse.Namespace) -> None:
           + f", centralised MLP of width {args.centralised_mlp}" * bool(args.centralised_mlp)
           + f", {args.loss} loss" * (args.loss != "l2")
           + ", sensors through a displacement gain" * bool(args.sensor_gain)
+          + f", the gain blind to features {args.gain_ignores}" * bool(args.gain_ignores)
           + f", Tukey's biweight at {args.tukey:g} median changes" * bool(args.tukey)
           + f", the largest {args.trim:.0%} of each feature's errors trimmed" * (args.trim > 0)
           + f", state-Jacobian penalty {args.jacobian_penalty:g}" * (args.jacobian_penalty > 0) + "\n")  # fmt: skip
@@ -285,6 +304,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--centralised-mlp", type=int, default=0, metavar="WIDTH", help="an MLP on all agents")
     parser.add_argument("--sensor-gain", nargs=2, type=feature_slice,
                         metavar=("DISPLACEMENT", "SENSORS"), help="sensors' change = b(o) + G(o) x displacement")
+    parser.add_argument("--gain-ignores", type=feature_slice, metavar="FEATURES", help="features b, G do not read")
     parser.add_argument("--loss", choices=("l2", "l1", "smooth_l1"), default="l2", help="distance_loss's function")
     parser.add_argument("--trim", type=float, default=0.0, metavar="q", help="share of squared errors left out")
     parser.add_argument("--tukey", type=float, default=0.0, metavar="k", help="biweight at k median changes")

@@ -59,6 +59,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "reward_observation_noise": (
         check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
     ),
+    "reward_huber_delta": (
+        check_positive, "It is where the reward model's Huber loss turns linear, or null for the squared error."
+    ),
     "model_train_every": (check_count, "The models train after every this many windows (paper: 10)."),
     "model_epochs": (check_count, "It is the number of passes over each cache per training (paper: 10)."),
     "model_steps": (check_count, "It is the minibatches per model per training, or null for model_epochs passes."),
@@ -85,7 +88,9 @@ EXPERIMENT_COUNTS = {
     "n_minibatch_iters": "It is the number of passes of BenchMARL's optimiser loop over each collection.",
 }
 #: The keys that may be null.
-OPTIONAL_KEYS = ("window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps")
+OPTIONAL_KEYS = (
+    "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta"
+)
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
 #: Where the sizes of ``model=layers/transformer`` are also set.

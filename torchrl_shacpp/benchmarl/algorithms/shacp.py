@@ -41,6 +41,9 @@ class Shacp(Shac):
         reward_observation_noise: the standard deviation of the Gaussian noise added to the observations the reward
             model trains on (paper: 0), which smooths a sparse reward into a slope towards it
             (:class:`~torchrl_shacpp.objectives.RewardModelLoss`).
+        reward_huber_delta: the reward model's loss is Huber's at this residual, in reward units (``None``: the
+            paper's squared error). For a dense shaping beside rare large penalties (navigation:
+            ``benchmarks/results/navigation_reward_model.md``).
         cache_size: transitions in each model cache (paper: 30,000).
         reward_bins: score bins of the reward cache (paper: 9).
         reward_uniform_share: the share of the reward cache kept for random replacement, outside the bins (paper:
@@ -62,6 +65,7 @@ class Shacp(Shac):
         self,
         reward_uses_next_observation: bool,
         reward_observation_noise: float,
+        reward_huber_delta: Optional[float],
         cache_size: int,
         reward_bins: int,
         reward_uniform_share: float,
@@ -76,6 +80,7 @@ class Shacp(Shac):
         super().__init__(**kwargs)
         self.reward_uses_next_observation = reward_uses_next_observation
         self.reward_observation_noise = reward_observation_noise
+        self.reward_huber_delta = reward_huber_delta
         self.cache_size = cache_size
         self.reward_bins = reward_bins
         self.reward_uniform_share = reward_uniform_share
@@ -121,7 +126,9 @@ class Shacp(Shac):
         network = networks.reward_model(
             self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic
         )
-        loss = RewardModelLoss(network, observation_noise=self.reward_observation_noise)
+        loss = RewardModelLoss(
+            network, huber_delta=self.reward_huber_delta, observation_noise=self.reward_observation_noise
+        )
         loss.set_keys(
             reward=(group, "reward"), predicted_reward=(group, "predicted_reward"), observation=(group, "observation")
         )
@@ -147,6 +154,7 @@ class ShacpConfig(ShacConfig):
     critic_lr: Optional[float] = 3e-3
     reward_uses_next_observation: bool = False
     reward_observation_noise: float = 0.0
+    reward_huber_delta: Optional[float] = None
     cache_size: int = 30_000
     reward_bins: int = 9
     reward_uniform_share: float = 0.0
