@@ -59,6 +59,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(actor_replay_steps=-1), "algorithm.actor_replay_steps=-1 must be an integer >= 0"),
         (lambda: ShacppConfig(actor_replay_windows=0), "algorithm.actor_replay_windows=0 must be an integer >= 1"),
         (lambda: ShacppConfig(reward_observation_noise=-0.1), "algorithm.reward_observation_noise=-0.1 must be a finite"),
+        (lambda: ShacppConfig(reward_huber_delta=0.0), "algorithm.reward_huber_delta=0.0 must be"),
         (lambda: ShacpConfig(model_minibatch_size=0), "algorithm.model_minibatch_size=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_lr=0.0), "algorithm.model_lr=0.0 must be a finite number > 0"),

@@ -106,6 +106,11 @@ CASES = {
         "cost.md", row("actor", "window of 2 envs x 2 steps", r"spliced transition \(default\)", "dense fused", N,
                        N + "x"),
     ),
+    "reward_model_fit.py": (  # Huber's loss, and the gradient's cosine to the goal
+        ["--frames", "512", "--steps", "2", "--huber-delta", "0.05", "--goal", "4:6", "--velocity", "2:4",
+         "task=vmas/navigation", "task.n_agents=2"],
+        "stdout", row("2", N, N, N),
+    ),
     "sampling_reset.py": (
         ["--num-envs", "4", "--repeats", "1"],
         "stdout", row("4", N, N, N + "×", N, N, "True"),
@@ -136,7 +141,8 @@ CASES = {
     ),
     "transition_model_fit.py": (
         ["--task", "navigation", "--n-agents", "2", "--transitions", "256", "--minibatch", "32", "--steps", "2",
-         "--block", "pos=0:2", "--block", "lidar=6:18", "--one-step"],
+         "--block", "pos=0:2", "--block", "lidar=6:18", "--one-step", "--sensor-gain", "0:2", "6:18",
+         "--gain-ignores", "2:4"],
         "stdout", row("2", N, f"{N} / {N}", N, f"{N} / {N}", N, N),
     ),
     "world_model_scaling.py": (  # a failed worker leaves "failed (exit n)" in its cells, not a failed script

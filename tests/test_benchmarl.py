@@ -486,7 +486,20 @@ def test_reward_observation_noise_reaches_the_reward_models_loss_only(tmp_path: 
     noise = perturbed["agents", "observation"] - batch["agents", "observation"]
     assert 0.18 < noise.std().item() < 0.22 and torch.equal(perturbed["agents", "action"], batch["agents", "action"])
     default = tiny_experiment(ShacppConfig(), tmp_path / "default", task=PaperVmasTask.DISPERSION, max_n_iters=1)
-    assert default.algorithm.update.groups["agents"].source.reward.loss.observation_noise == 0
+    default_loss = default.algorithm.update.groups["agents"].source.reward.loss
+    assert default_loss.observation_noise == 0 and default_loss.huber_delta is None  # the paper's squared error
+
+
+def test_reward_huber_delta_sets_the_reward_models_loss(tmp_path: Path):
+    """``algorithm.reward_huber_delta`` turns the reward model's squared error into Huber's loss at that residual."""
+    config = ShacppConfig(reward_huber_delta=0.05)
+    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    loss = experiment.algorithm.update.groups["agents"].source.reward.loss
+    batch = next(iter(experiment.collector)).reshape(-1).detach()
+    predicted = loss.reward_model(batch.clone(False))["agents", "predicted_reward"]
+    expected = torch.nn.functional.huber_loss(predicted, batch["next", "agents", "reward"], delta=0.05)
+    assert loss.huber_delta == 0.05
+    torch.testing.assert_close(loss(batch)["loss_reward"], expected)
 
 
 def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):

@@ -151,6 +151,21 @@ def test_reward_model_loss_is_the_mse_to_the_env_reward():
     torch.testing.assert_close(loss(flat)["loss_reward"], reward.pow(2).mean())
 
 
+def test_reward_model_loss_with_a_huber_delta_is_hubers_loss_of_the_residual():
+    """Quadratic up to delta, linear beyond: the residual's pull on the model is clipped at delta."""
+    window, *_ = point_mass_window(graph="none")
+    flat = window.reshape(-1)
+    residual = flat["next", "agents", "reward"]  # the model predicts twice the true reward
+    delta = residual.abs().median().item()  # both sides of delta occur
+    loss = RewardModelLoss(quadratic_reward_model(2.0), huber_delta=delta)
+    loss.set_keys(reward=("agents", "reward"), predicted_reward=("agents", "predicted_reward"))
+    size = residual.abs()
+    expected = torch.where(size <= delta, residual.pow(2) / 2, delta * (size - delta / 2)).mean()
+    torch.testing.assert_close(loss(flat)["loss_reward"], expected)
+    with pytest.raises(ValueError, match="huber_delta"):
+        RewardModelLoss(quadratic_reward_model(1.0), huber_delta=0.0)
+
+
 def test_reward_model_loss_with_observation_noise_is_the_expected_mse_under_that_noise():
     window, *_ = point_mass_window(graph="none")
     flat = window.reshape(-1)

@@ -1,0 +1,114 @@
+r"""Does SHAC+/SHAC++'s reward model learn a task's dense reward beside its rare large ones?
+
+Collects transitions of the untrained BenchMARL policy (the SHAC family's set-up, its clamped sigma = 1 actions) on a
+BenchMARL task, holds out half, and fits the package's reward model (the group's ``critic_model`` network over all
+agents' ``(o, a)``, Adam at the algorithms' ``model_lr`` 3e-3, minibatch 1,000) with the squared error (the paper's)
+or Huber's loss (``--huber-delta``, :class:`~torchrl_shacpp.objectives.RewardModelLoss`). At each listed step it
+prints, on the held-out transitions:
+
+* ``corr``: the correlation of the predicted with the real reward, over every transition and over the dense ones
+  alone (every agent's reward above ``--rare-below``, e.g. navigation without its -1 collision penalties);
+* with ``--goal`` and ``--velocity`` (feature slices of the observation): the mean cosine between the model's gradient
+  with respect to the agent's velocity and the direction to its goal (the goal feature being ``position - goal``).
+  Navigation's dense reward is the progress :math:`d_t - d_{t+1}` towards the goal, about
+  :math:`0.1\,u\cdot(0.75\,v_t + 0.1\,a_t)` with :math:`u` the unit vector to the goal: its exact velocity gradient
+  is along :math:`u` (cosine 1).
+
+Example (``results/navigation_reward_model.md``)::
+
+    python benchmarks/reward_model_fit.py task=vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from benchmarl.hydra_config import load_experiment_from_hydra
+from hydra import compose, initialize_config_module
+from tensordict import TensorDictBase
+
+from torchrl_shacpp.benchmarl import networks
+from torchrl_shacpp.objectives import RewardModelLoss
+
+sys.path.insert(0, str(Path(__file__).parent))
+from action_jacobian_identifiability import feature_slice  # noqa: E402
+
+
+def collect(overrides: list[str], frames: int, group: str) -> tuple[object, TensorDictBase]:
+    """The set-up experiment and ``frames`` env steps of its untrained policy, flattened to transitions."""
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    task_name = cfg.hydra.runtime.choices.task
+    del cfg.hydra
+    experiment = load_experiment_from_hydra(cfg, task_name=task_name, callbacks=[])
+    keys = [(group, "observation"), (group, "action"), ("next", group, "reward")]
+    batches, collected = [], 0
+    for batch in experiment.collector:
+        batches.append(batch.detach().select(*keys).reshape(-1))
+        collected += batches[-1].numel()
+        if collected >= frames:
+            break
+    return experiment, torch.cat(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=61_440, help="env steps collected (half held out)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000, 3000], help="cumulative Adam steps")
+    parser.add_argument("--huber-delta", type=float, default=None, help="Huber's loss at this residual (else l2)")
+    parser.add_argument("--rare-below", type=float, default=-0.5, help="a transition with a reward below is rare")
+    parser.add_argument("--goal", type=feature_slice, default=None, help="observation slice: position - goal")
+    parser.add_argument("--velocity", type=feature_slice, default=None, help="observation slice: velocity")
+    parser.add_argument("--group", default="agents")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. task=vmas/navigation")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(1)
+    overrides = [
+        "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.loggers=[]", "experiment.render=false",
+        "experiment.checkpoint_interval=0", f"seed={args.seed}", *args.overrides,
+    ]  # fmt: skip
+    experiment, data = collect(overrides, args.frames, args.group)
+    data = data[torch.randperm(len(data))]
+    half = len(data) // 2
+    train, held_out = data[:half], data[half:]
+    observation_key, reward_key = (args.group, "observation"), ("next", args.group, "reward")
+    reward = held_out.get(reward_key)
+    dense = (reward >= args.rare_below).all(-2).squeeze(-1)
+    print(f"{half} training transitions; rare (a reward below {args.rare_below}): "
+          f"{(~dense).float().mean():.2%} of the held-out ones")  # fmt: skip
+
+    network = networks.reward_model(experiment.algorithm, args.group, uses_next_observation=False, share_params=True)
+    loss = RewardModelLoss(network, huber_delta=args.huber_delta)
+    loss.set_keys(reward=(args.group, "reward"), predicted_reward=(args.group, "predicted_reward"))
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    print("| steps | corr (all) | corr (dense) | cos(∂R/∂v, goal) |\n|---:|---:|---:|---:|")
+    done = 0
+    for steps in args.steps:
+        for _ in range(done, steps):
+            minibatch = train[torch.randint(0, half, (1000,))]
+            optimizer.zero_grad()
+            loss(minibatch)["loss_reward"].backward()
+            optimizer.step()
+        done = steps
+        batch = held_out.clone(False)
+        observation = batch.get(observation_key).clone().requires_grad_(True)
+        batch.set(observation_key, observation)
+        predicted = network(batch).get((args.group, "predicted_reward"))
+        (gradient,) = torch.autograd.grad(predicted.sum(), observation)
+        predicted = predicted.detach()
+        every = torch.corrcoef(torch.stack([predicted.flatten(), reward.flatten()]))[0, 1].item()
+        dense_corr = torch.corrcoef(torch.stack([predicted[dense].flatten(), reward[dense].flatten()]))[0, 1].item()
+        cosine = "–"
+        if args.goal is not None and args.velocity is not None:
+            to_goal = -held_out.get(observation_key)[..., args.goal]
+            cosine = f"{torch.nn.functional.cosine_similarity(gradient[..., args.velocity], to_goal, -1).mean():.2f}"
+        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {cosine} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
