@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -68,11 +69,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    overrides = [
-        "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.loggers=[]", "experiment.render=false",
-        "experiment.checkpoint_interval=0", f"seed={args.seed}", *args.overrides,
-    ]  # fmt: skip
-    experiment, data = collect(overrides, args.frames, args.group)
+    with tempfile.TemporaryDirectory() as save_folder:  # BenchMARL's run folder, of no use here
+        overrides = [
+            "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.loggers=[]", "experiment.render=false",
+            "experiment.checkpoint_interval=0", f"experiment.save_folder={save_folder}", f"seed={args.seed}",
+            *args.overrides,
+        ]  # fmt: skip
+        experiment, data = collect(overrides, args.frames, args.group)
     data = data[torch.randperm(len(data))]
     half = len(data) // 2
     train, held_out = data[:half], data[half:]
