@@ -2,7 +2,7 @@ r"""Does SHAC+/SHAC++'s reward model learn a task's dense reward beside its rare
 
 Collects transitions of the untrained BenchMARL policy (the SHAC family's set-up, its clamped sigma = 1 actions) on a
 BenchMARL task, holds out half, and fits the package's reward model (the group's ``critic_model`` network over all
-agents' ``(o, a)``, Adam at the algorithms' ``model_lr`` 3e-3, minibatch 1,000) with the squared error (the paper's)
+agents' ``(o, a)``, Adam at ``--lr``, by default the algorithms' ``model_lr`` 3e-3, minibatch 1,000) with the squared error (the paper's)
 or Huber's loss (``--huber-delta``, :class:`~torchrl_shacpp.objectives.RewardModelLoss`). At each listed step it
 prints, on the held-out transitions:
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=61_440, help="env steps collected (half held out)")
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000, 3000], help="cumulative Adam steps")
     parser.add_argument("--huber-delta", type=float, default=None, help="Huber's loss at this residual (else l2)")
+    parser.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate (the algorithms' model_lr)")
     parser.add_argument("--rare-below", type=float, default=-0.5, help="a transition with a reward below is rare")
     parser.add_argument("--goal", type=feature_slice, default=None, help="observation slice: position - goal")
     parser.add_argument("--velocity", type=feature_slice, default=None, help="observation slice: velocity")
@@ -88,7 +89,7 @@ def main() -> None:
     network = networks.reward_model(experiment.algorithm, args.group, uses_next_observation=False, share_params=True)
     loss = RewardModelLoss(network, huber_delta=args.huber_delta)
     loss.set_keys(reward=(args.group, "reward"), predicted_reward=(args.group, "predicted_reward"))
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
     print("| steps | corr (all) | corr (dense) | cos(∂R/∂v, goal) |\n|---:|---:|---:|---:|")
     done = 0
     for steps in args.steps:
