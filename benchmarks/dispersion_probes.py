@@ -1,26 +1,31 @@
-"""Where do SHAC+'s and SHAC++'s actor gradients point on dispersion, and why?
+"""Where do SHAC+'s and SHAC++'s actor gradients point on dispersion (and navigation), and why?
 
 Dispersion's reward is sparse (an agent earns a food's reward the step it first touches it) and has no gradient, so
 SHAC+ and SHAC++ steer the agents with what their learned reward model and critic say. This script trains one of them
 through BenchMARL (the command line's overrides, e.g. ``algorithm=shacp task.n_agents=1``) and, every ``--every``
 windows, on the window just collected, measures against the one direction every agent should move, towards its
-nearest uneaten food:
+nearest uneaten food (``--target nearest_food``, dispersion) or its own goal (``--target goal``, BenchMARL's
+navigation, whose goal shaping rewards progress towards it):
 
-* ``policy``: the cosine between the policy's mean action :math:`\mu_\theta(o_t)` and the direction to the food;
+* ``policy``: the cosine between the policy's mean action :math:`\mu_\theta(o_t)` and the direction to the target;
 * ``actor``: the cosine between the descent direction of the actor loss with respect to each action,
-  :math:`-\\partial\\mathcal L_\\pi/\\partial a_t`, and the direction to the food, binned by the distance to it,
-  with ``boot`` its part through the critic's bootstrap alone (the learned reward replaced by 0);
+  :math:`-\\partial\\mathcal L_\\pi/\\partial a_t`, and the direction to the target, binned by the distance to it,
+  with ``boot`` its part through the critic's bootstrap alone (the learned reward replaced by 0) and
+  ``reward_part`` the rest, through the rewards;
 * ``critic`` and ``reward``: the same cosine for the critic's and the reward model's response to moving the agent,
   :math:`\\mathrm dV/\\mathrm d\\delta = \\partial V/\\partial p - \\sum_j \\partial V/\\partial(f_j - p)` (own position
-  :math:`p`, food offsets :math:`f_j - p`), on the window's observations; a model whose gradient points at the food
-  from afar has a cosine near 1 in the far bins;
+  :math:`p`, food offsets :math:`f_j - p`; for a goal, :math:`+\\partial V/\\partial(p - g)`), on the window's
+  observations; a model whose gradient points at the target from afar has a cosine near 1 in the far bins;
+* ``reward_corr``: the correlation of the reward model's predictions with the window's real rewards (a model
+  that has not learned the reward the policy now meets reads near 0);
 * ``rewarded``: the fraction of rewarded transitions in the window and in the reward cache (the stratified cache
   should keep the rare rewarded transitions);
 * the evaluation return, from BenchMARL's evaluation.
 
-Example (the tables in ``results/dispersion/`` were made with these commands)::
+Examples (the tables in ``results/dispersion/`` and ``results/navigation_reward_model.md``)::
 
     python benchmarks/dispersion_probes.py --windows 300 --every 50 algorithm=shacp task.n_agents=1
+    python benchmarks/dispersion_probes.py --target goal --windows 120 --every 10 algorithm=shacpp
 """
 
 from __future__ import annotations
@@ -39,10 +44,12 @@ from hydra import compose, initialize_config_module
 from tensordict import TensorDictBase
 
 
-#: Distance bins (to the nearest uneaten food) of the cosines.
+#: Distance bins (to the target) of the cosines.
 BINS = (0.0, 0.15, 0.3, 0.6, 3.0)
 #: Dispersion's observation: own position (2), velocity (2), then per food its offset (2) and eaten flag (1).
 FOOD_START, FOOD_FEATURES = 4, 3
+#: Navigation's observation: own position (2), velocity (2), position - goal (2), then the lidar.
+GOAL = slice(4, 6)
 
 
 def nearest_food(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,23 +73,47 @@ def binned_cosines(direction: torch.Tensor, offset: torch.Tensor, distance: torc
     return means
 
 
-def displacement_gradient(model, td: TensorDictBase, observation_key, out_key) -> torch.Tensor:
+def food_displacement(gradient: torch.Tensor) -> torch.Tensor:
+    """A gradient with respect to dispersion's observation as one with respect to the agent's displacement."""
+    foods = gradient[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))[..., :2].sum(-2)
+    return gradient[..., :2] - foods
+
+
+def own_goal(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each agent's offset to its goal ``[..., 2]`` and its distance ``[...]`` (navigation)."""
+    offset = -observation[..., GOAL]
+    return offset, offset.norm(dim=-1)
+
+
+def goal_displacement(gradient: torch.Tensor) -> torch.Tensor:
+    """A gradient with respect to navigation's observation as one with respect to the agent's displacement."""
+    return gradient[..., :2] + gradient[..., GOAL]
+
+
+#: ``--target``: the direction to measure against, the displacement gradient's form, and the task.
+TARGETS = {
+    "nearest_food": (nearest_food, food_displacement, "vmas/dispersion_paper"),
+    "goal": (own_goal, goal_displacement, "vmas/navigation"),
+}
+
+
+def displacement_gradient(model, td: TensorDictBase, observation_key, out_key, displacement) -> torch.Tensor:
     """:math:`\\mathrm d(\\sum \\text{out})/\\mathrm d\\delta` for a displacement δ of each agent, ``[..., n, 2]``."""
     td = td.clone(False)
     observation = td.get(observation_key).detach().requires_grad_(True)
     td.set(observation_key, observation)
     out = model(td).get(out_key)
     (grad,) = torch.autograd.grad(out.sum(), observation)
-    foods = grad[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))[..., :2].sum(-2)
-    return grad[..., :2] - foods
+    return displacement(grad)
 
 
 class DispersionProbe(Callback):
     """Measures the gradients above on every ``every``-th collected window (before the actor's step on it)."""
 
-    def __init__(self, every: int, out: Path) -> None:
+    def __init__(self, every: int, out: Path, target: str = "nearest_food") -> None:
         super().__init__()
         self.every, self.out = every, out
+        self.target, self.displacement, _ = TARGETS[target]
         self.window = 0
         self.rows: list[dict] = []
         self.last_eval = math.nan
@@ -112,13 +143,14 @@ class DispersionProbe(Callback):
             window = update.source.differentiable_window(batch.detach())
             action = window.get(keys["action"])
         self.step_actions = []
-        offset, distance = nearest_food(window.get(keys["observation"]).detach())
+        offset, distance = self.target(window.get(keys["observation"]).detach())
         row = {"window": self.window, "eval_return": self.last_eval}
         full, boot = (
             step_gradient(update.actor_loss, window, action, per_step, zero_reward=zeroed) for zeroed in (False, True)
         )
         loc = window.get((group, "loc")).detach()
-        for name, direction in (("policy", loc), ("actor", -full), ("boot", -boot)):  # the mean; descent directions
+        directions = (("policy", loc), ("actor", -full), ("boot", -boot), ("reward_part", boot - full))
+        for name, direction in directions:  # the mean; descent directions
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
         detached = window.detach()
@@ -127,14 +159,20 @@ class DispersionProbe(Callback):
         if update.source.reward_model is not None:
             predicted_reward = update.actor_loss.tensor_keys.predicted_reward
             models.append(("reward", update.source.reward_model, predicted_reward, detached))
-        next_offset, next_distance = nearest_food(detached.get(("next", *keys["observation"])))
+        next_offset, next_distance = self.target(detached.get(("next", *keys["observation"])))
         for name, model, out_key, td in models:
             target_offset, target_distance = (next_offset, next_distance) if name == "critic" else (offset, distance)
             with torch.enable_grad():
-                grad = displacement_gradient(model, td.select(*model.in_keys), keys["observation"], out_key)
+                grad = displacement_gradient(
+                    model, td.select(*model.in_keys), keys["observation"], out_key, self.displacement
+                )
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
         reward = detached.get(("next", group, "reward"))
+        if update.source.reward_model is not None:
+            predicted = update.source.reward_model(detached.select(*update.source.reward_model.in_keys))
+            pair = torch.stack([predicted.get(predicted_reward).flatten(), reward.flatten()])
+            row["reward_corr"] = torch.corrcoef(pair)[0, 1].item()
         row["rewarded_window"] = (reward.sum((-2, -1)) > 0).float().mean().item()
         for model in update.models:
             if model.name == "reward" and len(model.cache):
@@ -175,17 +213,18 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=300)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("dispersion_probes.csv"))
+    parser.add_argument("--target", choices=list(TARGETS), default="nearest_food", help="the direction measured against")
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. algorithm=shacp task.n_agents=1")
     args = parser.parse_args()
     overrides = [
-        "task=vmas/dispersion_paper", "experiment=shacpp_cpu", f"experiment.max_n_iters={args.windows}",
+        f"task={TARGETS[args.target][2]}", "experiment=shacpp_cpu", f"experiment.max_n_iters={args.windows}",
         "experiment.max_n_frames=null", "experiment.loggers=[csv]", *args.overrides,
     ]  # fmt: skip
     with initialize_config_module(config_module="benchmarl.conf", version_base=None):
         cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
     task_name = cfg.hydra.runtime.choices.task
     del cfg.hydra
-    probe = DispersionProbe(args.every, args.out)
+    probe = DispersionProbe(args.every, args.out, args.target)
     experiment = load_experiment_from_hydra(cfg, task_name=task_name, callbacks=[probe])
     experiment.run()
 
