@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=300)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--out", type=Path, default=Path("dispersion_probes.csv"))
-    parser.add_argument("--target", choices=list(TARGETS), default="nearest_food", help="the direction measured against")
+    parser.add_argument("--target", choices=list(TARGETS), default="nearest_food", help="the direction to measure")
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. algorithm=shacp task.n_agents=1")
     args = parser.parse_args()
     overrides = [

@@ -2,9 +2,9 @@ r"""Does SHAC+/SHAC++'s reward model learn a task's dense reward beside its rare
 
 Collects transitions of the untrained BenchMARL policy (the SHAC family's set-up, its clamped sigma = 1 actions) on a
 BenchMARL task, holds out half, and fits the package's reward model (the group's ``critic_model`` network over all
-agents' ``(o, a)``, Adam at ``--lr``, by default the algorithms' ``model_lr`` 3e-3, minibatch 1,000) with the squared error (the paper's)
-or Huber's loss (``--huber-delta``, :class:`~torchrl_shacpp.objectives.RewardModelLoss`). At each listed step it
-prints, on the held-out transitions:
+agents' ``(o, a)``; Adam at ``--lr``, by default the algorithms' ``model_lr`` 3e-3; minibatch 1,000) with the
+squared error (the paper's) or Huber's loss (``--huber-delta``, :class:`~torchrl_shacpp.objectives.RewardModelLoss`).
+At each listed step it prints, on the held-out transitions:
 
 * ``corr``: the correlation of the predicted with the real reward, over every transition and over the dense ones
   alone (every agent's reward above ``--rare-below``, e.g. navigation without its -1 collision penalties);

@@ -80,7 +80,8 @@ CASES = {
     "dispersion_probes.py goal": (  # navigation, against each agent's own goal
         ["--target", "goal", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp",
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
-        "probes.csv", rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,reward_corr,.*\n1,nan,.*\n2,{N},",
+        "probes.csv",
+        rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,reward_corr,.*\n1,nan,.*\n2,{N},",
     ),
     "first_actor_steps.py": (
         ["--algorithm", "shac", "--task", "vmas/navigation", "--iters", "2", "--episodes", "2", "--steps", "4",

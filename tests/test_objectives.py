@@ -164,6 +164,8 @@ def test_reward_model_loss_with_a_huber_delta_is_hubers_loss_of_the_residual():
     torch.testing.assert_close(loss(flat)["loss_reward"], expected)
     with pytest.raises(ValueError, match="huber_delta"):
         RewardModelLoss(quadratic_reward_model(1.0), huber_delta=0.0)
+    with pytest.raises(ValueError, match="replaces loss_function='l1'"):
+        RewardModelLoss(quadratic_reward_model(1.0), huber_delta=0.1, loss_function="l1")
 
 
 def test_reward_model_loss_with_observation_noise_is_the_expected_mse_under_that_noise():

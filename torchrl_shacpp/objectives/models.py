@@ -28,12 +28,15 @@ def alive_mask(done: torch.Tensor, time_dim: int) -> torch.Tensor:
 
 def regression_loss(
     model: TensorDictModule, tensordict: TensorDictBase, prediction_key: NestedKey, target_key: NestedKey,
-    loss_function: str,
+    loss_function: str, huber_delta: float | None = None,
 ) -> torch.Tensor:
-    """The mean ``loss_function`` distance between ``model``'s output under ``prediction_key`` and the batch's
-    ``("next", target_key)`` entry (the reward, or the next observation)."""
+    """The mean ``loss_function`` distance (Huber's loss at ``huber_delta`` if given) between ``model``'s output under
+    ``prediction_key`` and the batch's ``("next", target_key)`` entry (the reward, or the next observation)."""
     prediction = model(tensordict.select(*model.in_keys)).get(prediction_key)
-    return distance_loss(prediction, tensordict.get(("next", target_key)), loss_function).mean()
+    target = tensordict.get(("next", target_key))
+    if huber_delta is not None:
+        return torch.nn.functional.huber_loss(prediction, target, delta=huber_delta)
+    return distance_loss(prediction, target, loss_function).mean()
 
 
 class RewardModelLoss(LossModule):
@@ -102,6 +105,10 @@ class RewardModelLoss(LossModule):
         check_non_negative("observation_noise", observation_noise, "It is the noise's std; 0 turns it off.")
         if huber_delta is not None:
             check_positive("huber_delta", huber_delta, "It is where Huber's loss turns linear, in reward units.")
+            if loss_function != "l2":
+                raise ValueError(
+                    f"huber_delta={huber_delta} replaces loss_function={loss_function!r}: pass one of them."
+                )
         self.reward_model = reward_model
         self.loss_function = loss_function
         self.huber_delta = huber_delta
@@ -125,12 +132,9 @@ class RewardModelLoss(LossModule):
         keys = self.tensor_keys
         if self.observation_noise:
             tensordict = self._with_noisy_observations(tensordict)
-        if self.huber_delta is None:
-            loss = regression_loss(self.reward_model, tensordict, keys.predicted_reward, keys.reward, self.loss_function)
-        else:
-            predicted = self.reward_model(tensordict.select(*self.reward_model.in_keys)).get(keys.predicted_reward)
-            reward = tensordict.get(("next", keys.reward))
-            loss = torch.nn.functional.huber_loss(predicted, reward, delta=self.huber_delta)
+        loss = regression_loss(
+            self.reward_model, tensordict, keys.predicted_reward, keys.reward, self.loss_function, self.huber_delta
+        )
         return TensorDict({"loss_reward": loss}, batch_size=[])
 
 
