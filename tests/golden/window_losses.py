@@ -37,8 +37,10 @@ def runs() -> dict:
         # The paper's one-pass world model, which the recording was made with (SHAC++'s default is spliced since).
         "shacpp_dispersion": (
             ShacppConfig(
-                **models, world_cache_size=50, critic_from_cache=True, world_rollout="one_pass", actor_replay_steps=0
-            ),  # and one actor step per window (SHAC++ replays 3 more by default since)
+                **models, world_cache_size=50, critic_from_cache=True, world_rollout="one_pass", actor_replay_steps=0,
+                model_steps=None,
+            ),  # one actor step per window and the paper's passes (SHAC++ replays 3 more and trains its reward model
+            # on 300 minibatches by default since)
             PaperVmasTask.DISPERSION,
         ),
     }

@@ -65,7 +65,12 @@ class Shacpp(Shacp):
             small early cache are a few dozen minibatches: after 20k frames the world model has taken 2,400 steps
             instead of 960. At the paper's scale (512 envs) the cache is full before the first training, and the
             two coincide. On balance (the line centred) the actor leaves the initial dropped-package plateau sooner
-            (``benchmarks/results/learning_vs_mappo/balance_centred/``). The reward model keeps the paper's passes.
+            (``benchmarks/results/learning_vs_mappo/balance_centred/``). The cool-down's other models (the reward
+            model; with those options the one-pass world model and the cached critic) train on 300 minibatches per
+            training by default too (``model_steps``; ``None``: the paper's passes, as SHAC+'s): with the replayed
+            actor steps SHAC++ then solved dispersion n=1 after 46k ± 10k frames against 80k ± 12k, and the reward
+            model, fitting navigation's goal shaping beside its rare collision penalties, stops SHAC++ unlearning
+            navigation (``benchmarks/results/navigation_reward_model.md``).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
@@ -195,6 +200,7 @@ class ShacppConfig(ShacpConfig):
     world_cache_size: Optional[int] = None
     world_bins: int = 25
     world_model_steps: Optional[int] = 300
+    model_steps: Optional[int] = 300
     value_bins: int = 9
     world_num_layers: int = 3
     world_hidden_size: int = 64
