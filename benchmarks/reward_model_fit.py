@@ -16,7 +16,7 @@ At each listed step it prints, on the held-out transitions:
 
 Example (``results/navigation_reward_model.md``)::
 
-    python benchmarks/reward_model_fit.py task=vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05]
+    python benchmarks/reward_model_fit.py --task vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05]
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from benchmarl.hydra_config import load_experiment_from_hydra
-from hydra import compose, initialize_config_module
 from tensordict import TensorDictBase
 
 from torchrl_shacpp.benchmarl import networks
@@ -36,15 +34,12 @@ from torchrl_shacpp.objectives import RewardModelLoss
 
 sys.path.insert(0, str(Path(__file__).parent))
 from action_jacobian_identifiability import feature_slice  # noqa: E402
+from benchmarl_experiment import compose_experiment  # noqa: E402
 
 
-def collect(overrides: list[str], frames: int, group: str) -> tuple[object, TensorDictBase]:
+def collect(task: str, overrides: list[str], frames: int, group: str) -> tuple[object, TensorDictBase]:
     """The set-up experiment and ``frames`` env steps of its untrained policy, flattened to transitions."""
-    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    task_name = cfg.hydra.runtime.choices.task
-    del cfg.hydra
-    experiment = load_experiment_from_hydra(cfg, task_name=task_name, callbacks=[])
+    experiment = compose_experiment(task, overrides, callbacks=[])
     keys = [(group, "observation"), (group, "action"), ("next", group, "reward")]
     batches, collected = [], 0
     for batch in experiment.collector:
@@ -57,6 +52,7 @@ def collect(overrides: list[str], frames: int, group: str) -> tuple[object, Tens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="vmas/navigation", help="a BenchMARL task, e.g. vmas/navigation")
     parser.add_argument("--frames", type=int, default=61_440, help="env steps collected (half held out)")
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 300, 1000, 3000], help="cumulative Adam steps")
     parser.add_argument("--huber-delta", type=float, default=None, help="Huber's loss at this residual (else l2)")
@@ -66,7 +62,7 @@ def main() -> None:
     parser.add_argument("--velocity", type=feature_slice, default=None, help="observation slice: velocity")
     parser.add_argument("--group", default="agents")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. task=vmas/navigation")
+    parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. task.n_agents=2")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
@@ -76,7 +72,7 @@ def main() -> None:
             "experiment.checkpoint_interval=0", f"experiment.save_folder={save_folder}", f"seed={args.seed}",
             *args.overrides,
         ]  # fmt: skip
-        experiment, data = collect(overrides, args.frames, args.group)
+        experiment, data = collect(args.task, overrides, args.frames, args.group)
     data = data[torch.randperm(len(data))]
     half = len(data) // 2
     train, held_out = data[:half], data[half:]

@@ -113,8 +113,8 @@ CASES = {
                        N + "x"),
     ),
     "reward_model_fit.py": (  # Huber's loss, and the gradient's cosine to the goal
-        ["--frames", "512", "--steps", "2", "--huber-delta", "0.05", "--goal", "4:6", "--velocity", "2:4",
-         "task=vmas/navigation", "task.n_agents=2"],
+        ["--task", "vmas/navigation", "--frames", "512", "--steps", "2", "--huber-delta", "0.05", "--goal", "4:6",
+         "--velocity", "2:4", "task.n_agents=2"],
         "stdout", row("2", N, N, N),
     ),
     "sampling_reset.py": (
