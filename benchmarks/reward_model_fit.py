@@ -29,8 +29,6 @@ from pathlib import Path
 import torch
 from tensordict import TensorDictBase
 
-from torchrl_shacpp.benchmarl import networks
-from torchrl_shacpp.objectives import RewardModelLoss
 
 sys.path.insert(0, str(Path(__file__).parent))
 from action_jacobian_identifiability import feature_slice  # noqa: E402
@@ -70,6 +68,7 @@ def main() -> None:
         overrides = [
             "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.loggers=[]", "experiment.render=false",
             "experiment.checkpoint_interval=0", f"experiment.save_folder={save_folder}", f"seed={args.seed}",
+            *([f"algorithm.reward_huber_delta={args.huber_delta}"] if args.huber_delta is not None else []),
             *args.overrides,
         ]  # fmt: skip
         experiment, data = collect(args.task, overrides, args.frames, args.group)
@@ -82,9 +81,8 @@ def main() -> None:
     print(f"{half} training transitions; rare (a reward below {args.rare_below}): "
           f"{(~dense).float().mean():.2%} of the held-out ones")  # fmt: skip
 
-    network = networks.reward_model(experiment.algorithm, args.group, uses_next_observation=False, share_params=True)
-    loss = RewardModelLoss(network, huber_delta=args.huber_delta)
-    loss.set_keys(reward=(args.group, "reward"), predicted_reward=(args.group, "predicted_reward"))
+    loss = experiment.algorithm.reward_loss(args.group)
+    network = loss.reward_model
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
     print("| steps | corr (all) | corr (dense) | cos(∂R/∂v, goal) |\n|---:|---:|---:|---:|")
     done = 0

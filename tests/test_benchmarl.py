@@ -502,6 +502,26 @@ def test_reward_huber_delta_sets_the_reward_models_loss(tmp_path: Path):
     torch.testing.assert_close(loss(batch)["loss_reward"], expected)
 
 
+@pytest.mark.parametrize("centralised", [True, False])
+def test_reward_centralised_sets_what_each_agents_reward_reads(tmp_path: Path, centralised: bool):
+    """With ``reward_centralised`` (the default) the shared reward model pools all agents' transitions into one reward
+    for the group; with ``algorithm.reward_centralised=false`` agent i's reward reads agent i's transition alone."""
+    config = ShacppConfig(reward_centralised=centralised)
+    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    reward_model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
+    batch = next(iter(experiment.collector)).reshape(-1)[:4].detach()
+    observation = batch["agents", "observation"].clone().requires_grad_(True)
+    batch["agents", "observation"] = observation
+    predicted = reward_model(batch)["agents", "predicted_reward"]
+    assert predicted.shape == (4, 2, 1)  # [batch, agents, 1]
+    (gradient,) = torch.autograd.grad(predicted[:, 0].sum(), observation)
+    reads_agent = gradient.abs().sum((0, 2)) > 0
+    if centralised:
+        assert reads_agent.all() and torch.equal(predicted[:, 0], predicted[:, 1])
+    else:
+        assert reads_agent.tolist() == [True, False] and not torch.equal(predicted[:, 0], predicted[:, 1])
+
+
 def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):
     """The policy clamps its samples to the action box, as the authors' does and as the simulator applies them: with
     sigma = 1 about a third of the components would otherwise leave the box, and the world and reward models would

@@ -110,18 +110,35 @@ def critic(algorithm: Algorithm, group: str, *, share_params: bool) -> TensorDic
 
 
 def reward_model(
-    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool
+    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool, centralised: bool = True
 ) -> TensorDictModuleBase:
-    r""":math:`R_\theta(o_t, a_t)` per agent (or :math:`R_\theta(o_t, a_t, o_{t+1})`), a ``critic_model`` network over
-    all agents' transitions."""
+    r""":math:`R_\theta(o_t, a_t)` per agent (or :math:`R_\theta(o_t, a_t, o_{t+1})`), a ``critic_model`` network.
+
+    ``centralised``: over all agents' transitions (with ``share_params``, one pooled output broadcast to the agents);
+    otherwise each agent's reward from its own transition, :math:`R_\theta(o^i_t, a^i_t)` (one network for all
+    agents with ``share_params``)."""
     observation = algorithm.observation_spec[group, "observation"].clone().to(algorithm.device)
     n_agents, _ = group_shape(algorithm, group)
     action = algorithm.action_spec[group, "action"].clone().to(algorithm.device)
     transition = Composite({group: Composite({"observation": observation, "action": action}, shape=(n_agents,))})
     if uses_next_observation:
         transition["next"] = Composite({group: Composite({"observation": observation.clone()}, shape=(n_agents,))})
-    return centralised_model(
-        algorithm, group, transition, input_has_agent_dim=True, out_key="predicted_reward", share_params=share_params
+    if centralised:
+        return centralised_model(
+            algorithm, group, transition, input_has_agent_dim=True, out_key="predicted_reward",
+            share_params=share_params,
+        )  # fmt: skip
+    output = Unbounded(shape=(n_agents, 1))
+    return algorithm.critic_model_config.get_model(
+        input_spec=transition,
+        output_spec=Composite({group: Composite({"predicted_reward": output}, shape=(n_agents,))}),
+        agent_group=group,
+        input_has_agent_dim=True,
+        n_agents=n_agents,
+        centralised=False,
+        share_params=share_params,
+        device=algorithm.device,
+        action_spec=algorithm.action_spec,
     )
 
 

@@ -41,6 +41,10 @@ class Shacp(Shac):
         reward_observation_noise: the standard deviation of the Gaussian noise added to the observations the reward
             model trains on (paper: 0), which smooths a sparse reward into a slope towards it
             (:class:`~torchrl_shacpp.objectives.RewardModelLoss`).
+        reward_centralised: the reward model reads every agent's transition (the paper's; with
+            ``share_param_critic``, one pooled output for all agents); ``False``: each agent's reward from its own
+            transition, one network for all agents with ``share_param_critic``. Navigation's rewards are each
+            agent's own progress (``benchmarks/results/navigation_reward_model.md``).
         reward_huber_delta: the reward model's loss is Huber's at this residual, in reward units (``None``: the
             paper's squared error). For a dense shaping beside rare large penalties (navigation:
             ``benchmarks/results/navigation_reward_model.md``).
@@ -65,6 +69,7 @@ class Shacp(Shac):
         self,
         reward_uses_next_observation: bool,
         reward_observation_noise: float,
+        reward_centralised: bool,
         reward_huber_delta: Optional[float],
         cache_size: int,
         reward_bins: int,
@@ -80,6 +85,7 @@ class Shacp(Shac):
         super().__init__(**kwargs)
         self.reward_uses_next_observation = reward_uses_next_observation
         self.reward_observation_noise = reward_observation_noise
+        self.reward_centralised = reward_centralised
         self.reward_huber_delta = reward_huber_delta
         self.cache_size = cache_size
         self.reward_bins = reward_bins
@@ -124,7 +130,8 @@ class Shacp(Shac):
     def reward_loss(self, group: str) -> RewardModelLoss:
         """The loss of the group's reward model (a ``critic_model`` network)."""
         network = networks.reward_model(
-            self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic
+            self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic,
+            centralised=self.reward_centralised,
         )
         loss = RewardModelLoss(
             network, huber_delta=self.reward_huber_delta, observation_noise=self.reward_observation_noise
@@ -154,6 +161,7 @@ class ShacpConfig(ShacConfig):
     critic_lr: Optional[float] = 3e-3
     reward_uses_next_observation: bool = False
     reward_observation_noise: float = 0.0
+    reward_centralised: bool = True
     reward_huber_delta: Optional[float] = None
     cache_size: int = 30_000
     reward_bins: int = 9
