@@ -1,13 +1,16 @@
 r"""Does SHAC+/SHAC++'s reward model learn a task's dense reward beside its rare large ones?
 
 Collects transitions of the untrained BenchMARL policy (the SHAC family's set-up, its clamped sigma = 1 actions) on a
-BenchMARL task, holds out half, and fits the package's reward model (the group's ``critic_model`` network over all
-agents' ``(o, a)``; Adam at ``--lr``, by default the algorithms' ``model_lr`` 3e-3; minibatch 1,000) with the
-squared error (the paper's) or Huber's loss (``--huber-delta``, :class:`~torchrl_shacpp.objectives.RewardModelLoss`).
-At each listed step it prints, on the held-out transitions:
+BenchMARL task, holds out half, and fits SHAC++'s reward model as the overrides configure it (its loss, its
+``critic_model`` network: by default over all agents' ``(o, a)`` with one pooled output, with
+``algorithm.reward_centralised=false`` per agent on its own; Adam at ``--lr``, by default the algorithms' ``model_lr``
+3e-3; minibatch 1,000). ``--huber-delta`` is short for ``algorithm.reward_huber_delta``. At each listed step it
+prints, on the held-out transitions:
 
 * ``corr``: the correlation of the predicted with the real reward, over every transition and over the dense ones
-  alone (every agent's reward above ``--rare-below``, e.g. navigation without its -1 collision penalties);
+  alone (every agent's reward above ``--rare-below``, e.g. navigation without its -1 collision penalties), and over
+  the dense ones of the agents' mean reward, all that a pooled model can predict (and all the actor's objective, a
+  sum over the agents, needs);
 * with ``--goal`` and ``--velocity`` (feature slices of the observation): the mean cosine between the model's gradient
   with respect to the agent's velocity and the direction to its goal (the goal feature being ``position - goal``).
   Navigation's dense reward is the progress :math:`d_t - d_{t+1}` towards the goal, about
@@ -16,7 +19,8 @@ At each listed step it prints, on the held-out transitions:
 
 Example (``results/navigation_reward_model.md``)::
 
-    python benchmarks/reward_model_fit.py --task vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05]
+    python benchmarks/reward_model_fit.py --task vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05] \
+        [algorithm.reward_centralised=false]
 """
 
 from __future__ import annotations
@@ -84,7 +88,8 @@ def main() -> None:
     loss = experiment.algorithm.reward_loss(args.group)
     network = loss.reward_model
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
-    print("| steps | corr (all) | corr (dense) | cos(∂R/∂v, goal) |\n|---:|---:|---:|---:|")
+    print("| steps | corr (all) | corr (dense) | corr (dense, agents' mean) | cos(∂R/∂v, goal) |")
+    print("|---:|---:|---:|---:|---:|")
     done = 0
     for steps in args.steps:
         for _ in range(done, steps):
@@ -101,11 +106,12 @@ def main() -> None:
         predicted = predicted.detach()
         every = torch.corrcoef(torch.stack([predicted.flatten(), reward.flatten()]))[0, 1].item()
         dense_corr = torch.corrcoef(torch.stack([predicted[dense].flatten(), reward[dense].flatten()]))[0, 1].item()
+        mean_corr = torch.corrcoef(torch.stack([predicted[dense].mean(-2).flatten(), reward[dense].mean(-2).flatten()]))
         cosine = "–"
         if args.goal is not None and args.velocity is not None:
             to_goal = -held_out.get(observation_key)[..., args.goal]
             cosine = f"{torch.nn.functional.cosine_similarity(gradient[..., args.velocity], to_goal, -1).mean():.2f}"
-        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {cosine} |", flush=True)
+        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {mean_corr[0, 1].item():.2f} | {cosine} |", flush=True)
 
 
 if __name__ == "__main__":
