@@ -60,6 +60,34 @@ def _broadcast_to_agents(value: torch.Tensor, n_agents: int) -> torch.Tensor:
     return value.unsqueeze(-2).expand(*value.shape[:-1], n_agents, value.shape[-1])
 
 
+def _per_agent_scalar(group: str, n_agents: int, key: str) -> Composite:
+    return Composite({group: Composite({key: Unbounded(shape=(n_agents, 1))}, shape=(n_agents,))})
+
+
+def critic_model(
+    algorithm: Algorithm,
+    group: str,
+    input_spec: Composite,
+    output_spec: Composite,
+    *,
+    input_has_agent_dim: bool,
+    centralised: bool,
+    share_params: bool,
+) -> TensorDictModuleBase:
+    """The experiment's ``critic_model`` config built for the group, on its device."""
+    return algorithm.critic_model_config.get_model(
+        input_spec=input_spec,
+        output_spec=output_spec,
+        agent_group=group,
+        input_has_agent_dim=input_has_agent_dim,
+        n_agents=group_shape(algorithm, group)[0],
+        centralised=centralised,
+        share_params=share_params,
+        device=algorithm.device,
+        action_spec=algorithm.action_spec,
+    )
+
+
 def centralised_model(
     algorithm: Algorithm,
     group: str,
@@ -78,18 +106,11 @@ def centralised_model(
     if share_params:
         output_spec = Composite({out_key: Unbounded(shape=(1,))})
     else:
-        output_spec = Composite({group: Composite({out_key: Unbounded(shape=(n_agents, 1))}, shape=(n_agents,))})
-    model = algorithm.critic_model_config.get_model(
-        input_spec=input_spec,
-        output_spec=output_spec,
-        agent_group=group,
-        input_has_agent_dim=input_has_agent_dim,
-        n_agents=n_agents,
-        centralised=True,
+        output_spec = _per_agent_scalar(group, n_agents, out_key)
+    model = critic_model(
+        algorithm, group, input_spec, output_spec, input_has_agent_dim=input_has_agent_dim, centralised=True,
         share_params=share_params,
-        device=algorithm.device,
-        action_spec=algorithm.action_spec,
-    )
+    )  # fmt: skip
     if not share_params:
         return model
     broadcast = TensorDictModule(
@@ -128,17 +149,9 @@ def reward_model(
             algorithm, group, transition, input_has_agent_dim=True, out_key="predicted_reward",
             share_params=share_params,
         )  # fmt: skip
-    output = Unbounded(shape=(n_agents, 1))
-    return algorithm.critic_model_config.get_model(
-        input_spec=transition,
-        output_spec=Composite({group: Composite({"predicted_reward": output}, shape=(n_agents,))}),
-        agent_group=group,
-        input_has_agent_dim=True,
-        n_agents=n_agents,
-        centralised=False,
-        share_params=share_params,
-        device=algorithm.device,
-        action_spec=algorithm.action_spec,
+    output = _per_agent_scalar(group, n_agents, "predicted_reward")
+    return critic_model(
+        algorithm, group, transition, output, input_has_agent_dim=True, centralised=False, share_params=share_params
     )
 
 
