@@ -33,7 +33,6 @@ from pathlib import Path
 import torch
 from tensordict import TensorDictBase
 
-
 sys.path.insert(0, str(Path(__file__).parent))
 from action_jacobian_identifiability import feature_slice  # noqa: E402
 from benchmarl_experiment import compose_experiment  # noqa: E402

@@ -131,7 +131,7 @@ def critic(algorithm: Algorithm, group: str, *, share_params: bool) -> TensorDic
 
 
 def reward_model(
-    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool, centralised: bool = True
+    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool, centralised: bool
 ) -> TensorDictModuleBase:
     r""":math:`R_\theta(o_t, a_t)` per agent (or :math:`R_\theta(o_t, a_t, o_{t+1})`), a ``critic_model`` network.
 

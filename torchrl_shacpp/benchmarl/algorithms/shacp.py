@@ -41,10 +41,11 @@ class Shacp(Shac):
         reward_observation_noise: the standard deviation of the Gaussian noise added to the observations the reward
             model trains on (paper: 0), which smooths a sparse reward into a slope towards it
             (:class:`~torchrl_shacpp.objectives.RewardModelLoss`).
-        reward_centralised: the reward model reads every agent's transition (the paper's; with
-            ``share_param_critic``, one pooled output for all agents); ``False``: each agent's reward from its own
-            transition, one network for all agents with ``share_param_critic``. Navigation's rewards are each
-            agent's own progress (``benchmarks/results/navigation_reward_model.md``).
+        reward_centralised: the reward model reads every agent's transition, as the paper's transformer does
+            (an MLP ``critic_model`` with ``share_param_critic`` then gives one pooled reward for all agents);
+            ``False``: each agent's reward from its own transition, one network for all agents with
+            ``share_param_critic``. For rewards that are each agent's own: on navigation the pooled model does not
+            learn the goal shaping and the per-agent one does (``benchmarks/results/navigation_reward_model.md``).
         reward_huber_delta: the reward model's loss is Huber's at this residual, in reward units (``None``: the
             paper's squared error). For a dense shaping beside rare large penalties (navigation:
             ``benchmarks/results/navigation_reward_model.md``).
