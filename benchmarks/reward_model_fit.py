@@ -51,6 +51,11 @@ def collect(task: str, overrides: list[str], frames: int, group: str) -> tuple[o
     return experiment, torch.cat(batches)
 
 
+def correlation(predicted: torch.Tensor, target: torch.Tensor) -> float:
+    """Pearson's correlation of two equally shaped tensors over all their entries."""
+    return torch.corrcoef(torch.stack([predicted.flatten(), target.flatten()]))[0, 1].item()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="vmas/navigation", help="a BenchMARL task, e.g. vmas/navigation")
@@ -103,14 +108,14 @@ def main() -> None:
         predicted = network(batch).get((args.group, "predicted_reward"))
         (gradient,) = torch.autograd.grad(predicted.sum(), observation)
         predicted = predicted.detach()
-        every = torch.corrcoef(torch.stack([predicted.flatten(), reward.flatten()]))[0, 1].item()
-        dense_corr = torch.corrcoef(torch.stack([predicted[dense].flatten(), reward[dense].flatten()]))[0, 1].item()
-        mean_corr = torch.corrcoef(torch.stack([predicted[dense].mean(-2).flatten(), reward[dense].mean(-2).flatten()]))
+        every = correlation(predicted, reward)
+        dense_corr = correlation(predicted[dense], reward[dense])
+        mean_corr = correlation(predicted[dense].mean(-2), reward[dense].mean(-2))
         cosine = "–"
         if args.goal is not None and args.velocity is not None:
             to_goal = -held_out.get(observation_key)[..., args.goal]
             cosine = f"{torch.nn.functional.cosine_similarity(gradient[..., args.velocity], to_goal, -1).mean():.2f}"
-        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {mean_corr[0, 1].item():.2f} | {cosine} |", flush=True)
+        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {mean_corr:.2f} | {cosine} |", flush=True)
 
 
 if __name__ == "__main__":
