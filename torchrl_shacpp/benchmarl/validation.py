@@ -87,6 +87,8 @@ EXPERIMENT_COUNTS = {
     "minibatch_size": "It is the critic's minibatch size in BenchMARL's optimiser loop.",
     "n_minibatch_iters": "It is the number of passes of BenchMARL's optimiser loop over each collection.",
 }
+#: ``algorithm.lr_schedule``'s choices.
+LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta"
@@ -107,6 +109,10 @@ def check_algorithm_config(config: ShacConfig) -> None:
             "algorithm.world_num_heads", config.world_num_heads, "algorithm.world_hidden_size",
             config.world_hidden_size, "Each head takes world_hidden_size / world_num_heads features.",
         )  # fmt: skip
+    check_choice(
+        "algorithm.lr_schedule", config.lr_schedule, LR_SCHEDULES, "constant is the paper's; linear is SHAC's decay "
+        "of the actor's and the critic's rates to 1e-5 over the experiment's iterations.",
+    )  # fmt: skip
     if hasattr(config, "world_rollout"):
         check_choice(
             "algorithm.world_rollout", config.world_rollout, WORLD_ROLLOUTS, "one_pass is the paper's world model "

@@ -25,6 +25,8 @@ from torchrl_shacpp.trainers import CoolDown, GradientSource, GroupUpdate, Simul
 
 #: Where the algorithm keeps its part of a BenchMARL checkpoint.
 STATE_KEY = "torchrl_shacpp"
+#: The rate that ``lr_schedule="linear"`` ends at (SHAC's, NVlabs/DiffRL).
+LR_FLOOR = 1e-5
 
 
 class Shac(Algorithm):
@@ -65,6 +67,10 @@ class Shac(Algorithm):
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
         actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
+        lr_schedule: ``"constant"`` (the paper's) or ``"linear"``, SHAC's: the actor's and the critic's rates fall
+            linearly from ``actor_lr`` and ``critic_lr`` to :data:`LR_FLOOR` over the experiment's iterations,
+            :math:`\mathrm{lr}_k = \mathrm{lr}_0 + (\mathrm{lr}_{floor} - \mathrm{lr}_0)\, k / K` at collection k
+            of K (logged as ``actor_lr``).
         window_length: the actor's window h (paper: 32): a collection of T steps gives T / h actor steps (the last
             window shorter when h does not divide T); ``None`` makes each collection one window.
         share_param_critic: one critic for the group (pooled over agents) or one per agent.
@@ -89,6 +95,7 @@ class Shac(Algorithm):
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
+        lr_schedule: str,
         window_length: Optional[int],
         share_param_critic: bool,
         use_target_critic: bool,
@@ -103,6 +110,7 @@ class Shac(Algorithm):
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
+        self.lr_schedule = lr_schedule
         self.share_param_critic = share_param_critic
         self.use_target_critic = use_target_critic
         self.collection_length = self._check_experiment()
@@ -296,11 +304,29 @@ class Shac(Algorithm):
         self.skipped_critic_steps[group] += 1
 
     def on_batch_collected(self, batch: TensorDictBase) -> None:
+        scheduled = self._decay_learning_rates() if self.lr_schedule == "linear" else {}
         logs = self.update(batch)
+        logs.update(scheduled)
         logs.update({f"train/{group}/skipped_critic_steps": n for group, n in self.skipped_critic_steps.items()})
         if self.learn_std:  # σ is learned: the σ each collection was drawn with
             logs.update({f"train/{group}/action_std": batch.get((group, "scale")).mean().item() for group in self.groups})
         self.experiment.logger.log(logs, step=self.experiment.n_iters_performed)
+
+    def _decay_learning_rates(self) -> dict[str, float]:
+        """Sets the actor's and the critic's rates for this collection on SHAC's linear schedule and returns the
+        actors' for the log. They follow from the iteration count rather than from a stepped scheduler, so a resumed
+        run goes on where it stopped."""
+        progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
+        critic_lr = self.experiment_config.lr if self.critic_lr is None else self.critic_lr
+        logs = {}
+        for group, update in self.groups.items():
+            optimizers = [(update.actor_step.optimizer, self.actor_lr)]
+            optimizers += [(optimizer, critic_lr) for optimizer in self.experiment.optimizers[group].values()]
+            for optimizer, initial_lr in optimizers:
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = initial_lr + (LR_FLOOR - initial_lr) * progress
+            logs[f"train/{group}/actor_lr"] = self.actor_lr + (LR_FLOOR - self.actor_lr) * progress
+        return logs
 
     def training_state_dict(self) -> dict[str, Any]:
         """What BenchMARL's checkpoint lacks: the window update's state, the critic optimisers, the skip counts."""
@@ -355,6 +381,7 @@ class ShacConfig(AlgorithmConfig):
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
+    lr_schedule: str = "constant"
     window_length: Optional[int] = 32
     share_param_critic: bool = True
     use_target_critic: bool = True
