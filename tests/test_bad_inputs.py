@@ -51,7 +51,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacConfig(action_std=0.0), "algorithm.action_std=0.0 must be a finite number > 0"),
         (lambda: ShacConfig(actor_lr=-1e-3), "algorithm.actor_lr=-0.001 must be a finite number > 0"),
         (lambda: ShacConfig(actor_max_grad_norm=-1.0), "algorithm.actor_max_grad_norm=-1.0 must be a finite"),
-        (lambda: ShacConfig(lr_schedule="cosine"), "algorithm.lr_schedule='cosine' must be one of 'constant', 'linear'"),
+        (lambda: ShacConfig(lr_schedule="cosine"), "algorithm.lr_schedule='cosine' must be one of 'constant'"),
         (lambda: ShacConfig(window_length=2.5), "algorithm.window_length=2.5 must be an integer >= 1"),
         (lambda: ShacConfig(window_length=0), "algorithm.window_length=0 must be an integer >= 1"),
         (lambda: ShacpConfig(cache_size=5), "algorithm.cache_size=5 cannot hold 9 bins (algorithm.reward_bins)"),
