@@ -503,16 +503,22 @@ def test_reward_huber_delta_sets_the_reward_models_loss(tmp_path: Path):
 
 
 @pytest.mark.parametrize("centralised", [True, False])
-def test_reward_centralised_sets_what_each_agents_reward_reads(tmp_path: Path, centralised: bool):
-    """With ``reward_centralised`` (the default) the shared reward model pools all agents' transitions into one reward
-    for the group; with ``algorithm.reward_centralised=false`` agent i's reward reads agent i's transition alone."""
-    config = ShacppConfig(reward_centralised=centralised)
+@pytest.mark.parametrize("network, output", [("reward", "predicted_reward"), ("critic", "state_value")])
+def test_centralised_sets_what_each_agents_reward_and_value_read(
+    tmp_path: Path, network: str, output: str, centralised: bool
+):
+    """With ``reward_centralised`` / ``critic_centralised`` (the defaults) the shared reward model and critic pool all
+    agents' inputs into one output for the group; with ``false`` agent i's output reads agent i's input alone."""
+    config = ShacppConfig(**{f"{network}_centralised": centralised})
     experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
-    reward_model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
+    if network == "reward":
+        model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
+    else:
+        model = experiment.losses["agents"].value_network
     batch = next(iter(experiment.collector)).reshape(-1)[:4].detach()
     observation = batch["agents", "observation"].clone().requires_grad_(True)
     batch["agents", "observation"] = observation
-    predicted = reward_model(batch)["agents", "predicted_reward"]
+    predicted = model(batch)["agents", output]
     assert predicted.shape == (4, 2, 1)  # [batch, agents, 1]
     (gradient,) = torch.autograd.grad(predicted[:, 0].sum(), observation)
     reads_agent = gradient.abs().sum((0, 2)) > 0

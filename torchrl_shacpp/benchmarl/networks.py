@@ -119,8 +119,16 @@ def centralised_model(
     return TensorDictSequential(model, broadcast)
 
 
-def critic(algorithm: Algorithm, group: str, *, share_params: bool) -> TensorDictModuleBase:
-    """The centralised critic :math:`V(s)` (or :math:`V(o_1, ..., o_n)` without a global state), per agent."""
+def critic(algorithm: Algorithm, group: str, *, share_params: bool, centralised: bool) -> TensorDictModuleBase:
+    """The critic, per agent: centralised, :math:`V(s)` (or :math:`V(o_1, ..., o_n)` without a global state);
+    otherwise each agent's :math:`V(o^i)` (IPPO's), one network for all agents with ``share_params``."""
+    if not centralised:
+        observation = Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)})
+        output = _per_agent_scalar(group, group_shape(algorithm, group)[0], "state_value")
+        return critic_model(
+            algorithm, group, observation, output, input_has_agent_dim=True, centralised=False,
+            share_params=share_params,
+        )  # fmt: skip
     if algorithm.state_spec is not None:
         spec, has_agent_dim = algorithm.state_spec, False
     else:

@@ -74,6 +74,8 @@ class Shac(Algorithm):
         window_length: the actor's window h (paper: 32): a collection of T steps gives T / h actor steps (the last
             window shorter when h does not divide T); ``None`` makes each collection one window.
         share_param_critic: one critic for the group (pooled over agents) or one per agent.
+        critic_centralised: the critic reads every agent's observation (or the global state), MAPPO's; ``False``:
+            each agent's value from its own observation, IPPO's.
         use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
     """
 
@@ -98,6 +100,7 @@ class Shac(Algorithm):
         lr_schedule: str,
         window_length: Optional[int],
         share_param_critic: bool,
+        critic_centralised: bool,
         use_target_critic: bool,
         **kwargs,
     ) -> None:
@@ -112,6 +115,7 @@ class Shac(Algorithm):
         self.actor_max_grad_norm = actor_max_grad_norm
         self.lr_schedule = lr_schedule
         self.share_param_critic = share_param_critic
+        self.critic_centralised = critic_centralised
         self.use_target_critic = use_target_critic
         self.collection_length = self._check_experiment()
         self.window_length = window_length
@@ -213,7 +217,9 @@ class Shac(Algorithm):
         self, group: str, policy_for_loss: TensorDictModule, continuous: bool
     ) -> Tuple[LossModule, bool]:
         """The critic's TD(λ) loss, which BenchMARL trains; the actor and the learned models join the window update."""
-        critic = networks.critic(self, group, share_params=self.share_param_critic)
+        critic = networks.critic(
+            self, group, share_params=self.share_param_critic, centralised=self.critic_centralised
+        )
         value = TDLambdaValueLoss(
             critic, gamma=self.experiment_config.gamma, lmbda=self.lmbda, use_target_network=self.use_target_critic
         )
@@ -384,6 +390,7 @@ class ShacConfig(AlgorithmConfig):
     lr_schedule: str = "constant"
     window_length: Optional[int] = 32
     share_param_critic: bool = True
+    critic_centralised: bool = True
     use_target_critic: bool = True
 
     def __post_init__(self) -> None:
