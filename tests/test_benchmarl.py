@@ -559,7 +559,7 @@ def test_the_algorithm_owns_its_critic_learning_rate(tmp_path: Path, critic_lr, 
 
 
 @pytest.mark.parametrize("config, collect_with_grad", [(ShacConfig(), True), (ShacppConfig(), False)])
-def test_linear_lr_schedule_decays_actor_and_critic_rates_to_the_floor(tmp_path: Path, config, collect_with_grad):
+def test_linear_lr_schedule_sets_actor_and_critic_rates_from_the_iteration(tmp_path: Path, config, collect_with_grad):
     """SHAC's schedule: at collection k of K the actor and the critic step at lr_0 + (1e-5 - lr_0) k / K, from their
     own initial rates, and the actor's rate is logged."""
     logged = []

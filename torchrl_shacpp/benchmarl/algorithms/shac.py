@@ -70,7 +70,8 @@ class Shac(Algorithm):
         lr_schedule: ``"constant"`` (the paper's) or ``"linear"``, SHAC's: the actor's and the critic's rates fall
             linearly from ``actor_lr`` and ``critic_lr`` to :data:`LR_FLOOR` over the experiment's iterations,
             :math:`\mathrm{lr}_k = \mathrm{lr}_0 + (\mathrm{lr}_{floor} - \mathrm{lr}_0)\, k / K` at collection k
-            of K (logged as ``actor_lr``).
+            of K (logged as ``actor_lr``). A critic trained from its own cache (SHAC++'s ``critic_from_cache``)
+            keeps ``model_lr``.
         window_length: the actor's window h (paper: 32): a collection of T steps gives T / h actor steps (the last
             window shorter when h does not divide T); ``None`` makes each collection one window.
         share_param_critic: one critic for the group (pooled over agents) or one per agent.
@@ -323,16 +324,16 @@ class Shac(Algorithm):
         actors' for the log. They follow from the iteration count rather than from a stepped scheduler, so a resumed
         run goes on where it stopped."""
         progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
-        critic_lr = self.experiment_config.lr if self.critic_lr is None else self.critic_lr
-        logs = {}
+        actor_lr = self.actor_lr + (LR_FLOOR - self.actor_lr) * progress
+        initial_critic_lr = self.experiment_config.lr if self.critic_lr is None else self.critic_lr
+        critic_lr = initial_critic_lr + (LR_FLOOR - initial_critic_lr) * progress
         for group, update in self.groups.items():
-            optimizers = [(update.actor_step.optimizer, self.actor_lr)]
+            optimizers = [(update.actor_step.optimizer, actor_lr)]
             optimizers += [(optimizer, critic_lr) for optimizer in self.experiment.optimizers[group].values()]
-            for optimizer, initial_lr in optimizers:
+            for optimizer, lr in optimizers:
                 for param_group in optimizer.param_groups:
-                    param_group["lr"] = initial_lr + (LR_FLOOR - initial_lr) * progress
-            logs[f"train/{group}/actor_lr"] = self.actor_lr + (LR_FLOOR - self.actor_lr) * progress
-        return logs
+                    param_group["lr"] = lr
+        return {f"train/{group}/actor_lr": actor_lr for group in self.groups}
 
     def training_state_dict(self) -> dict[str, Any]:
         """What BenchMARL's checkpoint lacks: the window update's state, the critic optimisers, the skip counts."""
