@@ -119,20 +119,28 @@ def centralised_model(
     return TensorDictSequential(model, broadcast)
 
 
+def per_agent_model(
+    algorithm: Algorithm, group: str, input_spec: Composite, *, out_key: str, share_params: bool
+) -> TensorDictModuleBase:
+    """A ``critic_model`` network writing ``(group, out_key)`` per agent, ``[n, 1]``, each from its own agent's inputs
+    (one network for all agents with ``share_params``)."""
+    output_spec = _per_agent_scalar(group, group_shape(algorithm, group)[0], out_key)
+    return critic_model(
+        algorithm, group, input_spec, output_spec, input_has_agent_dim=True, centralised=False,
+        share_params=share_params,
+    )  # fmt: skip
+
+
 def critic(algorithm: Algorithm, group: str, *, share_params: bool, centralised: bool) -> TensorDictModuleBase:
     """The critic, per agent: centralised, :math:`V(s)` (or :math:`V(o_1, ..., o_n)` without a global state);
     otherwise each agent's :math:`V(o^i)` (IPPO's), one network for all agents with ``share_params``."""
+    observation = Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)})
     if not centralised:
-        observation = Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)})
-        output = _per_agent_scalar(group, group_shape(algorithm, group)[0], "state_value")
-        return critic_model(
-            algorithm, group, observation, output, input_has_agent_dim=True, centralised=False,
-            share_params=share_params,
-        )  # fmt: skip
+        return per_agent_model(algorithm, group, observation, out_key="state_value", share_params=share_params)
     if algorithm.state_spec is not None:
         spec, has_agent_dim = algorithm.state_spec, False
     else:
-        spec, has_agent_dim = Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)}), True
+        spec, has_agent_dim = observation, True
     return centralised_model(
         algorithm, group, spec, input_has_agent_dim=has_agent_dim, out_key="state_value", share_params=share_params
     )
@@ -157,10 +165,7 @@ def reward_model(
             algorithm, group, transition, input_has_agent_dim=True, out_key="predicted_reward",
             share_params=share_params,
         )  # fmt: skip
-    output = _per_agent_scalar(group, n_agents, "predicted_reward")
-    return critic_model(
-        algorithm, group, transition, output, input_has_agent_dim=True, centralised=False, share_params=share_params
-    )
+    return per_agent_model(algorithm, group, transition, out_key="predicted_reward", share_params=share_params)
 
 
 def world_model(algorithm: Algorithm, group: str, horizon: int, **sizes) -> TensorDictModule:
