@@ -16,11 +16,18 @@ prints, on the held-out transitions:
   Navigation's dense reward is the progress :math:`d_t - d_{t+1}` towards the goal, about
   :math:`0.1\,u\cdot(0.75\,v_t + 0.1\,a_t)` with :math:`u` the unit vector to the goal: its exact velocity gradient
   is along :math:`u` (cosine 1).
+* with ``--position`` and ``--velocity``: over the agents whose nearest other agent is closer than ``--near``, the
+  mean cosine between the gradient of the agents' summed predicted reward (the actor's objective) with respect to
+  the agent's velocity and the direction away from that neighbour. A collision penalty seen through the agents'
+  motion gives a positive cosine: moving towards a neighbour lowers the reward. The velocity is the path the world
+  model passes on (it learns no lidar Jacobian, ``results/transition_model_fit.md``): a model must learn how the
+  velocity's effect depends on where its lidar (or the others' positions) shows the neighbour. ``--position``
+  slices the absolute position (navigation: 0:2), used only to find the neighbours.
 
 Example (``results/navigation_reward_model.md``)::
 
     python benchmarks/reward_model_fit.py --task vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05] \
-        [algorithm.reward_centralised=false]
+        [algorithm.reward_centralised=false] [--position 0:2 --near 0.3]
 """
 
 from __future__ import annotations
@@ -56,6 +63,16 @@ def correlation(predicted: torch.Tensor, target: torch.Tensor) -> float:
     return torch.corrcoef(torch.stack([predicted.flatten(), target.flatten()]))[0, 1].item()
 
 
+def away_from_nearest(position: torch.Tensor, near: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per agent (``position`` ``[..., n_agents, 2]``), the unit vector from its nearest other agent to it, and
+    whether that agent is nearer than ``near``."""
+    offset = position.unsqueeze(-2) - position.unsqueeze(-3)  # [..., i, j, 2]: p_i - p_j
+    distance = offset.norm(dim=-1).masked_fill(torch.eye(position.shape[-2], dtype=torch.bool), torch.inf)
+    nearest = distance.argmin(-1, keepdim=True)
+    away = offset.gather(-2, nearest.unsqueeze(-1).expand(*nearest.shape, 2)).squeeze(-2)
+    return torch.nn.functional.normalize(away, dim=-1), distance.gather(-1, nearest).squeeze(-1) < near
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="vmas/navigation", help="a BenchMARL task, e.g. vmas/navigation")
@@ -66,6 +83,8 @@ def main() -> None:
     parser.add_argument("--rare-below", type=float, default=-0.5, help="a transition with a reward below is rare")
     parser.add_argument("--goal", type=feature_slice, default=None, help="observation slice: position - goal")
     parser.add_argument("--velocity", type=feature_slice, default=None, help="observation slice: velocity")
+    parser.add_argument("--position", type=feature_slice, default=None, help="observation slice: absolute position")
+    parser.add_argument("--near", type=float, default=0.3, help="a neighbour closer than this is near")
     parser.add_argument("--group", default="agents")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. task.n_agents=2")
@@ -92,8 +111,13 @@ def main() -> None:
     loss = experiment.algorithm.reward_loss(args.group)
     network = loss.reward_model
     optimizer = torch.optim.Adam(network.parameters(), lr=args.lr)
-    print("| steps | corr (all) | corr (dense) | corr (dense, agents' mean) | cos(∂R/∂v, goal) |")
-    print("|---:|---:|---:|---:|---:|")
+    away, near = None, None
+    if args.position is not None:
+        away, near = away_from_nearest(held_out.get(observation_key)[..., args.position], args.near)
+        print(f"agents with a neighbour nearer than {args.near}: {near.float().mean():.2%} of the held-out ones")
+    columns = ["steps", "corr (all)", "corr (dense)", "corr (dense, agents' mean)", "cos(∂R/∂v, goal)"]
+    print("| " + " | ".join([*columns, "cos(∂R/∂v, away)"]) + " |")
+    print("|---:" * (len(columns) + 1) + "|")
     done = 0
     for steps in args.steps:
         for _ in range(done, steps):
@@ -115,7 +139,11 @@ def main() -> None:
         if args.goal is not None and args.velocity is not None:
             to_goal = -held_out.get(observation_key)[..., args.goal]
             cosine = f"{torch.nn.functional.cosine_similarity(gradient[..., args.velocity], to_goal, -1).mean():.2f}"
-        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {mean_corr:.2f} | {cosine} |", flush=True)
+        repulsion = "–"
+        if away is not None and args.velocity is not None:
+            cosines = torch.nn.functional.cosine_similarity(gradient[..., args.velocity], away, -1)
+            repulsion = f"{cosines[near].mean():.2f}"
+        print(f"| {steps} | {every:.2f} | {dense_corr:.2f} | {mean_corr:.2f} | {cosine} | {repulsion} |", flush=True)
 
 
 if __name__ == "__main__":
