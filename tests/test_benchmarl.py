@@ -32,6 +32,7 @@ from torchrl_shacpp.benchmarl import (
     experiment_config,
 )
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
+from torchrl_shacpp.benchmarl.envs import rewards_are_each_agents_own
 from torchrl_shacpp.envs import (
     CentredRotationBalance,
     DifferentiableNavigation,
@@ -502,30 +503,66 @@ def test_reward_huber_delta_sets_the_reward_models_loss(tmp_path: Path):
     torch.testing.assert_close(loss(batch)["loss_reward"], expected)
 
 
-@pytest.mark.parametrize("centralised", [True, False])
-@pytest.mark.parametrize("network, output", [("reward", "predicted_reward"), ("critic", "state_value")])
-def test_centralised_sets_what_each_agents_reward_and_value_read(
-    tmp_path: Path, network: str, output: str, centralised: bool
-):
-    """With ``reward_centralised`` / ``critic_centralised`` (the defaults) the shared reward model and critic pool all
-    agents' inputs into one output for the group; with ``false`` agent i's output reads agent i's input alone."""
-    config = ShacppConfig(**{f"{network}_centralised": centralised})
-    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
-    if network == "reward":
-        model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
-    else:
-        model = experiment.losses["agents"].value_network
+def agents_read_by_agent_0(experiment: Experiment, model, output: str) -> tuple[list[bool], bool]:
+    """Which agents' observations agent 0's ``output`` reads, and whether both agents' outputs are equal."""
     batch = next(iter(experiment.collector)).reshape(-1)[:4].detach()
     observation = batch["agents", "observation"].clone().requires_grad_(True)
     batch["agents", "observation"] = observation
     predicted = model(batch)["agents", output]
     assert predicted.shape == (4, 2, 1)  # [batch, agents, 1]
     (gradient,) = torch.autograd.grad(predicted[:, 0].sum(), observation)
-    reads_agent = gradient.abs().sum((0, 2)) > 0
-    if centralised:
-        assert reads_agent.all() and torch.equal(predicted[:, 0], predicted[:, 1])
+    return (gradient.abs().sum((0, 2)) > 0).tolist(), torch.equal(predicted[:, 0], predicted[:, 1])
+
+
+@pytest.mark.parametrize("centralised", [True, False])
+@pytest.mark.parametrize("network, output", [("reward", "predicted_reward"), ("critic", "state_value")])
+def test_centralised_sets_what_each_agents_reward_and_value_read(
+    tmp_path: Path, network: str, output: str, centralised: bool
+):
+    """With ``reward_centralised`` / ``critic_centralised`` true the shared reward model and critic pool all agents'
+    inputs into one output for the group (the critic's default); with ``false`` agent i's output reads agent i's
+    input alone."""
+    config = ShacppConfig(**{f"{network}_centralised": centralised})
+    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    if network == "reward":
+        model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
     else:
-        assert reads_agent.tolist() == [True, False] and not torch.equal(predicted[:, 0], predicted[:, 1])
+        model = experiment.losses["agents"].value_network
+    reads, pooled = agents_read_by_agent_0(experiment, model, output)
+    assert (reads, pooled) == (([True, True], True) if centralised else ([True, False], False))
+
+
+@pytest.mark.parametrize("task, declared_own", [(PaperVmasTask.DISPERSION, True), (VmasTask.TRANSPORT, False)])
+def test_the_default_reward_model_follows_the_rewards_the_task_declares(
+    tmp_path: Path, task, declared_own: bool
+):
+    """By default (``reward_centralised=None``) each agent's reward is read off its own transition where the task
+    declares the rewards each agent's own (the paper's dispersion: ``share_reward: False``), and pooled over all
+    agents where it declares nothing (transport's team reward); with one agent the model stays centralised."""
+    experiment = tiny_experiment(ShacppConfig(), tmp_path, task=task, max_n_iters=1)
+    model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
+    reads, pooled = agents_read_by_agent_0(experiment, model, "predicted_reward")
+    assert (reads, pooled) == (([True, False], False) if declared_own else ([True, True], True))
+    single = tiny_experiment(ShacppConfig(), tmp_path / "one", task=task, n_agents=1, max_n_iters=1)
+    assert single.algorithm.reward_is_centralised("agents")
+
+
+@pytest.mark.parametrize(
+    "task, overrides, own",
+    [
+        (VmasTask.NAVIGATION, {}, True),  # shared_rew: False
+        (VmasTask.NAVIGATION, {"shared_rew": True}, False),
+        (VmasTask.SAMPLING, {}, True),
+        (VmasTask.DISCOVERY, {}, False),  # shared_reward: True
+        (PaperVmasTask.DISPERSION, {}, True),  # share_reward: False
+        (VmasTask.TRANSPORT, {}, False),  # declares nothing
+        (VmasTask.GIVE_WAY, {}, False),
+    ],
+)
+def test_rewards_are_each_agents_own_reads_the_vmas_task_config(task, overrides: dict, own: bool):
+    task = task.get_from_yaml()
+    task.config.update(overrides)
+    assert rewards_are_each_agents_own(task) is own
 
 
 def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):

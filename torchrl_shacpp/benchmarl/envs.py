@@ -39,3 +39,14 @@ def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: b
 
 def is_vmas(task: TaskClass) -> bool:
     return isinstance(task, VmasClass)
+
+
+#: The VMAS scenario arguments that, when false, leave each agent its own reward (each scenario names it its way).
+VMAS_SHARED_REWARD_KEYS = ("shared_rew", "shared_reward", "share_reward")
+
+
+def rewards_are_each_agents_own(task: TaskClass) -> bool:
+    """Whether the task declares each agent's reward its own: a VMAS task whose shared-reward argument is false
+    (navigation's and sampling's ``shared_rew``, the paper's dispersion's ``share_reward``). A task that declares
+    nothing (transport, balance, wheel, give_way) is not taken to have individual rewards."""
+    return is_vmas(task) and any(task.config.get(key) is False for key in VMAS_SHARED_REWARD_KEYS)

@@ -14,6 +14,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_shacpp.benchmarl import networks
 from torchrl_shacpp.benchmarl.algorithms.shac import Shac, ShacConfig
+from torchrl_shacpp.benchmarl.envs import rewards_are_each_agents_own
 from torchrl_shacpp.data import make_stratified_cache
 from torchrl_shacpp.objectives import RewardModelLoss
 from torchrl_shacpp.trainers import CoolDown, GradientSource, LearnedModel, LearnedRewardGradient, reward_items
@@ -41,11 +42,15 @@ class Shacp(Shac):
         reward_observation_noise: the standard deviation of the Gaussian noise added to the observations the reward
             model trains on (paper: 0), which smooths a sparse reward into a slope towards it
             (:class:`~torchrl_shacpp.objectives.RewardModelLoss`).
-        reward_centralised: the reward model reads every agent's transition, as the paper's transformer does
-            (an MLP ``critic_model`` with ``share_param_critic`` then gives one pooled reward for all agents);
+        reward_centralised: ``True``: the reward model reads every agent's transition, as the paper's transformer
+            does (an MLP ``critic_model`` with ``share_param_critic`` then gives one pooled reward for all agents);
             ``False``: each agent's reward from its own transition, one network for all agents with
-            ``share_param_critic``. For rewards that are each agent's own: on navigation the pooled model does not
-            learn the goal shaping and the per-agent one does (``benchmarks/results/navigation_reward_model.md``).
+            ``share_param_critic``; ``None``: ``False`` where the task declares each agent's reward its own and has
+            more than one agent (VMAS's ``shared_rew``, ``shared_reward`` or ``share_reward`` false: navigation,
+            sampling, the paper's dispersion; :func:`~torchrl_shacpp.benchmarl.envs.rewards_are_each_agents_own`),
+            ``True`` otherwise. On navigation the pooled model learns neither the goal shaping nor to steer the
+            agents apart, and the per-agent one learns both (``benchmarks/results/navigation_reward_model.md``);
+            where the rewards are the team's, an agent's own transition does not hold what the others cause.
         reward_huber_delta: the reward model's loss is Huber's at this residual, in reward units (``None``: the
             paper's squared error). For a dense shaping beside rare large penalties (navigation:
             ``benchmarks/results/navigation_reward_model.md``).
@@ -70,7 +75,7 @@ class Shacp(Shac):
         self,
         reward_uses_next_observation: bool,
         reward_observation_noise: float,
-        reward_centralised: bool,
+        reward_centralised: Optional[bool],
         reward_huber_delta: Optional[float],
         cache_size: int,
         reward_bins: int,
@@ -128,11 +133,18 @@ class Shacp(Shac):
     def transition_keys(group: str) -> dict[str, tuple[str, str]]:
         return dict(observation_key=(group, "observation"), action_key=(group, "action"), reward_key=(group, "reward"))
 
+    def reward_is_centralised(self, group: str) -> bool:
+        """Whether the group's reward model reads every agent's transition (``reward_centralised``, or with ``None``
+        the task's declared rewards: see the class)."""
+        if self.reward_centralised is not None:
+            return self.reward_centralised
+        return networks.group_shape(self, group)[0] == 1 or not rewards_are_each_agents_own(self.experiment.task)
+
     def reward_loss(self, group: str) -> RewardModelLoss:
         """The loss of the group's reward model (a ``critic_model`` network)."""
         network = networks.reward_model(
             self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic,
-            centralised=self.reward_centralised,
+            centralised=self.reward_is_centralised(group),
         )
         loss = RewardModelLoss(
             network, huber_delta=self.reward_huber_delta, observation_noise=self.reward_observation_noise
@@ -162,7 +174,7 @@ class ShacpConfig(ShacConfig):
     critic_lr: Optional[float] = 3e-3
     reward_uses_next_observation: bool = False
     reward_observation_noise: float = 0.0
-    reward_centralised: bool = True
+    reward_centralised: Optional[bool] = None
     reward_huber_delta: Optional[float] = None
     cache_size: int = 30_000
     reward_bins: int = 9
