@@ -38,9 +38,10 @@ def runs() -> dict:
         "shacpp_dispersion": (
             ShacppConfig(
                 **models, world_cache_size=50, critic_from_cache=True, world_rollout="one_pass", actor_replay_steps=0,
-                model_steps=None,
-            ),  # one actor step per window and the paper's passes (SHAC++ replays 3 more and trains its reward model
-            # on 300 minibatches by default since)
+                model_steps=None, reward_centralised=True,
+            ),  # one actor step per window, the paper's passes and the pooled reward model (SHAC++ replays 3 more,
+            # trains its reward model on 300 minibatches, and on the paper's dispersion reads each agent's reward off
+            # its own transition by default since)
             PaperVmasTask.DISPERSION,
         ),
     }
