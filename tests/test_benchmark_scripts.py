@@ -112,10 +112,11 @@ CASES = {
         "cost.md", row("actor", "window of 2 envs x 2 steps", r"spliced transition \(default\)", "dense fused", N,
                        N + "x"),
     ),
-    "reward_model_fit.py": (  # Huber's loss, a reward per agent, and the gradient's cosine to the goal
+    "reward_model_fit.py": (  # Huber's loss, a reward per agent, the gradient's cosines to the goal and away
         ["--task", "vmas/navigation", "--frames", "512", "--steps", "2", "--huber-delta", "0.05", "--goal", "4:6",
-         "--velocity", "2:4", "task.n_agents=2", "algorithm.reward_centralised=false"],
-        "stdout", row("2", N, N, N, N),
+         "--velocity", "2:4", "--position", "0:2", "--near", "10", "task.n_agents=2",
+         "algorithm.reward_centralised=false"],
+        "stdout", row("2", N, N, N, N, N),
     ),
     "sampling_reset.py": (
         ["--num-envs", "4", "--repeats", "1"],
