@@ -115,9 +115,11 @@ def main() -> None:
     if args.position is not None:
         away, near = away_from_nearest(held_out.get(observation_key)[..., args.position], args.near)
         print(f"agents with a neighbour nearer than {args.near}: {near.float().mean():.2%} of the held-out ones")
-    columns = ["steps", "corr (all)", "corr (dense)", "corr (dense, agents' mean)", "cos(∂R/∂v, goal)"]
-    print("| " + " | ".join([*columns, "cos(∂R/∂v, away)"]) + " |")
-    print("|---:" * (len(columns) + 1) + "|")
+    columns = [
+        "steps", "corr (all)", "corr (dense)", "corr (dense, agents' mean)", "cos(∂R/∂v, goal)", "cos(∂R/∂v, away)"
+    ]
+    print("| " + " | ".join(columns) + " |")
+    print("|---:" * len(columns) + "|")
     done = 0
     for steps in args.steps:
         for _ in range(done, steps):

@@ -560,6 +560,7 @@ def test_the_default_reward_model_follows_the_rewards_the_task_declares(
     ],
 )
 def test_rewards_are_each_agents_own_reads_the_vmas_task_config(task, overrides: dict, own: bool):
+    """Each VMAS scenario names its shared-reward argument its own way; a task that names none has a team reward."""
     task = task.get_from_yaml()
     task.config.update(overrides)
     assert rewards_are_each_agents_own(task) is own
