@@ -263,6 +263,33 @@ def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
         LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
 
 
+def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budget_keeps_it():
+    """``first_steps`` sets the budget of each of the first trainings of a model that follows the cool-down (SHAC+'s
+    and SHAC++'s ``model_first_steps``); the trainings after take the cool-down's ``steps``, and a model given its own
+    ``steps`` (SHAC++'s ``world_model_steps``) ignores both. The count survives a checkpoint."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, steps=2, first_steps=(7, 4))
+    assert cooldown.for_training(1) == CoolDown(every=1, steps=4) and cooldown.for_training(2) is cooldown
+    follows, own_budget = (
+        LearnedModel(name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1,
+                     steps=steps)
+        for name, steps in (("reward", None), ("world", 9))
+    )  # fmt: skip
+    calls = {follows: [], own_budget: []}
+    for model in calls:
+        model.store(items(torch.rand(12)))
+        for _ in range(2):
+            model.fit(cooldown)
+            calls[model].append(model.loss.calls - sum(calls[model]))
+    resumed = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
+                           lr=0.1)  # fmt: skip
+    resumed.load_state_dict(follows.state_dict())
+    resumed.fit(cooldown)
+    assert calls[follows] == [7, 4] and resumed.loss.calls == 2 and calls[own_budget] == [9, 9]
+    with pytest.raises(ValueError, match=r"first_steps\[0\]=0"):
+        CoolDown(first_steps=(0,))
+
+
 def test_cooldown_minibatches_cover_every_valid_item_once_per_epoch():
     torch.manual_seed(0)
     cooldown = CoolDown(every=1, epochs=3)

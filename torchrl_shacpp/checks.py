@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -38,6 +39,14 @@ def check_count(name: str, value: Any, minimum: int = 1, hint: str = "") -> None
     """``value`` is an integer >= ``minimum`` (a size, a number of steps, epochs, bins or layers)."""
     if not (isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum):
         raise ValueError(_message(name, value, f"must be an integer >= {minimum}", hint))
+
+
+def check_counts(name: str, values: Any, minimum: int = 1, hint: str = "") -> None:
+    """``values`` is a sequence of integers >= ``minimum`` (a schedule of step counts), possibly empty."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise ValueError(_message(name, values, "must be a list of integers", hint))
+    for index, value in enumerate(values):
+        check_count(f"{name}[{index}]", value, minimum, hint)
 
 
 def check_divides(name: str, value: int, of_name: str, of_value: int, hint: str = "") -> None:

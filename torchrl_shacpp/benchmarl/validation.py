@@ -27,6 +27,7 @@ from benchmarl.experiment import ExperimentConfig
 from torchrl_shacpp.checks import (
     check_choice,
     check_count,
+    check_counts,
     check_divides,
     check_fraction,
     check_non_negative,
@@ -65,6 +66,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "model_train_every": (check_count, "The models train after every this many windows (paper: 10)."),
     "model_epochs": (check_count, "It is the number of passes over each cache per training (paper: 10)."),
     "model_steps": (check_count, "It is the minibatches per model per training, or null for model_epochs passes."),
+    "model_first_steps": (
+        check_counts, "It lists the minibatches per model of the first trainings, one each, before model_steps."
+    ),
     "model_minibatch_size": (check_count, "It is the learned models' minibatch size (paper: 1000)."),
     "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
     "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),

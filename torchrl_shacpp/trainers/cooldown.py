@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 
-from torchrl_shacpp.checks import check_count
+from torchrl_shacpp.checks import check_count, check_counts
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,14 @@ class CoolDown:
     The cost of ``epochs`` passes grows with the cache (the paper's 30,000 items: 300 minibatches per model per
     training once full). With ``steps``, each training is that many minibatches instead, drawn in the same shuffled
     passes (the last pass cut short), whatever the cache holds: a budget that does not grow with the cache.
+    ``first_steps`` gives the first trainings budgets of their own, one per training (:meth:`for_training`).
 
     Args:
         every (int, optional): train after every ``every``-th window. Defaults to 10.
         epochs (int, optional): passes over the cache per training. Defaults to 10.
         steps (int, optional): minibatches per training instead of ``epochs`` passes. Defaults to ``None``.
+        first_steps (tuple of int, optional): minibatches of the first ``len(first_steps)`` trainings, one entry
+            each, instead of ``epochs`` passes or ``steps``. Defaults to ``()``.
 
     Examples:
         >>> cooldown = CoolDown(every=10, epochs=10)
@@ -42,18 +46,27 @@ class CoolDown:
     every: int = 10
     epochs: int = 10
     steps: int | None = None
+    first_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_count("every", self.every, hint="The models train after every this many windows (paper: 10).")
         check_count("epochs", self.epochs, hint="It is the number of passes over each cache (paper: 10).")
         if self.steps is not None:
             check_count("steps", self.steps, hint="It is the minibatches per training; None trains for epochs.")
+        check_counts("first_steps", self.first_steps, hint="It lists the minibatches of the first trainings.")
 
     def should_train(self, window: int) -> bool:
         """Whether the models train after window ``window`` (counted from 0)."""
         if window < 0:
             raise ValueError(f"Windows are counted from 0, got {window}.")
         return (window + 1) % self.every == 0
+
+    def for_training(self, training: int) -> CoolDown:
+        """The budget of training ``training`` (counted from 0): ``first_steps[training]`` minibatches while there
+        is such an entry, this cool-down's budget after."""
+        if training < len(self.first_steps):
+            return dataclasses.replace(self, steps=self.first_steps[training], first_steps=())
+        return self
 
     def minibatches(self, buffer: ReplayBuffer) -> Iterator[TensorDictBase]:
         """Yields the minibatches of ``epochs`` shuffled passes over ``buffer``, of its ``batch_size`` (or the first

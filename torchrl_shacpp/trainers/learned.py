@@ -61,8 +61,8 @@ class LearnedModel:
         lr: Adam's learning rate (paper: 1e-3).
         window_length: for a cache of whole windows (the world model's), the length of the windows it holds; a
             window of another length (the short last window of a batch) is not cached. ``None`` caches every window.
-        steps: minibatches per training of this model, instead of the cool-down's budget (its ``epochs`` passes
-            or ``steps``); ``None`` keeps the cool-down's.
+        steps: minibatches per training of this model, instead of the cool-down's budget (its ``epochs`` passes,
+            ``steps`` or ``first_steps``); ``None`` keeps the cool-down's.
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
@@ -102,10 +102,13 @@ class LearnedModel:
         self.cache.extend(items)
 
     def fit(self, cooldown: CoolDown) -> float:
-        """Trains on the cool-down's minibatches of the cache (:attr:`steps` of them, if set); returns the mean
-        minibatch loss (NaN if none). A training of at least one minibatch is counted in :attr:`trainings`."""
-        if self.steps is not None:
-            cooldown = dataclasses.replace(cooldown, steps=self.steps)
+        """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training`;
+        :attr:`steps` of them, if set); returns the mean minibatch loss (NaN if none). A training of at least one
+        minibatch is counted in :attr:`trainings`."""
+        if self.steps is None:
+            cooldown = cooldown.for_training(self.trainings)
+        else:
+            cooldown = dataclasses.replace(cooldown, steps=self.steps, first_steps=())
         losses = []
         for batch in cooldown.minibatches(self.cache):
             with record_function(f"shac/{self.name}/loss"):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Optional, Type
+from dataclasses import dataclass, field
+from typing import List, Optional, Type
 
 import torch
 from benchmarl.algorithms.common import Algorithm
@@ -64,6 +64,8 @@ class Shacp(Shac):
         model_epochs: passes over each cache per training (paper: 10).
         model_steps: minibatches per model per training instead of ``model_epochs`` passes, a cost that does not
             grow with the caches (``None``: the paper's passes).
+        model_first_steps: minibatches per model of each of the first trainings, instead of ``model_epochs`` passes
+            or ``model_steps`` (empty: none; ``[1000, 1000, 1000]``: the first three trainings take 1,000 each).
         model_minibatch_size: model minibatch size (paper: 1,000).
         model_lr: the learned models' Adam learning rate (paper: 1e-3).
         actor_waits_for_models: the actor takes its first step after the models' first training (the paper's actor
@@ -83,6 +85,7 @@ class Shacp(Shac):
         model_train_every: int,
         model_epochs: int,
         model_steps: Optional[int],
+        model_first_steps: List[int],
         model_minibatch_size: int,
         model_lr: float,
         actor_waits_for_models: bool,
@@ -99,6 +102,7 @@ class Shacp(Shac):
         self.model_train_every = model_train_every
         self.model_epochs = model_epochs
         self.model_steps = model_steps
+        self.model_first_steps = model_first_steps
         self.model_minibatch_size = model_minibatch_size
         self.model_lr = model_lr
         self.actor_waits_for_models = actor_waits_for_models
@@ -109,7 +113,10 @@ class Shacp(Shac):
         return False
 
     def cooldown(self) -> CoolDown:
-        return CoolDown(every=self.model_train_every, epochs=self.model_epochs, steps=self.model_steps)
+        return CoolDown(
+            every=self.model_train_every, epochs=self.model_epochs, steps=self.model_steps,
+            first_steps=tuple(self.model_first_steps),
+        )  # fmt: skip
 
     def learned_model(
         self, name: str, loss: LossModule, capacity: int, bins: int, score_key: NestedKey, items,
@@ -182,6 +189,7 @@ class ShacpConfig(ShacConfig):
     model_train_every: int = 10
     model_epochs: int = 10
     model_steps: Optional[int] = None
+    model_first_steps: List[int] = field(default_factory=list)
     model_minibatch_size: int = 1000
     model_lr: float = 3e-3
     actor_waits_for_models: bool = False
