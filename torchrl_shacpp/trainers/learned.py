@@ -108,7 +108,7 @@ class LearnedModel:
         if self.steps is None:
             cooldown = cooldown.for_training(self.trainings)
         else:
-            cooldown = dataclasses.replace(cooldown, steps=self.steps, first_steps=())
+            cooldown = dataclasses.replace(cooldown, steps=self.steps)
         losses = []
         for batch in cooldown.minibatches(self.cache):
             with record_function(f"shac/{self.name}/loss"):
