@@ -28,6 +28,7 @@ from benchmarl_experiment import FillCaches, ProfileWindow, compose_experiment
 SCOPES = {
     "shac/actor_steps": "actor steps (through the world and reward models)",
     "shac/value_targets": "value targets (TD(λ))",
+    "shac/new_data_losses": "models' losses on the new windows",
     "shac/cache_writes": "cache writes",
     "shac/cooldown/reward": "cool-down: reward model",
     "shac/reward/loss": "  forward and loss",

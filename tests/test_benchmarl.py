@@ -264,7 +264,8 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
         return logged
 
     logged_a, logged_b = ({k: v for k, v in train_on(e).items() if "time" not in k} for e in (uninterrupted, restored))
-    assert {"train/agents/actor_loss", "train/agents/loss_world", "train/agents/loss_reward"} <= logged_a.keys()
+    logged = {"actor_loss", "loss_world", "loss_reward", "new_data_loss_world", "new_data_loss_reward"}
+    assert {f"train/agents/{key}" for key in logged} <= logged_a.keys()
     assert logged_a == logged_b
 
     def parameters(experiment: Experiment) -> dict[str, torch.Tensor]:

@@ -290,6 +290,23 @@ def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budge
         CoolDown(first_steps=(0,))
 
 
+def test_a_models_error_on_a_new_window_is_its_loss_there_without_a_step():
+    """:meth:`LearnedModel.error`, logged as ``new_data_loss_<model>`` before a window is cached: the loss on the
+    window's finite items, in eval mode, with no parameter changed; NaN when the model would cache nothing of it."""
+    model = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
+                         lr=0.1)  # fmt: skip
+    model.store(items([1.0, 1.0]))
+    model.fit(CoolDown(every=1, steps=3))
+    weight = model.loss.weight.detach().clone()
+    new = items([2.0, float("nan"), 4.0])
+    assert model.error(new) == pytest.approx(((weight - 2) ** 2 + (weight - 4) ** 2).item() / 2)
+    assert torch.equal(model.loss.weight, weight) and model.loss.training and len(model.cache) == 2
+    assert math.isnan(model.error(items([float("nan")])))
+    world = LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window.reshape(-1),
+                         lr=0.1, window_length=4)  # fmt: skip
+    assert math.isnan(world.error(items(torch.ones(3)).unsqueeze(0)))  # a short last window: not the cache's length
+
+
 def test_cooldown_minibatches_cover_every_valid_item_once_per_epoch():
     torch.manual_seed(0)
     cooldown = CoolDown(every=1, epochs=3)

@@ -183,6 +183,7 @@ def test_reward_model_loss_with_observation_noise_is_the_expected_mse_under_that
     expected = (4 * sigma**2 * flat["next", "agents", "observation"].pow(2).sum(-1) + 8 * sigma**4).mean()
     torch.testing.assert_close(mean_loss, expected, rtol=0.02, atol=0)
     assert (loss(flat.clone()) != loss(flat.clone())).all()  # fresh noise at every call
+    assert loss.eval()(flat)["loss_reward"].item() < 1e-12  # in eval mode, the model's error on the clean batch
     clean = RewardModelLoss(quadratic_reward_model(1.0))
     clean.set_keys(reward=("agents", "reward"), predicted_reward=("agents", "predicted_reward"))
     assert clean(flat)["loss_reward"].item() < 1e-12  # and the noisy calls left the batch's observations as they were

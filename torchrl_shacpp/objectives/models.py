@@ -58,7 +58,8 @@ class RewardModelLoss(LossModule):
     smoothed by the noise, :math:`R^*(x, a) = \mathbb E[r \mid o + \epsilon = x, a]` (Bishop, 1995: training
     with noise is a Tikhonov regulariser). A sparse reward (dispersion's food, 0 everywhere but on it) becomes a bump
     of width about :math:`\sigma` around where it is earned, whose gradient points there from as far; the actor
-    differentiates the model on clean observations.
+    differentiates the model on clean observations. The noise is a training regulariser: in eval mode
+    (``loss.eval()``) the loss is the model's error on the observations as given.
 
     Args:
         reward_model (TensorDictModule): reads observation, action and ``("next", observation)`` keys of a
@@ -130,7 +131,7 @@ class RewardModelLoss(LossModule):
 
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
-        if self.observation_noise:
+        if self.observation_noise and self.training:
             tensordict = self._with_noisy_observations(tensordict)
         loss = regression_loss(
             self.reward_model, tensordict, keys.predicted_reward, keys.reward, self.loss_function, self.huber_delta

@@ -101,6 +101,24 @@ class LearnedModel:
             items = items[finite]
         self.cache.extend(items)
 
+    def error(self, window: TensorDictBase) -> float:
+        """The loss on the finite items of a detached ``[B, h]`` window, in eval mode and without training: called
+        before :meth:`store`, the model's error on the states that the policy reaches now. NaN when the window has no
+        item this model caches (none finite, or a world cache's window of another length)."""
+        if self.window_length is not None and window.shape[-1] != self.window_length:
+            return math.nan
+        items = self.items(window)
+        items = items[finite_items(items)]
+        if not items.numel():
+            return math.nan
+        training = self.loss.training
+        self.loss.eval()
+        try:
+            with torch.no_grad():
+                return self.loss(items)[self.loss.out_keys[0]].item()
+        finally:
+            self.loss.train(training)
+
     def fit(self, cooldown: CoolDown) -> float:
         """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training`;
         :attr:`steps` of them, if set); returns the mean minibatch loss (NaN if none). A training of at least one

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,10 @@ class WindowUpdate:
     3. **value targets**: TD(λ) over the whole batch (:meth:`TDLambdaValueLoss.value_targets`), written into
        ``batch`` under each value loss's ``value_target`` key, for a critic trained on the batch afterwards.
     4. **caches**: each learned model caches its items of every window (the world model's cache whole windows of its
-       own length only), less those holding a non-finite value, which it counts.
+       own length only), less those holding a non-finite value, which it counts. Before, each model's loss on these
+       windows, which it has not trained on, is logged as ``train/<group>/new_data_loss_<model>``: its error where
+       the policy goes now. Against the ``loss_<model>`` of its last training, a jump says that the actor has led
+       the agents where the model is wrong (:meth:`LearnedModel.error`).
 
     Non-finite data (a NaN observation or reward from the simulator, an infinite value target) never reach a
     parameter or a cache: an actor step whose loss or gradient is not finite is skipped, and the caches drop the
@@ -94,9 +98,10 @@ class WindowUpdate:
     navigation it delays the policy's collapse by those windows without preventing it
     (``benchmarks/results/first_actor_steps.md``), and dispersion n=1 was not solved sooner; hence off by default.
 
-    Under :mod:`torch.profiler` the parts show as ``shac/actor_steps``, ``shac/value_targets``, ``shac/cache_writes``
-    and ``shac/cooldown/<model>`` (each minibatch: ``shac/<model>/loss``, ``shac/<model>/backward_and_step``);
-    ``benchmarks/shacpp_profile.py`` splits a window by them.
+    Under :mod:`torch.profiler` the parts show as ``shac/actor_steps``, ``shac/value_targets``,
+    ``shac/new_data_losses``, ``shac/cache_writes`` and ``shac/cooldown/<model>`` (each minibatch:
+    ``shac/<model>/loss``, ``shac/<model>/backward_and_step``); ``benchmarks/shacpp_profile.py`` splits a window by
+    them.
 
     Args:
         groups: each agent group's learners, by group name.
@@ -175,6 +180,10 @@ class WindowUpdate:
                 data.set(key, target)
                 batch.set(key, target)
         windows = self.split(data)
+        with record_function("shac/new_data_losses"):
+            for name, group in self.groups.items():
+                for model in group.models:
+                    logs[f"train/{name}/new_data_loss_{model.name}"] = _nan_mean(map(model.error, windows))
         with record_function("shac/cache_writes"):
             for window in windows:
                 for group in self.groups.values():
@@ -323,6 +332,12 @@ class WindowUpdate:
             group.dropped_critic_items = state.get("dropped_critic_items", 0)  # checkpoints before it was counted
             for model in group.models:
                 model.load_state_dict(state["models"][model.name])
+
+
+def _nan_mean(values: Iterable[float]) -> float:
+    """The mean of the non-NaN ``values``; NaN if there is none."""
+    finite = [value for value in values if not math.isnan(value)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:
