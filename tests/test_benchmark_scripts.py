@@ -152,6 +152,14 @@ CASES = {
          "--gain-ignores", "2:4"],
         "stdout", row("2", N, f"{N} / {N}", N, f"{N} / {N}", N, N),
     ),
+    "scalar_blocks.py": (  # known answer: norms 0.5, 1, ..., 64 over 8 collections of 32 frames, in blocks of 64
+        ["{runs}/shacpp_s0", "--scalars", "train_agents_actor_grad_norm", "--block", "64", "--frames-per-batch", "32"],
+        "stdout", row("64-128", "3"),
+    ),
+    "scalar_blocks.py (frames from the hydra config)": (
+        ["{runs}/shacpp_s1", "--scalars", "train_agents_actor_grad_norm", "--block", "128"],
+        "stdout", row("0-128", "1.875"),
+    ),
     "world_model_scaling.py": (  # a failed worker leaves "failed (exit n)" in its cells, not a failed script
         ["--sweep", "2:1", "--horizon", "2", "--repeats", "1", "--output", "{tmp}/scaling.md"],
         "scaling.md", row("2", "1", "3", *[N] * 7, *[N + "×"] * 2, N, N, N + "×"),
@@ -162,7 +170,8 @@ CASES = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Result folders for the scripts that read them: two BenchMARL runs each of SHAC++ (evaluations every 256
-    frames, solving 0.9 at 512 and 768; 8 logged actor gradient norms 0.5, 1, ..., 64) and MAPPO (below 0.9) on
+    frames, solving 0.9 at 512 and 768; 8 logged actor gradient norms 0.5, 1, ..., 64; batches of 32 frames in the
+    hydra config) and MAPPO (below 0.9) on
     dispersion n=1, and an example script's ``curve.csv`` of 2 windows."""
     root, mlp, dispersion = tmp_path_factory.mktemp("runs"), MlpConfig.get_from_yaml(), PaperVmasTask.DISPERSION
     for seed, returns in enumerate([[[0.2], [0.95]], [[0.5], [0.6], [0.92]]]):
@@ -171,6 +180,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         scalars.mkdir(parents=True)
         (scalars / "counters_total_frames.csv").write_text("".join(f"{i},{32 * (i + 1)}\n" for i in range(8)))
         (scalars / "train_agents_actor_grad_norm.csv").write_text("".join(f"{i},{2 ** i / 2}\n" for i in range(8)))
+        (root / f"shacpp_s{seed}" / ".hydra").mkdir()  # what a hydra run of benchmarl.run leaves beside its run
+        (root / f"shacpp_s{seed}" / ".hydra" / "config.yaml").write_text(
+            "experiment:\n  on_policy_collected_frames_per_batch: 32\n"
+        )
     for seed, returns in enumerate([[[0.1], [0.3]], [[0.2], [0.4]]]):
         synthetic_run(root / f"mappo_s{seed}" / "run", MappoConfig.get_from_yaml(), dispersion, 1, mlp, seed, returns)
     (root / "curve").mkdir()
