@@ -24,6 +24,7 @@ from torchrl.data import Composite, Unbounded
 from torchrl_shacpp.benchmarl import (
     CentredVmasTask,
     EarlyStopping,
+    EvaluationInfo,
     PaperVmasTask,
     ShacConfig,
     ShacpConfig,
@@ -342,6 +343,20 @@ def test_early_stopping_on_a_task_without_a_paper_maximum(tmp_path: Path):
         tiny_experiment(
             MappoConfig.get_from_yaml(), tmp_path, task=VmasTask.SAMPLING, callbacks=[EarlyStopping()], max_n_iters=1
         )
+
+
+def test_evaluation_info_splits_the_evaluation_return_into_the_tasks_terms(tmp_path: Path):
+    """Navigation's reward is the sum of its info terms (goal shaping, arrival bonus, collision penalty): their logged
+    episode sums add up to the evaluation return that BenchMARL logs."""
+    experiment = tiny_experiment(
+        MappoConfig.get_from_yaml(), tmp_path, task=VmasTask.NAVIGATION, callbacks=[EvaluationInfo()], max_n_iters=1,
+        n_agents=3, create_json=True,  # BenchMARL evaluates only with a logger or a JSON
+    )  # fmt: skip
+    logged, log = {}, experiment.logger.log
+    experiment.logger.log = lambda values, step: (logged.update(values), log(values, step))
+    experiment.run()
+    terms = [logged[f"eval/agents/info/{key}"] for key in ("pos_rew", "final_rew", "agent_collisions")]
+    assert terms[0] != 0 and sum(terms) == pytest.approx(logged["eval/agents/reward/episode_reward_mean"], abs=1e-5)
 
 
 def test_paper_maximum_rewards(tmp_path: Path):

@@ -1,4 +1,5 @@
-"""The paper's early stopping as a BenchMARL callback that any algorithm can use (MAPPO included)."""
+"""BenchMARL callbacks that any algorithm can use (MAPPO included): the paper's early stopping, and the evaluation's
+reward split into the task's logged terms."""
 
 from __future__ import annotations
 
@@ -165,3 +166,29 @@ class EarlyStopping(Callback):
                 f"maximum reward after {experiment.total_frames} frames.\n"
             )
             raise _Solved
+
+
+class EvaluationInfo(Callback):
+    r"""Logs what each evaluation episode's info terms add up to: ``eval/<group>/info/<key>``, the sum over the
+    episode's steps of the env's per-agent info ``key`` (VMAS's navigation: ``pos_rew``, ``final_rew``,
+    ``agent_collisions``), averaged over the group's agents and the evaluation envs.
+
+    BenchMARL logs the evaluation's return and, for the collections, each info term's mean per step. Where the info
+    terms are the reward's parts, this splits the evaluation return the same way: an algorithm that trails another
+    can be seen to collide more, or to arrive less. Only terms of one number per agent and step are logged.
+    """
+
+    def on_evaluation_end(self, rollouts: List[TensorDictBase]) -> None:
+        experiment = self.experiment
+        logs = {}
+        for group in experiment.group_map:
+            info = rollouts[0].get(("next", group, "info"), None)
+            if info is None:
+                continue
+            for key, value in info.items():
+                if value[0].numel() != len(experiment.group_map[group]):  # not one number per agent and step
+                    continue
+                sums = [rollout["next", group, "info", key].float().sum(0).mean() for rollout in rollouts]
+                logs[f"eval/{group}/info/{key}"] = torch.stack(sums).mean().item()
+        if logs:
+            experiment.logger.log(logs, step=experiment.n_iters_performed)

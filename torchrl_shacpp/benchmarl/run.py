@@ -1,11 +1,14 @@
-"""``python -m benchmarl.run`` with the paper's early stopping, for every algorithm (MAPPO included).
+"""``python -m benchmarl.run`` with the paper's early stopping and the evaluations' info terms logged, for every
+algorithm (MAPPO included).
 
     python -m torchrl_shacpp.benchmarl.run -m algorithm=shacpp,mappo task=vmas/transport experiment=shacpp_paper
 
-takes exactly BenchMARL's configuration and overrides, and adds :class:`~torchrl_shacpp.benchmarl.EarlyStopping`
-(90% of the evaluation envs at 90% of the maximum reward; change it with ``+early_stopping.env_fraction=0.8``
-or ``+early_stopping.reward_fraction=0.8``). On a task whose maximum the paper does not define (e.g. vmas/sampling)
-the run has no early stopping unless ``+early_stopping.max_episode_reward=<number>`` gives one.
+takes exactly BenchMARL's configuration and overrides, and adds :class:`~torchrl_shacpp.benchmarl.EvaluationInfo`
+(the evaluation episodes' info terms, e.g. navigation's collisions, logged as ``eval/<group>/info/<key>``) and
+:class:`~torchrl_shacpp.benchmarl.EarlyStopping` (90% of the evaluation envs at 90% of the maximum reward; change it
+with ``+early_stopping.env_fraction=0.8`` or ``+early_stopping.reward_fraction=0.8``). On a task whose maximum the
+paper does not define (e.g. vmas/sampling) the run has no early stopping unless
+``+early_stopping.max_episode_reward=<number>`` gives one.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
-from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, has_paper_max_episode_reward
+from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, EvaluationInfo, has_paper_max_episode_reward
 from torchrl_shacpp.benchmarl.validation import SHAC_FAMILY, check_checkpoint_algorithm, check_save_folder
 
 BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
@@ -28,7 +31,8 @@ BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 
 @hydra.main(version_base=None, config_path=BENCHMARL_CONFIGS, config_name="config")
 def run_with_early_stopping(cfg: DictConfig) -> None:
-    """Runs one BenchMARL experiment from its hydra config, stopping early once the task is solved.
+    """Runs one BenchMARL experiment from its hydra config, logging its evaluations' info terms and stopping early
+    once the task is solved.
 
     Before BenchMARL sets up, it refuses a ``save_folder`` that does not exist, and a ``restore_file`` of the SHAC
     family for another algorithm (the SHAC family checks its own checkpoints at set-up).
@@ -37,7 +41,8 @@ def run_with_early_stopping(cfg: DictConfig) -> None:
     check_save_folder(cfg.experiment.save_folder)
     if cfg.experiment.restore_file is not None and choices.algorithm not in SHAC_FAMILY:
         check_checkpoint_algorithm(cfg.experiment.restore_file, choices.algorithm, STATE_KEY)
-    load_experiment_from_hydra(cfg, task_name=choices.task, callbacks=early_stopping(cfg, choices.task)).run()
+    callbacks = [EvaluationInfo(), *early_stopping(cfg, choices.task)]
+    load_experiment_from_hydra(cfg, task_name=choices.task, callbacks=callbacks).run()
 
 
 def early_stopping(cfg: DictConfig, task_name: str) -> list[Callback]:
