@@ -65,6 +65,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacppConfig(model_first_steps=[1000, 0]), "algorithm.model_first_steps[1]=0 must be an integer"),
         (lambda: ShacppConfig(model_first_steps=1000), "algorithm.model_first_steps=1000 must be a list of integers"),
+        (lambda: ShacppConfig(model_surprise_steps=0), "algorithm.model_surprise_steps=0 must be an integer >= 1"),
+        (lambda: ShacpConfig(model_surprise_ratio=-1.0), "algorithm.model_surprise_ratio=-1.0 must be a finite"),
         (lambda: ShacpConfig(model_lr=0.0), "algorithm.model_lr=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(world_hidden_size=0), "algorithm.world_hidden_size=0 must be an integer >= 1"),
         (lambda: ShacppConfig(world_model_steps=0), "algorithm.world_model_steps=0 must be an integer >= 1"),

@@ -307,6 +307,37 @@ def test_a_models_error_on_a_new_window_is_its_loss_there_without_a_step():
     assert math.isnan(world.error(items(torch.ones(3)).unsqueeze(0)))  # a short last window: not the cache's length
 
 
+def test_a_surprised_model_trains_on_the_surprise_budget_once():
+    """A model's surprise is its mean loss on the windows measured since its last training over that training's
+    loss; at ``surprise_ratio`` or above its next training takes ``surprise_steps`` minibatches (after the first
+    steps, which come first), then the surprise is measured afresh. It survives a checkpoint."""
+    cooldown = CoolDown(every=1, steps=2, first_steps=(5,), surprise_steps=7, surprise_ratio=3.0)
+    assert cooldown.for_training(0, surprise=10.0).steps == 5 and cooldown.for_training(1, surprise=3.0).steps == 7
+    assert cooldown.for_training(1, surprise=2.9) is cooldown and cooldown.for_training(1) is cooldown  # NaN: none
+    model = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
+                         lr=1e-9)  # fmt: skip
+    model.store(items([1.0, 1.0]))
+    assert math.isnan(model.surprise) and model.fit(cooldown) == pytest.approx(1.0)  # the weight stays ~0
+    for scores in ([3.0], [2.0, float("nan")]):  # losses 9 and 4: mean 6.5, six and a half times the training's
+        model.measure([items(scores)])
+    assert model.surprise == pytest.approx(6.5)
+    resumed = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
+                           lr=1e-9)  # fmt: skip
+    resumed.load_state_dict(model.state_dict())
+    for trained in (model, resumed):
+        calls = trained.loss.calls
+        trained.fit(cooldown)
+        assert trained.loss.calls - calls == 7 and math.isnan(trained.surprise)
+    model.measure([items([1.0])])
+    calls = model.loss.calls
+    model.fit(cooldown)
+    assert model.loss.calls - calls == 2  # unsurprised: the cool-down's steps
+    with pytest.raises(ValueError, match="surprise_steps=0"):
+        CoolDown(surprise_steps=0)
+    with pytest.raises(ValueError, match="surprise_ratio=0"):
+        CoolDown(surprise_ratio=0)
+
+
 def test_cooldown_minibatches_cover_every_valid_item_once_per_epoch():
     torch.manual_seed(0)
     cooldown = CoolDown(every=1, epochs=3)

@@ -69,6 +69,8 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "model_first_steps": (
         check_counts, "It lists the minibatches per model of the first trainings, one each, before model_steps."
     ),
+    "model_surprise_steps": (check_count, "It is the minibatches of a surprised model's training, or null."),
+    "model_surprise_ratio": (check_positive, "It is the new data's loss over the last training's that calls for them."),
     "model_minibatch_size": (check_count, "It is the learned models' minibatch size (paper: 1000)."),
     "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
     "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),
@@ -95,7 +97,8 @@ EXPERIMENT_COUNTS = {
 LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
-    "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta"
+    "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
+    "model_surprise_steps",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -11,7 +12,7 @@ from tensordict import TensorDictBase
 from torchrl.data import ReplayBuffer
 from torchrl.data.replay_buffers.samplers import SamplerWithoutReplacement
 
-from torchrl_shacpp.checks import check_count, check_counts
+from torchrl_shacpp.checks import check_count, check_counts, check_positive
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class CoolDown:
     The cost of ``epochs`` passes grows with the cache (the paper's 30,000 items: 300 minibatches per model per
     training once full). With ``steps``, each training is that many minibatches instead, drawn in the same shuffled
     passes (the last pass cut short), whatever the cache holds: a budget that does not grow with the cache.
-    ``first_steps`` gives the first trainings budgets of their own, one per training (:meth:`for_training`).
+    ``first_steps`` gives the first trainings budgets of their own, one per training, and ``surprise_steps`` the budget
+    of a training after the policy has led the agents where the model is wrong (:meth:`for_training`).
 
     Args:
         every (int, optional): train after every ``every``-th window. Defaults to 10.
@@ -34,6 +36,11 @@ class CoolDown:
         steps (int, optional): minibatches per training instead of ``epochs`` passes. Defaults to ``None``.
         first_steps (tuple of int, optional): minibatches of the first ``len(first_steps)`` trainings, one entry
             each, instead of ``epochs`` passes or ``steps``. Defaults to ``()``.
+        surprise_steps (int, optional): minibatches of a later training whose model's surprise reaches
+            ``surprise_ratio``. Defaults to ``None`` (no such budget).
+        surprise_ratio (float, optional): the surprise that calls for ``surprise_steps``: the model's mean loss on
+            the windows collected since its last training, before it trained on them, over that training's mean
+            loss (:attr:`LearnedModel.surprise <torchrl_shacpp.trainers.LearnedModel.surprise>`). Defaults to 3.
 
     Examples:
         >>> cooldown = CoolDown(every=10, epochs=10)
@@ -47,6 +54,8 @@ class CoolDown:
     epochs: int = 10
     steps: int | None = None
     first_steps: tuple[int, ...] = ()
+    surprise_steps: int | None = None
+    surprise_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         check_count("every", self.every, hint="The models train after every this many windows (paper: 10).")
@@ -54,6 +63,9 @@ class CoolDown:
         if self.steps is not None:
             check_count("steps", self.steps, hint="It is the minibatches per training; None trains for epochs.")
         check_counts("first_steps", self.first_steps, hint="It lists the minibatches of the first trainings.")
+        if self.surprise_steps is not None:
+            check_count("surprise_steps", self.surprise_steps, hint="It is the minibatches of a surprised training.")
+        check_positive("surprise_ratio", self.surprise_ratio, "It is the new data's loss over the last training's.")
 
     def should_train(self, window: int) -> bool:
         """Whether the models train after window ``window`` (counted from 0)."""
@@ -61,11 +73,14 @@ class CoolDown:
             raise ValueError(f"Windows are counted from 0, got {window}.")
         return (window + 1) % self.every == 0
 
-    def for_training(self, training: int) -> CoolDown:
-        """The budget of training ``training`` (counted from 0): ``first_steps[training]`` minibatches while there
-        is such an entry, this cool-down's budget after."""
+    def for_training(self, training: int, surprise: float = math.nan) -> CoolDown:
+        """The budget of training ``training`` (counted from 0) of a model whose surprise is ``surprise``:
+        ``first_steps[training]`` minibatches while there is such an entry; after, ``surprise_steps`` if set and
+        ``surprise >= surprise_ratio``; else this cool-down's budget."""
         if training < len(self.first_steps):
             return dataclasses.replace(self, steps=self.first_steps[training], first_steps=())
+        if self.surprise_steps is not None and surprise >= self.surprise_ratio:
+            return dataclasses.replace(self, steps=self.surprise_steps, first_steps=())
         return self
 
     def minibatches(self, buffer: ReplayBuffer) -> Iterator[TensorDictBase]:

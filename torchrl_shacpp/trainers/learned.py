@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -40,6 +40,12 @@ def reward_items(
 def value_items(window: TensorDictBase, *, observation_key: NestedKey, value_target_key: NestedKey) -> TensorDictBase:
     """Flattened observations with the TD(λ) targets already written in the window; score the target."""
     return window.select(observation_key, value_target_key).reshape(-1)
+
+
+def nan_mean(values: Iterable[float]) -> float:
+    """The mean of the non-NaN ``values``; NaN if there is none."""
+    finite = [value for value in values if not math.isnan(value)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 class LearnedModel:
@@ -89,6 +95,8 @@ class LearnedModel:
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
         self.dropped_items = 0
         self.trainings = 0
+        self.last_loss = math.nan  # the mean minibatch loss of the last training
+        self.new_data_losses: list[float] = []  # measured since the last training
 
     def store(self, window: TensorDictBase) -> None:
         """Caches the finite items of a detached ``[B, h]`` window (a world-cache item is a whole window of one env)."""
@@ -119,12 +127,29 @@ class LearnedModel:
         finally:
             self.loss.train(training)
 
+    def measure(self, windows: list[TensorDictBase]) -> float:
+        """The mean :meth:`error` over ``windows`` (NaN if none has an item), kept towards :attr:`surprise`."""
+        loss = nan_mean(map(self.error, windows))
+        if not math.isnan(loss):
+            self.new_data_losses.append(loss)
+        return loss
+
+    @property
+    def surprise(self) -> float:
+        """The mean of the losses :meth:`measure` returned since the last training, over that training's mean loss
+        (NaN before the first training and measure): above 1, the model is wronger where the policy has led the
+        agents since than on its cache."""
+        if not self.new_data_losses or not self.last_loss > 0:
+            return math.nan
+        return sum(self.new_data_losses) / len(self.new_data_losses) / self.last_loss
+
     def fit(self, cooldown: CoolDown) -> float:
-        """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training`;
-        :attr:`steps` of them, if set); returns the mean minibatch loss (NaN if none). A training of at least one
-        minibatch is counted in :attr:`trainings`."""
+        """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training` at
+        this model's :attr:`surprise`; :attr:`steps` of them, if set); returns the mean minibatch loss (NaN if
+        none). A training of at least one minibatch is counted in :attr:`trainings`, and starts a new measure of
+        the surprise."""
         if self.steps is None:
-            cooldown = cooldown.for_training(self.trainings)
+            cooldown = cooldown.for_training(self.trainings, self.surprise)
         else:
             cooldown = dataclasses.replace(cooldown, steps=self.steps)
         losses = []
@@ -134,9 +159,13 @@ class LearnedModel:
             with record_function(f"shac/{self.name}/backward_and_step"):
                 self.step(loss)
             losses.append(loss.detach())
-        self.trainings += bool(losses)
+        if not losses:
+            return math.nan
+        self.trainings += 1
         # One host synchronisation per training, not one per minibatch.
-        return torch.stack(losses).mean().item() if losses else math.nan
+        self.last_loss = torch.stack(losses).mean().item()
+        self.new_data_losses = []
+        return self.last_loss
 
     def state_dict(self) -> dict[str, Any]:
         """The parameters (its loss's), the optimiser, the cache, the skip and drop counts and the trainings."""
@@ -147,6 +176,8 @@ class LearnedModel:
             "skipped_steps": self.step.skipped_steps,
             "dropped_items": self.dropped_items,
             "trainings": self.trainings,
+            "last_loss": self.last_loss,
+            "new_data_losses": list(self.new_data_losses),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -156,3 +187,5 @@ class LearnedModel:
         self.step.skipped_steps = state_dict["skipped_steps"]
         self.dropped_items = state_dict.get("dropped_items", 0)  # checkpoints before it was counted
         self.trainings = state_dict.get("trainings", 0)  # checkpoints before it was counted
+        self.last_loss = state_dict.get("last_loss", math.nan)  # checkpoints before the surprise was measured
+        self.new_data_losses = list(state_dict.get("new_data_losses", []))

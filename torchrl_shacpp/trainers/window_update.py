@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,8 +72,10 @@ class WindowUpdate:
     4. **caches**: each learned model caches its items of every window (the world model's cache whole windows of its
        own length only), less those holding a non-finite value, which it counts. Before, each model's loss on these
        windows, which it has not trained on, is logged as ``train/<group>/new_data_loss_<model>``: its error where
-       the policy goes now. Against the ``loss_<model>`` of its last training, a jump says that the actor has led
-       the agents where the model is wrong (:meth:`LearnedModel.error`).
+       the policy goes now (:meth:`LearnedModel.measure`). Their mean since the model's last training, over that
+       training's loss, is its surprise, logged as ``train/<group>/surprise_<model>`` at its next training: above 1
+       the actor has led the agents where the model is wrong, and a cool-down with ``surprise_steps`` gives that
+       training a larger budget.
 
     Non-finite data (a NaN observation or reward from the simulator, an infinite value target) never reach a
     parameter or a cache: an actor step whose loss or gradient is not finite is skipped, and the caches drop the
@@ -183,7 +184,7 @@ class WindowUpdate:
         with record_function("shac/new_data_losses"):
             for name, group in self.groups.items():
                 for model in group.models:
-                    logs[f"train/{name}/new_data_loss_{model.name}"] = _nan_mean(map(model.error, windows))
+                    logs[f"train/{name}/new_data_loss_{model.name}"] = model.measure(windows)
         with record_function("shac/cache_writes"):
             for window in windows:
                 for group in self.groups.values():
@@ -289,11 +290,13 @@ class WindowUpdate:
         return all(model.trainings for model in group.source.models)
 
     def train_models(self) -> dict[str, float]:
-        """Step 5: every learned model trains from its cache; returns the mean losses and the skip counts."""
+        """Step 5: every learned model trains from its cache; returns its surprise, its mean loss and the skip
+        counts."""
         start = time.perf_counter()
         logs = {}
         for name, group in self.groups.items():
             for model in group.models:
+                logs[f"train/{name}/surprise_{model.name}"] = model.surprise
                 with record_function(f"shac/cooldown/{model.name}"):
                     logs[f"train/{name}/loss_{model.name}"] = model.fit(self.cooldown)
                 logs[f"train/{name}/skipped_{model.name}_steps"] = model.step.skipped_steps
@@ -332,12 +335,6 @@ class WindowUpdate:
             group.dropped_critic_items = state.get("dropped_critic_items", 0)  # checkpoints before it was counted
             for model in group.models:
                 model.load_state_dict(state["models"][model.name])
-
-
-def _nan_mean(values: Iterable[float]) -> float:
-    """The mean of the non-NaN ``values``; NaN if there is none."""
-    finite = [value for value in values if not math.isnan(value)]
-    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:

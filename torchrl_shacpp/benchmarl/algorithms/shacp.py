@@ -66,6 +66,11 @@ class Shacp(Shac):
             grow with the caches (``None``: the paper's passes).
         model_first_steps: minibatches per model of each of the first trainings, instead of ``model_epochs`` passes
             or ``model_steps`` (empty: none; ``[1000, 1000, 1000]``: the first three trainings take 1,000 each).
+        model_surprise_steps: minibatches of a later training of a model whose surprise reaches
+            ``model_surprise_ratio``: its mean loss on the windows collected since its last training, measured before
+            it trained on them, over that training's mean loss (``None``: no such budget; logged as
+            ``surprise_<model>`` either way).
+        model_surprise_ratio: the surprise that calls for ``model_surprise_steps``.
         model_minibatch_size: model minibatch size (paper: 1,000).
         model_lr: the learned models' Adam learning rate (paper: 1e-3).
         actor_waits_for_models: the actor takes its first step after the models' first training (the paper's actor
@@ -86,6 +91,8 @@ class Shacp(Shac):
         model_epochs: int,
         model_steps: Optional[int],
         model_first_steps: List[int],
+        model_surprise_steps: Optional[int],
+        model_surprise_ratio: float,
         model_minibatch_size: int,
         model_lr: float,
         actor_waits_for_models: bool,
@@ -103,6 +110,8 @@ class Shacp(Shac):
         self.model_epochs = model_epochs
         self.model_steps = model_steps
         self.model_first_steps = model_first_steps
+        self.model_surprise_steps = model_surprise_steps
+        self.model_surprise_ratio = model_surprise_ratio
         self.model_minibatch_size = model_minibatch_size
         self.model_lr = model_lr
         self.actor_waits_for_models = actor_waits_for_models
@@ -115,7 +124,8 @@ class Shacp(Shac):
     def cooldown(self) -> CoolDown:
         return CoolDown(
             every=self.model_train_every, epochs=self.model_epochs, steps=self.model_steps,
-            first_steps=tuple(self.model_first_steps),
+            first_steps=tuple(self.model_first_steps), surprise_steps=self.model_surprise_steps,
+            surprise_ratio=self.model_surprise_ratio,
         )  # fmt: skip
 
     def learned_model(
@@ -190,6 +200,8 @@ class ShacpConfig(ShacConfig):
     model_epochs: int = 10
     model_steps: Optional[int] = None
     model_first_steps: List[int] = field(default_factory=list)
+    model_surprise_steps: Optional[int] = None
+    model_surprise_ratio: float = 3.0
     model_minibatch_size: int = 1000
     model_lr: float = 3e-3
     actor_waits_for_models: bool = False
