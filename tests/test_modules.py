@@ -8,7 +8,10 @@ import itertools
 import pytest
 import torch
 from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
 from torch import nn
+from torchrl.data import Bounded
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.modules import (
     AgentSetTransformer,
@@ -18,6 +21,7 @@ from torchrl_shacpp.modules import (
     TransformerRewardModel,
     TransitionWorldModel,
     axis_attention_mask,
+    gaussian_actor,
 )
 
 
@@ -299,3 +303,28 @@ def test_reward_model_fits_known_reward(make_model, steps, lr):
     with torch.no_grad():
         mse = (model(*inputs) - target).pow(2).mean()
     assert mse < 0.05 * (target - target.mean()).pow(2).mean()
+
+
+@pytest.mark.parametrize("clamped_mean", [True, False])
+def test_the_deterministic_action_is_the_clamped_actions_mean(clamped_mean: bool):
+    """With ``clamped_mean`` the deterministic action (BenchMARL's deterministic evaluation) is the mean of the
+    clamped random actions, E[clip(μ + σε)] in closed form, checked against 200,000 draws; without, μ clamped."""
+    torch.manual_seed(0)
+    loc = torch.tensor([[-2.0, -1.0, -0.3, 0.0], [0.2, 0.5, 1.0, 3.0]])
+    module = TensorDictModule(
+        lambda observation: loc.expand(len(observation), *loc.shape), in_keys=["observation"],
+        out_keys=[("agents", "loc")],
+    )  # fmt: skip
+    actor = gaussian_actor(
+        module, action_dim=4, loc_key=("agents", "loc"), scale_key=("agents", "scale"), action_key=("agents", "action"),
+        action_std=0.8, spec=Bounded(-1.0, 1.0, shape=(2, 4)), clamped_mean=clamped_mean,
+    )  # fmt: skip
+    observation = TensorDict({"observation": torch.zeros(200_000, 1)}, [200_000])
+    with set_exploration_type(ExplorationType.RANDOM):
+        sampled = actor(observation.clone())["agents", "action"]
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        deterministic = actor(observation[:1].clone())["agents", "action"][0]
+    assert sampled.min() >= -1 and sampled.max() <= 1
+    expected = sampled.mean(0) if clamped_mean else loc.clamp(-1, 1)
+    torch.testing.assert_close(deterministic, expected, atol=0.006 if clamped_mean else 0, rtol=0)
+    assert clamped_mean == ((deterministic - loc.clamp(-1, 1)).abs().max() > 0.2)  # at μ = ±1: about 0.7

@@ -26,11 +26,13 @@ def group_shape(algorithm: Algorithm, group: str) -> tuple[int, int]:
 
 
 def policy(
-    algorithm: Algorithm, group: str, *, action_std: float, learn_std: bool, clamp: bool = True
+    algorithm: Algorithm, group: str, *, action_std: float, learn_std: bool, clamp: bool = True,
+    clamped_mean: bool = True,
 ) -> ProbabilisticActor:
     r"""The group's Gaussian policy :math:`\mathcal N(\mu_\theta(o), \sigma^2)`, its samples clamped to the action box:
     :math:`\mu_\theta` is the experiment's ``model`` config, per agent (``share_policy_params`` as in BenchMARL);
-    ``clamp=False`` leaves the samples as drawn (the simulator still clamps them)."""
+    ``clamp=False`` leaves the samples as drawn (the simulator still clamps them). The deterministic action is
+    :func:`~torchrl_shacpp.modules.gaussian_actor`'s (``clamped_mean``)."""
     n_agents, action_dim = group_shape(algorithm, group)
     loc_model = algorithm.model_config.get_model(
         input_spec=Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)}),
@@ -53,6 +55,7 @@ def policy(
         learn_std=learn_std,
         spec=algorithm.action_spec[group, "action"],
         clamp=clamp,
+        clamped_mean=clamped_mean,
     ).to(algorithm.device)
 
 

@@ -1,7 +1,7 @@
 """Neural networks for SHAC-family algorithms, as plain ``nn.Module`` s on ``[*batch, n_agents, features]``
 tensors (wrap them in :class:`~tensordict.nn.TensorDictModule` to read and write tensordict keys)."""
 
-from torchrl_shacpp.modules.actor import gaussian_actor
+from torchrl_shacpp.modules.actor import ClampedNormal, gaussian_actor
 from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttention, axis_attention_mask
 from torchrl_shacpp.modules.reward import RewardModel, TransformerRewardModel
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
@@ -20,6 +20,7 @@ __all__ = [
     "AgentSetTransformer",
     "AxisAttentionWorldModel",
     "AxisSelfAttention",
+    "ClampedNormal",
     "EncoderLayer",
     "RewardModel",
     "TransformerRewardModel",

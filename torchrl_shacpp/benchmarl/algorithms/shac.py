@@ -62,6 +62,10 @@ class Shac(Algorithm):
         learn_std: learn a state-independent log-std (its mean σ logged per collection as ``action_std``).
         clamp_actions: clamp the policy's samples to the action box, as the authors' policy does and as the simulator
             applies them; the learned models of SHAC+/SHAC++ then see the applied actions (off: the raw samples).
+        deterministic_clamped_mean: with ``clamp_actions``, the deterministic action (BenchMARL's deterministic
+            evaluation) is the mean of the clamped action, the action the policy was trained to take on average
+            (:class:`~torchrl_shacpp.modules.ClampedNormal`); off: the mean :math:`\mu` clamped, which acts with a
+            larger gain (by 1 / 0.68 near 0 at σ = 1 on [-1, 1]).
         action_bound_coef: the action-bound penalty coefficient (paper: 1).
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
@@ -94,6 +98,7 @@ class Shac(Algorithm):
         action_std: float,
         learn_std: bool,
         clamp_actions: bool,
+        deterministic_clamped_mean: bool,
         action_bound_coef: float,
         actor_lr: float,
         critic_lr: Optional[float],
@@ -110,6 +115,7 @@ class Shac(Algorithm):
         self.action_std = action_std
         self.learn_std = learn_std
         self.clamp_actions = clamp_actions
+        self.deterministic_clamped_mean = deterministic_clamped_mean
         self.action_bound_coef = action_bound_coef
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
@@ -200,8 +206,9 @@ class Shac(Algorithm):
 
     def _get_policy_for_loss(self, group: str, model_config: ModelConfig, continuous: bool) -> TensorDictModule:
         return networks.policy(
-            self, group, action_std=self.action_std, learn_std=self.learn_std, clamp=self.clamp_actions
-        )
+            self, group, action_std=self.action_std, learn_std=self.learn_std, clamp=self.clamp_actions,
+            clamped_mean=self.deterministic_clamped_mean,
+        )  # fmt: skip
 
     def _get_policy_for_collection(
         self, policy_for_loss: TensorDictModule, group: str, continuous: bool
@@ -384,6 +391,7 @@ class ShacConfig(AlgorithmConfig):
     action_std: float = 1.0
     learn_std: bool = False
     clamp_actions: bool = True
+    deterministic_clamped_mean: bool = True
     action_bound_coef: float = 1.0
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
