@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Composite, Unbounded
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.benchmarl import (
     CentredVmasTask,
@@ -598,6 +599,23 @@ def test_models_see_the_actions_the_simulator_applies(tmp_path: Path):
     window["agents", "action"].sum().backward()
     policy = experiment.algorithm.get_policy_for_loss("agents")
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+
+
+@pytest.mark.parametrize("clamped_mean", [False, True])
+def test_the_deterministic_action_follows_the_config(tmp_path: Path, clamped_mean: bool):
+    """``algorithm.deterministic_clamped_mean`` picks the policy's deterministic action, which BenchMARL's
+    deterministic evaluation takes: the clamped action's mean (inside the box, below the clamped μ's magnitude where
+    μ is away from 0), or μ clamped."""
+    experiment = tiny_experiment(ShacppConfig(deterministic_clamped_mean=clamped_mean), tmp_path, max_n_iters=1)
+    policy = experiment.algorithm.get_policy_for_collection()
+    observation = experiment.test_env.reset()
+    with set_exploration_type(ExplorationType.DETERMINISTIC):
+        action = policy(observation.clone())["agents", "action"]
+    loc = policy(observation.clone())["agents", "loc"].clamp(-1, 1)
+    if clamped_mean:
+        assert (action.abs() < loc.abs() - 1e-4)[loc.abs() > 0.05].all()
+    else:
+        torch.testing.assert_close(action, loc)
 
 
 @pytest.mark.parametrize("critic_lr, expected", [(3e-3, 3e-3), (None, 5e-5)])

@@ -27,7 +27,7 @@ def group_shape(algorithm: Algorithm, group: str) -> tuple[int, int]:
 
 def policy(
     algorithm: Algorithm, group: str, *, action_std: float, learn_std: bool, clamp: bool = True,
-    clamped_mean: bool = True,
+    clamped_mean: bool = False,
 ) -> ProbabilisticActor:
     r"""The group's Gaussian policy :math:`\mathcal N(\mu_\theta(o), \sigma^2)`, its samples clamped to the action box:
     :math:`\mu_\theta` is the experiment's ``model`` config, per agent (``share_policy_params`` as in BenchMARL);

@@ -64,7 +64,7 @@ def gaussian_actor(
     learn_std: bool = False,
     spec: TensorSpec | None = None,
     clamp: bool = True,
-    clamped_mean: bool = True,
+    clamped_mean: bool = False,
 ) -> ProbabilisticActor:
     r"""Policy :math:`a \sim \mathcal N(\mu_\theta(o), \sigma^2 I)` whose mean ``loc_module`` writes at ``loc_key``.
 
@@ -92,7 +92,7 @@ def gaussian_actor(
         spec: the action spec (a bounded one with ``clamp``).
         clamp: clamp the sample to the box of ``spec`` (TorchRL's ``safe`` projection). Defaults to ``True``.
         clamped_mean: with ``clamp``, the deterministic action is the clamped action's mean rather than
-            :math:`\mu_\theta(o)`. Defaults to ``True``.
+            :math:`\mu_\theta(o)`. Defaults to ``False``.
     """
     check_positive("action_std", action_std, "It is the policy's standard deviation (paper: 1).")
     if clamp and spec is None:

@@ -64,8 +64,9 @@ class Shac(Algorithm):
             applies them; the learned models of SHAC+/SHAC++ then see the applied actions (off: the raw samples).
         deterministic_clamped_mean: with ``clamp_actions``, the deterministic action (BenchMARL's deterministic
             evaluation) is the mean of the clamped action, the action the policy was trained to take on average
-            (:class:`~torchrl_shacpp.modules.ClampedNormal`); off: the mean :math:`\mu` clamped, which acts with a
-            larger gain (by 1 / 0.68 near 0 at σ = 1 on [-1, 1]).
+            (:class:`~torchrl_shacpp.modules.ClampedNormal`), instead of the mean :math:`\mu` clamped, which acts
+            with a larger gain (by 1 / 0.68 near 0 at σ = 1 on [-1, 1]). Off by default: on navigation it reads
+            higher before 30k frames and level or mixed after (``benchmarks/results/navigation_reward_model.md``).
         action_bound_coef: the action-bound penalty coefficient (paper: 1).
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
@@ -391,7 +392,7 @@ class ShacConfig(AlgorithmConfig):
     action_std: float = 1.0
     learn_std: bool = False
     clamp_actions: bool = True
-    deterministic_clamped_mean: bool = True
+    deterministic_clamped_mean: bool = False
     action_bound_coef: float = 1.0
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
