@@ -66,6 +66,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(model_first_steps=[1000, 0]), "algorithm.model_first_steps[1]=0 must be an integer"),
         (lambda: ShacppConfig(model_first_steps=1000), "algorithm.model_first_steps=1000 must be a list of integers"),
         (lambda: ShacppConfig(model_surprise_steps=0), "algorithm.model_surprise_steps=0 must be an integer >= 1"),
+        (lambda: ShacConfig(deterministic_clamped_mean=True, clamp_actions=False), "clamp_actions=false does not"),
         (lambda: ShacpConfig(model_surprise_ratio=-1.0), "algorithm.model_surprise_ratio=-1.0 must be a finite"),
         (lambda: ShacpConfig(model_lr=0.0), "algorithm.model_lr=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(world_hidden_size=0), "algorithm.world_hidden_size=0 must be an integer >= 1"),

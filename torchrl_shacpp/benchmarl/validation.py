@@ -120,6 +120,12 @@ def check_algorithm_config(config: ShacConfig) -> None:
         "algorithm.lr_schedule", config.lr_schedule, LR_SCHEDULES, "constant is the paper's; linear is SHAC's decay "
         "of the actor's and the critic's rates to 1e-5 over the experiment's iterations.",
     )  # fmt: skip
+    if config.deterministic_clamped_mean and not config.clamp_actions:
+        raise ValueError(
+            "algorithm.deterministic_clamped_mean=true makes the deterministic action the mean of the clamped action, "
+            "but algorithm.clamp_actions=false does not clamp: set clamp_actions=true, or deterministic_clamped_mean="
+            "false."
+        )
     if hasattr(config, "world_rollout"):
         check_choice(
             "algorithm.world_rollout", config.world_rollout, WORLD_ROLLOUTS, "one_pass is the paper's world model "
