@@ -42,7 +42,7 @@ def value_items(window: TensorDictBase, *, observation_key: NestedKey, value_tar
     return window.select(observation_key, value_target_key).reshape(-1)
 
 
-def nan_mean(values: Iterable[float]) -> float:
+def _nan_mean(values: Iterable[float]) -> float:
     """The mean of the non-NaN ``values``; NaN if there is none."""
     finite = [value for value in values if not math.isnan(value)]
     return sum(finite) / len(finite) if finite else math.nan
@@ -129,7 +129,7 @@ class LearnedModel:
 
     def measure(self, windows: list[TensorDictBase]) -> float:
         """The mean :meth:`error` over ``windows`` (NaN if none has an item), kept towards :attr:`surprise`."""
-        loss = nan_mean(map(self.error, windows))
+        loss = _nan_mean(map(self.error, windows))
         if not math.isnan(loss):
             self.new_data_losses.append(loss)
         return loss
