@@ -98,27 +98,34 @@ class LearnedModel:
         self.last_loss = math.nan  # the mean minibatch loss of the last training
         self.new_data_losses: list[float] = []  # measured since the last training
 
-    def store(self, window: TensorDictBase) -> None:
-        """Caches the finite items of a detached ``[B, h]`` window (a world-cache item is a whole window of one env)."""
+    def _finite_items(self, window: TensorDictBase) -> tuple[TensorDictBase, int] | None:
+        """The finite items this model takes from a detached ``[B, h]`` window and the number it leaves out for a
+        non-finite value; ``None`` for a window of another length than its cache holds."""
         if self.window_length is not None and window.shape[-1] != self.window_length:
-            return
+            return None
         items = self.items(window)
         finite = finite_items(items)
-        if not finite.all():
-            self.dropped_items += int((~finite).sum())
-            items = items[finite]
+        if finite.all():
+            return items, 0
+        return items[finite], int((~finite).sum())
+
+    def store(self, window: TensorDictBase) -> None:
+        """Caches the finite items of a detached ``[B, h]`` window (a world-cache item is a whole window of one env)."""
+        taken = self._finite_items(window)
+        if taken is None:
+            return
+        items, dropped = taken
+        self.dropped_items += dropped
         self.cache.extend(items)
 
     def error(self, window: TensorDictBase) -> float:
         """The loss on the finite items of a detached ``[B, h]`` window, in eval mode and without training: called
         before :meth:`store`, the model's error on the states that the policy reaches now. NaN when the window has no
         item this model caches (none finite, or a world cache's window of another length)."""
-        if self.window_length is not None and window.shape[-1] != self.window_length:
+        taken = self._finite_items(window)
+        if taken is None or not taken[0].numel():
             return math.nan
-        items = self.items(window)
-        items = items[finite_items(items)]
-        if not items.numel():
-            return math.nan
+        items = taken[0]
         training = self.loss.training
         self.loss.eval()
         try:
