@@ -13,7 +13,7 @@ from torchrl.data import Bounded
 
 from torchrl_shacpp.collectors import WindowCollector, WindowGraphCut, attach_policy_graph
 from torchrl_shacpp.modules import gaussian_actor
-from torchrl_shacpp.trainers import WindowUpdate, make_learners
+from torchrl_shacpp.trainers import CoolDown, WindowUpdate, make_learners
 
 HORIZON = 4
 
@@ -141,6 +141,18 @@ def test_attached_policy_graph_equals_the_collected_one(learn_std: bool, clamp: 
 def replay_learners(env, algorithm: str = "shacpp", **replay):
     torch.manual_seed(1)
     return make_learners(env, algorithm, window_length=HORIZON, model_epochs=1, **replay)
+
+
+def test_make_learners_gives_the_models_the_cooldowns_budgets():
+    """The TorchRL path's models train on the budgets BenchMARL's SHAC+ and SHAC++ take as ``algorithm.model_*``."""
+    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
+    learners = replay_learners(
+        env, model_steps=2, model_first_steps=[5, 4], model_surprise_steps=7, model_surprise_ratio=2.5
+    )
+    assert learners.update.cooldown == CoolDown(
+        every=10, epochs=1, steps=2, first_steps=(5, 4), surprise_steps=7, surprise_ratio=2.5
+    )
+    assert replay_learners(env, "shac").update.cooldown is None  # no learned model
 
 
 def train_models_on(learners, window: TensorDictBase) -> None:

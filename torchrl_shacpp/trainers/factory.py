@@ -8,6 +8,7 @@ return-stratified caches, and the :class:`~torchrl_shacpp.trainers.WindowUpdate`
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -127,6 +128,9 @@ def make_learners(
     model_train_every: int = 10,
     model_epochs: int = 10,
     model_steps: int | None = None,
+    model_first_steps: Sequence[int] = (),
+    model_surprise_steps: int | None = None,
+    model_surprise_ratio: float = 3.0,
     world_model_steps: int | None = None,
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
@@ -159,6 +163,10 @@ def make_learners(
             from (:class:`WindowUpdate`; paper: 0).
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
             (:class:`WindowUpdate`).
+        model_steps, model_first_steps, model_surprise_steps, model_surprise_ratio: the models' minibatches per
+            training instead of ``model_epochs`` passes, those of their first trainings, and those of a training
+            whose model's surprise reaches ``model_surprise_ratio`` (:class:`CoolDown`'s ``steps``, ``first_steps``,
+            ``surprise_steps``, ``surprise_ratio``; paper: none).
         world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
             ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model trains on
             those).
@@ -243,7 +251,12 @@ def make_learners(
         actor_loss, actor_step, value_loss, source, value_model=value_model,
         target_updater=target_updater if value_model is not None else None,
     )  # fmt: skip
-    cooldown = CoolDown(every=model_train_every, epochs=model_epochs, steps=model_steps) if group_update.models else None
+    cooldown = None
+    if group_update.models:
+        cooldown = CoolDown(
+            every=model_train_every, epochs=model_epochs, steps=model_steps, first_steps=tuple(model_first_steps),
+            surprise_steps=model_surprise_steps, surprise_ratio=model_surprise_ratio,
+        )  # fmt: skip
     return Learners(
         policy=policy,
         value_loss=value_loss,
