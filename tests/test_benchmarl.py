@@ -283,6 +283,21 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
     assert len(tensors) > 20 and all(torch.equal(params_a[key], params_b[key]) for key in tensors)
 
 
+@pytest.mark.parametrize("algorithm", [ShacConfig(), ShacpConfig(model_train_every=1)])
+def test_shac_and_shacp_checkpoints_restore(tmp_path: Path, algorithm):
+    """SHAC and SHAC+ replay no actor windows, so their replay buffer is still empty when the checkpoint is written:
+    a restored run comes back with the windows counted and the actor's parameters as they were."""
+    config = {"collect_with_grad": True}
+    first = tiny_experiment(algorithm, tmp_path / "a", max_n_iters=2, checkpoint_at_end=True, **config)
+    first.run()
+    (checkpoint,) = (tmp_path / "a").rglob("checkpoint_128.pt")
+    restored = tiny_experiment(algorithm, tmp_path / "b", max_n_iters=3, restore_file=str(checkpoint), **config)
+    assert restored.algorithm.update.windows == first.algorithm.update.windows == 2
+    saved, loaded = (experiment.algorithm.update.state_dict()["groups"]["agents"]["actor"] for experiment in (first, restored))
+    tensors = [key for key, value in saved.items() if isinstance(value, torch.Tensor)]
+    assert saved.keys() == loaded.keys() and tensors and all(torch.equal(saved[key], loaded[key]) for key in tensors)
+
+
 @pytest.mark.parametrize("world_rollout, world_steps", [("spliced", 300), ("one_pass", None)])
 def test_spliced_world_model_trains_on_its_own_budget_by_default(tmp_path: Path, world_rollout: str, world_steps):
     """The spliced world model trains 300 minibatches per cool-down by default, however small its cache; the reward

@@ -308,9 +308,8 @@ class WindowUpdate:
     def state_dict(self) -> dict[str, Any]:
         """The window count, and per group the actor's parameters and optimiser, and the learned models' parameters,
         optimisers and caches (the critic's parameters live in its value loss, which the caller saves)."""
-        return {
+        state = {
             "windows": self.windows,
-            "actor_replay": self.actor_replay.state_dict(),
             "groups": {
                 name: {
                     "actor": group.actor_loss.state_dict(),
@@ -322,10 +321,13 @@ class WindowUpdate:
                 for name, group in self.groups.items()
             },
         }
+        if len(self.actor_replay):  # TorchRL cannot load the state of a storage that was never written (SHAC, SHAC+)
+            state["actor_replay"] = self.actor_replay.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.windows = state_dict["windows"]
-        if "actor_replay" in state_dict:  # checkpoints before the replay had none
+        if "actor_replay" in state_dict:  # none before the replay existed, or while it is empty
             self.actor_replay.load_state_dict(state_dict["actor_replay"])
         for name, group in self.groups.items():
             state = state_dict["groups"][name]
