@@ -293,7 +293,9 @@ def test_shac_and_shacp_checkpoints_restore(tmp_path: Path, algorithm):
     (checkpoint,) = (tmp_path / "a").rglob("checkpoint_128.pt")
     restored = tiny_experiment(algorithm, tmp_path / "b", max_n_iters=3, restore_file=str(checkpoint), **config)
     assert restored.algorithm.update.windows == first.algorithm.update.windows == 2
-    saved, loaded = (experiment.algorithm.update.state_dict()["groups"]["agents"]["actor"] for experiment in (first, restored))
+    saved, loaded = (
+        experiment.algorithm.update.state_dict()["groups"]["agents"]["actor"] for experiment in (first, restored)
+    )
     tensors = [key for key, value in saved.items() if isinstance(value, torch.Tensor)]
     assert saved.keys() == loaded.keys() and tensors and all(torch.equal(saved[key], loaded[key]) for key in tensors)
 
