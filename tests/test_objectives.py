@@ -25,8 +25,9 @@ K_CRITIC = 0.5
 MULTI_AGENT_KEYS = dict(reward=("agents", "reward"), value=("agents", "state_value"))
 
 
-def closed_form_window(start, actions, segments, gamma, k):
-    """Objective and its gradient w.r.t. the actions, from x_{t+1} = x_s + Σ_{u=s..t} a_u and r = -|x|².
+def closed_form_window(start, actions, segments, gamma, k, value_gradient: bool = True):
+    """Objective and its gradient w.r.t. the actions, from x_{t+1} = x_s + Σ_{u=s..t} a_u and r = -|x|²; without
+    ``value_gradient`` the bootstrap -k|x|² counts in the objective and not in its gradient.
 
     ``segments[b]`` lists ``(s, e, terminated)``: steps s..e of env b form one episode segment.
     """
@@ -40,7 +41,7 @@ def closed_form_window(start, actions, segments, gamma, k):
             dx = -2 * discount[:, None, None] * x  # ∂J/∂x_{t+1} from the rewards
             if not terminated:
                 objective = objective - gamma ** (e - s + 1) * k * x[-1].pow(2).sum()
-                dx[-1] -= gamma ** (e - s + 1) * 2 * k * x[-1]
+                dx[-1] -= gamma ** (e - s + 1) * 2 * k * x[-1] * value_gradient
             # a_u moves every x_{t+1} with t >= u: reverse cumulative sum.
             grad[s : e + 1, b] = dx.flip(0).cumsum(0).flip(0)
     return objective, grad
@@ -69,7 +70,7 @@ def check_actor_loss(loss, window, actor, start, actions, segments):
     loss.set_keys(**MULTI_AGENT_KEYS, predicted_reward=("agents", "predicted_reward"))
     loss_actor = loss(window)["loss_actor"]
     loss_actor.backward()
-    objective, grad = closed_form_window(start, actions, segments, GAMMA, K_CRITIC)
+    objective, grad = closed_form_window(start, actions, segments, GAMMA, K_CRITIC, loss.value_gradient)
     normaliser = actions[0].numel() / actions.shape[-1] * actions.shape[0]  # B · n · h
     torch.testing.assert_close(loss_actor, -objective / normaliser)
     torch.testing.assert_close(actor.module.actions.grad, -grad / normaliser)
@@ -87,6 +88,15 @@ def test_actor_loss_gradient_matches_closed_form_with_termination_and_truncation
     loss = SHACActorLoss(actor, critic, gamma=GAMMA, action_bound_coef=0.0)
     check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
     assert critic.module.k.grad is None, "the critic must be held out of the actor loss"
+
+
+def test_actor_loss_without_the_value_gradient_keeps_the_objective_and_drops_the_critics_gradient():
+    """``value_gradient=False``: the same objective, and the gradient of the window's rewards alone."""
+    window, actor, start, actions = point_mass_window()
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0, value_gradient=False)
+    check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
+    _, with_value = closed_form_window(start, actions, SEGMENTS, GAMMA, K_CRITIC)
+    assert not torch.allclose(actor.module.actions.grad, -with_value / (actions[0].numel() / 2 * 8))
 
 
 def test_shac_plus_learned_reward_on_simulator_observations_matches_closed_form():

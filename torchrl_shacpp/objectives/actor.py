@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -59,7 +60,12 @@ class SHACActorLoss(LossModule):
       every segment counts.
 
     The critic and the models are held out: they are evaluated with detached parameters (``value_params``, e.g.
-    a target critic, for the critic), so gradients flow through their inputs only.
+    a target critic, for the critic), so gradients flow through their inputs only. With ``value_gradient=False`` the
+    bootstrap is a constant too, :math:`V(\operatorname{sg}(\tilde o'_e))`: the objective's value is unchanged and its
+    gradient is that of the window's rewards alone, :math:`\nabla_\theta J_s = \sum_t \gamma^{t-s}
+    \nabla_\theta \tilde r_t`. Where the reward is a potential-based shaping :math:`r_t = \Phi(o_{t+1}) -
+    \Phi(o_t)` (navigation's goal distance), the critic learns :math:`V \approx -\Phi + c` and the two gradients
+    cancel to first order, leaving the critic's errors to steer the actor.
 
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
@@ -80,6 +86,8 @@ class SHACActorLoss(LossModule):
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
             predicted observations under the observation key and ``("next", observation)`` of the tensordict it
             is given (SHAC++, needs ``reward_model``), e.g. :func:`~torchrl_shacpp.modules.window_world_model`.
+        value_gradient (bool): the actor's gradient includes the bootstrap critic's gradient w.r.t. the window's
+            last observations (SHAC's, the paper's). Defaults to ``True``.
 
     Returns (forward):
         a TensorDict with ``loss_actor`` and ``loss_action_bound``.
@@ -120,6 +128,7 @@ class SHACActorLoss(LossModule):
         action_bound_coef: float = 1.0,
         reward_model: TensorDictModule | None = None,
         world_model: TensorDictModule | None = None,
+        value_gradient: bool = True,
     ) -> None:
         super().__init__()
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
@@ -142,6 +151,7 @@ class SHACActorLoss(LossModule):
         self.__dict__["reward_model"] = reward_model
         self.__dict__["world_model"] = world_model
         self.gamma = gamma
+        self.value_gradient = value_gradient
         self.action_bound_coef = action_bound_coef
         self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
         self.register_buffer("action_high", torch.as_tensor(action_high if action_high is not None else 0.0))
@@ -167,7 +177,8 @@ class SHACActorLoss(LossModule):
         return predicted.get(self.tensor_keys.predicted_reward)
 
     def _bootstrap_values(self, next_td: TensorDictBase) -> torch.Tensor:
-        with held_out(self.value_network, self._value_params):
+        gradient = nullcontext() if self.value_gradient else torch.no_grad()
+        with held_out(self.value_network, self._value_params), gradient:
             return self.value_network(next_td.select(*self.value_network.in_keys)).get(self.tensor_keys.value)
 
     def window_return(self, tensordict: TensorDictBase) -> torch.Tensor:

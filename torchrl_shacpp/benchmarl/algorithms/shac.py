@@ -83,6 +83,9 @@ class Shac(Algorithm):
         critic_centralised: the critic reads every agent's observation (or the global state), MAPPO's; ``False``:
             each agent's value from its own observation, IPPO's.
         use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
+        actor_value_gradient: the actor's gradient includes the bootstrap critic's gradient w.r.t. the window's last
+            observations (the paper's); ``False``: the window's rewards' gradient alone, the critic's value a constant
+            (:class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``value_gradient``).
     """
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
@@ -109,6 +112,7 @@ class Shac(Algorithm):
         share_param_critic: bool,
         critic_centralised: bool,
         use_target_critic: bool,
+        actor_value_gradient: bool,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -125,6 +129,7 @@ class Shac(Algorithm):
         self.share_param_critic = share_param_critic
         self.critic_centralised = critic_centralised
         self.use_target_critic = use_target_critic
+        self.actor_value_gradient = actor_value_gradient
         self.collection_length = self._check_experiment()
         self.window_length = window_length
         self.groups: dict[str, GroupUpdate] = {}
@@ -245,6 +250,7 @@ class Shac(Algorithm):
             action_bound_coef=self.action_bound_coef,
             reward_model=source.reward_model,
             world_model=source.world_model,
+            value_gradient=self.actor_value_gradient,
         )
         actor.set_keys(
             reward=(group, "reward"),
@@ -402,6 +408,7 @@ class ShacConfig(AlgorithmConfig):
     share_param_critic: bool = True
     critic_centralised: bool = True
     use_target_critic: bool = True
+    actor_value_gradient: bool = True
 
     def __post_init__(self) -> None:
         validation.check_algorithm_config(self)
