@@ -8,6 +8,15 @@ deadlock or a detour). Navigation's observation holds ``pos - goal`` at features
 the rollout; an agent is on its goal within the goal's radius (VMAS: half the agent's, 0.05; the arrival bonus needs
 every agent there), and the episode ends once every agent is within the agent's radius (0.1) of its goal.
 
+A second table follows each run's deterministic episodes by the agent's distance to its goal, for the agents with
+no other agent within 0.3 (their lidar reads nothing nearer), where the goal alone should steer: the action's size
+and its angle to the goal's direction, the velocity's cosine with it, and the gradients the actor follows there. The
+critic's gradient w.r.t. the agent's own position (through both its position and its ``pos - goal`` features): with
+navigation's shaping reward :math:`r = d_{t-1} - d_t` the value of a policy that reaches its goal grows with the
+distance, so this gradient should point away from the goal, along the radius. And, for SHAC+ and SHAC++, the reward
+model's gradient w.r.t. the action, which for the shaping is :math:`dt^2` times the goal's direction (from the
+agent's next position).
+
 The checkpoint comes from a run with ``experiment.checkpoint_at_end=true`` (any algorithm; the run's ``.hydra`` folder
 rebuilds its experiment through :func:`benchmarl.hydra_config.reload_experiment_from_file`):
 
@@ -20,14 +29,21 @@ import argparse
 from pathlib import Path
 
 import torch
+from benchmarl.experiment import Experiment
 from benchmarl.hydra_config import reload_experiment_from_file
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import torchrl_shacpp.benchmarl  # noqa: F401  (registers the SHAC family's configs)
 
-GOAL_FEATURES = slice(4, 6)
+POSITION_FEATURES = slice(0, 2)
 VELOCITY_FEATURES = slice(2, 4)
+GOAL_FEATURES = slice(4, 6)  # pos - goal
+LIDAR_FEATURES = slice(6, 18)  # lidar range minus each ray's distance
+LIDAR_RANGE = 0.35  # BenchMARL's navigation
+ALONE = 0.3  # no other agent nearer than this
+DISTANCE_BANDS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 0.7), (0.7, 1.2), (1.2, 9.0))
 GOAL_RADIUS = 0.05  # the arrival bonus's radius
 DONE_RADIUS = 0.1  # the episode ends once every agent is this close to its goal (VMAS: the agent's radius)
 FAR = 0.2  # an agent's diameter
@@ -83,9 +99,77 @@ def endings(rollout: TensorDictBase, group: str = "agents") -> dict[str, float]:
     }
 
 
-def evaluate(run: Path, seed: int) -> dict[str, dict[str, float]]:
+def cosine(vectors: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    return (vectors * directions).sum(-1) / (vectors.norm(dim=-1) * directions.norm(dim=-1)).clamp_min(1e-12)
+
+
+def position_gradient(critic: TensorDictModuleBase, rollout: TensorDictBase, group: str) -> torch.Tensor:
+    """``[episodes, steps, agents, 2]``: each agent's value's gradient w.r.t. its own position, which moves its
+    ``pos`` and its ``pos - goal`` features alike (a centralised critic: one backward pass per agent)."""
+    observation = rollout[group, "observation"].clone().requires_grad_(True)
+    values = critic(TensorDict({(group, "observation"): observation}, batch_size=rollout.batch_size))
+    values = values[group, "state_value"][..., 0]
+    gradient = torch.zeros(*observation.shape[:-1], 2)
+    for agent in range(observation.shape[-2]):
+        (of_value,) = torch.autograd.grad(values[..., agent].sum(), observation, retain_graph=True)
+        own = of_value[..., agent, :]
+        gradient[..., agent, :] = own[..., POSITION_FEATURES] + own[..., GOAL_FEATURES]
+    return gradient
+
+
+def reward_action_gradient(reward_model: TensorDictModuleBase, rollout: TensorDictBase, group: str) -> torch.Tensor:
+    """``[episodes, steps, agents, 2]``: the reward model's gradient w.r.t. each agent's action, at the action taken."""
+    action = rollout[group, "action"].clone().requires_grad_(True)
+    transitions = rollout.select(*reward_model.in_keys).clone()
+    transitions.set((group, "action"), action)
+    predicted = reward_model(transitions).get(reward_model.out_keys[0])
+    return torch.autograd.grad(predicted.sum(), action)[0]
+
+
+def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "agents") -> list[dict[str, float]]:
+    """One row per band of the distance to the goal, over the steps of each env's first episode of the deterministic
+    ``rollout`` whose agent has no other agent within :data:`ALONE` (see the module's docstring)."""
+    _, steps = first_episodes(rollout)
+    observation = rollout[group, "observation"]
+    to_goal = -observation[..., GOAL_FEATURES]
+    distance = to_goal.norm(dim=-1)
+    nearest = (LIDAR_RANGE - observation[..., LIDAR_FEATURES]).min(dim=-1).values
+    alone = steps.unsqueeze(-1) & (nearest > ALONE)
+    action = rollout[group, "action"]
+    angle = torch.atan2(
+        to_goal[..., 0] * action[..., 1] - to_goal[..., 1] * action[..., 0], (to_goal * action).sum(-1)
+    ).rad2deg()
+    loss = experiment.losses[group]
+    critic = loss.critic_network if hasattr(loss, "critic_network") else loss.value_network
+    value_gradient = position_gradient(critic, rollout, group)
+    update = getattr(experiment.algorithm, "update", None)
+    source = update.groups[group].source if update is not None else None
+    reward_model = getattr(source, "reward_model", None)
+    reward_gradient = reward_action_gradient(reward_model, rollout, group) if reward_model is not None else None
+    rows = []
+    for low, high in DISTANCE_BANDS:
+        band = alone & (distance >= low) & (distance < high)
+        if not band.any():
+            continue
+        row = {
+            "distance": f"{low}-{high}",
+            "agent-steps": int(band.sum()),
+            "action size": action.norm(dim=-1)[band].mean().item(),
+            "action's angle to the goal (abs, deg)": angle[band].abs().mean().item(),
+            "cos(velocity, goal)": cosine(observation[..., VELOCITY_FEATURES], to_goal)[band].mean().item(),
+            "critic ∂V/∂pos size": value_gradient.norm(dim=-1)[band].mean().item(),
+            "cos(∂V/∂pos, goal)": cosine(value_gradient, to_goal)[band].mean().item(),
+        }
+        if reward_gradient is not None:
+            row["cos(∂R/∂a, goal)"] = cosine(reward_gradient, to_goal)[band].mean().item()
+        rows.append(row)
+    return rows
+
+
+def evaluate(run: Path, seed: int) -> tuple[dict[str, dict[str, float]], list[dict[str, float]]]:
     """The endings of the evaluation episodes (the run's ``experiment.evaluation_episodes`` envs, its test env) of
-    ``run``'s last checkpoint, per exploration type, the envs reset from ``seed`` for each."""
+    ``run``'s last checkpoint, per exploration type, the envs reset from ``seed`` for each; and the deterministic
+    episodes by distance to the goal (:func:`by_distance`)."""
     experiment = reload_experiment_from_file(str(latest_checkpoint(run)))
     env, results = experiment.test_env, {}
     for name, exploration in (("deterministic", ExplorationType.DETERMINISTIC), ("sampled", ExplorationType.RANDOM)):
@@ -96,7 +180,19 @@ def evaluate(run: Path, seed: int) -> dict[str, dict[str, float]]:
                 experiment.max_steps, policy=experiment.policy, auto_cast_to_device=True, break_when_any_done=False
             )
         results[name] = endings(rollout)
-    return results
+        if name == "deterministic":
+            bands = by_distance(experiment, rollout)
+    return results, bands
+
+
+def markdown(rows: list[dict[str, float]]) -> list[str]:
+    """A Markdown table, one row per dict, its keys the columns."""
+    cells = [[f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()] for row in rows]
+    return [
+        "| " + " | ".join(rows[0]) + " |",
+        "|" + "---:|" * len(rows[0]),
+        *("| " + " | ".join(row) + " |" for row in cells),
+    ]
 
 
 def main() -> None:
@@ -104,15 +200,19 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="BenchMARL run folders, each with a checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="the evaluation envs' seed (the same for every run)")
     args = parser.parse_args()
-    columns = {}
+    columns, bands = {}, {}
     for run in args.runs:
-        for mode, values in evaluate(run, args.seed).items():
+        endings_by_mode, bands[run.name] = evaluate(run, args.seed)
+        for mode, values in endings_by_mode.items():
             columns[f"{run.name} ({mode})"] = values
     rows = next(iter(columns.values()))
     print("| | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     for row in rows:
         print(f"| {row} | " + " | ".join(f"{values[row]:.3f}" for values in columns.values()) + " |")
+    for name, rows_by_distance in bands.items():
+        print(f"\n{name}, deterministic, agents alone, by distance to the goal:\n")
+        print("\n".join(markdown(rows_by_distance)))
 
 
 if __name__ == "__main__":
