@@ -126,9 +126,36 @@ def reward_action_gradient(reward_model: TensorDictModuleBase, rollout: TensorDi
     return torch.autograd.grad(predicted.sum(), action)[0]
 
 
+def actor_ascent(experiment: Experiment, rollout: TensorDictBase, group: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """SHAC++'s actor objective's ascent direction w.r.t. each action of ``rollout`` (its first ``h``-step windows,
+    re-attached to the policy as in training), whole and without the bootstrap critic's gradient
+    (``value_gradient=False``), each ``[episodes, steps, agents, 2]``: their difference is the critic's part."""
+    update = experiment.algorithm.update
+    source, loss = update.groups[group].source, update.groups[group].actor_loss
+    length = update.window_length
+    windows = [rollout[:, begin : begin + length] for begin in range(0, rollout.shape[1] - length + 1, length)]
+    ascents = []
+    for value_gradient in (True, False):
+        loss.value_gradient = value_gradient
+        ascent = []
+        for window in windows:
+            attached = source.differentiable_window(window)
+            action = attached[group, "action"]
+            ascent.append(-torch.autograd.grad(loss(attached)["loss_actor"], action)[0])
+        ascents.append(torch.cat(ascent, dim=1))
+    loss.value_gradient = True
+    return ascents[0], ascents[1]
+
+
 def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "agents") -> list[dict[str, float]]:
     """One row per band of the distance to the goal, over the steps of each env's first episode of the deterministic
-    ``rollout`` whose agent has no other agent within :data:`ALONE` (see the module's docstring)."""
+    ``rollout`` whose agent has no other agent within :data:`ALONE` (see the module's docstring); for SHAC++, over
+    its whole windows."""
+    update = getattr(experiment.algorithm, "update", None)
+    source = update.groups[group].source if update is not None else None
+    shacpp = source is not None and not source.simulator_graph
+    if shacpp:
+        rollout = rollout[:, : rollout.shape[1] // update.window_length * update.window_length]
     _, steps = first_episodes(rollout)
     observation = rollout[group, "observation"]
     to_goal = -observation[..., GOAL_FEATURES]
@@ -142,10 +169,12 @@ def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "a
     loss = experiment.losses[group]
     critic = loss.critic_network if hasattr(loss, "critic_network") else loss.value_network
     value_gradient = position_gradient(critic, rollout, group)
-    update = getattr(experiment.algorithm, "update", None)
-    source = update.groups[group].source if update is not None else None
     reward_model = getattr(source, "reward_model", None)
     reward_gradient = reward_action_gradient(reward_model, rollout, group) if reward_model is not None else None
+    ascent = None
+    if shacpp:  # its actor's gradient needs no simulator graph: it can be taken on the evaluation's rollout
+        ascent, rewards_ascent = actor_ascent(experiment, rollout, group)
+        critics_ascent = ascent - rewards_ascent
     rows = []
     for low, high in DISTANCE_BANDS:
         band = alone & (distance >= low) & (distance < high)
@@ -162,6 +191,13 @@ def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "a
         }
         if reward_gradient is not None:
             row["cos(∂R/∂a, goal)"] = cosine(reward_gradient, to_goal)[band].mean().item()
+        if ascent is not None:
+            row["cos(actor's ascent, goal)"] = cosine(ascent, to_goal)[band].mean().item()
+            row["its rewards' part"] = cosine(rewards_ascent, to_goal)[band].mean().item()
+            row["its critic's part"] = cosine(critics_ascent, to_goal)[band].mean().item()
+            row["critic's part size / rewards'"] = (
+                critics_ascent.norm(dim=-1)[band].mean() / rewards_ascent.norm(dim=-1)[band].mean()
+            ).item()
         rows.append(row)
     return rows
 
