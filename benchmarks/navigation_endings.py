@@ -160,8 +160,9 @@ def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "a
     observation = rollout[group, "observation"]
     to_goal = -observation[..., GOAL_FEATURES]
     distance = to_goal.norm(dim=-1)
-    nearest = (LIDAR_RANGE - observation[..., LIDAR_FEATURES]).min(dim=-1).values
-    alone = steps.unsqueeze(-1) & (nearest > ALONE)
+    alone = steps.unsqueeze(-1).expand_as(distance)
+    if observation.shape[-1] > LIDAR_FEATURES.start:  # without collisions the agents have no lidar
+        alone = alone & ((LIDAR_RANGE - observation[..., LIDAR_FEATURES]).min(dim=-1).values > ALONE)
     action = rollout[group, "action"]
     angle = torch.atan2(
         to_goal[..., 0] * action[..., 1] - to_goal[..., 1] * action[..., 0], (to_goal * action).sum(-1)
