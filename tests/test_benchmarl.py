@@ -635,6 +635,15 @@ def test_the_deterministic_action_follows_the_config(tmp_path: Path, clamped_mea
         torch.testing.assert_close(action, loc)
 
 
+def test_the_actor_value_gradient_follows_the_config(tmp_path: Path):
+    """``algorithm.actor_value_gradient`` reaches every group's actor loss (its maths: test_objectives)."""
+    for value_gradient in (True, False):
+        experiment = tiny_experiment(
+            ShacppConfig(actor_value_gradient=value_gradient), tmp_path / str(value_gradient), max_n_iters=1
+        )
+        assert experiment.algorithm.update.groups["agents"].actor_loss.value_gradient is value_gradient
+
+
 @pytest.mark.parametrize("critic_lr, expected", [(3e-3, 3e-3), (None, 5e-5)])
 def test_the_algorithm_owns_its_critic_learning_rate(tmp_path: Path, critic_lr, expected: float):
     """BenchMARL's optimiser for the critic steps at ``critic_lr``, not at ``experiment.lr`` (MAPPO's 5e-5), unless
