@@ -36,6 +36,7 @@ from tensordict.nn import TensorDictModuleBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 import torchrl_shacpp.benchmarl  # noqa: F401  (registers the SHAC family's configs)
+from torchrl_shacpp.benchmark.resume import checkpoint_frames
 
 POSITION_FEATURES = slice(0, 2)
 VELOCITY_FEATURES = slice(2, 4)
@@ -51,10 +52,10 @@ FAR = 0.2  # an agent's diameter
 
 def latest_checkpoint(run: Path) -> Path:
     """The last checkpoint BenchMARL wrote under ``run``."""
-    checkpoints = sorted(run.glob("**/checkpoints/checkpoint_*.pt"), key=lambda path: int(path.stem.split("_")[-1]))
-    if not checkpoints:
+    checkpoint = max(run.glob("**/checkpoints/checkpoint_*.pt"), key=checkpoint_frames, default=None)
+    if checkpoint is None:
         raise SystemExit(f"{run} holds no checkpoint: train it with experiment.checkpoint_at_end=true.")
-    return checkpoints[-1]
+    return checkpoint
 
 
 def first_episodes(rollout: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,12 +223,12 @@ def evaluate(run: Path, seed: int) -> tuple[dict[str, dict[str, float]], list[di
     return results, bands
 
 
-def markdown(rows: list[dict[str, float]]) -> list[str]:
-    """A Markdown table, one row per dict, its keys the columns."""
+def markdown(rows: list[dict[str, float | str]]) -> list[str]:
+    """A Markdown table, one row per dict, its keys the columns (the first, a label, aligned left)."""
     cells = [[f"{value:.3f}" if isinstance(value, float) else str(value) for value in row.values()] for row in rows]
     return [
         "| " + " | ".join(rows[0]) + " |",
-        "|" + "---:|" * len(rows[0]),
+        "|---|" + "---:|" * (len(rows[0]) - 1),
         *("| " + " | ".join(row) + " |" for row in cells),
     ]
 
@@ -242,11 +243,9 @@ def main() -> None:
         endings_by_mode, bands[run.name] = evaluate(run, args.seed)
         for mode, values in endings_by_mode.items():
             columns[f"{run.name} ({mode})"] = values
-    rows = next(iter(columns.values()))
-    print("| | " + " | ".join(columns) + " |")
-    print("|---|" + "---:|" * len(columns))
-    for row in rows:
-        print(f"| {row} | " + " | ".join(f"{values[row]:.3f}" for values in columns.values()) + " |")
+    metrics = next(iter(columns.values()))
+    print("\n".join(markdown([{"": metric, **{column: values[metric] for column, values in columns.items()}}
+                               for metric in metrics])))
     for name, rows_by_distance in bands.items():
         print(f"\n{name}, deterministic, agents alone, by distance to the goal:\n")
         print("\n".join(markdown(rows_by_distance)))
