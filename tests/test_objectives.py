@@ -66,12 +66,17 @@ def point_mass_window(graph: str = "simulator"):
     return collector.rollout(), actor, start, actions
 
 
+def loss_normaliser(actions: torch.Tensor) -> float:
+    """The actor loss's divisor for ``[h, B, n, d]`` actions: B · n · h."""
+    return actions[0].numel() / actions.shape[-1] * actions.shape[0]
+
+
 def check_actor_loss(loss, window, actor, start, actions, segments):
     loss.set_keys(**MULTI_AGENT_KEYS, predicted_reward=("agents", "predicted_reward"))
     loss_actor = loss(window)["loss_actor"]
     loss_actor.backward()
     objective, grad = closed_form_window(start, actions, segments, GAMMA, K_CRITIC, loss.value_gradient)
-    normaliser = actions[0].numel() / actions.shape[-1] * actions.shape[0]  # B · n · h
+    normaliser = loss_normaliser(actions)
     torch.testing.assert_close(loss_actor, -objective / normaliser)
     torch.testing.assert_close(actor.module.actions.grad, -grad / normaliser)
 
@@ -96,7 +101,7 @@ def test_actor_loss_without_the_value_gradient_keeps_the_objective_and_drops_the
     loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0, value_gradient=False)
     check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
     _, with_value = closed_form_window(start, actions, SEGMENTS, GAMMA, K_CRITIC)
-    assert not torch.allclose(actor.module.actions.grad, -with_value / (actions[0].numel() / 2 * 8))
+    assert not torch.allclose(actor.module.actions.grad, -with_value / loss_normaliser(actions))
 
 
 def test_shac_plus_learned_reward_on_simulator_observations_matches_closed_form():

@@ -321,7 +321,7 @@ class WindowUpdate:
                 for name, group in self.groups.items()
             },
         }
-        if len(self.actor_replay):  # TorchRL cannot load the state of a storage that was never written (SHAC, SHAC+)
+        if len(self.actor_replay):  # TorchRL cannot load an unwritten storage's state (no replayed steps, e.g. SHAC)
             state["actor_replay"] = self.actor_replay.state_dict()
         return state
 
