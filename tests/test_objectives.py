@@ -25,9 +25,9 @@ K_CRITIC = 0.5
 MULTI_AGENT_KEYS = dict(reward=("agents", "reward"), value=("agents", "state_value"))
 
 
-def closed_form_window(start, actions, segments, gamma, k, value_gradient: bool = True):
-    """Objective and its gradient w.r.t. the actions, from x_{t+1} = x_s + Σ_{u=s..t} a_u and r = -|x|²; without
-    ``value_gradient`` the bootstrap -k|x|² counts in the objective and not in its gradient.
+def closed_form_window(start, actions, segments, gamma, k, value_gradient: float = 1.0):
+    """Objective and its gradient w.r.t. the actions, from x_{t+1} = x_s + Σ_{u=s..t} a_u and r = -|x|²; the
+    bootstrap -k|x|² counts in the objective, and ``value_gradient`` times in its gradient.
 
     ``segments[b]`` lists ``(s, e, terminated)``: steps s..e of env b form one episode segment.
     """
@@ -95,10 +95,12 @@ def test_actor_loss_gradient_matches_closed_form_with_termination_and_truncation
     assert critic.module.k.grad is None, "the critic must be held out of the actor loss"
 
 
-def test_actor_loss_without_the_value_gradient_keeps_the_objective_and_drops_the_critics_gradient():
-    """``value_gradient=False``: the same objective, and the gradient of the window's rewards alone."""
+@pytest.mark.parametrize("value_gradient", [0.0, 0.5])
+def test_actor_loss_value_gradient_keeps_the_objective_and_weighs_the_critics_gradient(value_gradient: float):
+    """``value_gradient`` α: the same objective, and the rewards' gradient plus α times the critic's (0: none)."""
     window, actor, start, actions = point_mass_window()
-    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0, value_gradient=False)
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0,
+                         value_gradient=value_gradient)  # fmt: skip
     check_actor_loss(loss, window, actor, start, actions, SEGMENTS)
     _, with_value = closed_form_window(start, actions, SEGMENTS, GAMMA, K_CRITIC)
     assert not torch.allclose(actor.module.actions.grad, -with_value / loss_normaliser(actions))

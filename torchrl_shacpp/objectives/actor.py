@@ -60,12 +60,14 @@ class SHACActorLoss(LossModule):
       every segment counts.
 
     The critic and the models are held out: they are evaluated with detached parameters (``value_params``, e.g.
-    a target critic, for the critic), so gradients flow through their inputs only. With ``value_gradient=False`` the
-    bootstrap is a constant too, :math:`V(\operatorname{sg}(\tilde o'_e))`: the objective's value is unchanged and its
-    gradient is that of the window's rewards alone, :math:`\nabla_\theta J_s = \sum_t \gamma^{t-s}
-    \nabla_\theta \tilde r_t`. Where the reward is a potential-based shaping :math:`r_t = \Phi(o_{t+1}) -
-    \Phi(o_t)` (navigation's goal distance), the critic learns :math:`V \approx -\Phi + c` and the two gradients
-    cancel to first order, leaving the critic's errors to steer the actor.
+    a target critic, for the critic), so gradients flow through their inputs only. ``value_gradient`` :math:`\alpha`
+    scales the bootstrap's share of the gradient and leaves the objective's value unchanged: the bootstrap is
+    :math:`\alpha V(\tilde o'_e) + (1 - \alpha) V(\operatorname{sg}(\tilde o'_e))`, so :math:`\nabla_\theta J_s =
+    \sum_t \gamma^{t-s} \nabla_\theta \tilde r_t + \alpha \gamma^{e-s+1} \nabla_\theta V(\tilde o'_e)`. Where the
+    reward is a potential-based shaping :math:`r_t = \Phi(o_{t+1}) - \Phi(o_t)` (navigation's goal distance), the
+    critic learns :math:`V \approx -\Phi + c` and at :math:`\alpha = 1` the two gradients cancel to first order,
+    leaving the critic's errors to steer the actor; :math:`\alpha = 0` is the rewards' gradient alone, blind to
+    what lies beyond the window.
 
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
@@ -86,8 +88,8 @@ class SHACActorLoss(LossModule):
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
             predicted observations under the observation key and ``("next", observation)`` of the tensordict it
             is given (SHAC++, needs ``reward_model``), e.g. :func:`~torchrl_shacpp.modules.window_world_model`.
-        value_gradient (bool): the actor's gradient includes the bootstrap critic's gradient w.r.t. the window's
-            last observations (SHAC's, the paper's). Defaults to ``True``.
+        value_gradient (float): :math:`\alpha \in [0, 1]`, the weight of the bootstrap critic's gradient w.r.t.
+            the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
 
     Returns (forward):
         a TensorDict with ``loss_actor`` and ``loss_action_bound``.
@@ -128,11 +130,12 @@ class SHACActorLoss(LossModule):
         action_bound_coef: float = 1.0,
         reward_model: TensorDictModule | None = None,
         world_model: TensorDictModule | None = None,
-        value_gradient: bool = True,
+        value_gradient: float = 1.0,
     ) -> None:
         super().__init__()
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
         check_non_negative("action_bound_coef", action_bound_coef, "0 disables the action-bound penalty (paper: 1).")
+        check_fraction("value_gradient", value_gradient, "The critic's share of the actor's gradient (paper: 1).")
         if world_model is not None and reward_model is None:
             raise ValueError(
                 "A world model predicts observations only: SHAC++ also needs a reward_model to turn the predicted "
@@ -177,9 +180,11 @@ class SHACActorLoss(LossModule):
         return predicted.get(self.tensor_keys.predicted_reward)
 
     def _bootstrap_values(self, next_td: TensorDictBase) -> torch.Tensor:
-        gradient = nullcontext() if self.value_gradient else torch.no_grad()
+        alpha = self.value_gradient
+        gradient = nullcontext() if alpha else torch.no_grad()
         with held_out(self.value_network, self._value_params), gradient:
-            return self.value_network(next_td.select(*self.value_network.in_keys)).get(self.tensor_keys.value)
+            value = self.value_network(next_td.select(*self.value_network.in_keys)).get(self.tensor_keys.value)
+        return value if alpha in (0, 1) else alpha * value + (1 - alpha) * value.detach()
 
     def window_return(self, tensordict: TensorDictBase) -> torch.Tensor:
         r"""Sum of the segment objectives :math:`J_s`, shape ``[*B, *A, 1]`` (differentiable)."""

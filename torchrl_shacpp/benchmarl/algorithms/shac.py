@@ -83,9 +83,9 @@ class Shac(Algorithm):
         critic_centralised: the critic reads every agent's observation (or the global state), MAPPO's; ``False``:
             each agent's value from its own observation, IPPO's.
         use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
-        actor_value_gradient: the actor's gradient includes the bootstrap critic's gradient w.r.t. the window's last
-            observations (the paper's); ``False``: the window's rewards' gradient alone, the critic's value a constant
-            (:class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``value_gradient``).
+        actor_value_gradient: the weight in [0, 1] of the bootstrap critic's gradient w.r.t. the window's last
+            observations in the actor's gradient (the paper's: 1; 0: the window's rewards' gradient alone; the
+            objective's value is the same); :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``value_gradient``.
     """
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
@@ -112,7 +112,7 @@ class Shac(Algorithm):
         share_param_critic: bool,
         critic_centralised: bool,
         use_target_critic: bool,
-        actor_value_gradient: bool,
+        actor_value_gradient: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -408,7 +408,7 @@ class ShacConfig(AlgorithmConfig):
     share_param_critic: bool = True
     critic_centralised: bool = True
     use_target_critic: bool = True
-    actor_value_gradient: bool = True
+    actor_value_gradient: float = 1.0
 
     def __post_init__(self) -> None:
         validation.check_algorithm_config(self)
