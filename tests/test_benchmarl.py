@@ -165,6 +165,16 @@ def test_a_learned_action_std_is_logged_and_trained(tmp_path: Path):
     assert len(stds) == 3 and stds[0] == pytest.approx(1.0) and stds[2] != pytest.approx(1.0, abs=1e-6)
 
 
+def test_a_scheduled_action_std_falls_linearly_to_its_final_value(tmp_path: Path):
+    """With action_std_final the collections are drawn with σ from action_std down to action_std_final."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3", "algorithm.action_std_final=0.4",
+        *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalar(tmp_path, "train_agents_action_std") == pytest.approx([1.0, 0.7, 0.4], abs=1e-5)
+
+
 def test_wandb_logs_offline_by_default(tmp_path: Path):
     """BenchMARL logs to wandb by default: the run must need neither an account nor a network."""
     result = benchmarl_run(

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "lmbda": (check_fraction, "It is the TD(λ) parameter (paper: 0.95)."),
     "action_std": (check_positive, "It is the policy's standard deviation (paper: 1)."),
+    "action_std_final": (check_positive, "It is the policy's last standard deviation, or null for a fixed one."),
     "action_bound_coef": (check_non_negative, "It weighs the action-bound penalty (paper: 1; 0 disables it)."),
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
@@ -99,7 +100,7 @@ LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
-    "model_surprise_steps",
+    "model_surprise_steps", "action_std_final",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
@@ -121,6 +122,11 @@ def check_algorithm_config(config: ShacConfig) -> None:
         "algorithm.lr_schedule", config.lr_schedule, LR_SCHEDULES, "constant is the paper's; linear is SHAC's decay "
         "of the actor's and the critic's rates to 1e-5 over the experiment's iterations.",
     )  # fmt: skip
+    if config.learn_std and config.action_std_final is not None:
+        raise ValueError(
+            f"algorithm.action_std_final={config.action_std_final} schedules a fixed σ, but algorithm.learn_std=true "
+            "learns it: set action_std_final=null, or learn_std=false."
+        )
     if config.deterministic_clamped_mean and not config.clamp_actions:
         raise ValueError(
             "algorithm.deterministic_clamped_mean=true makes the deterministic action the mean of the clamped action, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Optional, Tuple, Type
 
@@ -12,6 +13,7 @@ from benchmarl.experiment.callback import Callback
 from benchmarl.models.common import ModelConfig
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict.nn.distributions import AddStateIndependentNormalScale
 from torchrl.objectives import LossModule
 
 from torchrl_shacpp.benchmarl import networks, validation
@@ -60,6 +62,10 @@ class Shac(Algorithm):
         lmbda: TD(λ) parameter (paper: 0.95); the discount is ``experiment.gamma``.
         action_std: the policy's :math:`\sigma` (paper: 1), its initial value if learned.
         learn_std: learn a state-independent log-std (its mean σ logged per collection as ``action_std``).
+        action_std_final: with a number, σ falls linearly from ``action_std`` to it over the experiment's
+            iterations, :math:`\sigma_k = \sigma_0 + (\sigma_{final} - \sigma_0)\, k / (K - 1)` for collection k of K
+            (logged as ``action_std``): broad actions for the first models and critic, precise ones late. ``None``
+            (the paper's) keeps σ fixed.
         clamp_actions: clamp the policy's samples to the action box, as the authors' policy does and as the simulator
             applies them; the learned models of SHAC+/SHAC++ then see the applied actions (off: the raw samples).
         deterministic_clamped_mean: with ``clamp_actions``, the deterministic action (BenchMARL's deterministic
@@ -101,6 +107,7 @@ class Shac(Algorithm):
         lmbda: float,
         action_std: float,
         learn_std: bool,
+        action_std_final: Optional[float],
         clamp_actions: bool,
         deterministic_clamped_mean: bool,
         action_bound_coef: float,
@@ -119,6 +126,7 @@ class Shac(Algorithm):
         self.lmbda = lmbda
         self.action_std = action_std
         self.learn_std = learn_std
+        self.action_std_final = action_std_final
         self.clamp_actions = clamp_actions
         self.deterministic_clamped_mean = deterministic_clamped_mean
         self.action_bound_coef = action_bound_coef
@@ -329,9 +337,23 @@ class Shac(Algorithm):
         logs = self.update(batch)
         logs.update(scheduled)
         logs.update({f"train/{group}/skipped_critic_steps": n for group, n in self.skipped_critic_steps.items()})
-        if self.learn_std:  # σ is learned: the σ each collection was drawn with
+        if self.learn_std or self.action_std_final is not None:  # the σ each collection was drawn with
             logs.update({f"train/{group}/action_std": batch.get((group, "scale")).mean().item() for group in self.groups})
+        if self.action_std_final is not None:
+            self._anneal_action_std()
         self.experiment.logger.log(logs, step=self.experiment.n_iters_performed)
+
+    def _anneal_action_std(self) -> None:
+        """Sets σ for the next collection on the linear schedule from ``action_std`` to ``action_std_final``. Like
+        the rates, σ follows from the iteration count (and a checkpoint keeps the policy's σ), so a resumed run goes on
+        where it stopped."""
+        last = self.experiment_config.get_max_n_iters(self.on_policy) - 1
+        progress = min((self.experiment.n_iters_performed + 1) / last, 1.0) if last > 0 else 1.0
+        action_std = self.action_std + (self.action_std_final - self.action_std) * progress
+        for group in self.groups:
+            for module in self.get_policy_for_loss(group).modules():
+                if isinstance(module, AddStateIndependentNormalScale):
+                    module.state_independent_scale.fill_(math.log(action_std))
 
     def _decay_learning_rates(self) -> dict[str, float]:
         """Sets the actor's and the critic's rates for this collection on SHAC's linear schedule and returns the
@@ -397,6 +419,7 @@ class ShacConfig(AlgorithmConfig):
     lmbda: float = 0.95
     action_std: float = 1.0
     learn_std: bool = False
+    action_std_final: Optional[float] = None
     clamp_actions: bool = True
     deterministic_clamped_mean: bool = False
     action_bound_coef: float = 1.0
