@@ -168,8 +168,8 @@ def test_a_learned_action_std_is_logged_and_trained(tmp_path: Path):
 def test_a_scheduled_action_std_falls_linearly_to_its_final_value(tmp_path: Path):
     """With action_std_final the collections are drawn with σ from action_std down to action_std_final."""
     result = benchmarl_run(
-        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3", "algorithm.action_std_final=0.4",
-        *TINY,
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3",
+        "algorithm.action_std_final=0.4", *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert scalar(tmp_path, "train_agents_action_std") == pytest.approx([1.0, 0.7, 0.4], abs=1e-5)
