@@ -64,8 +64,9 @@ class Shac(Algorithm):
         learn_std: learn a state-independent log-std (its mean σ logged per collection as ``action_std``).
         action_std_final: with a number, σ falls linearly from ``action_std`` to it over the experiment's
             iterations, :math:`\sigma_k = \sigma_0 + (\sigma_{final} - \sigma_0)\, k / (K - 1)` for collection k of K
-            (logged as ``action_std``): broad actions for the first models and critic, precise ones late. ``None``
-            (the paper's) keeps σ fixed.
+            (logged as ``action_std``): broad actions for the first models and critic, precise ones late. K comes from
+            ``experiment.max_n_frames`` (or ``max_n_iters``), so the budget sets the pace. ``None`` (the paper's)
+            keeps σ fixed.
         clamp_actions: clamp the policy's samples to the action box, as the authors' policy does and as the simulator
             applies them; the learned models of SHAC+/SHAC++ then see the applied actions (off: the raw samples).
         deterministic_clamped_mean: with ``clamp_actions``, the deterministic action (BenchMARL's deterministic
