@@ -1,4 +1,4 @@
-"""How a trained policy's navigation episodes end: each agent's distance to its goal at the last step, the closest it
+r"""How a trained policy's navigation episodes end: each agent's distance to its goal at the last step, the closest it
 came, its speed there, and the collisions on the way, from a BenchMARL checkpoint, with the policy's deterministic
 action and with its samples.
 
@@ -15,7 +15,8 @@ critic's gradient w.r.t. the agent's own position (through both its position and
 navigation's shaping reward :math:`r = d_{t-1} - d_t` the value of a policy that reaches its goal grows with the
 distance, so this gradient should point away from the goal, along the radius. And, for SHAC+ and SHAC++, the reward
 model's gradient w.r.t. the action, which for the shaping is :math:`dt^2` times the goal's direction (from the
-agent's next position).
+agent's next position), and its error on the episodes' own transitions, :math:`\hat r - r`: a policy that exploits
+its reward model goes where the model's error is positive.
 
 The checkpoint comes from a run with ``experiment.checkpoint_at_end=true`` (any algorithm; the run's ``.hydra`` folder
 rebuilds its experiment through :func:`benchmarl.hydra_config.reload_experiment_from_file`):
@@ -118,25 +119,30 @@ def position_gradient(critic: TensorDictModuleBase, rollout: TensorDictBase, gro
     return gradient
 
 
-def reward_action_gradient(reward_model: TensorDictModuleBase, rollout: TensorDictBase, group: str) -> torch.Tensor:
-    """``[episodes, steps, agents, 2]``: the reward model's gradient w.r.t. each agent's action, at the action taken."""
+def reward_action_gradient(
+    reward_model: TensorDictModuleBase, rollout: TensorDictBase, group: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[episodes, steps, agents, 2]``: the reward model's partial gradient w.r.t. each agent's action, at the action
+    taken (a model that reads ``o'`` too gets the rest of its action gradient through the world model, not here);
+    and ``[episodes, steps, agents]``: its prediction's error on the rollout's own transitions, ``r̂ - r``."""
     action = rollout[group, "action"].clone().requires_grad_(True)
     transitions = rollout.select(*reward_model.in_keys).clone()
     transitions.set((group, "action"), action)
     predicted = reward_model(transitions).get(reward_model.out_keys[0])
-    return torch.autograd.grad(predicted.sum(), action)[0]
+    gradient = torch.autograd.grad(predicted.sum(), action)[0]
+    return gradient, (predicted.detach() - rollout["next", group, "reward"]).squeeze(-1)
 
 
 def actor_ascent(experiment: Experiment, rollout: TensorDictBase, group: str) -> tuple[torch.Tensor, torch.Tensor]:
     """SHAC++'s actor objective's ascent direction w.r.t. each action of ``rollout`` (its first ``h``-step windows,
     re-attached to the policy as in training), whole and without the bootstrap critic's gradient
-    (``value_gradient=False``), each ``[episodes, steps, agents, 2]``: their difference is the critic's part."""
+    (``value_gradient=0``), each ``[episodes, steps, agents, 2]``: their difference is the critic's part."""
     update = experiment.algorithm.update
     source, loss = update.groups[group].source, update.groups[group].actor_loss
     length = update.window_length
     windows = [rollout[:, begin : begin + length] for begin in range(0, rollout.shape[1] - length + 1, length)]
-    ascents = []
-    for value_gradient in (True, False):
+    ascents, run_value_gradient = [], loss.value_gradient
+    for value_gradient in (1.0, 0.0):
         loss.value_gradient = value_gradient
         ascent = []
         for window in windows:
@@ -144,7 +150,7 @@ def actor_ascent(experiment: Experiment, rollout: TensorDictBase, group: str) ->
             action = attached[group, "action"]
             ascent.append(-torch.autograd.grad(loss(attached)["loss_actor"], action)[0])
         ascents.append(torch.cat(ascent, dim=1))
-    loss.value_gradient = True
+    loss.value_gradient = run_value_gradient
     return ascents[0], ascents[1]
 
 
@@ -172,7 +178,9 @@ def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "a
     critic = loss.critic_network if hasattr(loss, "critic_network") else loss.value_network
     value_gradient = position_gradient(critic, rollout, group)
     reward_model = getattr(source, "reward_model", None)
-    reward_gradient = reward_action_gradient(reward_model, rollout, group) if reward_model is not None else None
+    reward_gradient, reward_error = (
+        reward_action_gradient(reward_model, rollout, group) if reward_model is not None else (None, None)
+    )
     ascent = None
     if shacpp:  # its actor's gradient needs no simulator graph: it can be taken on the evaluation's rollout
         ascent, rewards_ascent = actor_ascent(experiment, rollout, group)
@@ -193,6 +201,9 @@ def by_distance(experiment: Experiment, rollout: TensorDictBase, group: str = "a
         }
         if reward_gradient is not None:
             row["cos(∂R/∂a, goal)"] = cosine(reward_gradient, to_goal)[band].mean().item()
+            row["reward model's error r̂ - r"] = reward_error[band].mean().item()
+            row["its size |r̂ - r|"] = reward_error[band].abs().mean().item()
+            row["real reward r"] = rollout["next", group, "reward"].squeeze(-1)[band].mean().item()
         if ascent is not None:
             row["cos(actor's ascent, goal)"] = cosine(ascent, to_goal)[band].mean().item()
             row["its rewards' part"] = cosine(rewards_ascent, to_goal)[band].mean().item()
