@@ -59,6 +59,9 @@ class StepProbe:
         self.source = self.groups.source
         self.step = self.groups.actor_step
         self.windows = [update.actor_replay.storage[i] for i in range(len(update.actor_replay))]
+        if len(self.windows) < 2:
+            raise SystemExit("The checkpoint holds fewer than 2 replayed windows: the probe needs a run with "
+                             "algorithm.actor_replay_steps > 0.")  # fmt: skip
         self.action_key = self.source.keys["action_key"]
         self.loc_key = self.source.keys["loc_key"]
 
