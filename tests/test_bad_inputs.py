@@ -55,6 +55,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacConfig(action_std_final=0.0), "algorithm.action_std_final=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(learn_std=True, action_std_final=0.3), "algorithm.action_std_final=0.3 schedules a"),
         (lambda: ShacConfig(lr_schedule="cosine"), "algorithm.lr_schedule='cosine' must be one of 'constant'"),
+        (lambda: ShacConfig(lr_schedule="linear", lr_final=0.0), "algorithm.lr_final=0.0 must be a finite number > 0"),
+        (lambda: ShacppConfig(lr_final=1e-3), "algorithm.lr_final=0.001 is where lr_schedule=linear ends"),
         (lambda: ShacConfig(window_length=2.5), "algorithm.window_length=2.5 must be an integer >= 1"),
         (lambda: ShacConfig(window_length=0), "algorithm.window_length=0 must be an integer >= 1"),
         (lambda: ShacpConfig(cache_size=5), "algorithm.cache_size=5 cannot hold 9 bins (algorithm.reward_bins)"),

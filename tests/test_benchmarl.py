@@ -661,21 +661,26 @@ def test_the_algorithm_owns_its_critic_learning_rate(tmp_path: Path, critic_lr, 
     assert [group["lr"] for group in actor_optimizer.param_groups] == [2e-3]
 
 
-@pytest.mark.parametrize("config, collect_with_grad", [(ShacConfig(), True), (ShacppConfig(), False)])
-def test_linear_lr_schedule_sets_actor_and_critic_rates_from_the_iteration(tmp_path: Path, config, collect_with_grad):
-    """SHAC's schedule: at collection k of K the actor and the critic step at lr_0 + (1e-5 - lr_0) k / K, from their
-    own initial rates, and the actor's rate is logged."""
+@pytest.mark.parametrize(
+    "config, collect_with_grad, lr_final, floor",
+    [(ShacConfig(), True, None, 1e-5), (ShacppConfig(), False, None, 1e-5), (ShacppConfig(), False, 1e-3, 1e-3)],
+)
+def test_linear_lr_schedule_sets_actor_and_critic_rates_from_the_iteration(
+    tmp_path: Path, config, collect_with_grad, lr_final, floor
+):
+    """SHAC's schedule: at collection k of K the actor and the critic step at lr_0 + (lr_final - lr_0) k / K, from
+    their own initial rates, lr_final SHAC's 1e-5 unless set, and the actor's rate is logged."""
     logged = []
     experiment = tiny_experiment(
-        dataclasses.replace(config, lr_schedule="linear", actor_lr=2e-3, critic_lr=4e-3), tmp_path, max_n_iters=4,
-        collect_with_grad=collect_with_grad,
+        dataclasses.replace(config, lr_schedule="linear", lr_final=lr_final, actor_lr=2e-3, critic_lr=4e-3), tmp_path,
+        max_n_iters=4, collect_with_grad=collect_with_grad,
     )  # fmt: skip
     log = experiment.logger.log
     experiment.logger.log = lambda values, step: (logged.append(values.get("train/agents/actor_lr")), log(values, step))
     experiment.run()
-    expected = [lr_0 + (1e-5 - lr_0) * 3 / 4 for lr_0 in (2e-3, 4e-3)]
+    expected = [lr_0 + (floor - lr_0) * 3 / 4 for lr_0 in (2e-3, 4e-3)]
     actor_optimizer = experiment.algorithm.update.groups["agents"].actor_step.optimizer
     (critic_optimizer,) = experiment.optimizers["agents"].values()
     lrs = [optimizer.param_groups[0]["lr"] for optimizer in (actor_optimizer, critic_optimizer)]
     assert lrs == pytest.approx(expected, rel=1e-9)
-    assert [lr for lr in logged if lr is not None] == pytest.approx([2e-3 + (1e-5 - 2e-3) * k / 4 for k in range(4)])
+    assert [lr for lr in logged if lr is not None] == pytest.approx([2e-3 + (floor - 2e-3) * k / 4 for k in range(4)])

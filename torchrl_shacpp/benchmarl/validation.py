@@ -46,6 +46,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "lmbda": (check_fraction, "It is the TD(λ) parameter (paper: 0.95)."),
     "action_std": (check_positive, "It is the policy's standard deviation (paper: 1)."),
     "action_std_final": (check_positive, "It is the policy's last standard deviation, or null for a fixed one."),
+    "lr_final": (check_positive, "It is the rate lr_schedule=linear ends at, or null for SHAC's 1e-5."),
     "action_bound_coef": (check_non_negative, "It weighs the action-bound penalty (paper: 1; 0 disables it)."),
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
@@ -100,7 +101,7 @@ LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
-    "model_surprise_steps", "action_std_final",
+    "model_surprise_steps", "action_std_final", "lr_final",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
@@ -120,8 +121,13 @@ def check_algorithm_config(config: ShacConfig) -> None:
         )  # fmt: skip
     check_choice(
         "algorithm.lr_schedule", config.lr_schedule, LR_SCHEDULES, "constant is the paper's; linear is SHAC's decay "
-        "of the actor's and the critic's rates to 1e-5 over the experiment's iterations.",
+        "of the actor's and the critic's rates to lr_final (SHAC's: 1e-5) over the experiment's iterations.",
     )  # fmt: skip
+    if config.lr_final is not None and config.lr_schedule != "linear":
+        raise ValueError(
+            f"algorithm.lr_final={config.lr_final} is where lr_schedule=linear ends, but algorithm.lr_schedule="
+            f"{config.lr_schedule!r} keeps the rates: set lr_schedule=linear, or lr_final=null."
+        )
     if config.learn_std and config.action_std_final is not None:
         raise ValueError(
             f"algorithm.action_std_final={config.action_std_final} schedules a fixed σ, but algorithm.learn_std=true "

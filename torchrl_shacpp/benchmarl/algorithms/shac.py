@@ -27,7 +27,7 @@ from torchrl_shacpp.trainers import CoolDown, GradientSource, GroupUpdate, Simul
 
 #: Where the algorithm keeps its part of a BenchMARL checkpoint.
 STATE_KEY = "torchrl_shacpp"
-#: The rate that ``lr_schedule="linear"`` ends at (SHAC's, NVlabs/DiffRL).
+#: The rate that ``lr_schedule="linear"`` ends at unless ``lr_final`` says otherwise (SHAC's, NVlabs/DiffRL).
 LR_FLOOR = 1e-5
 
 
@@ -80,10 +80,12 @@ class Shac(Algorithm):
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
         actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
         lr_schedule: ``"constant"`` (the paper's) or ``"linear"``, SHAC's: the actor's and the critic's rates fall
-            linearly from ``actor_lr`` and ``critic_lr`` to :data:`LR_FLOOR` over the experiment's iterations,
-            :math:`\mathrm{lr}_k = \mathrm{lr}_0 + (\mathrm{lr}_{floor} - \mathrm{lr}_0)\, k / K` at collection k
+            linearly from ``actor_lr`` and ``critic_lr`` to ``lr_final`` over the experiment's iterations,
+            :math:`\mathrm{lr}_k = \mathrm{lr}_0 + (\mathrm{lr}_{final} - \mathrm{lr}_0)\, k / K` at collection k
             of K (logged as ``actor_lr``). A critic trained from its own cache (SHAC++'s ``critic_from_cache``)
             keeps ``model_lr``.
+        lr_final: the rate ``lr_schedule="linear"`` ends at; ``None``: SHAC's, :data:`LR_FLOOR`. A larger one keeps
+            a late step (navigation: 1e-3 from SHAC++'s 3e-3, ``benchmarks/results/navigation_reward_model.md``).
         window_length: the actor's window h (paper: 32): a collection of T steps gives T / h actor steps (the last
             window shorter when h does not divide T); ``None`` makes each collection one window.
         share_param_critic: one critic for the group (pooled over agents) or one per agent.
@@ -116,6 +118,7 @@ class Shac(Algorithm):
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
         lr_schedule: str,
+        lr_final: Optional[float],
         window_length: Optional[int],
         share_param_critic: bool,
         critic_centralised: bool,
@@ -135,6 +138,7 @@ class Shac(Algorithm):
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
         self.lr_schedule = lr_schedule
+        self.lr_final = LR_FLOOR if lr_final is None else lr_final
         self.share_param_critic = share_param_critic
         self.critic_centralised = critic_centralised
         self.use_target_critic = use_target_critic
@@ -361,9 +365,9 @@ class Shac(Algorithm):
         actors' for the log. They follow from the iteration count rather than from a stepped scheduler, so a resumed
         run goes on where it stopped."""
         progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
-        actor_lr = self.actor_lr + (LR_FLOOR - self.actor_lr) * progress
+        actor_lr = self.actor_lr + (self.lr_final - self.actor_lr) * progress
         initial_critic_lr = self.experiment_config.lr if self.critic_lr is None else self.critic_lr
-        critic_lr = initial_critic_lr + (LR_FLOOR - initial_critic_lr) * progress
+        critic_lr = initial_critic_lr + (self.lr_final - initial_critic_lr) * progress
         for group, update in self.groups.items():
             optimizers = [(update.actor_step.optimizer, actor_lr)]
             optimizers += [(optimizer, critic_lr) for optimizer in self.experiment.optimizers[group].values()]
@@ -428,6 +432,7 @@ class ShacConfig(AlgorithmConfig):
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
     lr_schedule: str = "constant"
+    lr_final: Optional[float] = None
     window_length: Optional[int] = 32
     share_param_critic: bool = True
     critic_centralised: bool = True
