@@ -54,7 +54,6 @@ class StepProbe:
 
     def __init__(self, experiment: Experiment, group: str) -> None:
         update = experiment.algorithm.update
-        self.group, self.update = group, update
         self.groups = update.groups[group]
         self.source = self.groups.source
         self.step = self.groups.actor_step
@@ -79,12 +78,14 @@ class StepProbe:
         with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
             return self.source.actor.get_dist_params(observations.copy()).get(self.loc_key)
 
-    def moved(self, loss: torch.Tensor, rule: str, states: list[TensorDictBase]) -> list[torch.Tensor]:
-        """The change of the mean action on each of ``states`` after one step of ``rule`` on ``loss``; undone."""
+    def moved(
+        self, loss: torch.Tensor, rule: str, states: list[TensorDictBase], means: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """The change of the mean action on each of ``states`` (``means`` before it) after one step of ``rule`` on
+        ``loss``; undone, so ``means`` hold for every call."""
         parameters = self.step.parameters
         before = [p.detach().clone() for p in parameters]
         optimizer_state = copy.deepcopy(self.step.optimizer.state_dict())
-        means = [self.means(s) for s in states]
         gradients = self.step.gradients(loss)
         self.step.apply(gradients)
         if rule == "sgd":
@@ -130,13 +131,15 @@ def probe(run: Path, group: str, goal: slice | None, seed: int) -> list[dict[str
     states = [w.select(*probe.source.actor.in_keys) for w in windows]
     if near is not None:
         states.append(near[0])
+        _, to_goal, band = near
+    means = [probe.means(s) for s in states]
     ascents = [probe.loss(w)[1] for w in windows]
     rows = []
     for rule in ("adam", "sgd"):
         own, others, inward, size = [], [], [], []
         for index, window in enumerate(windows):
             loss = probe.loss(window)[0]
-            moved = probe.moved(loss, rule, states)
+            moved = probe.moved(loss, rule, states, means)
             own.append(flat_cosine(moved[index], ascents[index]))
             others.append(
                 flat_cosine(
@@ -145,11 +148,10 @@ def probe(run: Path, group: str, goal: slice | None, seed: int) -> list[dict[str
                 )
             )
             if near is not None:
-                _, to_goal, band = near
                 inward.append(torch.nn.functional.cosine_similarity(moved[-1], to_goal, dim=-1)[band].mean().item())
                 size.append(moved[-1].norm(dim=-1)[band].mean().item())
         mean_loss = sum(probe.loss(w)[0] for w in windows) / len(windows)
-        moved = probe.moved(mean_loss, rule, states)
+        moved = probe.moved(mean_loss, rule, states, means)
         on_all = flat_cosine(torch.cat([m.flatten() for m in moved[: len(windows)]]), torch.cat(ascents).flatten())
         row = {
             "run": run.name,
@@ -159,12 +161,11 @@ def probe(run: Path, group: str, goal: slice | None, seed: int) -> list[dict[str
             "mean step: cos on all": f"{on_all:.3f}",
         }
         if near is not None:
-            _, to_goal, band = near
             row["cos(Δμ, goal) at 0.2-0.4"] = f"{statistics.mean(inward):.3f} ± {statistics.stdev(inward):.3f}"
             mean_inward = torch.nn.functional.cosine_similarity(moved[-1], to_goal, dim=-1)[band].mean().item()
             row["mean step: cos(Δμ, goal)"] = f"{mean_inward:.3f}"
             row["|Δμ| at 0.2-0.4"] = f"{statistics.mean(size):.2e}"
-            row["|μ| there"] = f"{probe.means(near[0]).norm(dim=-1)[band].mean().item():.3f}"
+            row["|μ| there"] = f"{means[-1].norm(dim=-1)[band].mean().item():.3f}"
         rows.append(row)
     return rows
 
