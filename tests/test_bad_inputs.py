@@ -64,7 +64,6 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(reward_uniform_share=1.0), "algorithm.reward_uniform_share=1.0 of algorithm.cache_size="),
         (lambda: ShacppConfig(actor_replay_steps=-1), "algorithm.actor_replay_steps=-1 must be an integer >= 0"),
         (lambda: ShacppConfig(actor_replay_windows=0), "algorithm.actor_replay_windows=0 must be an integer >= 1"),
-        (lambda: ShacppConfig(actor_replay_batch=0), "algorithm.actor_replay_batch=0 must be an integer >= 1"),
         (lambda: ShacppConfig(reward_observation_noise=-0.1), "algorithm.reward_observation_noise=-0.1 must be a finite"),
         (lambda: ShacppConfig(reward_huber_delta=0.0), "algorithm.reward_huber_delta=0.0 must be"),
         (lambda: ShacpConfig(model_minibatch_size=0), "algorithm.model_minibatch_size=0 must be an integer >= 1"),

@@ -188,40 +188,6 @@ def test_replayed_actor_steps_are_further_steps_on_the_policy_as_it_is_then():
         replay_learners(env, "shacp", actor_replay_steps=2)
 
 
-def test_a_replayed_step_on_several_windows_descends_the_mean_of_their_objectives():
-    """With ``actor_replay_batch=2`` each replayed step draws two windows and steps once on them side by side along
-    the env dimension, whose actor loss is the mean of the two windows' losses: the policy ends where one step on
-    those two windows, concatenated, takes it."""
-    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
-    replaying = replay_learners(env, actor_replay_steps=1, actor_replay_windows=2, actor_replay_batch=2)
-    single = replay_learners(env)
-    collector = WindowCollector(env, replaying.policy, window_length=HORIZON)
-    first = collector.rollout().detach()
-    for learners in (replaying, single):
-        learners.update.train_actors(first)
-        train_models_on(learners, first)
-    models = (learners.update.groups["agents"].source.models for learners in (replaying, single))
-    for trained, copy in zip(*models):
-        copy.load_state_dict(trained.state_dict())
-    drawn = []
-    sample = replaying.update.actor_replay.sample
-    replaying.update.actor_replay.sample = lambda *args: drawn.append(sample(*args)) or drawn[-1]
-    second = collector.rollout().detach()
-    assert replaying.update.train_actors(second)["train/agents/actor_steps"] == 2
-    (pair,) = drawn
-    assert pair.shape == (2, 3, HORIZON)
-    group = single.update.groups["agents"]
-    single.update.train_actors(second)
-    side_by_side = torch.cat([pair[0], pair[1]], 0)
-    losses = [group.actor_loss(group.source.differentiable_window(w))["loss_actor"] for w in (side_by_side, *pair)]
-    torch.testing.assert_close(losses[0], (losses[1] + losses[2]) / 2)
-    WindowUpdate._window_step(group, side_by_side)
-    for after_replay, after_single in zip(replaying.policy.parameters(), single.policy.parameters()):
-        torch.testing.assert_close(after_replay, after_single, rtol=0, atol=0)
-    with pytest.raises(ValueError, match="actor_replay_batch=0 must be an integer >= 1"):
-        WindowUpdate({}, actor_replay_batch=0)
-
-
 def test_the_actor_replay_holds_the_last_full_length_windows():
     """Batches of 10 steps cut into windows of 4, 4 and 2 steps: the replay keeps the full windows only, the last
     ``actor_replay_windows`` of them, and draws one replayed step per window of the batch."""

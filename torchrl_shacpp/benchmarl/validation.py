@@ -60,7 +60,6 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
         functools.partial(check_count, minimum=0), "It is SHAC++'s replayed actor steps per window (paper: 0)."
     ),
     "actor_replay_windows": (check_count, "It is the number of last windows SHAC++'s replayed steps draw from."),
-    "actor_replay_batch": (check_count, "It is the number of windows each of SHAC++'s replayed steps descends."),
     "reward_observation_noise": (
         check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
     ),

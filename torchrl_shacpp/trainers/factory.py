@@ -137,7 +137,6 @@ def make_learners(
     actor_waits_for_models: bool = False,
     actor_replay_steps: int = 0,
     actor_replay_windows: int = 32,
-    actor_replay_batch: int = 1,
 ) -> Learners:
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
@@ -160,8 +159,8 @@ def make_learners(
             ``reward_bins`` bins (:class:`~torchrl_shacpp.data.StratifiedWriter`; paper: 0).
         reward_uses_next_observation: the reward model reads :math:`(o_t, a_t, o_{t+1})` instead of the authors'
             :math:`(o_t, a_t)`.
-        actor_replay_steps, actor_replay_windows, actor_replay_batch: SHAC++'s replayed actor steps per window, the
-            windows they draw from and the windows each descends (:class:`WindowUpdate`; paper: 0).
+        actor_replay_steps, actor_replay_windows: SHAC++'s replayed actor steps per window and the windows they draw
+            from (:class:`WindowUpdate`; paper: 0).
         actor_waits_for_models: SHAC+ and SHAC++'s actor takes its first step after the models' first training
             (:class:`WindowUpdate`).
         model_steps, model_first_steps, model_surprise_steps, model_surprise_ratio: the models' minibatches per
@@ -265,7 +264,6 @@ def make_learners(
         update=WindowUpdate(
             {group: group_update}, cooldown=cooldown, actor_waits_for_models=actor_waits_for_models,
             actor_replay_steps=actor_replay_steps, actor_replay_windows=actor_replay_windows,
-            actor_replay_batch=actor_replay_batch,
         ),
         reward_model=reward_module,
         world_model=world_module,

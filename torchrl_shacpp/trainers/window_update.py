@@ -89,10 +89,7 @@ class WindowUpdate:
     ``actor_replay_windows`` windows (this batch's included), re-attached to the policy as it is then:
     the current policy's gradient at that window's observations and collected actions
     (:func:`~torchrl_shacpp.collectors.attach_policy_graph`), through the current models. More actor steps per
-    frame on more states, as PPO's epochs over its batch; the paper takes one step per window. With
-    ``actor_replay_batch`` :math:`b > 1` each replayed step descends the mean objective of :math:`b` windows drawn
-    together (with replacement), side by side along the env dimension: the same number of steps, each on a gradient
-    whose noise across windows is about :math:`1/\sqrt b` of one window's. The replayed steps
+    frame on more states, as PPO's epochs over its batch; the paper takes one step per window. The replayed steps
     start once the group's models have trained: before, they would multiply an untrained model's gradient, and the
     first windows, alone in the replay, would take them all (measured on give_way: the first evaluation fell from
     3.3 to -0.7).
@@ -121,7 +118,6 @@ class WindowUpdate:
             simulator graph (paper: 0). Defaults to 0.
         actor_replay_windows: the replayed windows: the last this many, less each batch's shorter last window
             (batches of one shape) and the windows holding a non-finite value. Defaults to 32.
-        actor_replay_batch: the windows each replayed step descends together. Defaults to 1.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -141,7 +137,6 @@ class WindowUpdate:
         actor_waits_for_models: bool = False,
         actor_replay_steps: int = 0,
         actor_replay_windows: int = 32,
-        actor_replay_batch: int = 1,
     ) -> None:
         if window_length is not None:
             check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
@@ -154,7 +149,6 @@ class WindowUpdate:
         self.actor_waits_for_models = actor_waits_for_models
         check_count("actor_replay_steps", actor_replay_steps, 0, "It is the replayed steps per window (paper: 0).")
         check_count("actor_replay_windows", actor_replay_windows, hint="It is the number of windows replayed from.")
-        check_count("actor_replay_batch", actor_replay_batch, hint="It is the number of windows per replayed step.")
         simulator_groups = [name for name, group in self.groups.items() if group.source.simulator_graph]
         if actor_replay_steps and simulator_groups:
             raise ValueError(
@@ -167,7 +161,7 @@ class WindowUpdate:
         # checkpoint is loaded into it before its first write (torchrl 0.11). Its own generator, which its state_dict
         # saves, so that a resumed run draws the windows the uninterrupted one draws.
         self.actor_replay = ReplayBuffer(
-            storage=LazyTensorStorage(actor_replay_windows), batch_size=actor_replay_batch,
+            storage=LazyTensorStorage(actor_replay_windows), batch_size=1,
             generator=torch.Generator().manual_seed(torch.initial_seed()),
         )
         self.windows = 0
@@ -263,9 +257,7 @@ class WindowUpdate:
             # would also step the first windows, alone in the replay, again and again.
             replaying = {name: group for name, group in stepping.items() if self.models_trained(group)}
             for _ in range(self.actor_replay_steps * len(windows) if replaying and len(self.actor_replay) else 0):
-                replayed = self.actor_replay.sample().to(batch.device)
-                if replayed.batch_dims > 2:  # [b, B, *, T] -> [b * B, *, T]: the b windows side by side
-                    replayed = replayed.flatten(0, 1)
+                replayed = self.actor_replay.sample()[0].to(batch.device)
                 for name, group in replaying.items():
                     infos[name].append(self._window_step(group, replayed))
         for name, gradients in deferred:

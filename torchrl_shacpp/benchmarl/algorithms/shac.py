@@ -104,7 +104,6 @@ class Shac(Algorithm):
     #: SHAC's windows carry the simulator's graph: no replayed actor steps (:class:`Shacpp` sets them from its config).
     actor_replay_steps = 0
     actor_replay_windows = 32
-    actor_replay_batch = 1
 
     def __init__(
         self,
@@ -326,7 +325,6 @@ class Shac(Algorithm):
             actor_waits_for_models=self.actor_waits_for_models,
             actor_replay_steps=self.actor_replay_steps,
             actor_replay_windows=self.actor_replay_windows,
-            actor_replay_batch=self.actor_replay_batch,
         )
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():

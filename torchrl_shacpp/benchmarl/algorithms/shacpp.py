@@ -88,8 +88,6 @@ class Shacpp(Shacp):
             common direction adds up and their noise partly cancels
             (``benchmarks/results/learning_vs_mappo/dispersion_n1_seeds/``).
         actor_replay_windows: how many of the last collected windows the replayed steps draw from.
-        actor_replay_batch: how many replayed windows each replayed step descends together, on the mean of their
-            objectives (paper: one window a step).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -111,13 +109,11 @@ class Shacpp(Shacp):
         world_rollout: str,
         actor_replay_steps: int,
         actor_replay_windows: int,
-        actor_replay_batch: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.actor_replay_steps = actor_replay_steps
         self.actor_replay_windows = actor_replay_windows
-        self.actor_replay_batch = actor_replay_batch
         self.world_rollout = world_rollout
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
@@ -215,7 +211,6 @@ class ShacppConfig(ShacpConfig):
     world_rollout: str = "spliced"
     actor_replay_steps: int = 3
     actor_replay_windows: int = 32
-    actor_replay_batch: int = 1
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
