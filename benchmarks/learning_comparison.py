@@ -3,7 +3,7 @@
 Each ``PANEL/LABEL=GLOB`` names the run folders (one per seed) of one configuration; the evaluation returns come from
 each run's marl-eval JSON (BenchMARL's ``experiment.create_json``), read by :mod:`torchrl_shacpp.benchmark.runs`. A run
 stopped early (the paper's rule, ``torchrl_shacpp.benchmarl.run``) keeps its last evaluation return for the frames it
-did not run. For the paper's grid and its tables, see ``python -m torchrl_shacpp.benchmark``.
+did not run; with ``--no-early-stop`` (tasks without that rule, e.g. BenchMARL's own) no run keeps it. For the paper's grid and its tables, see ``python -m torchrl_shacpp.benchmark``.
 
     python benchmarks/learning_comparison.py --out benchmarks/results/dispersion --target 0.9 \\
         "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
@@ -13,10 +13,11 @@ A ``GLOB`` of the form ``PATH/curves.csv#PANEL/LABEL`` takes that configuration'
 named more than once takes the runs of each: committed seeds and new ones in one row.
 
 writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
-the return first reached ``--target``, the mean return at ``--at`` frames, none after the last evaluation of a run
-that ended below the target, each run's last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact test of
-the frames to the target against that configuration of the same panel) and ``curves.png`` (mean over seeds, the band one
-standard deviation, one panel per PANEL).
+the return first reached ``--target``, the mean return at ``--at`` frames (none later than one evaluation interval
+after the last evaluation of a run that ended below the target, or of any run with ``--no-early-stop``), each run's
+last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact test of the frames to the target against that
+configuration of the same panel) and ``curves.png`` (mean over seeds, the band one standard deviation, one panel per
+PANEL).
 """
 
 from __future__ import annotations
@@ -57,10 +58,12 @@ def csv_curves(path: str, name: str) -> list[tuple[str, list[int], list[float]]]
     return [(run, frames, returns) for run, (frames, returns) in runs.items()]
 
 
-def return_at(frames: list[int], returns: list[float], at: int, target: float) -> float:
-    """The return at ``at`` frames: a run that ended below ``target`` (stopped by hand or by its budget) has none
-    after its last evaluation; one stopped early (the paper's rule) keeps its last one."""
-    if at > frames[-1] and returns[-1] < target:
+def return_at(frames: list[int], returns: list[float], at: int, stop_target: float) -> float:
+    """The return at ``at`` frames: the last evaluation at or before it, which stands until the run's next evaluation
+    would have come (one evaluation interval). Beyond that a run has none, unless it stopped early on reaching
+    ``stop_target`` (the paper's rule): that one keeps its last evaluation."""
+    interval = frames[-1] - frames[-2] if len(frames) > 1 else 0
+    if at > frames[-1] and at >= frames[-1] + interval and returns[-1] < stop_target:
         return float("nan")
     return value_at(frames, returns, at)
 
@@ -96,7 +99,11 @@ def main() -> None:
                         help="frames at which to compare the returns")  # fmt: skip
     parser.add_argument("--title", default="")
     parser.add_argument("--baseline", help="the label whose frames to the target the others are tested against")
+    parser.add_argument("--no-early-stop", action="store_true",
+                        help="no run stopped on reaching the target: none keeps its last evaluation indefinitely")  # fmt: skip
     args = parser.parse_args()
+    # The return at which a run stopped early; a run that reached it keeps its last evaluation beyond its frames.
+    stop_target = math.inf if args.no_early_stop else args.target
     args.out.mkdir(parents=True, exist_ok=True)
 
     configurations: dict[tuple[str, str], list[tuple[str, list[int], list[float]]]] = {}
@@ -136,7 +143,7 @@ def main() -> None:
         to_target = f"{mean_std([f / 1000 for f in reached_frames], 0)}k" if reached_frames else "not reached"
         cells = [panel, label, str(len(runs)), f"{to_target} ({len(reached_frames)}/{len(runs)})"]
         for at in args.at:
-            cells.append(mean_std([return_at(frames, returns, at, args.target) for _, frames, returns in runs]))
+            cells.append(mean_std([return_at(frames, returns, at, stop_target) for _, frames, returns in runs]))
         cells.append(" / ".join(f"{frames[-1] // 1000}k" for _, frames, _ in runs))
         if args.baseline:
             cells.append(rank_test(reached, frames_to_target.get((panel, args.baseline))))
@@ -159,7 +166,7 @@ def main() -> None:
     for (panel, label), runs in configurations.items():
         ax = axes[0, panels.index(panel)]
         grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
-        if not any(returns[-1] >= args.target for _, _, returns in runs):  # no curve past its runs' last evaluation
+        if not any(returns[-1] >= stop_target for _, _, returns in runs):  # no curve past its runs' last evaluation
             shown = grid <= max(frames[-1] for _, frames, _ in runs)
             grid, mean, std = grid[shown], mean[shown], std[shown]
         baseline = {"color": "black", "linewidth": 2} if label == args.baseline else {}

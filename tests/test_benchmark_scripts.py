@@ -102,6 +102,11 @@ CASES = {
         "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1 ± 0k \(2/2\)", "0.77 ± 0.25", "0k / 0k",
                           "U = 4 of 4, p = 0.333"),
     ),
+    "learning_comparison.py without early stops": (  # seed 0 ended at 512 frames: no return at 768, as MAPPO's
+        ["n=1/SHAC++={runs}/shacpp_s*", "n=1/MAPPO={runs}/mappo_s*", "--target", "0.9", "--at", "768",
+         "--no-early-stop", "--out", "{tmp}"],
+        "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1 ± 0k \(2/2\)", "0.92", "0k / 0k"),
+    ),
     "learning_curves.py": (
         ["--title", "tiny", "--out", "{tmp}", "a={runs}/curve"],
         "summary.md", row("a", "2", "128", "0.2", "0.100", "0.500", "0.500", "0"),
