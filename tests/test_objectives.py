@@ -280,6 +280,20 @@ def test_actor_loss_refuses_a_window_without_graph():
         loss(window)
 
 
+def test_actor_loss_of_a_window_its_actions_do_not_move_is_zero_gradient_not_an_error():
+    # As a window without contact on wheel with value_gradient=0: the policy's output carries the graph, the rewards
+    # and the (stopped) bootstrap do not depend on it. The exact gradient is zero; the step must not fail.
+    window, actor, start, actions = point_mass_window()
+    window.set(("next", "agents", "reward"), window.get(("next", "agents", "reward")).detach())
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0, value_gradient=0.0)
+    loss.set_keys(**MULTI_AGENT_KEYS, loc=("agents", "loc"))
+    loss_actor = loss(window)["loss_actor"]
+    loss_actor.backward()
+    objective, _ = closed_form_window(start, actions, SEGMENTS, GAMMA, K_CRITIC, value_gradient=0.0)
+    torch.testing.assert_close(loss_actor, -objective / loss_normaliser(actions))
+    torch.testing.assert_close(actor.module.actions.grad, torch.zeros_like(actions))
+
+
 def test_actor_loss_needs_the_action_box_for_the_penalty():
     with pytest.raises(ValueError, match="action_low and action_high"):
         SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0))

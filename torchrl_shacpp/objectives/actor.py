@@ -221,16 +221,26 @@ class SHACActorLoss(LossModule):
         excess = nn.functional.relu(loc - self.action_high) + nn.functional.relu(self.action_low - loc)
         return self.action_bound_coef * excess.pow(2).mean()
 
-    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        objective = self.window_return(tensordict)
-        horizon = tensordict.shape[check_window(tensordict, type(self).__name__)]
-        loss_actor = -objective.sum() / (objective.numel() * horizon)
-        if not loss_actor.requires_grad:
+    def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
+        """``loss_actor`` with a zero gradient to the policy, for a window whose rewards and bootstrap do not depend
+        on its actions although the policy's output carries the graph: a window without contact on a task whose
+        reward only contacts move (wheel), with ``value_gradient = 0``. Its exact gradient is zero; a window
+        collected without a graph is refused."""
+        loc = tensordict.get(self.tensor_keys.loc, None)
+        if loc is None or not loc.requires_grad:
             raise RuntimeError(
                 "The SHAC window carries no autograd graph: neither the rewards nor the bootstrap observations "
                 "depend on the policy. Collect the window with WindowCollector(graph='simulator') on an env "
                 "with differentiable dynamics (or graph='policy' with a world model)."
             )
+        return loss_actor + 0.0 * loc.sum()
+
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        objective = self.window_return(tensordict)
+        horizon = tensordict.shape[check_window(tensordict, type(self).__name__)]
+        loss_actor = -objective.sum() / (objective.numel() * horizon)
+        if not loss_actor.requires_grad:
+            loss_actor = self._attached_to_policy(loss_actor, tensordict)
         return TensorDict(
             {"loss_actor": loss_actor, "loss_action_bound": self.action_bound_penalty(tensordict)},
             batch_size=[],
