@@ -20,12 +20,18 @@ navigation, whose goal shaping rewards progress towards it):
   that has not learned the reward the policy now meets reads near 0);
 * ``rewarded``: the fraction of rewarded transitions in the window and in the reward cache (the stratified cache
   should keep the rare rewarded transitions);
+* ``boot_reward_cos``, ``boot_norm``, ``reward_part_norm``: over the whole window, the cosine between the bootstrap's
+  and the rewards' parts of the actor's descent direction, and their norms. Where the reward is a potential-based
+  shaping :math:`\Phi(o') - \Phi(o)` and the critic has learned :math:`V \approx c - \Phi`, the two cancel
+  (cosine near -1, equal norms), which ``algorithm.actor_value_gradient=0`` avoids; ``--target none`` measures only
+  these (and the reward model's), on the task the overrides name;
 * the evaluation return, from BenchMARL's evaluation.
 
 Examples (the tables in ``results/dispersion/`` and ``results/navigation_reward_model.md``)::
 
     python benchmarks/dispersion_probes.py --windows 300 --every 50 algorithm=shacp task.n_agents=1
     python benchmarks/dispersion_probes.py --target goal --windows 120 --every 10 algorithm=shacpp
+    python benchmarks/dispersion_probes.py --target none --windows 240 --every 20 algorithm=shac task=vmas/wheel
 """
 
 from __future__ import annotations
@@ -90,10 +96,12 @@ def goal_displacement(gradient: torch.Tensor) -> torch.Tensor:
     return gradient[..., :2] + gradient[..., GOAL]
 
 
-#: ``--target``: the direction to measure against, the displacement gradient's form, and the task.
+#: ``--target``: the direction to measure against, the displacement gradient's form, and the task (``none``: no
+#: direction, the overrides' task).
 TARGETS = {
     "nearest_food": (nearest_food, food_displacement, "vmas/dispersion_paper"),
     "goal": (own_goal, goal_displacement, "vmas/navigation"),
+    "none": (None, None, None),
 }
 
 
@@ -143,33 +151,19 @@ class DispersionProbe(Callback):
             window = update.source.differentiable_window(batch.detach())
             action = window.get(keys["action"])
         self.step_actions = []
-        offset, distance = self.target(window.get(keys["observation"]).detach())
         row = {"window": self.window, "eval_return": self.last_eval}
         full, boot = (
             step_gradient(update.actor_loss, window, action, per_step, zero_reward=zeroed) for zeroed in (False, True)
         )
-        loc = window.get((group, "loc")).detach()
-        directions = (("policy", loc), ("actor", -full), ("boot", -boot), ("reward_part", boot - full))
-        for name, direction in directions:  # the mean; descent directions
-            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
-                row[f"{name}_cos_{low}-{high}"] = cos
         detached = window.detach()
-        value_loss = update.value_loss
-        models = [("critic", value_loss.value_network, value_loss.tensor_keys.value, detached.get("next"))]
-        if update.source.reward_model is not None:
-            predicted_reward = update.actor_loss.tensor_keys.predicted_reward
-            models.append(("reward", update.source.reward_model, predicted_reward, detached))
-        next_offset, next_distance = self.target(detached.get(("next", *keys["observation"])))
-        for name, model, out_key, td in models:
-            target_offset, target_distance = (next_offset, next_distance) if name == "critic" else (offset, distance)
-            with torch.enable_grad():
-                grad = displacement_gradient(
-                    model, td.select(*model.in_keys), keys["observation"], out_key, self.displacement
-                )
-            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
-                row[f"{name}_cos_{low}-{high}"] = cos
+        if self.target is not None:
+            row.update(self.target_cosines(update, window, detached, full, boot))
+        boot_descent, reward_descent = -boot.flatten(), (boot - full).flatten()
+        row["boot_reward_cos"] = torch.nn.functional.cosine_similarity(boot_descent, reward_descent, 0).item()
+        row["boot_norm"], row["reward_part_norm"] = boot_descent.norm().item(), reward_descent.norm().item()
         reward = detached.get(("next", group, "reward"))
         if update.source.reward_model is not None:
+            predicted_reward = update.actor_loss.tensor_keys.predicted_reward
             predicted = update.source.reward_model(detached.select(*update.source.reward_model.in_keys))
             pair = torch.stack([predicted.get(predicted_reward).flatten(), reward.flatten()])
             row["reward_corr"] = torch.corrcoef(pair)[0, 1].item()
@@ -184,6 +178,34 @@ class DispersionProbe(Callback):
             writer = csv.DictWriter(file, fieldnames=list({k: None for r in self.rows for k in r}))
             writer.writeheader()
             writer.writerows(self.rows)
+
+
+    def target_cosines(self, update, window, detached, full: torch.Tensor, boot: torch.Tensor) -> dict[str, float]:
+        """The binned cosines with the direction to the target: of the policy's mean, of the actor's descent direction
+        and its parts, and of the critic's and reward model's displacement gradients."""
+        keys = dict(observation=("agents", "observation"))
+        row = {}
+        offset, distance = self.target(window.get(keys["observation"]).detach())
+        loc = window.get(("agents", "loc")).detach()
+        directions = (("policy", loc), ("actor", -full), ("boot", -boot), ("reward_part", boot - full))
+        for name, direction in directions:  # the mean; descent directions
+            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
+                row[f"{name}_cos_{low}-{high}"] = cos
+        value_loss = update.value_loss
+        models = [("critic", value_loss.value_network, value_loss.tensor_keys.value, detached.get("next"))]
+        if update.source.reward_model is not None:
+            predicted_reward = update.actor_loss.tensor_keys.predicted_reward
+            models.append(("reward", update.source.reward_model, predicted_reward, detached))
+        next_offset, next_distance = self.target(detached.get(("next", *keys["observation"])))
+        for name, model, out_key, td in models:
+            target_offset, target_distance = (next_offset, next_distance) if name == "critic" else (offset, distance)
+            with torch.enable_grad():
+                grad = displacement_gradient(
+                    model, td.select(*model.in_keys), keys["observation"], out_key, self.displacement
+                )
+            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
+                row[f"{name}_cos_{low}-{high}"] = cos
+        return row
 
 
 def step_gradient(actor_loss, window, action, per_step: bool, zero_reward: bool) -> torch.Tensor:
@@ -216,8 +238,9 @@ def main() -> None:
     parser.add_argument("--target", choices=list(TARGETS), default="nearest_food", help="the direction to measure")
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. algorithm=shacp task.n_agents=1")
     args = parser.parse_args()
+    task = TARGETS[args.target][2]
     overrides = [
-        f"task={TARGETS[args.target][2]}", "experiment=shacpp_cpu", f"experiment.max_n_iters={args.windows}",
+        *([f"task={task}"] if task else []), "experiment=shacpp_cpu", f"experiment.max_n_iters={args.windows}",
         "experiment.max_n_frames=null", "experiment.loggers=[csv]", *args.overrides,
     ]  # fmt: skip
     with initialize_config_module(config_module="benchmarl.conf", version_base=None):

@@ -83,6 +83,11 @@ CASES = {
         "probes.csv",
         rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,reward_corr,.*\n1,nan,.*\n2,{N},",
     ),
+    "dispersion_probes.py none": (  # SHAC on a task without a target direction: the actor's two parts only
+        ["--target", "none", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shac",
+         "task=vmas/balance_centred", "experiment.save_folder={tmp}"],
+        "probes.csv", rf"^window,eval_return,boot_reward_cos,boot_norm,reward_part_norm,rewarded_window\n1,nan,{N},",
+    ),
     "first_actor_steps.py": (
         ["--algorithm", "shac", "--task", "vmas/navigation", "--iters", "2", "--episodes", "2", "--steps", "4",
          "--label", "tiny", "--reward-part", "agent_collisions", "--detach-lidar", "--detach-observations", "--out",
