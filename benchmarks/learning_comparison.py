@@ -3,7 +3,8 @@
 Each ``PANEL/LABEL=GLOB`` names the run folders (one per seed) of one configuration; the evaluation returns come from
 each run's marl-eval JSON (BenchMARL's ``experiment.create_json``), read by :mod:`torchrl_shacpp.benchmark.runs`. A run
 stopped early (the paper's rule, ``torchrl_shacpp.benchmarl.run``) keeps its last evaluation return for the frames it
-did not run; with ``--no-early-stop`` (tasks without that rule, e.g. BenchMARL's own) no run keeps it. For the paper's grid and its tables, see ``python -m torchrl_shacpp.benchmark``.
+did not run; with ``--no-early-stop`` (tasks without that rule, e.g. BenchMARL's own) no run keeps it. For the
+paper's grid and its tables, see ``python -m torchrl_shacpp.benchmark``.
 
     python benchmarks/learning_comparison.py --out benchmarks/results/dispersion --target 0.9 \\
         "n=1/SHAC++=runs/shacpp_n1_s*" "n=1/MAPPO=runs/mappo_n1_s*"
