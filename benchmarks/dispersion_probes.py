@@ -24,7 +24,7 @@ navigation, whose goal shaping rewards progress towards it):
   and the rewards' parts of the actor's descent direction, and their norms. Where the reward is a potential-based
   shaping :math:`\Phi(o') - \Phi(o)` and the critic has learned :math:`V \approx c - \Phi`, the two cancel
   (cosine near -1, equal norms), which ``algorithm.actor_value_gradient=0`` avoids; ``--target none`` measures only
-  these (and the reward model's), on the task the overrides name;
+  these (and the reward model's fit), on the task the overrides name;
 * the evaluation return, from BenchMARL's evaluation.
 
 Examples (the tables in ``results/dispersion/`` and ``results/navigation_reward_model.md``)::
@@ -157,7 +157,7 @@ class DispersionProbe(Callback):
         )
         detached = window.detach()
         if self.target is not None:
-            row.update(self.target_cosines(update, window, detached, full, boot))
+            row.update(self.target_cosines(update, window, detached, full, boot, keys["observation"]))
         boot_descent, reward_descent = -boot.flatten(), (boot - full).flatten()
         row["boot_reward_cos"] = torch.nn.functional.cosine_similarity(boot_descent, reward_descent, 0).item()
         row["boot_norm"], row["reward_part_norm"] = boot_descent.norm().item(), reward_descent.norm().item()
@@ -179,14 +179,14 @@ class DispersionProbe(Callback):
             writer.writeheader()
             writer.writerows(self.rows)
 
-
-    def target_cosines(self, update, window, detached, full: torch.Tensor, boot: torch.Tensor) -> dict[str, float]:
+    def target_cosines(
+        self, update, window, detached, full: torch.Tensor, boot: torch.Tensor, observation_key: tuple[str, str]
+    ) -> dict[str, float]:
         """The binned cosines with the direction to the target: of the policy's mean, of the actor's descent direction
         and its parts, and of the critic's and reward model's displacement gradients."""
-        keys = dict(observation=("agents", "observation"))
         row = {}
-        offset, distance = self.target(window.get(keys["observation"]).detach())
-        loc = window.get(("agents", "loc")).detach()
+        offset, distance = self.target(window.get(observation_key).detach())
+        loc = window.get((observation_key[0], "loc")).detach()
         directions = (("policy", loc), ("actor", -full), ("boot", -boot), ("reward_part", boot - full))
         for name, direction in directions:  # the mean; descent directions
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
@@ -196,12 +196,12 @@ class DispersionProbe(Callback):
         if update.source.reward_model is not None:
             predicted_reward = update.actor_loss.tensor_keys.predicted_reward
             models.append(("reward", update.source.reward_model, predicted_reward, detached))
-        next_offset, next_distance = self.target(detached.get(("next", *keys["observation"])))
+        next_offset, next_distance = self.target(detached.get(("next", *observation_key)))
         for name, model, out_key, td in models:
             target_offset, target_distance = (next_offset, next_distance) if name == "critic" else (offset, distance)
             with torch.enable_grad():
                 grad = displacement_gradient(
-                    model, td.select(*model.in_keys), keys["observation"], out_key, self.displacement
+                    model, td.select(*model.in_keys), observation_key, out_key, self.displacement
                 )
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
