@@ -393,6 +393,11 @@ CASES = [
          expect="is not an existing folder: create it")),
     Case("28", "`save_folder` that does not exist (`python -m benchmarl.run`: BenchMARL makes the run folder first)",
          cli_refuses(*ROOT_ERROR_RUN, "experiment.save_folder={tmp}/typo", expect="", benchmarl=True)),
+    Case("—", "`+task.approach_coef=0` on vmas/transport (`python -m torchrl_shacpp.benchmarl.run`)", cli_refuses(
+         "algorithm=shac", "task=vmas/transport", "+task.approach_coef=0", module="torchrl_shacpp.benchmarl.run",
+         expect="task=vmas/transport_differentiable +task.approach_coef=")),
+    Case("—", "`+task.approach_coef=0` on vmas/transport (`python -m benchmarl.run`: BenchMARL's task dataclass)",
+         cli_refuses("algorithm=shac", "task=vmas/transport", "+task.approach_coef=0", expect="", benchmarl=True)),
     Case("29", "`+early_stopping.env_fraction=1.5`", cli_refuses(
          *ROOT_ERROR_RUN, "+early_stopping.env_fraction=1.5", module="torchrl_shacpp.benchmarl.run",
          expect="must be in (0, 1]")),

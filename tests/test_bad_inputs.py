@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from benchmarl.algorithms import MappoConfig
-from benchmarl.hydra_config import load_algorithm_config_from_hydra, load_model_config_from_hydra
+from benchmarl.hydra_config import (
+    load_algorithm_config_from_hydra,
+    load_model_config_from_hydra,
+    load_task_config_from_hydra,
+)
 from hydra import compose, initialize_config_module
 from test_benchmarl import TINY, benchmarl_run, tiny_experiment
 from test_objectives import MULTI_AGENT_KEYS, point_mass_window
@@ -25,7 +29,7 @@ from vmas.scenarios.transport import Scenario as Transport
 from torchrl_shacpp.benchmark.runs import load_runs
 from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacpConfig, ShacppConfig, TransformerConfig
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
-from torchrl_shacpp.benchmarl.validation import check_checkpoint_algorithm, check_save_folder
+from torchrl_shacpp.benchmarl.validation import check_checkpoint_algorithm, check_save_folder, check_task_keys
 from torchrl_shacpp.collectors import WindowCollector
 from torchrl_shacpp.data import make_stratified_cache
 from torchrl_shacpp.envs import make_vmas_env
@@ -357,6 +361,25 @@ def test_save_folder_that_does_not_exist_is_refused_by_our_runner(tmp_path: Path
         module="torchrl_shacpp.benchmarl.run",
     )  # fmt: skip
     assert result.returncode != 0 and "is not an existing folder" in result.stderr, result.stderr[-2000:]
+
+
+def test_a_differentiable_scenario_setting_on_the_vmas_task_names_the_differentiable_task(tmp_path: Path):
+    """``+task.approach_coef=0`` belongs to ``vmas/transport_differentiable``; on ``vmas/transport`` BenchMARL's own
+    loader fails with its dataclass's ``TypeError``, our runner says where the setting goes."""
+    overrides = ["algorithm=shac", "+task.approach_coef=0"]
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        on_vmas = compose(config_name="config", overrides=[*overrides, "task=vmas/transport"])
+        on_ours = compose(config_name="config", overrides=[*overrides, "task=vmas/transport_differentiable"])
+    with raises(ValueError, "task=vmas/transport has no setting approach_coef: BenchMARL checks it against VMAS's"):
+        check_task_keys(on_vmas.task, "vmas/transport")
+    with pytest.raises(TypeError, match="approach_coef"):
+        load_task_config_from_hydra(on_vmas.task, "vmas/transport")
+    check_task_keys(on_ours.task, "vmas/transport_differentiable")
+    task = load_task_config_from_hydra(on_ours.task, "vmas/transport_differentiable")
+    assert task.get_env_fun(2, True, 0, "cpu")()._env.scenario.approach_coef == 0.0
+    check_task_keys({"approach_coef": 0}, "vmas/balance")  # no differentiable variant: BenchMARL's to check
+    result = benchmarl_run(tmp_path, *TINY, *overrides, "task=vmas/transport", module="torchrl_shacpp.benchmarl.run")
+    assert result.returncode != 0 and "task=vmas/transport_differentiable +task.approach_coef=" in result.stderr
 
 
 @pytest.mark.parametrize(

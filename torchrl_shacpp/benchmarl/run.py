@@ -24,7 +24,12 @@ from omegaconf import DictConfig
 
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
 from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, EvaluationInfo, has_paper_max_episode_reward
-from torchrl_shacpp.benchmarl.validation import SHAC_FAMILY, check_checkpoint_algorithm, check_save_folder
+from torchrl_shacpp.benchmarl.validation import (
+    SHAC_FAMILY,
+    check_checkpoint_algorithm,
+    check_save_folder,
+    check_task_keys,
+)
 
 BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 
@@ -34,10 +39,12 @@ def run_with_early_stopping(cfg: DictConfig) -> None:
     """Runs one BenchMARL experiment from its hydra config, logging its evaluations' info terms and stopping early
     once the task is solved.
 
-    Before BenchMARL sets up, it refuses a ``save_folder`` that does not exist, and a ``restore_file`` of the SHAC
-    family for another algorithm (the SHAC family checks its own checkpoints at set-up).
+    Before BenchMARL sets up, it refuses a differentiable scenario's setting on BenchMARL's VMAS task, a
+    ``save_folder`` that does not exist, and a ``restore_file`` of the SHAC family for another algorithm (the SHAC
+    family checks its own checkpoints at set-up).
     """
     choices = HydraConfig.get().runtime.choices
+    check_task_keys(cfg.task, choices.task)
     check_save_folder(cfg.experiment.save_folder)
     if cfg.experiment.restore_file is not None and choices.algorithm not in SHAC_FAMILY:
         check_checkpoint_algorithm(cfg.experiment.restore_file, choices.algorithm, STATE_KEY)

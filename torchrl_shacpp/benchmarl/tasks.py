@@ -52,8 +52,9 @@ class DifferentiableVmasClass(PaperVmasClass):
     Same rewards, observations and settings as BenchMARL's ``vmas/<task>`` (results are filed under that name), but
     the reward has a gradient with respect to the actions: for any algorithm that back-propagates through the
     simulator (e.g. one using BenchMARL's ``collect_with_grad``). ``algorithm=shac|shacp`` make this swap on
-    ``vmas/<task>`` themselves. Extra scenario kwargs (transport's ``approach_coef``, sampling's ``lookahead_coef``)
-    can be added to the task config with ``+task.<kwarg>=...``.
+    ``vmas/<task>`` themselves. The differentiable scenario's own settings (transport's ``approach_coef``,
+    sampling's ``lookahead_coef``) go on ``task=vmas/<task>_differentiable +task.<setting>=...``: BenchMARL checks
+    ``vmas/<task>``'s config against VMAS's settings and refuses them there.
     """
 
     differentiable_reward = True

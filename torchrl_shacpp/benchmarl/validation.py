@@ -9,7 +9,9 @@ command line spells it (``algorithm.lmbda``, ``experiment.gamma``), the bad valu
   was made) and the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`);
 * :func:`check_transformer_config`: ``model=layers/transformer`` sizes;
 * :func:`check_restore_file`: that ``experiment.restore_file`` was written by the same algorithm, agent groups and
-  network shapes, before BenchMARL loads it.
+  network shapes, before BenchMARL loads it;
+* :func:`check_task_keys`: that a differentiable scenario's own setting is not given to the VMAS task BenchMARL
+  type-checks.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torchrl_shacpp.checks import (
     check_positive,
 )
 from torchrl_shacpp.benchmarl.envs import is_vmas
+from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasTask
 from torchrl_shacpp.modules import WORLD_ROLLOUTS
 
 if TYPE_CHECKING:
@@ -259,6 +262,23 @@ def check_save_folder(save_folder: str | None) -> None:
         raise ValueError(
             f"experiment.save_folder={save_folder} is not an existing folder: create it (mkdir -p {save_folder}), or "
             "leave it null to save in hydra's output folder."
+        )
+
+
+def check_task_keys(task_config: Mapping[str, Any], task_name: str) -> None:
+    """Refuses ``task=vmas/<name> +task.<key>=...`` where ``<key>`` is a setting of this package's differentiable
+    scenario only (transport's ``approach_coef``, sampling's ``lookahead_coef``): BenchMARL checks ``vmas/<name>``'s
+    config against VMAS's own settings and fails with a ``TypeError`` that does not say where the key belongs."""
+    environment, _, name = task_name.partition("/")
+    if environment != "vmas" or name.upper() not in DifferentiableVmasTask.__members__:
+        return
+    unknown = sorted(set(task_config) - set(DifferentiableVmasTask[name.upper()].get_from_yaml().config))
+    if unknown:
+        differentiable = f"{task_name}_differentiable"
+        raise ValueError(
+            f"task={task_name} has no setting {', '.join(unknown)}: BenchMARL checks it against VMAS's scenario. "
+            f"Settings of this package's differentiable scenario go on task={differentiable} (the same task and "
+            f"settings, results filed under {name}): task={differentiable} +task.{unknown[0]}=..."
         )
 
 
