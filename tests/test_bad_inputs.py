@@ -372,6 +372,8 @@ def test_a_differentiable_scenario_setting_on_the_vmas_task_names_the_differenti
         on_ours = compose(config_name="config", overrides=[*overrides, "task=vmas/transport_differentiable"])
     with raises(ValueError, "task=vmas/transport has no setting approach_coef: BenchMARL checks it against VMAS's"):
         check_task_keys(on_vmas.task, "vmas/transport")
+    with raises(ValueError, "any other setting of vmas/transport is one of max_steps, n_agents, n_packages,"):
+        check_task_keys({"n_agent": 3}, "vmas/transport")  # a typo is told VMAS's settings too
     with pytest.raises(TypeError, match="approach_coef"):
         load_task_config_from_hydra(on_vmas.task, "vmas/transport")
     check_task_keys(on_ours.task, "vmas/transport_differentiable")

@@ -272,13 +272,15 @@ def check_task_keys(task_config: Mapping[str, Any], task_name: str) -> None:
     environment, _, name = task_name.partition("/")
     if environment != "vmas" or name.upper() not in DifferentiableVmasTask.__members__:
         return
-    unknown = sorted(set(task_config) - set(DifferentiableVmasTask[name.upper()].get_from_yaml().config))
+    known = DifferentiableVmasTask[name.upper()].get_from_yaml().config
+    unknown = sorted(set(task_config) - set(known))
     if unknown:
         differentiable = f"{task_name}_differentiable"
         raise ValueError(
             f"task={task_name} has no setting {', '.join(unknown)}: BenchMARL checks it against VMAS's scenario. "
             f"Settings of this package's differentiable scenario go on task={differentiable} (the same task and "
-            f"settings, results filed under {name}): task={differentiable} +task.{unknown[0]}=..."
+            f"settings, results filed under {name}): task={differentiable} +task.{unknown[0]}=...; any other "
+            f"setting of {task_name} is one of {', '.join(sorted(known))}."
         )
 
 
