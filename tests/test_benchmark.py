@@ -85,6 +85,11 @@ def test_grid_runs_in_parallel_and_resumes(tmp_path: Path):
     assert counts == {"step_1": 64, "step_2": 128, "step_3": 192}  # BenchMARL numbers them frames // interval
 
 
+def test_a_differentiable_scenario_setting_on_the_vmas_task_is_refused_before_the_grid_loads_it(tmp_path: Path):
+    result = comparison(tmp_path, "algorithm=shac", "task=vmas/transport", "task.n_agents=1", "+task.approach_coef=0")
+    assert result.returncode != 0 and "task=vmas/transport_differentiable +task.approach_coef=" in result.stderr
+
+
 def compose_comparison(*overrides: str):
     with initialize_config_dir(config_dir=BENCHMARL_CONFIGS, version_base=None):
         return compose(config_name="comparison", overrides=["task=vmas/transport", *overrides])

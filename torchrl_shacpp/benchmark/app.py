@@ -29,6 +29,7 @@ from torchrl_shacpp.benchmark.grid import RunSpec, align_to_collections, skip_re
 from torchrl_shacpp.benchmark.records import RunRecord, progress
 from torchrl_shacpp.benchmark.resume import KeepEvaluationHistory, experiment_folders, marl_eval_file, resume_point
 from torchrl_shacpp.benchmarl.run import BENCHMARL_CONFIGS, early_stopping
+from torchrl_shacpp.benchmarl.validation import check_task_keys
 
 PREFIX = "[comparison]"
 
@@ -42,12 +43,14 @@ def run_grid_point(cfg: DictConfig) -> RunRecord:
     """Runs, resumes or skips the current hydra job's run; returns its record.
 
     Raises:
-        ValueError: the job's folder holds a run of another configuration.
+        ValueError: a differentiable scenario's setting on BenchMARL's VMAS task (before BenchMARL loads the task),
+            or the job's folder holds a run of another configuration.
         KeyboardInterrupt: the run was interrupted (BenchMARL closes it and raises again); the record stays
             ``running`` and the next invocation restores the run from its last checkpoint.
     """
     config = HydraConfig.get()
     spec = RunSpec.from_hydra(cfg)
+    check_task_keys(cfg.task, spec.task)
     folder = Path(config.runtime.output_dir)
     sweep_dir = Path(config.sweep.dir) if config.mode == RunMode.MULTIRUN else None
     record = RunRecord.load(folder)
