@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Composite, Unbounded
+from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.benchmarl import (
@@ -34,7 +35,7 @@ from torchrl_shacpp.benchmarl import (
     experiment_config,
 )
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
-from torchrl_shacpp.benchmarl.envs import rewards_are_each_agents_own
+from torchrl_shacpp.benchmarl.envs import rebuild_vmas_env, rewards_are_each_agents_own
 from torchrl_shacpp.envs import (
     CentredRotationBalance,
     DifferentiableNavigation,
@@ -478,6 +479,14 @@ def test_differentiable_tasks_are_benchmarl_tasks_filed_under_the_vmas_name(name
     assert task.config == VmasTask[name.upper()].get_from_yaml().config  # BenchMARL's settings
     env = task.get_env_fun(num_envs=2, continuous_actions=True, seed=0, device="cpu")()
     assert isinstance(env._env.scenario, scenario) and task.name.lower() == name and task.env_name() == "vmas"
+    # SHAC++ and MAPPO need no simulator graph, but a task that names the scenario keeps it, with its settings.
+    rebuilt = rebuild_vmas_env(TransformedEnv(env), task, simulator_graph=False, seed=0)
+    assert isinstance(rebuilt.base_env._env.scenario, scenario) and not rebuilt.base_env._env.grad_enabled
+    if scenario is DifferentiableTransport:
+        task.config["approach_reward"] = True
+        rebuilt = rebuild_vmas_env(TransformedEnv(env), task, simulator_graph=False, seed=0)
+        assert rebuilt.base_env._env.scenario.approach_reward
+        assert ("agents", "info", "task_reward") in rebuilt.observation_spec.keys(True)
 
 
 def test_balance_centred_is_benchmarl_balance_on_the_centred_scenario(tmp_path: Path):

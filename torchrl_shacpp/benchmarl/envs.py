@@ -20,6 +20,8 @@ def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: b
       it: VMAS's own rewards have no usable gradient (navigation's collision penalty has none), and its scenarios
       write in place into tensors that a graph-carrying window saved for backward (sampling's ``max_pdf`` at a
       reset);
+    * a task that names the differentiable-reward scenario itself (``task=vmas/<task>_differentiable``, e.g. with
+      ``+task.approach_reward=true``) keeps it, whether or not the algorithm back-propagates through it;
     * the time limit moves from VMAS to a :class:`~torchrl.envs.StepCounter`: TorchRL's VMAS wrapper reports it as
       ``terminated``, which would bootstrap the value targets and the actor objective with 0 instead of
       :math:`V(o')` at every time limit;
@@ -29,7 +31,8 @@ def rebuild_vmas_env(env: TransformedEnv, task: VmasClass, *, simulator_graph: b
     config = copy.deepcopy(task.config)
     max_steps = config.pop("max_steps")
     simulator = vmas_env(
-        task.name, num_envs=env.base_env.batch_size[0], differentiable_reward=simulator_graph,
+        task.name, num_envs=env.base_env.batch_size[0],
+        differentiable_reward=simulator_graph or getattr(task, "differentiable_reward", False),
         grad_enabled=simulator_graph, seed=seed, device=env.base_env.device, **config,
     )  # fmt: skip
     transforms = [transform.clone() for transform in env.transform] if isinstance(env.transform, Compose) else []
