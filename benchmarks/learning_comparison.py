@@ -32,16 +32,28 @@ import textwrap
 from pathlib import Path
 
 from torchrl_shacpp.benchmark.figures import band, value_at
-from torchrl_shacpp.benchmark.runs import Curve, load_runs
+from torchrl_shacpp.benchmark.runs import Curve, load_runs, read_scalar
 from torchrl_shacpp.benchmark.stats import mann_whitney_exact
 
 
-def run_curve(folder: Path) -> tuple[list[int], list[float]]:
-    """The evaluation frames and mean returns of the one BenchMARL run under ``folder``."""
+def run_curve(folder: Path, info: str | None = None) -> tuple[list[int], list[float]]:
+    """The evaluation frames and mean returns of the one BenchMARL run under ``folder``, or with ``info`` the
+    evaluation episodes' sums of that info term instead of the returns (mean over groups, as logged by
+    :class:`~torchrl_shacpp.benchmarl.callbacks.EvaluationInfo`)."""
     runs = load_runs(folder)
     if len(runs) != 1:
         raise SystemExit(f"{folder} holds {len(runs)} BenchMARL runs; name one run's folder per seed.")
-    return list(runs[0].evaluation.frames), list(runs[0].evaluation.values)
+    frames = list(runs[0].evaluation.frames)
+    if info is None:
+        return frames, list(runs[0].evaluation.values)
+    paths = sorted((runs[0].folder / runs[0].folder.name / "scalars").glob(f"eval_*_info_{info}.csv"))
+    per_group = [read_scalar(path.parent, path.stem) for path in paths]  # {iteration: sum}, one per group
+    if not paths or any(len(sums) != len(frames) for sums in per_group):
+        raise SystemExit(
+            f"{folder} has no evaluation info {info!r} for each of its {len(frames)} evaluations (the csv logger's "
+            f"scalars/eval_<group>_info_{info}.csv, from torchrl_shacpp.benchmarl.run's EvaluationInfo)."
+        )
+    return frames, [statistics.fmean(sums[i] for sums in per_group) for i in sorted(per_group[0])]
 
 
 def csv_curves(path: str, name: str) -> list[tuple[str, list[int], list[float]]]:
@@ -102,6 +114,9 @@ def main() -> None:
     parser.add_argument("--baseline", help="the label whose frames to the target the others are tested against")
     parser.add_argument("--no-early-stop", action="store_true",
                         help="no run stopped on reaching the target: none keeps its last evaluation indefinitely")  # fmt: skip
+    parser.add_argument("--info", metavar="KEY",
+                        help="compare the evaluation's sums of the agents' info KEY instead of its returns, for the "
+                        "runs read from run folders (e.g. task_reward: VMAS's where the task's reward is shaped)")
     args = parser.parse_args()
     # The return at which a run stopped early; a run that reached it keeps its last evaluation beyond its frames.
     stop_target = math.inf if args.no_early_stop else args.target
@@ -120,7 +135,7 @@ def main() -> None:
         folders = sorted(Path(p) for p in glob.glob(pattern))
         if not folders:
             raise SystemExit(f"No run folder matches {pattern!r} ({spec}).")
-        runs.extend((folder.name, *run_curve(folder)) for folder in folders)
+        runs.extend((folder.name, *run_curve(folder, args.info)) for folder in folders)
 
     with open(args.out / "curves.csv", "w", newline="") as file:
         writer = csv.writer(file)

@@ -112,6 +112,10 @@ CASES = {
          "--no-early-stop", "--out", "{tmp}"],
         "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1 ± 0k \(2/2\)", "0.92", "0k / 0k"),
     ),
+    "learning_comparison.py on an info term": (  # EvaluationInfo's sums: seed 1 reaches 0.9 at 512, seed 0 never
+        ["n=1/SHAC++={runs}/shacpp_s*", "--info", "task_reward", "--target", "0.9", "--at", "512", "--out", "{tmp}"],
+        "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1k \(1/2\)", "0.65 ± 0.42", "0k / 0k"),
+    ),
     "learning_curves.py": (
         ["--title", "tiny", "--out", "{tmp}", "a={runs}/curve"],
         "summary.md", row("a", "2", "128", "0.2", "0.100", "0.500", "0.500", "0"),
@@ -180,14 +184,18 @@ CASES = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Result folders for the scripts that read them: two BenchMARL runs each of SHAC++ (evaluations every 256
-    frames, solving 0.9 at 512 and 768; 8 logged actor gradient norms 0.5, 1, ..., 64; batches of 32 frames in the
-    hydra config) and MAPPO (below 0.9) on
+    frames, solving 0.9 at 512 and 768; 8 logged actor gradient norms 0.5, 1, ..., 64; an evaluation info term
+    ``task_reward`` reaching 0.9 at 512 in seed 1 only; batches of 32 frames in the hydra config) and MAPPO (below 0.9) on
     dispersion n=1, and an example script's ``curve.csv`` of 2 windows."""
     root, mlp, dispersion = tmp_path_factory.mktemp("runs"), MlpConfig.get_from_yaml(), PaperVmasTask.DISPERSION
+    task_rewards = [[0.1, 0.35], [0.2, 0.95, 0.97]]  # EvaluationInfo's "iteration,sum" per evaluation
     for seed, returns in enumerate([[[0.2], [0.95]], [[0.5], [0.6], [0.92]]]):
         run = synthetic_run(root / f"shacpp_s{seed}" / "run", ShacppConfig(), dispersion, 1, mlp, seed, returns)
         scalars = run / run.name / "scalars"  # BenchMARL's CSV logger: "iteration,value" per collection
         scalars.mkdir(parents=True)
+        (scalars / "eval_agents_info_task_reward.csv").write_text(
+            "".join(f"{8 * i + 7},{value}\n" for i, value in enumerate(task_rewards[seed]))
+        )
         (scalars / "counters_total_frames.csv").write_text("".join(f"{i},{32 * (i + 1)}\n" for i in range(8)))
         (scalars / "train_agents_actor_grad_norm.csv").write_text("".join(f"{i},{2 ** i / 2}\n" for i in range(8)))
         (root / f"shacpp_s{seed}" / ".hydra").mkdir()  # what a hydra run of benchmarl.run leaves beside its run

@@ -233,6 +233,46 @@ def test_transport_gradient_before_contact_is_the_approach_potentials():
     torch.testing.assert_close(gradient, fd, rtol=0.02, atol=1e-4)
 
 
+def test_transport_approach_reward_pays_the_potential_difference_and_reports_vmas_reward():
+    """``approach_reward=True``: the reward is VMAS's plus :math:`\\Phi_t - \\Phi_{t-1}` (after a reset, from the reset
+    state's potential), VMAS's reward is the info ``task_reward``, and the gradient is the gradient-only form's."""
+    n_envs, steps = 16, 40
+
+    def make(scenario, **kwargs):
+        return vmas.make_env(scenario(), num_envs=n_envs, seed=1, grad_enabled=True, n_agents=3, **kwargs)
+
+    shaped, plain, graph_only = make(DifferentiableTransport, approach_reward=True), make(VmasTransport), make(
+        DifferentiableTransport
+    )
+    generator = torch.Generator().manual_seed(0)
+    previous, actions, rewards, graph_rewards, vmas_rewards = approach_potential(shaped).detach(), [], [], [], []
+    for t in range(steps):
+        if t == steps // 2:  # one env resets mid-episode: its previous potential is the reset state's
+            for env in (shaped, plain, graph_only):
+                env.seed(2)  # the same reset state in each
+                env.reset_at(0)
+            previous[0] = approach_potential(shaped)[0].detach()
+        package = shaped.scenario.packages[0].state.pos.detach()
+        towards = [package - agent.state.pos.detach() for agent in shaped.agents]  # agents run into the package
+        noise = torch.randn(3, n_envs, 2, generator=generator)
+        action = (torch.stack([d / d.norm(dim=-1, keepdim=True) for d in towards]) + 0.5 * noise).clamp(-0.99, 0.99)
+        actions.append(action.requires_grad_(True))
+        reward, info = (out[0] for out in shaped.step(list(action))[1::2])  # agent 0's reward and info
+        vmas_rewards.append(plain.step(list(action.detach()))[1][0])
+        graph_rewards.append(graph_only.step(list(action))[1][0])
+        potential = approach_potential(shaped)
+        on_goal = shaped.scenario.packages[0].on_goal
+        assert torch.equal(info["task_reward"], vmas_rewards[-1].detach())
+        torch.testing.assert_close(reward - vmas_rewards[-1], (potential - previous) * ~on_goal, atol=1e-5, rtol=0)
+        previous = potential.detach()
+        rewards.append(reward)
+    assert torch.stack(vmas_rewards).count_nonzero() > 10  # contacts: VMAS's reward is not trivially 0
+    shaped_gradient = torch.stack(torch.autograd.grad(torch.stack(rewards).sum(), actions))
+    graph_gradient = torch.stack(torch.autograd.grad(torch.stack(graph_rewards).sum(), actions))
+    assert shaped_gradient.abs().sum() > 1
+    torch.testing.assert_close(shaped_gradient, graph_gradient, rtol=1e-4, atol=1e-5)
+
+
 def sampling_env(scenario=DifferentiableSampling, **kwargs):
     return vmas.make_env(scenario(), num_envs=NUM_ENVS, seed=3, grad_enabled=True, n_agents=3, **kwargs)
 

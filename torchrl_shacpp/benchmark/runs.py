@@ -135,10 +135,10 @@ def load_run(folder: Path) -> Run:
         tuple(statistics.fmean(marl_eval[step]["return"]) for step in steps),
     )
     scalars = folder / folder.name / "scalars"
-    frames_logged = _scalar(scalars, "counters_total_frames")
-    grad_norms = [_scalar(path.parent, path.stem) for path in sorted(scalars.glob("train_*_actor_grad_norm.csv"))]
+    frames_logged = read_scalar(scalars, "counters_total_frames")
+    grad_norms = [read_scalar(path.parent, path.stem) for path in sorted(scalars.glob("train_*_actor_grad_norm.csv"))]
     iterations = sorted(set(frames_logged).intersection(*grad_norms)) if grad_norms else []
-    time_logged = _scalar(scalars, "timers_total_time")
+    time_logged = read_scalar(scalars, "timers_total_time")
     record = RunRecord.load(folder.parent)
     return Run(
         folder=folder,
@@ -161,7 +161,7 @@ def load_run(folder: Path) -> Run:
     )
 
 
-def _scalar(folder: Path, name: str) -> dict[int, float]:
+def read_scalar(folder: Path, name: str) -> dict[int, float]:
     """A csv scalar of BenchMARL's logger as ``{iteration: value}``; a restored run logs the iterations after its
     checkpoint again, and the last value of an iteration wins. Empty if the run has no such scalar."""
     path = folder / f"{name}.csv"

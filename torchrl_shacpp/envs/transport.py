@@ -42,6 +42,14 @@ class DifferentiableTransport(TransportScenario):
     The value of :math:`\tilde r` equals VMAS's bit for bit (the added term is exactly 0). With
     ``approach_coef=0`` the gradient is exactly VMAS's.
 
+    With ``approach_reward=True`` the term keeps its value as well, :math:`\tilde r_t = r_t + \alpha\,(1 -
+    \mathrm{on\_goal}_t)\,(\Phi_t - \Phi_{t-1})`: potential-based shaping (Ng et al., 1999), which leaves the optimal
+    policies unchanged and which, unlike the gradient-only form, a learned reward model can fit and any algorithm
+    (MAPPO too) is paid by. It is a different reward, so VMAS's is reported beside it as the agents' info
+    ``task_reward`` (BenchMARL logs it per evaluation episode through
+    :class:`~torchrl_shacpp.benchmarl.callbacks.EvaluationInfo`). After a reset, :math:`\Phi_{t-1}` is the reset
+    state's potential, without a graph.
+
     Why :math:`\alpha = 1` by default: a single agent (mass 1) pushing the package (mass 50) moves it by about
     1/51 of what the same force moves a free agent, so the task gradient per unit of agent displacement is about
     :math:`100 / 51 \approx 2`, and the approach gradient (unit slope per agent) is about half of it: strong
@@ -50,6 +58,8 @@ class DifferentiableTransport(TransportScenario):
 
     Keyword Args (to ``make_world``, i.e. passed through ``vmas.make_env`` / ``VmasEnv``):
         approach_coef (float): :math:`\alpha`. Defaults to 1.0.
+        approach_reward (bool): add the approach term's value to the reward, not only its gradient. Defaults to
+            ``False``.
         **kwargs: VMAS transport's own (``n_agents``, ``n_packages``, ``package_width``, ``package_length``,
             ``package_mass``).
 
@@ -60,16 +70,23 @@ class DifferentiableTransport(TransportScenario):
 
     def make_world(self, batch_dim: int, device: torch.device, **kwargs) -> World:
         self.approach_coef = float(kwargs.pop("approach_coef", 1.0))
+        self.approach_reward = bool(kwargs.pop("approach_reward", False))
         world = super().make_world(batch_dim, device, **kwargs)
         self.push_offset = 0.5 * min(self.package_length, self.package_width) + self.agent_radius
         return world
 
     def reset_world_at(self, env_index: int | None = None) -> None:
         super().reset_world_at(env_index)
+        if env_index is None:  # the info of a reset, before any reward: nothing earned yet
+            self.task_reward = torch.zeros(self.world.batch_dim, device=self.world.device)
         for package in self.packages:
-            # The graph part Φ - sg(Φ) of the previous potential: its value is always 0; a reset env restarts
-            # without a graph to its previous episode (out of place: the old tensor may be saved for backward).
-            fresh = torch.zeros(self.world.batch_dim, device=self.world.device)
+            # The previous potential's part that enters the reward, Φ or its graph part Φ - sg(Φ) (value 0); a
+            # reset env restarts without a graph to its previous episode (out of place: the old tensor may be saved
+            # for backward).
+            if self.approach_reward:
+                fresh = self._approach_potential(package).detach()
+            else:
+                fresh = torch.zeros(self.world.batch_dim, device=self.world.device)
             if env_index is None:
                 package.approach_graph = fresh
             else:
@@ -78,9 +95,11 @@ class DifferentiableTransport(TransportScenario):
 
     def reward(self, agent: Agent) -> Tensor:
         reward = super().reward(agent)  # computed once, for agent 0, and shared
+        if agent == self.world.agents[0]:
+            self.task_reward = reward.detach()
         if agent == self.world.agents[0] and self.approach_coef != 0:
             self.rew = reward = reward + self.approach_coef * sum(
-                self._approach_gradient(package) for package in self.packages
+                self._approach_term(package) for package in self.packages
             )
         return reward
 
@@ -96,13 +115,22 @@ class DifferentiableTransport(TransportScenario):
         side = torch.where((relative * normal).sum(-1, keepdim=True) < 0, -1.0, 1.0)
         return torch.where(behind, push_point, push_point + 2 * self.push_offset * side * normal)
 
-    def _approach_gradient(self, package: Landmark) -> Tensor:
-        """:math:`(1 - \\mathrm{on\\_goal})\\,[\\Delta\\Phi - \\mathrm{sg}(\\Delta\\Phi)]` for one package: value 0."""
-        potential = -sum(
+    def info(self, agent: Agent) -> dict[str, Tensor]:
+        """VMAS's reward as ``task_reward`` where the approach term adds to the reward's value; else VMAS's info."""
+        return {"task_reward": self.task_reward} if self.approach_reward else super().info(agent)
+
+    def _approach_potential(self, package: Landmark) -> Tensor:
+        """:math:`\\Phi` for one package."""
+        return -sum(
             (((a.state.pos - self._approach_target(package, a.state.pos)) ** 2).sum(-1) + self.agent_radius**2).sqrt()
             for a in self.world.agents
         )
-        graph = potential - potential.detach()
+
+    def _approach_term(self, package: Landmark) -> Tensor:
+        """:math:`(1 - \\mathrm{on\\_goal})\\,\\Delta\\Phi` for one package, or its graph part
+        :math:`\\Delta\\Phi - \\mathrm{sg}(\\Delta\\Phi)` (value 0) without ``approach_reward``."""
+        potential = self._approach_potential(package)
+        graph = potential if self.approach_reward else potential - potential.detach()
         gradient = (graph - package.approach_graph) * ~package.on_goal
         package.approach_graph = graph
         return gradient
