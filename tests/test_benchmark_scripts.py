@@ -136,6 +136,11 @@ CASES = {
         ["--num-envs", "4", "--repeats", "1"],
         "stdout", row("4", N, N, N + "×", N, N, "True"),
     ),
+    "transport_shaping_fit.py": (  # the hard switch (β = 0) and a blend, at tiny sizes
+        ["--blend", "0", "0.05", "--num-envs", "8", "--steps", "10", "--fit-steps", "5", "--scripted-steps", "3",
+         "--out", "{tmp}/fit.md"],
+        "fit.md", row("0.05", N + "%", N, rf"{N} \({N}\)", rf"{N} \({N}\)", rf"(–|{N} \({N}\))", N),
+    ),
     "shac_window.py": (
         ["--task", "transport", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--repeats", "1", "--threads",
          "1", "--out", "{tmp}/window.md"],

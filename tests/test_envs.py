@@ -119,10 +119,12 @@ def test_terminated_and_truncated_are_told_apart_and_only_done_envs_reset():
     assert not nxt["terminated"].any()
 
 
-def transport_at(agent_positions: list[list[float]], approach_coef: float, scenario=DifferentiableTransport):
+def transport_at(
+    agent_positions: list[list[float]], approach_coef: float, scenario=DifferentiableTransport, **kwargs
+):
     """Transport in 4 envs with the package at the origin, a different goal per env and the agents at
-    ``agent_positions`` (the same in every env)."""
-    kwargs = {"approach_coef": approach_coef} if scenario is DifferentiableTransport else {}
+    ``agent_positions`` (the same in every env); ``kwargs`` go to the differentiable scenario."""
+    kwargs = {"approach_coef": approach_coef, **kwargs} if scenario is DifferentiableTransport else {}
     n_agents = len(agent_positions)
     env = vmas.make_env(scenario(), num_envs=4, seed=0, grad_enabled=True, n_agents=n_agents, **kwargs)
     package = env.scenario.packages[0]
@@ -214,6 +216,32 @@ def test_transport_approach_target_leads_agents_on_the_goal_side_around_the_pack
         assert (target.norm(dim=-1) > 0.2).all()  # a waypoint clear of the package (half-diagonal 0.106 + r_a)
         torch.testing.assert_close((target * u).sum(-1), torch.full((2,), -c))  # level with the push point
     torch.testing.assert_close(targets[1] + targets[2], -2 * c * u)  # mirror images across the package-goal line
+
+
+@pytest.mark.parametrize("blend, continuous", [(0.0, False), (0.05, True)])
+def test_transport_approach_blend_makes_the_potential_continuous(blend: float, continuous: bool):
+    """The hard switch from a waypoint to the push point makes Φ jump (by the waypoint's offset, less the distance
+    already covered) where an agent beside the package crosses the line half-way behind it; ``approach_blend`` > 0
+    blends the targets over that width, and the jump goes. (Across the package-goal line in front of the package
+    the target flips sides but Φ does not jump: the two waypoints are equally far.)"""
+    env = transport_at([[0.0, 0.0]], approach_coef=1.0, approach_blend=blend)
+    scenario, package = env.scenario, env.scenario.packages[0]
+    u = package.goal.state.pos / package.goal.state.pos.norm(dim=-1, keepdim=True)
+    u_perp = torch.stack([-u[:, 1], u[:, 0]], dim=-1)
+    c, eps = scenario.push_offset, 1e-4
+    crossing = -0.5 * c * u + 2 * c * u_perp  # on the behind line, at the waypoint's offset beside the package
+    potentials = [
+        -(((x - scenario._approach_target(package, x)) ** 2).sum(-1) + scenario.agent_radius**2).sqrt()
+        for x in (crossing - eps * u, crossing + eps * u)
+    ]
+    jump = (potentials[1] - potentials[0]).abs()
+    assert (jump < 1e-3).all() if continuous else (jump > 0.1).all()
+    if not continuous:
+        return
+    far = [-3 * c * u + 0.01 * u_perp, 3 * c * u + 3 * c * u_perp]  # well behind; well in front and to one side
+    targets = [scenario._approach_target(package, x) for x in far]
+    torch.testing.assert_close(targets[0], -c * u, atol=2e-3, rtol=0)  # the push point, as the hard switch
+    torch.testing.assert_close(targets[1], -c * u + 2 * c * u_perp, atol=2e-3, rtol=0)  # the waypoint on its side
 
 
 def test_transport_gradient_before_contact_is_the_approach_potentials():
