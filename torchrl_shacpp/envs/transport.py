@@ -34,9 +34,10 @@ class DifferentiableTransport(TransportScenario):
     goal. An agent on the goal side of the package is first led to a waypoint beside it: heading straight for
     :math:`h` would run it into the package and push the package away from the goal (a scripted controller
     following :math:`\nabla\Phi` at full speed earns a mean task return of 2.4 with the straight target and 8.4
-    with the waypoint, transport n=3, 256 envs, 200 steps; ``benchmarks/transport_shaping_fit.py``). The targets are detached, so the term only steers agents and
-    never drags the package. The pseudo-Huber distance (:math:`\kappa = r_a`) has unit gradient far from its
-    target and fades within an agent radius of it, so a pushing agent is not jittered by the approach term.
+    with the waypoint, transport n=3, 256 envs, 200 steps; ``benchmarks/transport_shaping_fit.py``). The targets
+    are detached, so the term only steers agents and never drags the package. The pseudo-Huber distance
+    (:math:`\kappa = r_a`) has unit gradient far from its target and fades within an agent radius of it, so a
+    pushing agent is not jittered by the approach term.
     After a reset, :math:`\Phi_{t-1}` of the reset envs carries no graph, like VMAS's ``global_shaping``.
 
     The value of :math:`\tilde r` equals VMAS's bit for bit (the added term is exactly 0). With
@@ -53,9 +54,11 @@ class DifferentiableTransport(TransportScenario):
     The hard switch from a waypoint to the push point makes :math:`\Phi` jump (by up to :math:`2c`) where an agent
     beside the package crosses the line half-way behind it: no gradient sees that, but a reward model fitted to
     the shaped values does (under a noisy push policy 2.1% of the steps hold such a jump and over half of the
-    shaping's variance, which an MLP does not fit: ``benchmarks/results/transport_shaping_fit.md``). ``approach_blend`` :math:`=\beta > 0` makes :math:`\Phi` continuous:
-    :math:`\tau_i = h + 2c\,\mathrm{sigmoid}(a_i/\beta)\tanh(b_i/\beta)\,u^\perp` with :math:`a_i = (x_i -
-    p)\cdot u + c/2` and :math:`b_i = (x_i - p)\cdot u^\perp`, the hard switch's limit as :math:`\beta \to 0`.
+    shaping's variance, which an MLP does not fit: ``benchmarks/results/transport_shaping_fit.md``).
+    ``approach_blend`` :math:`=\beta > 0` makes :math:`\Phi` continuous:
+    :math:`\tau_i = h + 2c\,\mathrm{sigmoid}(a_i/\beta)\tanh(b_i/\beta)\,u^\perp` with
+    :math:`a_i = (x_i - p)\cdot u + c/2` and :math:`b_i = (x_i - p)\cdot u^\perp`, the hard switch's limit as
+    :math:`\beta \to 0`.
 
     Why :math:`\alpha = 1` by default: a single agent (mass 1) pushing the package (mass 50) moves it by about
     1/51 of what the same force moves a free agent, so the task gradient per unit of agent displacement is about
@@ -98,10 +101,10 @@ class DifferentiableTransport(TransportScenario):
             else:
                 fresh = torch.zeros(self.world.batch_dim, device=self.world.device)
             if env_index is None:
-                package.approach_graph = fresh
+                package.previous_approach = fresh
             else:
                 reset = torch.arange(self.world.batch_dim, device=self.world.device) == env_index
-                package.approach_graph = torch.where(reset, fresh, package.approach_graph)
+                package.previous_approach = torch.where(reset, fresh, package.previous_approach)
 
     def reward(self, agent: Agent) -> Tensor:
         reward = super().reward(agent)  # computed once, for agent 0, and shared
@@ -144,7 +147,7 @@ class DifferentiableTransport(TransportScenario):
         """:math:`(1 - \\mathrm{on\\_goal})\\,\\Delta\\Phi` for one package, or its graph part
         :math:`\\Delta\\Phi - \\mathrm{sg}(\\Delta\\Phi)` (value 0) without ``approach_reward``."""
         potential = self._approach_potential(package)
-        graph = potential if self.approach_reward else potential - potential.detach()
-        gradient = (graph - package.approach_graph) * ~package.on_goal
-        package.approach_graph = graph
-        return gradient
+        paid = potential if self.approach_reward else potential - potential.detach()
+        term = (paid - package.previous_approach) * ~package.on_goal
+        package.previous_approach = paid
+        return term
