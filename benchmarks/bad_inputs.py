@@ -398,6 +398,9 @@ CASES = [
          expect="task=vmas/transport_differentiable +task.approach_coef=")),
     Case("—", "`+task.approach_coef=0` on vmas/transport (`python -m benchmarl.run`: BenchMARL's task dataclass)",
          cli_refuses("algorithm=shac", "task=vmas/transport", "+task.approach_coef=0", expect="", benchmarl=True)),
+    Case("—", "`+task.approach_blend=-0.05` on vmas/transport_differentiable (a negative width)", cli_refuses(
+         "algorithm=shacpp", "task=vmas/transport_differentiable", "+task.approach_blend=-0.05",
+         module="torchrl_shacpp.benchmarl.run", expect="approach_blend=-0.05 is not a width")),
     Case("29", "`+early_stopping.env_fraction=1.5`", cli_refuses(
          *ROOT_ERROR_RUN, "+early_stopping.env_fraction=1.5", module="torchrl_shacpp.benchmarl.run",
          expect="must be in (0, 1]")),

@@ -244,6 +244,11 @@ def test_transport_approach_blend_makes_the_potential_continuous(blend: float, c
     torch.testing.assert_close(targets[1], -c * u + 2 * c * u_perp, atol=2e-3, rtol=0)  # the waypoint on its side
 
 
+def test_transport_refuses_a_negative_approach_blend():
+    with pytest.raises(ValueError, match="approach_blend=-0.05 is not a width: use 0 for the hard switch"):
+        vmas.make_env(DifferentiableTransport(), num_envs=2, n_agents=2, approach_blend=-0.05)
+
+
 def test_transport_gradient_before_contact_is_the_approach_potentials():
     actions = push_actions(5, 3)
     assert not step_rewards(transport_apart(2.0), actions.clone().requires_grad_(True)).any()  # VMAS's reward: 0 ...

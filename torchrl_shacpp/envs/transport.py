@@ -84,6 +84,11 @@ class DifferentiableTransport(TransportScenario):
         self.approach_coef = float(kwargs.pop("approach_coef", 1.0))
         self.approach_reward = bool(kwargs.pop("approach_reward", False))
         self.approach_blend = float(kwargs.pop("approach_blend", 0.0))
+        if not self.approach_blend >= 0:
+            raise ValueError(
+                f"approach_blend={self.approach_blend} is not a width: use 0 for the hard switch between the approach "
+                "targets, or a positive width to blend them (e.g. 0.05, an agent radius)."
+            )
         world = super().make_world(batch_dim, device, **kwargs)
         self.push_offset = 0.5 * min(self.package_length, self.package_width) + self.agent_radius
         return world
