@@ -99,11 +99,7 @@ def scripted_task_return(blend: float, num_envs: int, steps: int, seed: int) -> 
     total = torch.zeros(num_envs)
     for _ in range(steps):
         positions = [agent.state.pos.detach().requires_grad_(True) for agent in env.agents]
-        potential = -sum(
-            ((x - scenario._approach_target(package, x)).square().sum(-1) + scenario.agent_radius**2).sqrt()
-            for x in positions
-        )
-        gradients = torch.autograd.grad(potential.sum(), positions)
+        gradients = torch.autograd.grad(scenario._approach_potential(package, positions).sum(), positions)
         _, _, _, infos = env.step([g / g.norm(dim=-1, keepdim=True).clamp_min(1e-6) for g in gradients])
         total += infos[0]["task_reward"]
     return total.mean().item()

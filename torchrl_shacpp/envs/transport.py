@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 from vmas.scenarios.transport import Scenario as TransportScenario
@@ -115,10 +117,10 @@ class DifferentiableTransport(TransportScenario):
         reward = super().reward(agent)  # computed once, for agent 0, and shared
         if agent == self.world.agents[0]:
             self.task_reward = reward.detach()
-        if agent == self.world.agents[0] and self.approach_coef != 0:
-            self.rew = reward = reward + self.approach_coef * sum(
-                self._approach_term(package) for package in self.packages
-            )
+            if self.approach_coef != 0:
+                self.rew = reward = reward + self.approach_coef * sum(
+                    self._approach_term(package) for package in self.packages
+                )
         return reward
 
     @torch.no_grad()
@@ -141,11 +143,12 @@ class DifferentiableTransport(TransportScenario):
         """VMAS's reward as ``task_reward`` where the approach term adds to the reward's value; else VMAS's info."""
         return {"task_reward": self.task_reward} if self.approach_reward else super().info(agent)
 
-    def _approach_potential(self, package: Landmark) -> Tensor:
-        """:math:`\\Phi` for one package."""
+    def _approach_potential(self, package: Landmark, positions: Sequence[Tensor] | None = None) -> Tensor:
+        """:math:`\\Phi` for one package, at the agents' positions or at ``positions`` (one [B, 2] per agent)."""
+        if positions is None:
+            positions = [agent.state.pos for agent in self.world.agents]
         return -sum(
-            (((a.state.pos - self._approach_target(package, a.state.pos)) ** 2).sum(-1) + self.agent_radius**2).sqrt()
-            for a in self.world.agents
+            (((x - self._approach_target(package, x)) ** 2).sum(-1) + self.agent_radius**2).sqrt() for x in positions
         )
 
     def _approach_term(self, package: Landmark) -> Tensor:
