@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import dataclasses
 import os
 import subprocess
@@ -205,6 +206,34 @@ def test_command_line_resume_continues_the_run(tmp_path: Path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert scalar(checkpoint.parents[1], "counters_iter")[-1] == 2  # the third iteration, in the same run folder
 
+
+
+def test_our_run_resumed_keeps_its_earlier_evaluations(tmp_path: Path):
+    """BenchMARL's JSON writer of a restored run starts empty; ours keeps the evaluations before the checkpoint, which
+    the learning comparison reads beside the csv scalars (a restored run's count of both must agree)."""
+    overrides = ["algorithm=shacpp", "task=vmas/transport", "experiment.checkpoint_at_end=true", *TINY]
+    first = benchmarl_run(tmp_path, *overrides, "experiment.max_n_iters=2", module="torchrl_shacpp.benchmarl.run")
+    assert first.returncode == 0, first.stderr[-3000:]
+    (checkpoint,) = tmp_path.rglob("checkpoints/checkpoint_128.pt")
+    (json_file,) = checkpoint.parents[1].glob("*.json")
+    before = run_steps(json_file)
+    resumed = benchmarl_run(
+        tmp_path, *overrides, "experiment.max_n_iters=3", f"experiment.restore_file={checkpoint}",
+        module="torchrl_shacpp.benchmarl.run",
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = run_steps(json_file)
+    assert len(before) == 2 and len(after) == 3
+    assert {step: after[step] for step in before} == before
+
+
+def run_steps(json_file: Path) -> dict:
+    """The ``step_<i>`` entries of a run's marl-eval JSON (env / task / algorithm / seed / step)."""
+    ((seed_entry,),) = [
+        list(seeds.values()) for tasks in json.loads(json_file.read_text()).values()
+        for algorithms in tasks.values() for seeds in algorithms.values()
+    ]  # fmt: skip
+    return {key: value for key, value in seed_entry.items() if key.startswith("step_")}
 
 @pytest.mark.parametrize(
     "overrides, message",

@@ -66,8 +66,9 @@ def test_random_sampler_draws_only_written_slots_of_a_scattered_storage():
 
 
 def test_benchmarl_json_writer_members():
-    """The comparison's KeepEvaluationHistory refills a restored run's marl-eval writer (Logger.json_writer), whose
-    ``data`` nests ``run_data`` under env / task / algorithm / seed and is written to ``path``."""
+    """KeepEvaluationHistory (in the comparison and our run) refills a restored run's marl-eval writer
+    (Logger.json_writer), whose ``data`` nests ``run_data`` under env / task / algorithm / seed and is written to
+    ``path``."""
     writer = JsonWriter(folder="/tmp", name="run.json", algorithm_name="a", task_name="t", environment_name="e", seed=0)
     assert writer.data["e"]["t"]["a"]["seed_0"] is writer.run_data, "benchmarl JsonWriter.data no longer holds run_data"
     assert str(writer.path) == "/tmp/run.json", "benchmarl JsonWriter.path is gone (KeepEvaluationHistory reads it)"

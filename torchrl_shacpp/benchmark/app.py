@@ -27,7 +27,8 @@ from omegaconf import DictConfig, open_dict
 
 from torchrl_shacpp.benchmark.grid import RunSpec, align_to_collections, skip_reason
 from torchrl_shacpp.benchmark.records import RunRecord, progress
-from torchrl_shacpp.benchmark.resume import KeepEvaluationHistory, experiment_folders, marl_eval_file, resume_point
+from torchrl_shacpp.benchmark.resume import experiment_folders, marl_eval_file, resume_point
+from torchrl_shacpp.benchmarl.callbacks import KeepEvaluationHistory
 from torchrl_shacpp.benchmarl.run import BENCHMARL_CONFIGS, early_stopping
 from torchrl_shacpp.benchmarl.validation import check_task_keys
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from benchmarl.environments import VmasTask
 
 from torchrl_shacpp.benchmarl.algorithms import Shac, ShacConfig, Shacp, ShacpConfig, Shacpp, ShacppConfig
-from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, EvaluationInfo
+from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, EvaluationInfo, KeepEvaluationHistory
 from torchrl_shacpp.benchmarl.configs import experiment_config
 from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
 from torchrl_shacpp.benchmarl.tasks import (
@@ -59,6 +59,7 @@ __all__ = [
     "DispersionPaperConfig",
     "EarlyStopping",
     "EvaluationInfo",
+    "KeepEvaluationHistory",
     "PaperVmasClass",
     "PaperVmasTask",
     "Shac",

@@ -1,11 +1,12 @@
-"""BenchMARL callbacks that any algorithm can use (MAPPO included): the paper's early stopping, and the evaluation's
-reward split into the task's logged terms."""
+"""BenchMARL callbacks that any algorithm can use (MAPPO included): the paper's early stopping, the evaluation's
+reward split into the task's logged terms, and a restored run's evaluation history."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from typing import List
+from typing import Any, List
 
 import torch
 from benchmarl.environments import TaskClass, VmasClass
@@ -192,3 +193,38 @@ class EvaluationInfo(Callback):
                 logs[f"eval/{group}/info/{key}"] = torch.stack(sums).mean().item()
         if logs:
             experiment.logger.log(logs, step=experiment.n_iters_performed)
+
+
+class KeepEvaluationHistory(Callback):
+    """Keeps a restored run's earlier evaluations in its marl-eval JSON.
+
+    BenchMARL's JSON writer of a restored experiment (``experiment.restore_file``) starts empty and rewrites the file
+    at the next evaluation, losing every evaluation before the checkpoint. After the checkpoint is loaded, this
+    callback reads the file back into the writer: the evaluations up to the checkpoint's frames, and the best value of
+    each metric over them (marl-eval's ``absolute_metrics``); the iterations after the checkpoint are trained again and
+    re-evaluated (the csv logger appends them again: the last value of an iteration is the restored run's).
+    """
+
+    def on_load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        writer = self.experiment.logger.json_writer
+        if writer is None or not writer.path.exists():
+            return
+        data = json.loads(writer.path.read_text())
+        ((previous,),) = [
+            list(seeds.values())
+            for tasks in data.values()
+            for algorithms in tasks.values()
+            for seeds in algorithms.values()
+        ]
+        steps = {
+            key: value
+            for key, value in previous.items()
+            if key.startswith("step_") and value["step_count"] <= self.experiment.total_frames
+        }
+        best: dict[str, list[float]] = {}
+        for step in steps.values():
+            for metric, values in step.items():
+                if isinstance(values, list) and values:
+                    best[metric] = [max([*values, *best.get(metric, [])])]
+        writer.run_data.clear()
+        writer.run_data.update(absolute_metrics=best, **steps)

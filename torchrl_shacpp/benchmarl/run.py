@@ -8,7 +8,9 @@ takes exactly BenchMARL's configuration and overrides, and adds :class:`~torchrl
 :class:`~torchrl_shacpp.benchmarl.EarlyStopping` (90% of the evaluation envs at 90% of the maximum reward; change it
 with ``+early_stopping.env_fraction=0.8`` or ``+early_stopping.reward_fraction=0.8``). On a task whose maximum the
 paper does not define (e.g. vmas/sampling) the run has no early stopping unless
-``+early_stopping.max_episode_reward=<number>`` gives one.
+``+early_stopping.max_episode_reward=<number>`` gives one. A run restored with ``experiment.restore_file`` keeps its
+evaluations before the checkpoint in its marl-eval JSON (:class:`~torchrl_shacpp.benchmarl.KeepEvaluationHistory`;
+BenchMARL's own run starts that file afresh).
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
-from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, EvaluationInfo, has_paper_max_episode_reward
+from torchrl_shacpp.benchmarl.callbacks import (
+    EarlyStopping,
+    EvaluationInfo,
+    KeepEvaluationHistory,
+    has_paper_max_episode_reward,
+)
 from torchrl_shacpp.benchmarl.validation import (
     SHAC_FAMILY,
     check_checkpoint_algorithm,
@@ -48,7 +55,7 @@ def run_with_early_stopping(cfg: DictConfig) -> None:
     check_save_folder(cfg.experiment.save_folder)
     if cfg.experiment.restore_file is not None and choices.algorithm not in SHAC_FAMILY:
         check_checkpoint_algorithm(cfg.experiment.restore_file, choices.algorithm, STATE_KEY)
-    callbacks = [EvaluationInfo(), *early_stopping(cfg, choices.task)]
+    callbacks = [EvaluationInfo(), KeepEvaluationHistory(), *early_stopping(cfg, choices.task)]
     load_experiment_from_hydra(cfg, task_name=choices.task, callbacks=callbacks).run()
 
 
