@@ -51,7 +51,10 @@ class DifferentiableTransport(TransportScenario):
     (MAPPO too) is paid by. It is a different reward, so VMAS's is reported beside it as the agents' info
     ``task_reward`` (BenchMARL logs it per evaluation episode through
     :class:`~torchrl_shacpp.benchmarl.callbacks.EvaluationInfo`). After a reset, :math:`\Phi_{t-1}` is the reset
-    state's potential, without a graph.
+    state's potential, without a graph. Paid so, the potential is learned by the SHAC family's critic too,
+    :math:`V \approx c - \Phi` under a policy that approaches, whose gradient at the window's end takes the
+    rewards' :math:`\partial\Phi_h/\partial a` back (measured: ``benchmarks/results/transport_bootstrap_cancellation/``);
+    with ``algorithm.actor_value_gradient=0`` the actor keeps it.
 
     The hard switch from a waypoint to the push point makes :math:`\Phi` jump (by up to :math:`2c`) where an agent
     beside the package crosses the line half-way behind it: no gradient sees that, but a reward model fitted to
