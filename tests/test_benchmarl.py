@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import dataclasses
 import os
 import subprocess
@@ -24,6 +23,7 @@ from torchrl.data import Composite, Unbounded
 from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from torchrl_shacpp.benchmark.runs import _marl_eval_entry
 from torchrl_shacpp.benchmarl import (
     CentredVmasTask,
     EarlyStopping,
@@ -207,7 +207,6 @@ def test_command_line_resume_continues_the_run(tmp_path: Path):
     assert scalar(checkpoint.parents[1], "counters_iter")[-1] == 2  # the third iteration, in the same run folder
 
 
-
 def test_our_run_resumed_keeps_its_earlier_evaluations(tmp_path: Path):
     """BenchMARL's JSON writer of a restored run starts empty; ours keeps the evaluations before the checkpoint, which
     the learning comparison reads beside the csv scalars (a restored run's count of both must agree)."""
@@ -228,12 +227,9 @@ def test_our_run_resumed_keeps_its_earlier_evaluations(tmp_path: Path):
 
 
 def run_steps(json_file: Path) -> dict:
-    """The ``step_<i>`` entries of a run's marl-eval JSON (env / task / algorithm / seed / step)."""
-    ((seed_entry,),) = [
-        list(seeds.values()) for tasks in json.loads(json_file.read_text()).values()
-        for algorithms in tasks.values() for seeds in algorithms.values()
-    ]  # fmt: skip
-    return {key: value for key, value in seed_entry.items() if key.startswith("step_")}
+    """The ``step_<i>`` entries of a run's marl-eval JSON, read as the learning comparison reads it."""
+    return {key: value for key, value in _marl_eval_entry(json_file).items() if key.startswith("step_")}
+
 
 @pytest.mark.parametrize(
     "overrides, message",
