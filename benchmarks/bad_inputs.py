@@ -401,6 +401,9 @@ CASES = [
     Case("—", "`+task.approach_blend=-0.05` on vmas/transport_differentiable (a negative width)", cli_refuses(
          "algorithm=shacpp", "task=vmas/transport_differentiable", "+task.approach_blend=-0.05",
          module="torchrl_shacpp.benchmarl.run", expect="approach_blend=-0.05 is not a width")),
+    Case("—", "`algorithm.critic_reward=task_reward` on vmas/transport (VMAS's task reports no such info)", cli_refuses(
+         "algorithm=shacpp", "task=vmas/transport", "algorithm.critic_reward=task_reward",
+         module="torchrl_shacpp.benchmarl.run", expect="(its info: none)")),
     Case("29", "`+early_stopping.env_fraction=1.5`", cli_refuses(
          *ROOT_ERROR_RUN, "+early_stopping.env_fraction=1.5", module="torchrl_shacpp.benchmarl.run",
          expect="must be in (0, 1]")),

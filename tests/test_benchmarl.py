@@ -15,6 +15,7 @@ import torch
 from benchmarl.algorithms import MappoConfig
 from benchmarl.environments import VmasTask, task_config_registry
 from benchmarl.experiment import Experiment, ExperimentConfig
+from benchmarl.experiment.callback import Callback
 from benchmarl.models import MlpConfig
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
@@ -252,9 +253,10 @@ def test_bad_input_fails_early_with_the_fix(tmp_path: Path, overrides: list[str]
 
 
 def tiny_experiment(
-    algorithm_config, tmp_path: Path, task=VmasTask.TRANSPORT, callbacks=(), n_agents: int = 2, **config
+    algorithm_config, tmp_path: Path, task=VmasTask.TRANSPORT, callbacks=(), n_agents: int = 2, task_config=None,
+    **config,
 ) -> Experiment:
-    """A Python-API experiment at the sizes of :data:`TINY`."""
+    """A Python-API experiment at the sizes of :data:`TINY`; ``task_config`` updates the task's settings."""
     experiment_config = ExperimentConfig.get_from_yaml()
     settings = dict(
         on_policy_n_envs_per_worker=8, on_policy_collected_frames_per_batch=64, on_policy_n_minibatch_iters=1,
@@ -265,7 +267,7 @@ def tiny_experiment(
         setattr(experiment_config, key, value)
     tmp_path.mkdir(parents=True, exist_ok=True)
     task = task.get_from_yaml()
-    task.config["n_agents"] = n_agents
+    task.config.update(n_agents=n_agents, **(task_config or {}))
     return Experiment(
         task=task,
         algorithm_config=algorithm_config,
@@ -681,6 +683,34 @@ def test_the_actor_value_gradient_follows_the_config(tmp_path: Path):
             ShacppConfig(actor_value_gradient=value_gradient), tmp_path / str(value_gradient), max_n_iters=1
         )
         assert experiment.algorithm.update.groups["agents"].actor_loss.value_gradient == value_gradient
+
+
+class KeepBatch(Callback):
+    """Keeps the last collection (the algorithm's update writes its value targets into it afterwards)."""
+
+    def on_batch_collected(self, batch) -> None:
+        self.batch = batch
+
+
+def test_the_critic_learns_the_return_of_the_info_entry_it_is_given(tmp_path: Path):
+    """``algorithm.critic_reward=task_reward`` on transport with the approach potential paid: the critic's targets
+    follow VMAS's reward (the info's ``task_reward``) and not the shaped reward the actor is paid."""
+    keep = KeepBatch()
+    experiment = tiny_experiment(
+        ShacppConfig(critic_reward="task_reward"), tmp_path, task=task_config_registry["vmas/transport_differentiable"],
+        task_config={"approach_reward": True}, callbacks=[keep], max_n_iters=1,
+    )  # fmt: skip
+    experiment.run()
+    value_loss = experiment.algorithm.update.groups["agents"].value_loss
+    batch = keep.batch.clone()
+    targets = value_loss.value_targets(batch)
+    batch["next", "agents", "reward"] += 1.0
+    torch.testing.assert_close(value_loss.value_targets(batch), targets)
+    batch["next", "agents", "info", "task_reward"] += 1.0
+    assert (value_loss.value_targets(batch) > targets + 0.5).all()
+    refusal = r"critic_reward='task_reward' names .*\(its info: none\).* critic_reward=null"
+    with pytest.raises(ValueError, match=refusal):
+        tiny_experiment(ShacppConfig(critic_reward="task_reward"), tmp_path / "vmas", max_n_iters=1)
 
 
 @pytest.mark.parametrize("critic_lr, expected", [(3e-3, 3e-3), (None, 5e-5)])

@@ -14,6 +14,7 @@ from benchmarl.models.common import ModelConfig
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModule, TensorDictSequential
 from tensordict.nn.distributions import AddStateIndependentNormalScale
+from tensordict.utils import NestedKey
 from torchrl.objectives import LossModule
 
 from torchrl_shacpp.benchmarl import networks, validation
@@ -95,6 +96,13 @@ class Shac(Algorithm):
         actor_value_gradient: the weight in [0, 1] of the bootstrap critic's gradient w.r.t. the window's last
             observations in the actor's gradient (the paper's: 1; 0: the window's rewards' gradient alone; the
             objective's value is the same); :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``value_gradient``.
+        critic_reward: the name of a per-agent entry of the group's info that the critic learns the return of, in
+            place of the reward the actor (and a reward model) learns from; ``None``: the reward. Meant for a
+            potential-based shaping paid in the reward, :math:`\tilde r_t = r_t + \Phi_{t+1} - \Phi_t`
+            (``task=vmas/transport_differentiable +task.approach_reward=true``, whose info ``task_reward`` is VMAS's
+            reward): a critic of the shaped return learns :math:`V - \Phi` and its bootstrap takes the potential's
+            gradient back out of the actor's; a critic of the task's return keeps it, the window objective being
+            about the task's plus :math:`\Phi(s_h) - \Phi(s_0)`.
     """
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
@@ -124,6 +132,7 @@ class Shac(Algorithm):
         critic_centralised: bool,
         use_target_critic: bool,
         actor_value_gradient: float,
+        critic_reward: Optional[str],
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -143,6 +152,7 @@ class Shac(Algorithm):
         self.critic_centralised = critic_centralised
         self.use_target_critic = use_target_critic
         self.actor_value_gradient = actor_value_gradient
+        self.critic_reward = critic_reward
         self.collection_length = self._check_experiment()
         self.window_length = window_length
         self.groups: dict[str, GroupUpdate] = {}
@@ -250,7 +260,9 @@ class Shac(Algorithm):
         value = TDLambdaValueLoss(
             critic, gamma=self.experiment_config.gamma, lmbda=self.lmbda, use_target_network=self.use_target_critic
         )
-        value.set_keys(reward=(group, "reward"), value=(group, "state_value"), value_target=(group, "value_target"))
+        value.set_keys(
+            reward=self._critic_reward_key(group), value=(group, "state_value"), value_target=(group, "value_target")
+        )
         source = self.gradient_source(group, policy_for_loss)
         action_space = self.action_spec[group, "action"].space
         actor = SHACActorLoss(
@@ -274,6 +286,24 @@ class Shac(Algorithm):
         actor_step = FiniteGradientStep(self._adam(actor.parameters(), self.actor_lr), self.actor_max_grad_norm)
         self.groups[group] = GroupUpdate(actor, actor_step, value, source)
         return value, self.use_target_critic
+
+    def _critic_reward_key(self, group: str) -> NestedKey:
+        """Where the critic's rewards are: the group's reward, or its info entry ``critic_reward`` (checked here, at
+        the set-up, against the task's info)."""
+        if self.critic_reward is None:
+            return group, "reward"
+        key = (group, "info", self.critic_reward)
+        info_spec = self.experiment.info_spec
+        has_info = info_spec is not None and key[:2] in info_spec.keys(True)
+        entries = list(info_spec[key[:2]].keys()) if has_info else []
+        if self.critic_reward not in entries:
+            raise ValueError(
+                f"algorithm.critic_reward={self.critic_reward!r} names an entry of the info of group {group!r}, which "
+                f"task {self.experiment.task.name.lower()} does not have (its info: {sorted(entries) or 'none'}). "
+                "Name one of them, e.g. task_reward with task=vmas/transport_differentiable "
+                "+task.approach_reward=true, or critic_reward=null for the reward."
+            )
+        return key
 
     def _adam(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         config = self.experiment_config
@@ -438,6 +468,7 @@ class ShacConfig(AlgorithmConfig):
     critic_centralised: bool = True
     use_target_critic: bool = True
     actor_value_gradient: float = 1.0
+    critic_reward: Optional[str] = None
 
     def __post_init__(self) -> None:
         validation.check_algorithm_config(self)
