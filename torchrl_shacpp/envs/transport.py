@@ -54,7 +54,9 @@ class DifferentiableTransport(TransportScenario):
     state's potential, without a graph. Paid so, the potential is learned by the SHAC family's critic too,
     :math:`V \approx c - \Phi` under a policy that approaches, whose gradient at the window's end takes the
     rewards' :math:`\partial\Phi_h/\partial a` back (measured: ``benchmarks/results/transport_bootstrap_cancellation/``);
-    with ``algorithm.actor_value_gradient=0`` the actor keeps it.
+    with ``algorithm.actor_value_gradient=0`` the actor keeps it, and with ``algorithm.critic_reward=task_reward`` (the
+    critic on VMAS's return) too, though SHAC++ learned transport n=3 no sooner so
+    (``benchmarks/results/learning_vs_mappo/transport_n3_64envs_shaped/``).
 
     The hard switch from a waypoint to the push point makes :math:`\Phi` jump (by up to :math:`2c`) where an agent
     beside the package crosses the line half-way behind it: no gradient sees that, but a reward model fitted to
