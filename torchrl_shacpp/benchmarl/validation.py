@@ -6,7 +6,8 @@ command line spells it (``algorithm.lmbda``, ``experiment.gamma``), the bad valu
 * :func:`check_algorithm_config`: the ``algorithm.*`` values, from the config dataclasses' ``__post_init__`` (so
   hydra's ``algorithm=shacpp algorithm.lmbda=...`` and ``ShacppConfig(lmbda=...)`` are refused alike);
 * :func:`check_experiment`: at the algorithm's set-up, the ``algorithm.*`` values again (a config changed after it
-  was made) and the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`);
+  was made), the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`) and the task's
+  info entry ``algorithm.critic_reward`` names;
 * :func:`check_transformer_config`: ``model=layers/transformer`` sizes;
 * :func:`check_restore_file`: that ``experiment.restore_file`` was written by the same algorithm, agent groups and
   network shapes, before BenchMARL loads it;
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from benchmarl.experiment import ExperimentConfig
+from benchmarl.experiment import Experiment, ExperimentConfig
 
 from torchrl_shacpp.checks import (
     check_choice,
@@ -190,7 +191,8 @@ def check_experiment_config(config: ExperimentConfig, *, algorithm: str, uses_ta
 def check_experiment(algorithm: Shac) -> None:
     """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, a
     warning when SHAC or SHAC+ would keep the simulator's graph over more than one window, and one when SHAC++ is
-    set up on a task whose observation its world model is known not to fit (:data:`WORLD_MODEL_TRAPS`)."""
+    set up on a task whose observation its world model is known not to fit (:data:`WORLD_MODEL_TRAPS`), and that the
+    task's info has the entry ``algorithm.critic_reward`` names."""
     name = type(algorithm).__name__.lower()
     algorithm_config, config = algorithm.experiment.algorithm_config, algorithm.experiment_config
     check_algorithm_config(algorithm_config)
@@ -202,6 +204,23 @@ def check_experiment(algorithm: Shac) -> None:
         )
     if not algorithm.simulator_graph:
         _warn_world_model_trap(name, algorithm.experiment.task)
+    if algorithm_config.critic_reward is not None:
+        _check_critic_reward(algorithm_config.critic_reward, algorithm.experiment)
+
+
+def _check_critic_reward(entry: str, experiment: Experiment) -> None:
+    """Refuses ``algorithm.critic_reward`` when a group's info has no such entry, naming the entries it has."""
+    info_spec = experiment.info_spec
+    for group in experiment.group_map:
+        has_info = info_spec is not None and (group, "info") in info_spec.keys(True)
+        entries = list(info_spec[group, "info"].keys()) if has_info else []
+        if entry not in entries:
+            raise ValueError(
+                f"algorithm.critic_reward={entry!r} names an entry of the info of group {group!r}, which task "
+                f"{experiment.task.name.lower()} does not have (its info: {sorted(entries) or 'none'}). Name one of "
+                "them, e.g. task_reward with task=vmas/transport_differentiable +task.approach_reward=true, or "
+                "critic_reward=null for the reward."
+            )
 
 
 def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window_length: int | None, envs: int) -> None:

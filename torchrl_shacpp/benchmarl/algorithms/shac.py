@@ -288,22 +288,9 @@ class Shac(Algorithm):
         return value, self.use_target_critic
 
     def _critic_reward_key(self, group: str) -> NestedKey:
-        """Where the critic's rewards are: the group's reward, or its info entry ``critic_reward`` (checked here, at
-        the set-up, against the task's info)."""
-        if self.critic_reward is None:
-            return group, "reward"
-        key = (group, "info", self.critic_reward)
-        info_spec = self.experiment.info_spec
-        has_info = info_spec is not None and key[:2] in info_spec.keys(True)
-        entries = list(info_spec[key[:2]].keys()) if has_info else []
-        if self.critic_reward not in entries:
-            raise ValueError(
-                f"algorithm.critic_reward={self.critic_reward!r} names an entry of the info of group {group!r}, which "
-                f"task {self.experiment.task.name.lower()} does not have (its info: {sorted(entries) or 'none'}). "
-                "Name one of them, e.g. task_reward with task=vmas/transport_differentiable "
-                "+task.approach_reward=true, or critic_reward=null for the reward."
-            )
-        return key
+        """Where the critic's rewards are: the group's reward, or its info entry ``critic_reward`` (which the set-up
+        checks, :func:`~torchrl_shacpp.benchmarl.validation.check_experiment`)."""
+        return (group, "reward") if self.critic_reward is None else (group, "info", self.critic_reward)
 
     def _adam(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
         config = self.experiment_config
