@@ -24,7 +24,10 @@ prints, on the held-out transitions:
   velocity's effect depends on where its lidar (or the others' positions) shows the neighbour. ``--position``
   slices the absolute position (navigation: 0:2), used only to find the neighbours.
 
-Example (``results/navigation_reward_model.md``)::
+``--rewarded-share F`` draws that share of each minibatch from the training transitions where an agent's reward is
+nonzero, as SHAC++'s reward-stratified cache oversamples them on a sparse reward (dispersion).
+
+Example (``results/navigation_reward_model.md``; ``results/dispersion/README.md`` for dispersion)::
 
     python benchmarks/reward_model_fit.py --task vmas/navigation --goal 4:6 --velocity 2:4 [--huber-delta 0.05] \
         [algorithm.reward_centralised=false] [--position 0:2 --near 0.3]
@@ -85,6 +88,11 @@ def main() -> None:
     parser.add_argument("--velocity", type=feature_slice, default=None, help="observation slice: velocity")
     parser.add_argument("--position", type=feature_slice, default=None, help="observation slice: absolute position")
     parser.add_argument("--near", type=float, default=0.3, help="a neighbour closer than this is near")
+    parser.add_argument(
+        "--rewarded-share", type=float, default=0.0,
+        help="share of each minibatch drawn from the training transitions where an agent's reward is nonzero (as "
+        "the reward-stratified cache oversamples them); 0: uniform",
+    )
     parser.add_argument("--group", default="agents")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. task.n_agents=2")
@@ -107,6 +115,10 @@ def main() -> None:
     dense = (reward >= args.rare_below).all(-2).squeeze(-1)
     print(f"{half} training transitions; rare (a reward below {args.rare_below}): "
           f"{(~dense).float().mean():.2%} of the held-out ones")  # fmt: skip
+    rewarded = train.get(reward_key).ne(0).any(-2).flatten().nonzero().squeeze(-1)
+    n_rewarded = round(args.rewarded_share * 1000) if len(rewarded) else 0
+    print(f"rewarded (an agent's reward nonzero): {len(rewarded)} training transitions, "
+          f"{(reward.ne(0).any(-2)).float().mean():.2%} of the held-out ones")
 
     loss = experiment.algorithm.reward_loss(args.group)
     network = loss.reward_model
@@ -123,7 +135,8 @@ def main() -> None:
     done = 0
     for steps in args.steps:
         for _ in range(done, steps):
-            minibatch = train[torch.randint(0, half, (1000,))]
+            index = torch.randint(0, half, (1000 - n_rewarded,))
+            minibatch = train[torch.cat([index, rewarded[torch.randint(0, len(rewarded), (n_rewarded,))]])]
             optimizer.zero_grad()
             loss(minibatch)["loss_reward"].backward()
             optimizer.step()
