@@ -18,6 +18,9 @@ navigation, whose goal shaping rewards progress towards it):
   observations; a model whose gradient points at the target from afar has a cosine near 1 in the far bins;
 * ``reward_corr``: the correlation of the reward model's predictions with the window's real rewards (a model
   that has not learned the reward the policy now meets reads near 0);
+* ``predicted_rewarded``, ``predicted_on_eaten``, ``predicted_elsewhere`` (dispersion): the reward model's mean
+  prediction on the window's rewarded agent transitions, on the unrewarded ones that end on a food eaten before the
+  step (a model that has not learned the eaten flag pays them), and on the rest;
 * ``rewarded``: the fraction of rewarded transitions in the window and in the reward cache (the stratified cache
   should keep the rare rewarded transitions);
 * ``boot_reward_cos``, ``boot_norm``, ``reward_part_norm``: over the whole window, the cosine between the bootstrap's
@@ -54,6 +57,8 @@ from tensordict import TensorDictBase
 BINS = (0.0, 0.15, 0.3, 0.6, 3.0)
 #: Dispersion's observation: own position (2), velocity (2), then per food its offset (2) and eaten flag (1).
 FOOD_START, FOOD_FEATURES = 4, 3
+#: An agent touches a food within VMAS's agent radius (0.035) plus the paper's food radius (0.05).
+ON_FOOD = 0.085
 #: Navigation's observation: own position (2), velocity (2), position - goal (2), then the lidar.
 GOAL = slice(4, 6)
 
@@ -77,6 +82,19 @@ def binned_cosines(direction: torch.Tensor, offset: torch.Tensor, distance: torc
         mask = valid & (distance >= low) & (distance < high)
         means.append(cosine[mask].mean().item() if mask.any() else math.nan)
     return means
+
+
+def predictions_by_food(window: TensorDictBase, observation_key, predicted: torch.Tensor, reward: torch.Tensor):
+    """The mean predicted reward on rewarded agent transitions, on unrewarded ones ending on a food eaten before the
+    step, and on the rest (NaN where there is none)."""
+    eaten_before = window.get(observation_key)[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))[..., 2] > 0.5
+    next_foods = window.get(("next", *observation_key))[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))
+    on_eaten = ((next_foods[..., :2].norm(dim=-1) < ON_FOOD) & eaten_before).any(-1, keepdim=True)
+    rewarded = reward != 0
+    groups = {"rewarded": rewarded, "on_eaten": on_eaten & ~rewarded, "elsewhere": ~on_eaten & ~rewarded}
+    return {
+        f"predicted_{name}": predicted[mask].mean().item() if mask.any() else math.nan for name, mask in groups.items()
+    }
 
 
 def food_displacement(gradient: torch.Tensor) -> torch.Tensor:
@@ -167,6 +185,8 @@ class DispersionProbe(Callback):
             predicted = update.source.reward_model(detached.select(*update.source.reward_model.in_keys))
             pair = torch.stack([predicted.get(predicted_reward).flatten(), reward.flatten()])
             row["reward_corr"] = torch.corrcoef(pair)[0, 1].item()
+            if self.target is nearest_food:
+                row.update(predictions_by_food(detached, keys["observation"], predicted.get(predicted_reward), reward))
         row["rewarded_window"] = (reward.sum((-2, -1)) > 0).float().mean().item()
         for model in update.models:
             if model.name == "reward" and len(model.cache):
