@@ -75,7 +75,9 @@ CASES = {
     "dispersion_probes.py shacpp": (  # the window is re-attached through the world model
         ["--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp", "task.n_agents=1",
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
-        "probes.csv", rf"^window,eval_return,policy_cos_0.0-0.15,.*,rewarded_cache\n1,nan,.*\n2,{N},",
+        "probes.csv",
+        rf"^window,eval_return,policy_cos_0.0-0.15,.*,predicted_rewarded,predicted_on_eaten,predicted_elsewhere,"
+        rf"rewarded_window,rewarded_cache\n1,nan,.*\n2,{N},",
     ),
     "dispersion_probes.py goal": (  # navigation, against each agent's own goal
         ["--target", "goal", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp",
@@ -126,9 +128,9 @@ CASES = {
         "cost.md", row("actor", "window of 2 envs x 2 steps", r"spliced transition \(default\)", "dense fused", N,
                        N + "x"),
     ),
-    "reward_model_fit.py": (  # Huber's loss, a reward per agent, the gradient's cosines to the goal and away
+    "reward_model_fit.py": (  # Huber's loss, a reward per agent, rewarded oversampled, the cosines to goal and away
         ["--task", "vmas/navigation", "--frames", "512", "--steps", "2", "--huber-delta", "0.05", "--goal", "4:6",
-         "--velocity", "2:4", "--position", "0:2", "--near", "10", "task.n_agents=2",
+         "--velocity", "2:4", "--position", "0:2", "--near", "10", "--rewarded-share", "0.5", "task.n_agents=2",
          "algorithm.reward_centralised=false"],
         "stdout", row("2", N, N, N, N, N),
     ),
