@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, e.g. task.n_agents=2")
     args = parser.parse_args()
+    if not 0 <= args.rewarded_share <= 1:
+        parser.error(f"--rewarded-share is a share of each minibatch, in [0, 1]; got {args.rewarded_share}")
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as save_folder:  # BenchMARL's run folder, of no use here
@@ -116,9 +118,12 @@ def main() -> None:
     print(f"{half} training transitions; rare (a reward below {args.rare_below}): "
           f"{(~dense).float().mean():.2%} of the held-out ones")  # fmt: skip
     rewarded = train.get(reward_key).ne(0).any(-2).flatten().nonzero().squeeze(-1)
-    n_rewarded = round(args.rewarded_share * 1000) if len(rewarded) else 0
+    n_rewarded = round(args.rewarded_share * 1000)
     print(f"rewarded (an agent's reward nonzero): {len(rewarded)} training transitions, "
           f"{(reward.ne(0).any(-2)).float().mean():.2%} of the held-out ones")
+    if n_rewarded and not len(rewarded):
+        parser.error(f"--rewarded-share {args.rewarded_share}: no training transition has a nonzero reward; collect "
+                     "more --frames or leave the option out")
 
     loss = experiment.algorithm.reward_loss(args.group)
     network = loss.reward_model
@@ -136,7 +141,9 @@ def main() -> None:
     for steps in args.steps:
         for _ in range(done, steps):
             index = torch.randint(0, half, (1000 - n_rewarded,))
-            minibatch = train[torch.cat([index, rewarded[torch.randint(0, len(rewarded), (n_rewarded,))]])]
+            if n_rewarded:
+                index = torch.cat([index, rewarded[torch.randint(0, len(rewarded), (n_rewarded,))]])
+            minibatch = train[index]
             optimizer.zero_grad()
             loss(minibatch)["loss_reward"].backward()
             optimizer.step()

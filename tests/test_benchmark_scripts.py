@@ -134,6 +134,10 @@ CASES = {
          "algorithm.reward_centralised=false"],
         "stdout", row("2", N, N, N, N, N),
     ),
+    "reward_model_fit.py without a reward": (  # seed 0's 512 frames of dispersion hold no reward: uniform minibatches
+        ["--task", "vmas/dispersion_paper", "--frames", "512", "task.n_agents=1", "--steps", "2"],
+        "stdout", r"^rewarded \(an agent's reward nonzero\): 0 training transitions, .*\n(?:.*\n)*\| 2 \| nan \|",
+    ),
     "sampling_reset.py": (
         ["--num-envs", "4", "--repeats", "1"],
         "stdout", row("4", N, N, N + "×", N, N, "True"),
