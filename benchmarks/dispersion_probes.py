@@ -63,9 +63,15 @@ ON_FOOD = 0.085
 GOAL = slice(4, 6)
 
 
+def food_slots(features: torch.Tensor) -> torch.Tensor:
+    """Dispersion's per-food features ``[..., n_food, 3]`` (offset, eaten flag) of an observation or of a gradient
+    with respect to it."""
+    return features[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))
+
+
 def nearest_food(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each agent's offset to its nearest uneaten food ``[..., 2]`` and its distance ``[...]`` (inf if none left)."""
-    foods = observation[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))
+    foods = food_slots(observation)
     offsets, eaten = foods[..., :2], foods[..., 2] > 0.5
     distance = offsets.norm(dim=-1).masked_fill(eaten, math.inf)
     nearest = distance.argmin(-1, keepdim=True)
@@ -87,8 +93,8 @@ def binned_cosines(direction: torch.Tensor, offset: torch.Tensor, distance: torc
 def predictions_by_food(window: TensorDictBase, observation_key, predicted: torch.Tensor, reward: torch.Tensor):
     """The mean predicted reward on rewarded agent transitions, on unrewarded ones ending on a food eaten before the
     step, and on the rest (NaN where there is none)."""
-    eaten_before = window.get(observation_key)[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))[..., 2] > 0.5
-    next_foods = window.get(("next", *observation_key))[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))
+    eaten_before = food_slots(window.get(observation_key))[..., 2] > 0.5
+    next_foods = food_slots(window.get(("next", *observation_key)))
     on_eaten = ((next_foods[..., :2].norm(dim=-1) < ON_FOOD) & eaten_before).any(-1, keepdim=True)
     rewarded = reward != 0
     groups = {"rewarded": rewarded, "on_eaten": on_eaten & ~rewarded, "elsewhere": ~on_eaten & ~rewarded}
@@ -99,7 +105,7 @@ def predictions_by_food(window: TensorDictBase, observation_key, predicted: torc
 
 def food_displacement(gradient: torch.Tensor) -> torch.Tensor:
     """A gradient with respect to dispersion's observation as one with respect to the agent's displacement."""
-    foods = gradient[..., FOOD_START:].unflatten(-1, (-1, FOOD_FEATURES))[..., :2].sum(-2)
+    foods = food_slots(gradient)[..., :2].sum(-2)
     return gradient[..., :2] - foods
 
 
@@ -183,10 +189,10 @@ class DispersionProbe(Callback):
         if update.source.reward_model is not None:
             predicted_reward = update.actor_loss.tensor_keys.predicted_reward
             predicted = update.source.reward_model(detached.select(*update.source.reward_model.in_keys))
-            pair = torch.stack([predicted.get(predicted_reward).flatten(), reward.flatten()])
-            row["reward_corr"] = torch.corrcoef(pair)[0, 1].item()
+            predicted = predicted.get(predicted_reward)
+            row["reward_corr"] = torch.corrcoef(torch.stack([predicted.flatten(), reward.flatten()]))[0, 1].item()
             if self.target is nearest_food:
-                row.update(predictions_by_food(detached, keys["observation"], predicted.get(predicted_reward), reward))
+                row.update(predictions_by_food(detached, keys["observation"], predicted, reward))
         row["rewarded_window"] = (reward.sum((-2, -1)) > 0).float().mean().item()
         for model in update.models:
             if model.name == "reward" and len(model.cache):
