@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 from benchmarl.algorithms.common import Algorithm
+from benchmarl.models.mlp import MlpConfig
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torchrl.data import Composite, Unbounded
 from torchrl.modules import ProbabilisticActor
 
 from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
+    SlotSumReward,
     TransitionWorldModel,
     gaussian_actor,
     spliced_world_model,
@@ -150,13 +153,20 @@ def critic(algorithm: Algorithm, group: str, *, share_params: bool, centralised:
 
 
 def reward_model(
-    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool, centralised: bool
+    algorithm: Algorithm, group: str, *, uses_next_observation: bool, share_params: bool, centralised: bool,
+    slots: Sequence[int] | None = None,
 ) -> TensorDictModuleBase:
     r""":math:`R_\theta(o_t, a_t)` per agent (or :math:`R_\theta(o_t, a_t, o_{t+1})`), a ``critic_model`` network.
 
     ``centralised``: over all agents' transitions (with ``share_params``, one pooled output broadcast to the agents);
     otherwise each agent's reward from its own transition, :math:`R_\theta(o^i_t, a^i_t)` (one network for all
-    agents with ``share_params``)."""
+    agents with ``share_params``). ``slots`` (``[own_features, slot_features]``, per agent only): each agent's sum over
+    its observation's entity slots, :class:`~torchrl_shacpp.modules.SlotSumReward`, with the ``critic_model``'s hidden
+    sizes and activation if it is an MLP."""
+    if slots is not None:
+        return _slot_sum_reward_model(
+            algorithm, group, slots, uses_next_observation=uses_next_observation, share_params=share_params
+        )
     observation = algorithm.observation_spec[group, "observation"].clone().to(algorithm.device)
     n_agents, _ = group_shape(algorithm, group)
     action = algorithm.action_spec[group, "action"].clone().to(algorithm.device)
@@ -169,6 +179,28 @@ def reward_model(
             share_params=share_params,
         )  # fmt: skip
     return per_agent_model(algorithm, group, transition, out_key="predicted_reward", share_params=share_params)
+
+
+def _slot_sum_reward_model(
+    algorithm: Algorithm, group: str, slots: Sequence[int], *, uses_next_observation: bool, share_params: bool
+) -> TensorDictModule:
+    """:class:`~torchrl_shacpp.modules.SlotSumReward` on the group's keys, sized as the ``critic_model`` if an MLP."""
+    n_agents, action_dim = group_shape(algorithm, group)
+    own_features, slot_features = slots
+    sizes = {}
+    if isinstance(algorithm.critic_model_config, MlpConfig):
+        sizes = dict(
+            num_cells=algorithm.critic_model_config.num_cells,
+            activation_class=algorithm.critic_model_config.activation_class,
+        )
+    network = SlotSumReward(
+        own_features, slot_features, action_dim, n_agents, use_next_obs=uses_next_observation,
+        share_params=share_params, **sizes,
+    ).to(algorithm.device)  # fmt: skip
+    in_keys = [(group, "observation"), (group, "action")]
+    if uses_next_observation:
+        in_keys.append(("next", group, "observation"))
+    return TensorDictModule(network, in_keys=in_keys, out_keys=[(group, "predicted_reward")])
 
 
 def world_model(algorithm: Algorithm, group: str, horizon: int, **sizes) -> TensorDictModule:

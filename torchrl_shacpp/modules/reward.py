@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
+from torchrl.modules import MultiAgentMLP
 
 from torchrl_shacpp.modules.transformer import AgentSetTransformer
 
@@ -86,3 +89,91 @@ class TransformerRewardModel(RewardModel):
             dropout=dropout,
         )
         super().__init__(net, use_next_obs)
+
+
+class SlotSumReward(nn.Module):
+    r"""Each agent's reward as a sum over the entity slots of its observation:
+    :math:`\hat r^i = \sum_{k=1}^{K} g([s^i; a^i; e^i_k])`.
+
+    The observation is read as :math:`o^i = [s^i; e^i_1; \dots; e^i_K]`: ``own_features`` of the agent's own state
+    :math:`s^i`, then :math:`K` slots of ``slot_features`` each, one per entity (dispersion: position and velocity,
+    then each food's offset and eaten flag, ``own_features=4, slot_features=3``). One network :math:`g` scores
+    every slot, so what it learns of one food holds for the others, and the sum is invariant to the slots' order: a
+    reward that adds up per entity (a food eaten, a landmark covered) is learned once instead of once per slot. An
+    MLP on the whole observation learned dispersion n=3's reward ~10x more slowly than n=1's
+    (``benchmarks/results/dispersion/``). With ``next_observation``, :math:`s^i` and each :math:`e^i_k` are paired
+    with their next values.
+
+    Args:
+        own_features: features of :math:`s^i` at the start of the observation.
+        slot_features: features of each slot :math:`e^i_k`; the rest of the observation must be a whole number of
+            slots.
+        action_dim: features of :math:`a^i`.
+        n_agents: agents of the group (the inputs' ``-2`` dimension).
+
+    Keyword Args:
+        use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``False``.
+        share_params: one :math:`g` for all agents (``False``: one per agent). Defaults to ``True``.
+        num_cells: hidden sizes of :math:`g`. Defaults to BenchMARL's MLP's, ``[256, 256]``.
+        activation_class: activation of :math:`g`. Defaults to BenchMARL's MLP's, :class:`~torch.nn.Tanh`.
+    """
+
+    def __init__(
+        self,
+        own_features: int,
+        slot_features: int,
+        action_dim: int,
+        n_agents: int,
+        *,
+        use_next_obs: bool = False,
+        share_params: bool = True,
+        num_cells: Sequence[int] = (256, 256),
+        activation_class: type[nn.Module] = nn.Tanh,
+    ) -> None:
+        super().__init__()
+        if own_features < 0 or slot_features < 1:
+            raise ValueError(
+                f"own_features must be at least 0 and slot_features at least 1; got {own_features} and "
+                f"{slot_features}."
+            )
+        self.own_features, self.slot_features, self.use_next_obs = own_features, slot_features, use_next_obs
+        steps = 2 if use_next_obs else 1
+        self.slot_score = MultiAgentMLP(
+            n_agent_inputs=steps * (own_features + slot_features) + action_dim,
+            n_agent_outputs=1,
+            n_agents=n_agents,
+            centralised=False,
+            share_params=share_params,
+            num_cells=list(num_cells),
+            activation_class=activation_class,
+        )
+
+    def slots(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """``obs`` ``[*batch, n_agents, obs_dim]`` split into own features ``[*batch, n_agents, own_features]`` and
+        slots ``[*batch, n_agents, K, slot_features]``."""
+        entities = obs.shape[-1] - self.own_features
+        if entities < self.slot_features or entities % self.slot_features:
+            raise ValueError(
+                f"An observation of {obs.shape[-1]} features does not hold {self.own_features} own features and "
+                f"slots of {self.slot_features}: its last {entities} features must be a whole number (at least 1) of "
+                "slots."
+            )
+        return obs[..., : self.own_features], obs[..., self.own_features :].unflatten(-1, (-1, self.slot_features))
+
+    def forward(self, obs: Tensor, action: Tensor, next_obs: Tensor | None = None) -> Tensor:
+        """``obs``, ``next_obs``: ``[*batch, n_agents, obs_dim]``; ``action``: ``[*batch, n_agents, action_dim]``.
+
+        Returns the per-agent reward, ``[*batch, n_agents, 1]``.
+        """
+        own, slots = self.slots(obs)
+        owns = [own, action]
+        if self.use_next_obs:
+            if next_obs is None:
+                raise ValueError("This reward model reads next_obs (use_next_obs=True) but none was given.")
+            next_own, next_slots = self.slots(next_obs)
+            owns.append(next_own)
+            slots = torch.cat([slots, next_slots], dim=-1)
+        own = torch.cat(owns, dim=-1).unsqueeze(-2).expand(*slots.shape[:-1], -1)
+        # MultiAgentMLP reads the agents at dim -2: the slots go to the batch, before the agents.
+        tokens = torch.cat([own, slots], dim=-1).transpose(-2, -3)
+        return self.slot_score(tokens).sum(dim=-3)

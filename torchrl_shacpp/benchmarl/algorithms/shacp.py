@@ -51,6 +51,12 @@ class Shacp(Shac):
             ``True`` otherwise. On navigation the pooled model learns neither the goal shaping nor to steer the
             agents apart, and the per-agent one learns both (``benchmarks/results/navigation_reward_model.md``);
             where the rewards are the team's, an agent's own transition does not hold what the others cause.
+        reward_slots: ``[own_features, slot_features]``: the reward model is each agent's sum over the entity slots
+            of its observation, one network scoring every slot (:class:`~torchrl_shacpp.modules.SlotSumReward`:
+            ``own_features`` of the agent's own state first, then slots of ``slot_features``; dispersion: ``[4, 3]``,
+            position and velocity, then each food's offset and eaten flag), with ``critic_model``'s hidden sizes and
+            activation if it is an MLP, BenchMARL's MLP defaults otherwise. ``None``: the ``critic_model`` network on
+            the whole transition. A reward per agent (``reward_centralised`` false or ``None`` on such a task).
         reward_huber_delta: the reward model's loss is Huber's at this residual, in reward units (``None``: the
             paper's squared error). For a dense shaping beside rare large penalties (navigation:
             ``benchmarks/results/navigation_reward_model.md``).
@@ -84,6 +90,7 @@ class Shacp(Shac):
         reward_uses_next_observation: bool,
         reward_observation_noise: float,
         reward_centralised: Optional[bool],
+        reward_slots: Optional[List[int]],
         reward_huber_delta: Optional[float],
         cache_size: int,
         reward_bins: int,
@@ -99,10 +106,12 @@ class Shacp(Shac):
         actor_waits_for_models: bool,
         **kwargs,
     ) -> None:
+        # Read by the set-up checks that Shac's __init__ runs (reward_is_centralised).
+        self.reward_centralised = reward_centralised
         super().__init__(**kwargs)
         self.reward_uses_next_observation = reward_uses_next_observation
         self.reward_observation_noise = reward_observation_noise
-        self.reward_centralised = reward_centralised
+        self.reward_slots = reward_slots
         self.reward_huber_delta = reward_huber_delta
         self.cache_size = cache_size
         self.reward_bins = reward_bins
@@ -162,7 +171,7 @@ class Shacp(Shac):
         """The loss of the group's reward model (a ``critic_model`` network)."""
         network = networks.reward_model(
             self, group, uses_next_observation=self.reward_uses_next_observation, share_params=self.share_param_critic,
-            centralised=self.reward_is_centralised(group),
+            centralised=self.reward_is_centralised(group), slots=self.reward_slots,
         )
         loss = RewardModelLoss(
             network, huber_delta=self.reward_huber_delta, observation_noise=self.reward_observation_noise
@@ -193,6 +202,7 @@ class ShacpConfig(ShacConfig):
     reward_uses_next_observation: bool = False
     reward_observation_noise: float = 0.0
     reward_centralised: Optional[bool] = None
+    reward_slots: Optional[List[int]] = None
     reward_huber_delta: Optional[float] = None
     cache_size: int = 30_000
     reward_bins: int = 9
