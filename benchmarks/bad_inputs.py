@@ -404,6 +404,9 @@ CASES = [
     Case("—", "`algorithm.critic_reward=task_reward` on vmas/transport (VMAS's task reports no such info)", cli_refuses(
          "algorithm=shacpp", "task=vmas/transport", "algorithm.critic_reward=task_reward",
          module="torchrl_shacpp.benchmarl.run", expect="(its info: none)")),
+    Case("—", "`algorithm.reward_slots=[4,4]` on vmas/dispersion_paper (4 own features, 9 not in slots of 4)",
+         cli_refuses("algorithm=shacpp", "task=vmas/dispersion_paper", "algorithm.reward_slots=[4,4]",
+                     module="torchrl_shacpp.benchmarl.run", expect="are not a whole number of slots")),
     Case("29", "`+early_stopping.env_fraction=1.5`", cli_refuses(
          *ROOT_ERROR_RUN, "+early_stopping.env_fraction=1.5", module="torchrl_shacpp.benchmarl.run",
          expect="must be in (0, 1]")),

@@ -27,7 +27,14 @@ from faults import CorruptBatch, diverging_agent
 from vmas.scenarios.transport import Scenario as Transport
 
 from torchrl_shacpp.benchmark.runs import load_runs
-from torchrl_shacpp.benchmarl import EarlyStopping, ShacConfig, ShacpConfig, ShacppConfig, TransformerConfig
+from torchrl_shacpp.benchmarl import (
+    EarlyStopping,
+    PaperVmasTask,
+    ShacConfig,
+    ShacpConfig,
+    ShacppConfig,
+    TransformerConfig,
+)
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
 from torchrl_shacpp.benchmarl.validation import check_checkpoint_algorithm, check_save_folder, check_task_keys
 from torchrl_shacpp.collectors import WindowCollector
@@ -70,6 +77,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(actor_replay_windows=0), "algorithm.actor_replay_windows=0 must be an integer >= 1"),
         (lambda: ShacppConfig(reward_observation_noise=-0.1), "algorithm.reward_observation_noise=-0.1 must be a finite"),
         (lambda: ShacppConfig(reward_huber_delta=0.0), "algorithm.reward_huber_delta=0.0 must be"),
+        (lambda: ShacpConfig(reward_slots=[4]), "algorithm.reward_slots=[4] must be [own_features, slot_features]"),
+        (lambda: ShacppConfig(reward_slots=[4, 0]), "algorithm.reward_slots=[4, 0] must be [own_features, slot_fe"),
         (lambda: ShacpConfig(model_minibatch_size=0), "algorithm.model_minibatch_size=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacppConfig(model_first_steps=[1000, 0]), "algorithm.model_first_steps[1]=0 must be an integer"),
@@ -134,6 +143,19 @@ def test_a_config_changed_after_it_was_made_is_checked_at_set_up(tmp_path: Path)
     config.model_minibatch_size = 0
     with raises(ValueError, "algorithm.model_minibatch_size=0"):
         tiny_experiment(config, tmp_path, max_n_iters=1)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (ShacppConfig(reward_slots=[4, 4]), "observes 13 features, whose last 9 are not a whole number of slots"),
+        (ShacppConfig(reward_slots=[4, 3], reward_centralised=True), "set reward_centralised=false if each agent's"),
+    ],
+)  # fmt: skip
+def test_reward_slots_that_do_not_fit_the_task_are_refused_at_set_up(tmp_path: Path, config, message: str):
+    """The paper's dispersion (3 foods) observes 4 own features and 3 slots of 3."""
+    with raises(ValueError, message):
+        tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
 
 
 @pytest.mark.parametrize(

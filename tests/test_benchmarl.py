@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Composite, Unbounded
 from torchrl.envs import TransformedEnv
+from torch import nn
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.benchmark.runs import _marl_eval_entry
@@ -44,6 +45,7 @@ from torchrl_shacpp.envs import (
     DifferentiableSampling,
     DifferentiableTransport,
 )
+from torchrl_shacpp.modules import SlotSumReward
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
 TINY = [
@@ -620,6 +622,21 @@ def test_the_default_reward_model_follows_the_rewards_the_task_declares(
     assert (reads, pooled) == (([True, False], False) if declared_own else ([True, True], True))
     single = tiny_experiment(ShacppConfig(), tmp_path / "one", task=task, n_agents=1, max_n_iters=1)
     assert single.algorithm.reward_is_centralised("agents")
+
+
+def test_reward_slots_sums_each_agents_reward_over_its_observations_slots(tmp_path: Path):
+    """``algorithm.reward_slots=[4, 3]`` on the paper's dispersion: the reward model is a
+    :class:`~torchrl_shacpp.modules.SlotSumReward` (with the MLP ``critic_model``'s sizes) reading each agent's own
+    transition, and it is what the reward model's loss trains."""
+    config = ShacppConfig(reward_slots=[4, 3])
+    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model
+    network = model.module
+    assert isinstance(network, SlotSumReward) and (network.own_features, network.slot_features) == (4, 3)
+    widths = [layer.out_features for layer in network.slot_score.modules() if isinstance(layer, nn.Linear)]
+    assert widths == [256, 256, 1]
+    reads, pooled = agents_read_by_agent_0(experiment, model, "predicted_reward")
+    assert (reads, pooled) == ([True, False], False)
 
 
 @pytest.mark.parametrize(

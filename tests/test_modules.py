@@ -18,6 +18,7 @@ from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
     AxisSelfAttention,
     RewardModel,
+    SlotSumReward,
     TransformerRewardModel,
     TransitionWorldModel,
     axis_attention_mask,
@@ -303,6 +304,79 @@ def test_reward_model_fits_known_reward(make_model, steps, lr):
     with torch.no_grad():
         mse = (model(*inputs) - target).pow(2).mean()
     assert mse < 0.05 * (target - target.mean()).pow(2).mean()
+
+
+def _permute_slots(obs: torch.Tensor, perm: torch.Tensor, own: int, slot: int) -> torch.Tensor:
+    slots = obs[..., own:].unflatten(-1, (-1, slot))[..., perm, :].flatten(-2)
+    return torch.cat([obs[..., :own], slots], dim=-1)
+
+
+@pytest.mark.parametrize("use_next_obs", [False, True])
+def test_slot_sum_reward_is_one_function_summed_over_the_slots(use_next_obs: bool):
+    """r_i = sum_k g([s_i; a_i; (s'_i;) e_ik; (e'_ik)]): the output is that sum computed slot by slot, unchanged when
+    the slots are reordered (o_t's and o_{t+1}'s alike), and permuted with the agents (one g for all agents)."""
+    torch.manual_seed(0)
+    own, slot, k, n = 4, 3, 5, 3
+    model = SlotSumReward(own, slot, 2, n, use_next_obs=use_next_obs).double()
+    obs, next_obs = (torch.randn(6, n, own + k * slot, dtype=torch.float64) for _ in range(2))
+    action = torch.randn(6, n, 2, dtype=torch.float64)
+    out = model(obs, action, next_obs)
+    assert out.shape == (6, n, 1)
+    by_slot = 0
+    for j in range(k):
+        token = [obs[..., :own], action]
+        if use_next_obs:
+            token.append(next_obs[..., :own])
+        token.append(obs[..., own + j * slot : own + (j + 1) * slot])
+        if use_next_obs:
+            token.append(next_obs[..., own + j * slot : own + (j + 1) * slot])
+        by_slot = by_slot + model.slot_score(torch.cat(token, dim=-1))
+    torch.testing.assert_close(out, by_slot)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    reordered = model(_permute_slots(obs, perm, own, slot), action, _permute_slots(next_obs, perm, own, slot))
+    torch.testing.assert_close(reordered, out)
+    agents = torch.tensor([2, 0, 1])
+    permuted = model(*(_permute_agents(x, agents) for x in (obs, action, next_obs)))
+    torch.testing.assert_close(permuted, _permute_agents(out, agents))
+
+
+def test_slot_sum_reward_refuses_what_its_layout_cannot_split():
+    with pytest.raises(ValueError, match="own_features must be at least 0 and slot_features at least 1"):
+        SlotSumReward(4, 0, 2, 3)
+    model = SlotSumReward(4, 3, 2, 3)
+    with pytest.raises(ValueError, match="its last 5 features must be a whole number"):
+        model(torch.randn(2, 3, 9), torch.randn(2, 3, 2))
+    with pytest.raises(ValueError, match="next_obs"):
+        SlotSumReward(4, 3, 2, 3, use_next_obs=True)(torch.randn(2, 3, 10), torch.randn(2, 3, 2))
+
+
+def test_slot_sum_reward_learns_a_per_entity_reward_the_whole_observation_mlp_does_not_yet():
+    """A dispersion-like reward, a bump on each uneaten entity the agent's action reaches:
+    r = sum_k (1 - eaten_k) exp(-||offset_k - a||^2 / 0.1) over 4 slots [offset (2), eaten (1)]. With one network
+    over every slot the fit is within 10% of the reward's variance after 400 steps; the MLP on the whole
+    observation, of the same hidden sizes and activation, is not yet at twice that (it must learn the bump once per
+    slot)."""
+    torch.manual_seed(0)
+    own, k, n = 4, 4, 2
+
+    def sample(batch: int):
+        offset = torch.rand(batch, n, k, 2) * 2 - 1
+        eaten = (torch.rand(batch, n, k, 1) < 0.3).float()
+        action = torch.rand(batch, n, 2) * 2 - 1
+        bump = torch.exp(-(offset - action.unsqueeze(-2)).pow(2).sum(-1, keepdim=True) / 0.1)
+        reward = ((1 - eaten) * bump).sum(-2)
+        obs = torch.cat([torch.randn(batch, n, own), torch.cat([offset, eaten], -1).flatten(-2)], -1)
+        return obs, action, reward
+
+    def relative_mse(model: nn.Module) -> float:
+        _fit(model, sample, steps=400, lr=3e-3, batch=256)
+        *inputs, target = sample(2048)
+        with torch.no_grad():
+            return ((model(*inputs) - target).pow(2).mean() / target.var()).item()
+
+    slots = relative_mse(SlotSumReward(own, 3, 2, n, num_cells=(64, 64), activation_class=nn.ReLU))
+    whole = relative_mse(RewardModel(_mlp(RewardModel.in_features(own + 3 * k, 2, use_next_obs=False))))
+    assert slots < 0.1 and whole > 2 * slots, (slots, whole)
 
 
 @pytest.mark.parametrize("clamped_mean", [True, False])
