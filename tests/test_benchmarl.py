@@ -626,8 +626,8 @@ def test_the_default_reward_model_follows_the_rewards_the_task_declares(
 
 def test_reward_slots_sums_each_agents_reward_over_its_observations_slots(tmp_path: Path):
     """``algorithm.reward_slots=[4, 3]`` on the paper's dispersion: the reward model is a
-    :class:`~torchrl_shacpp.modules.SlotSumReward` (with the MLP ``critic_model``'s sizes) reading each agent's own
-    transition, and it is what the reward model's loss trains."""
+    :class:`~torchrl_shacpp.modules.SlotSumReward` (its own sizes, whatever the ``critic_model``) reading each
+    agent's own transition, and it is what the reward model's loss trains."""
     config = ShacppConfig(reward_slots=[4, 3])
     experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
     model = experiment.algorithm.update.groups["agents"].source.reward.loss.reward_model

@@ -374,7 +374,7 @@ def test_slot_sum_reward_learns_a_per_entity_reward_the_whole_observation_mlp_do
         with torch.no_grad():
             return ((model(*inputs) - target).pow(2).mean() / target.var()).item()
 
-    slots = relative_mse(SlotSumReward(own, 3, 2, n, num_cells=(64, 64), activation_class=nn.ReLU))
+    slots = relative_mse(SlotSumReward(own, 3, 2, n, num_cells=(64, 64)))
     whole = relative_mse(RewardModel(_mlp(RewardModel.in_features(own + 3 * k, 2, use_next_obs=False))))
     assert slots < 0.1 and whole > 2 * slots, (slots, whole)
 

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import torch
 from benchmarl.algorithms.common import Algorithm
-from benchmarl.models.mlp import MlpConfig
 from tensordict.nn import TensorDictModule, TensorDictModuleBase, TensorDictSequential
 from torchrl.data import Composite, Unbounded
 from torchrl.modules import ProbabilisticActor
@@ -161,8 +160,7 @@ def reward_model(
     ``centralised``: over all agents' transitions (with ``share_params``, one pooled output broadcast to the agents);
     otherwise each agent's reward from its own transition, :math:`R_\theta(o^i_t, a^i_t)` (one network for all
     agents with ``share_params``). ``slots`` (``[own_features, slot_features]``, per agent only): each agent's sum over
-    its observation's entity slots, :class:`~torchrl_shacpp.modules.SlotSumReward`, with the ``critic_model``'s hidden
-    sizes and activation if it is an MLP."""
+    its observation's entity slots, :class:`~torchrl_shacpp.modules.SlotSumReward`."""
     if slots is not None:
         return _slot_sum_reward_model(
             algorithm, group, slots, uses_next_observation=uses_next_observation, share_params=share_params
@@ -184,18 +182,12 @@ def reward_model(
 def _slot_sum_reward_model(
     algorithm: Algorithm, group: str, slots: Sequence[int], *, uses_next_observation: bool, share_params: bool
 ) -> TensorDictModule:
-    """:class:`~torchrl_shacpp.modules.SlotSumReward` on the group's keys, sized as the ``critic_model`` if an MLP."""
+    """:class:`~torchrl_shacpp.modules.SlotSumReward` (its default sizes) on the group's keys."""
     n_agents, action_dim = group_shape(algorithm, group)
     own_features, slot_features = slots
-    sizes = {}
-    if isinstance(algorithm.critic_model_config, MlpConfig):
-        sizes = dict(
-            num_cells=algorithm.critic_model_config.num_cells,
-            activation_class=algorithm.critic_model_config.activation_class,
-        )
     network = SlotSumReward(
         own_features, slot_features, action_dim, n_agents, use_next_obs=uses_next_observation,
-        share_params=share_params, **sizes,
+        share_params=share_params,
     ).to(algorithm.device)  # fmt: skip
     in_keys = [(group, "observation"), (group, "action")]
     if uses_next_observation:

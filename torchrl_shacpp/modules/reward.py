@@ -115,7 +115,9 @@ class SlotSumReward(nn.Module):
         use_next_obs: whether :math:`o_{t+1}` is an input. Defaults to ``False``.
         share_params: one :math:`g` for all agents (``False``: one per agent). Defaults to ``True``.
         num_cells: hidden sizes of :math:`g`. Defaults to BenchMARL's MLP's, ``[256, 256]``.
-        activation_class: activation of :math:`g`. Defaults to BenchMARL's MLP's, :class:`~torch.nn.Tanh`.
+        activation_class: activation of :math:`g`. Defaults to :class:`~torch.nn.ReLU`: on dispersion n=3's
+            rewards (a disc around each food) it reached a held-out correlation of 0.53 after 3,000 steps where
+            :class:`~torch.nn.Tanh`, BenchMARL's MLP's, reached 0.37 (``benchmarks/results/dispersion/``).
     """
 
     def __init__(
@@ -128,7 +130,7 @@ class SlotSumReward(nn.Module):
         use_next_obs: bool = False,
         share_params: bool = True,
         num_cells: Sequence[int] = (256, 256),
-        activation_class: type[nn.Module] = nn.Tanh,
+        activation_class: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         if own_features < 0 or slot_features < 1:

@@ -54,8 +54,7 @@ class Shacp(Shac):
         reward_slots: ``[own_features, slot_features]``: the reward model is each agent's sum over the entity slots
             of its observation, one network scoring every slot (:class:`~torchrl_shacpp.modules.SlotSumReward`:
             ``own_features`` of the agent's own state first, then slots of ``slot_features``; dispersion: ``[4, 3]``,
-            position and velocity, then each food's offset and eaten flag), with ``critic_model``'s hidden sizes and
-            activation if it is an MLP, BenchMARL's MLP defaults otherwise. ``None``: the ``critic_model`` network on
+            position and velocity, then each food's offset and eaten flag). ``None``: the ``critic_model`` network on
             the whole transition. A reward per agent (``reward_centralised`` false or ``None`` on such a task).
         reward_huber_delta: the reward model's loss is Huber's at this residual, in reward units (``None``: the
             paper's squared error). For a dense shaping beside rare large penalties (navigation:
