@@ -13,6 +13,7 @@ from torchrl.modules import ProbabilisticActor
 
 from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
+    SlotSetValue,
     SlotSumReward,
     TransitionWorldModel,
     gaussian_actor,
@@ -136,9 +137,17 @@ def per_agent_model(
     )  # fmt: skip
 
 
-def critic(algorithm: Algorithm, group: str, *, share_params: bool, centralised: bool) -> TensorDictModuleBase:
+def critic(
+    algorithm: Algorithm, group: str, *, share_params: bool, centralised: bool, slots: Sequence[int] | None = None
+) -> TensorDictModuleBase:
     """The critic, per agent: centralised, :math:`V(s)` (or :math:`V(o_1, ..., o_n)` without a global state);
-    otherwise each agent's :math:`V(o^i)` (IPPO's), one network for all agents with ``share_params``."""
+    otherwise each agent's :math:`V(o^i)` (IPPO's), one network for all agents with ``share_params``; with ``slots``
+    (``[own_features, slot_features]``, not centralised) :class:`~torchrl_shacpp.modules.SlotSetValue`."""
+    if slots is not None:
+        network = SlotSetValue(*slots, group_shape(algorithm, group)[0], share_params=share_params)
+        return TensorDictModule(
+            network.to(algorithm.device), in_keys=[(group, "observation")], out_keys=[(group, "state_value")]
+        )
     observation = Composite({group: algorithm.observation_spec[group].clone().to(algorithm.device)})
     if not centralised:
         return per_agent_model(algorithm, group, observation, out_key="state_value", share_params=share_params)

@@ -143,8 +143,15 @@ def check_algorithm_config(config: ShacConfig) -> None:
             "but algorithm.clamp_actions=false does not clamp: set clamp_actions=true, or deterministic_clamped_mean="
             "false."
         )
-    if getattr(config, "reward_slots", None) is not None:
-        _check_reward_slots(config.reward_slots)
+    for key in ("reward_slots", "critic_slots"):
+        if getattr(config, key, None) is not None:
+            _check_slots(key, getattr(config, key))
+    if getattr(config, "critic_slots", None) is not None and config.critic_centralised:
+        raise ValueError(
+            f"algorithm.critic_slots={list(config.critic_slots)} gives each agent a value from its own observation's "
+            "slots, but algorithm.critic_centralised=true asks for one over every agent's: set critic_centralised="
+            "false, or critic_slots=null."
+        )
     if hasattr(config, "world_rollout"):
         check_choice(
             "algorithm.world_rollout", config.world_rollout, WORLD_ROLLOUTS, "one_pass is the paper's world model "
@@ -208,54 +215,42 @@ def check_experiment(algorithm: Shac) -> None:
         _warn_world_model_trap(name, algorithm.experiment.task)
     if algorithm_config.critic_reward is not None:
         _check_critic_reward(algorithm_config.critic_reward, algorithm.experiment)
-    if getattr(algorithm_config, "reward_slots", None) is not None:
-        _check_reward_slots_fit(algorithm)
+    _check_slots_fit(algorithm)
 
 
-def _check_reward_slots(slots: Any) -> None:
-    """Refuses an ``algorithm.reward_slots`` that is not ``[own_features >= 0, slot_features >= 1]``."""
+def _check_slots(key: str, slots: Any) -> None:
+    """Refuses an ``algorithm.<key>`` that is not ``[own_features >= 0, slot_features >= 1]``."""
     if len(slots) != 2 or slots[0] < 0 or slots[1] < 1:
         raise ValueError(
-            f"algorithm.reward_slots={list(slots)} must be [own_features, slot_features]: the agent's own features "
-            "at the start of its observation (at least 0), then the features of each entity slot (at least 1); "
-            "dispersion's is [4, 3]. Or reward_slots=null for a reward model on the whole transition."
+            f"algorithm.{key}={list(slots)} must be [own_features, slot_features]: the agent's own features at the "
+            "start of its observation (at least 0), then the features of each entity slot (at least 1); "
+            f"dispersion's is [4, 3]. Or {key}=null for the network on the whole observation."
         )
 
 
-def _check_reward_slots_fit(algorithm: Shac) -> None:
-    """Refuses ``algorithm.reward_slots`` on a group whose observation it does not split into whole slots, or whose
-    reward model pools the agents' transitions."""
-    own, slot = algorithm.experiment.algorithm_config.reward_slots
-    for group in algorithm.group_map:
-        features = algorithm.observation_spec[group, "observation"].shape[-1]
-        if features - own < slot or (features - own) % slot:
-            raise ValueError(
-                f"algorithm.reward_slots=[{own}, {slot}] splits an observation into {own} own features and slots of "
-                f"{slot}, but group {group!r} observes {features} features, whose last {features - own} are not a "
-                "whole number of slots: give the task's layout (dispersion: [4, 3]), or reward_slots=null."
-            )
-        if algorithm.reward_is_centralised(group):
-            raise ValueError(
-                "algorithm.reward_slots sums each agent's reward over its own observation's slots, but group "
-                f"{group!r}'s reward model reads every agent's transition (the task's rewards are the team's, or "
-                "algorithm.reward_centralised=true): set reward_centralised=false if each agent's reward is its own, "
-                "or reward_slots=null."
-            )
-
-
-def _check_critic_reward(entry: str, experiment: Experiment) -> None:
-    """Refuses ``algorithm.critic_reward`` when a group's info has no such entry, naming the entries it has."""
-    info_spec = experiment.info_spec
-    for group in experiment.group_map:
-        has_info = info_spec is not None and (group, "info") in info_spec.keys(True)
-        entries = list(info_spec[group, "info"].keys()) if has_info else []
-        if entry not in entries:
-            raise ValueError(
-                f"algorithm.critic_reward={entry!r} names an entry of the info of group {group!r}, which task "
-                f"{experiment.task.name.lower()} does not have (its info: {sorted(entries) or 'none'}). Name one of "
-                "them, e.g. task_reward with task=vmas/transport_differentiable +task.approach_reward=true, or "
-                "critic_reward=null for the reward."
-            )
+def _check_slots_fit(algorithm: Shac) -> None:
+    """Refuses ``algorithm.reward_slots`` / ``critic_slots`` on a group whose observation they do not split into whole
+    slots, and ``reward_slots`` where the group's reward model pools the agents' transitions."""
+    config = algorithm.experiment.algorithm_config
+    for key in ("reward_slots", "critic_slots"):
+        if getattr(config, key, None) is None:
+            continue
+        own, slot = getattr(config, key)
+        for group in algorithm.group_map:
+            features = algorithm.observation_spec[group, "observation"].shape[-1]
+            if features - own < slot or (features - own) % slot:
+                raise ValueError(
+                    f"algorithm.{key}=[{own}, {slot}] splits an observation into {own} own features and slots of "
+                    f"{slot}, but group {group!r} observes {features} features, whose last {features - own} are not "
+                    f"a whole number of slots: give the task's layout (dispersion: [4, 3]), or {key}=null."
+                )
+            if key == "reward_slots" and algorithm.reward_is_centralised(group):
+                raise ValueError(
+                    "algorithm.reward_slots sums each agent's reward over its own observation's slots, but group "
+                    f"{group!r}'s reward model reads every agent's transition (the task's rewards are the team's, or "
+                    "algorithm.reward_centralised=true): set reward_centralised=false if each agent's reward is its "
+                    "own, or reward_slots=null."
+                )
 
 
 def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window_length: int | None, envs: int) -> None:

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchrl.modules import MultiAgentMLP
 
+from torchrl_shacpp.modules.slots import check_slot_layout, slot_mlp, split_slots
 from torchrl_shacpp.modules.transformer import AgentSetTransformer
 
 
@@ -133,46 +133,25 @@ class SlotSumReward(nn.Module):
         activation_class: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
-        if own_features < 0 or slot_features < 1:
-            raise ValueError(
-                f"own_features must be at least 0 and slot_features at least 1; got {own_features} and "
-                f"{slot_features}."
-            )
+        check_slot_layout(own_features, slot_features)
         self.own_features, self.slot_features, self.use_next_obs = own_features, slot_features, use_next_obs
         steps = 2 if use_next_obs else 1
-        self.slot_score = MultiAgentMLP(
-            n_agent_inputs=steps * (own_features + slot_features) + action_dim,
-            n_agent_outputs=1,
-            n_agents=n_agents,
-            centralised=False,
-            share_params=share_params,
-            num_cells=list(num_cells),
-            activation_class=activation_class,
+        self.slot_score = slot_mlp(
+            steps * (own_features + slot_features) + action_dim, 1, n_agents, share_params=share_params,
+            num_cells=num_cells, activation_class=activation_class,
         )
-
-    def slots(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """``obs`` ``[*batch, n_agents, obs_dim]`` split into own features ``[*batch, n_agents, own_features]`` and
-        slots ``[*batch, n_agents, K, slot_features]``."""
-        entities = obs.shape[-1] - self.own_features
-        if entities < self.slot_features or entities % self.slot_features:
-            raise ValueError(
-                f"An observation of {obs.shape[-1]} features does not hold {self.own_features} own features and "
-                f"slots of {self.slot_features}: its last {entities} features must be a whole number (at least 1) of "
-                "slots."
-            )
-        return obs[..., : self.own_features], obs[..., self.own_features :].unflatten(-1, (-1, self.slot_features))
 
     def forward(self, obs: Tensor, action: Tensor, next_obs: Tensor | None = None) -> Tensor:
         """``obs``, ``next_obs``: ``[*batch, n_agents, obs_dim]``; ``action``: ``[*batch, n_agents, action_dim]``.
 
         Returns the per-agent reward, ``[*batch, n_agents, 1]``.
         """
-        own, slots = self.slots(obs)
+        own, slots = split_slots(obs, self.own_features, self.slot_features)
         owns = [own, action]
         if self.use_next_obs:
             if next_obs is None:
                 raise ValueError("This reward model reads next_obs (use_next_obs=True) but none was given.")
-            next_own, next_slots = self.slots(next_obs)
+            next_own, next_slots = split_slots(next_obs, self.own_features, self.slot_features)
             owns.append(next_own)
             slots = torch.cat([slots, next_slots], dim=-1)
         own = torch.cat(owns, dim=-1).unsqueeze(-2).expand(*slots.shape[:-1], -1)

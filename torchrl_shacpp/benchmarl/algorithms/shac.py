@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 import torch
 from benchmarl.algorithms.common import Algorithm, AlgorithmConfig
@@ -92,6 +92,9 @@ class Shac(Algorithm):
         share_param_critic: one critic for the group (pooled over agents) or one per agent.
         critic_centralised: the critic reads every agent's observation (or the global state), MAPPO's; ``False``:
             each agent's value from its own observation, IPPO's.
+        critic_slots: ``[own_features, slot_features]``: each agent's value from its own state and the set of its
+            observation's entity slots, one encoder for every slot (:class:`~torchrl_shacpp.modules.SlotSetValue`;
+            dispersion: ``[4, 3]``), with ``critic_centralised=false``; ``None``: the ``critic_model`` network.
         use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
         actor_value_gradient: the weight in [0, 1] of the bootstrap critic's gradient w.r.t. the window's last
             observations in the actor's gradient (the paper's: 1; 0: the window's rewards' gradient alone; the
@@ -130,6 +133,7 @@ class Shac(Algorithm):
         window_length: Optional[int],
         share_param_critic: bool,
         critic_centralised: bool,
+        critic_slots: Optional[List[int]],
         use_target_critic: bool,
         actor_value_gradient: float,
         critic_reward: Optional[str],
@@ -150,6 +154,7 @@ class Shac(Algorithm):
         self.lr_final = LR_FLOOR if lr_final is None else lr_final
         self.share_param_critic = share_param_critic
         self.critic_centralised = critic_centralised
+        self.critic_slots = critic_slots
         self.use_target_critic = use_target_critic
         self.actor_value_gradient = actor_value_gradient
         self.critic_reward = critic_reward
@@ -255,7 +260,8 @@ class Shac(Algorithm):
     ) -> Tuple[LossModule, bool]:
         """The critic's TD(λ) loss, which BenchMARL trains; the actor and the learned models join the window update."""
         critic = networks.critic(
-            self, group, share_params=self.share_param_critic, centralised=self.critic_centralised
+            self, group, share_params=self.share_param_critic, centralised=self.critic_centralised,
+            slots=self.critic_slots,
         )
         value = TDLambdaValueLoss(
             critic, gamma=self.experiment_config.gamma, lmbda=self.lmbda, use_target_network=self.use_target_critic
@@ -453,6 +459,7 @@ class ShacConfig(AlgorithmConfig):
     window_length: Optional[int] = 32
     share_param_critic: bool = True
     critic_centralised: bool = True
+    critic_slots: Optional[List[int]] = None
     use_target_critic: bool = True
     actor_value_gradient: float = 1.0
     critic_reward: Optional[str] = None

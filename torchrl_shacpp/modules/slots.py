@@ -1,0 +1,89 @@
+"""Networks on observations laid out as the agent's own features then entity slots, one network for every slot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchrl.modules import MultiAgentMLP
+
+
+def split_slots(obs: Tensor, own_features: int, slot_features: int) -> tuple[Tensor, Tensor]:
+    """``obs`` ``[*batch, n_agents, obs_dim]`` split into the agent's own features ``[*batch, n_agents, own_features]``
+    and its entity slots ``[*batch, n_agents, K, slot_features]``."""
+    entities = obs.shape[-1] - own_features
+    if entities < slot_features or entities % slot_features:
+        raise ValueError(
+            f"An observation of {obs.shape[-1]} features does not hold {own_features} own features and slots of "
+            f"{slot_features}: its last {entities} features must be a whole number (at least 1) of slots."
+        )
+    return obs[..., :own_features], obs[..., own_features:].unflatten(-1, (-1, slot_features))
+
+
+def check_slot_layout(own_features: int, slot_features: int) -> None:
+    """Refuses a layout with negative own features or empty slots."""
+    if own_features < 0 or slot_features < 1:
+        raise ValueError(
+            f"own_features must be at least 0 and slot_features at least 1; got {own_features} and {slot_features}."
+        )
+
+
+def slot_mlp(
+    in_features: int, out_features: int, n_agents: int, *, share_params: bool, num_cells: Sequence[int],
+    activation_class: type[nn.Module],
+) -> MultiAgentMLP:
+    """A per-agent MLP on ``[*batch, n_agents, in_features]`` (one for all agents with ``share_params``)."""
+    return MultiAgentMLP(
+        n_agent_inputs=in_features, n_agent_outputs=out_features, n_agents=n_agents, centralised=False,
+        share_params=share_params, num_cells=list(num_cells), activation_class=activation_class,
+    )  # fmt: skip
+
+
+class SlotSetValue(nn.Module):
+    r"""Each agent's value from its own state and the set of its observation's entity slots (DeepSets):
+    :math:`V^i = \rho\big(\sum_{k=1}^{K} \phi([s^i; e^i_k])\big)`.
+
+    The observation is read as :math:`o^i = [s^i; e^i_1; \dots; e^i_K]` (see
+    :class:`~torchrl_shacpp.modules.SlotSumReward`). One :math:`\phi` encodes every slot, so what the critic learns
+    of one entity holds for the others, and :math:`V^i` does not depend on the slots' order. Unlike a reward, a
+    value is not a sum over the entities (dispersion's depends most on the nearest uneaten food), hence
+    :math:`\rho` after the pooling, which can represent any function of the set (Zaheer et al., 2017).
+
+    Args:
+        own_features: features of :math:`s^i` at the start of the observation.
+        slot_features: features of each slot :math:`e^i_k`.
+        n_agents: agents of the group (the inputs' ``-2`` dimension).
+
+    Keyword Args:
+        share_params: one :math:`\phi, \rho` for all agents (``False``: one per agent). Defaults to ``True``.
+        hidden_size: features of :math:`\phi`'s output, the pooled encoding. Defaults to 256.
+        num_cells: hidden sizes of :math:`\phi` and of :math:`\rho`. Defaults to ``[256]``.
+        activation_class: their activation. Defaults to :class:`~torch.nn.ReLU`.
+    """
+
+    def __init__(
+        self,
+        own_features: int,
+        slot_features: int,
+        n_agents: int,
+        *,
+        share_params: bool = True,
+        hidden_size: int = 256,
+        num_cells: Sequence[int] = (256,),
+        activation_class: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        check_slot_layout(own_features, slot_features)
+        self.own_features, self.slot_features = own_features, slot_features
+        sizes = dict(share_params=share_params, num_cells=num_cells, activation_class=activation_class)
+        self.encode_slot = slot_mlp(own_features + slot_features, hidden_size, n_agents, **sizes)
+        self.value = slot_mlp(hidden_size, 1, n_agents, **sizes)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """``obs``: ``[*batch, n_agents, obs_dim]``. Returns the per-agent value, ``[*batch, n_agents, 1]``."""
+        own, slots = split_slots(obs, self.own_features, self.slot_features)
+        own = own.unsqueeze(-2).expand(*slots.shape[:-1], -1)
+        # The per-agent MLPs read the agents at dim -2: the slots go to the batch, before the agents.
+        tokens = torch.cat([own, slots], dim=-1).transpose(-2, -3)
+        return self.value(self.encode_slot(tokens).sum(dim=-3))
