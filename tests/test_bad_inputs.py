@@ -79,6 +79,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(reward_huber_delta=0.0), "algorithm.reward_huber_delta=0.0 must be"),
         (lambda: ShacpConfig(reward_slots=[4]), "algorithm.reward_slots=[4] must be [own_features, slot_features]"),
         (lambda: ShacppConfig(reward_slots=[4, 0]), "algorithm.reward_slots=[4, 0] must be [own_features, slot_fe"),
+        (lambda: ShacConfig(critic_slots=[-1, 3], critic_centralised=False), "algorithm.critic_slots=[-1, 3] must be"),
+        (lambda: ShacppConfig(critic_slots=[4, 3]), "but algorithm.critic_centralised=true asks for one over every"),
         (lambda: ShacpConfig(model_minibatch_size=0), "algorithm.model_minibatch_size=0 must be an integer >= 1"),
         (lambda: ShacpConfig(model_epochs=0), "algorithm.model_epochs=0 must be an integer >= 1"),
         (lambda: ShacppConfig(model_first_steps=[1000, 0]), "algorithm.model_first_steps[1]=0 must be an integer"),
@@ -150,9 +152,10 @@ def test_a_config_changed_after_it_was_made_is_checked_at_set_up(tmp_path: Path)
     [
         (ShacppConfig(reward_slots=[4, 4]), "observes 13 features, whose last 9 are not a whole number of slots"),
         (ShacppConfig(reward_slots=[4, 3], reward_centralised=True), "set reward_centralised=false if each agent's"),
+        (ShacppConfig(critic_slots=[0, 2], critic_centralised=False), "algorithm.critic_slots=[0, 2] splits an"),
     ],
 )  # fmt: skip
-def test_reward_slots_that_do_not_fit_the_task_are_refused_at_set_up(tmp_path: Path, config, message: str):
+def test_slots_that_do_not_fit_the_task_are_refused_at_set_up(tmp_path: Path, config, message: str):
     """The paper's dispersion (3 foods) observes 4 own features and 3 slots of 3."""
     with raises(ValueError, message):
         tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)

@@ -45,7 +45,7 @@ from torchrl_shacpp.envs import (
     DifferentiableSampling,
     DifferentiableTransport,
 )
-from torchrl_shacpp.modules import SlotSumReward
+from torchrl_shacpp.modules import SlotSetValue, SlotSumReward
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
 TINY = [
@@ -636,6 +636,17 @@ def test_reward_slots_sums_each_agents_reward_over_its_observations_slots(tmp_pa
     widths = [layer.out_features for layer in network.slot_score.modules() if isinstance(layer, nn.Linear)]
     assert widths == [256, 256, 1]
     reads, pooled = agents_read_by_agent_0(experiment, model, "predicted_reward")
+    assert (reads, pooled) == ([True, False], False)
+
+
+def test_critic_slots_gives_each_agent_a_value_over_its_observations_slots(tmp_path: Path):
+    """``algorithm.critic_slots=[4, 3] critic_centralised=false`` on the paper's dispersion: the critic is a
+    :class:`~torchrl_shacpp.modules.SlotSetValue` reading each agent's own observation."""
+    config = ShacppConfig(critic_slots=[4, 3], critic_centralised=False)
+    experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
+    critic = experiment.losses["agents"].value_network
+    assert isinstance(critic.module, SlotSetValue)
+    reads, pooled = agents_read_by_agent_0(experiment, critic, "state_value")
     assert (reads, pooled) == ([True, False], False)
 
 

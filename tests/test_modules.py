@@ -18,6 +18,7 @@ from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
     AxisSelfAttention,
     RewardModel,
+    SlotSetValue,
     SlotSumReward,
     TransformerRewardModel,
     TransitionWorldModel,
@@ -377,6 +378,42 @@ def test_slot_sum_reward_learns_a_per_entity_reward_the_whole_observation_mlp_do
     slots = relative_mse(SlotSumReward(own, 3, 2, n, num_cells=(64, 64)))
     whole = relative_mse(RewardModel(_mlp(RewardModel.in_features(own + 3 * k, 2, use_next_obs=False))))
     assert slots < 0.1 and whole > 2 * slots, (slots, whole)
+
+
+def test_slot_set_value_is_invariant_to_the_slots_order_and_equivariant_to_the_agents():
+    torch.manual_seed(0)
+    own, slot, k, n = 4, 3, 5, 3
+    model = SlotSetValue(own, slot, n).double()
+    obs = torch.randn(6, n, own + k * slot, dtype=torch.float64)
+    out = model(obs)
+    assert out.shape == (6, n, 1)
+    torch.testing.assert_close(model(_permute_slots(obs, torch.tensor([3, 0, 4, 1, 2]), own, slot)), out)
+    agents = torch.tensor([2, 0, 1])
+    torch.testing.assert_close(model(_permute_agents(obs, agents)), _permute_agents(out, agents))
+    with pytest.raises(ValueError, match="its last 5 features must be a whole number"):
+        model(torch.randn(2, n, 9))
+
+
+def test_slot_set_value_learns_a_value_that_is_not_a_sum_over_the_slots():
+    """A dispersion-like value, the distance to the nearest uneaten entity (not a sum over the slots):
+    V = min_k {||offset_k|| : not eaten_k} over 4 slots [offset (2), eaten (1)], at least one uneaten. After 600
+    steps the fit is within 1% of the value's variance (a sum over the slots in place of the maximum: 22%)."""
+    torch.manual_seed(0)
+    own, k, n = 4, 4, 2
+
+    def sample(batch: int):
+        offset = torch.rand(batch, n, k, 2) * 2 - 1
+        eaten = torch.rand(batch, n, k) < 0.3
+        eaten[..., 0] &= ~eaten.all(-1)
+        value = offset.norm(dim=-1).masked_fill(eaten, torch.inf).min(-1, keepdim=True).values
+        obs = torch.cat([torch.randn(batch, n, own), torch.cat([offset, eaten.unsqueeze(-1)], -1).flatten(-2)], -1)
+        return obs, value
+
+    model = SlotSetValue(own, 3, n, hidden_size=64, num_cells=(64,))
+    _fit(model, sample, steps=600, lr=3e-3, batch=256)
+    obs, target = sample(2048)
+    with torch.no_grad():
+        assert ((model(obs) - target).pow(2).mean() / target.var()).item() < 0.01
 
 
 @pytest.mark.parametrize("clamped_mean", [True, False])
