@@ -6,8 +6,9 @@ command line spells it (``algorithm.lmbda``, ``experiment.gamma``), the bad valu
 * :func:`check_algorithm_config`: the ``algorithm.*`` values, from the config dataclasses' ``__post_init__`` (so
   hydra's ``algorithm=shacpp algorithm.lmbda=...`` and ``ShacppConfig(lmbda=...)`` are refused alike);
 * :func:`check_experiment`: at the algorithm's set-up, the ``algorithm.*`` values again (a config changed after it
-  was made), the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`) and the task's
-  info entry ``algorithm.critic_reward`` names;
+  was made), the ``experiment.*`` values the algorithms depend on (:func:`check_experiment_config`), the task's
+  info entry ``algorithm.critic_reward`` names, and that ``algorithm.reward_slots`` / ``critic_slots`` split the
+  group's observation into whole slots;
 * :func:`check_transformer_config`: ``model=layers/transformer`` sizes;
 * :func:`check_restore_file`: that ``experiment.restore_file`` was written by the same algorithm, agent groups and
   network shapes, before BenchMARL loads it;
@@ -201,7 +202,7 @@ def check_experiment(algorithm: Shac) -> None:
     """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, a
     warning when SHAC or SHAC+ would keep the simulator's graph over more than one window, and one when SHAC++ is
     set up on a task whose observation its world model is known not to fit (:data:`WORLD_MODEL_TRAPS`), and that the
-    task's info has the entry ``algorithm.critic_reward`` names."""
+    task's info has the entry ``algorithm.critic_reward`` names, and that the slot layouts fit the observation."""
     name = type(algorithm).__name__.lower()
     algorithm_config, config = algorithm.experiment.algorithm_config, algorithm.experiment_config
     check_algorithm_config(algorithm_config)
@@ -216,6 +217,21 @@ def check_experiment(algorithm: Shac) -> None:
     if algorithm_config.critic_reward is not None:
         _check_critic_reward(algorithm_config.critic_reward, algorithm.experiment)
     _check_slots_fit(algorithm)
+
+
+def _check_critic_reward(entry: str, experiment: Experiment) -> None:
+    """Refuses ``algorithm.critic_reward`` when a group's info has no such entry, naming the entries it has."""
+    info_spec = experiment.info_spec
+    for group in experiment.group_map:
+        has_info = info_spec is not None and (group, "info") in info_spec.keys(True)
+        entries = list(info_spec[group, "info"].keys()) if has_info else []
+        if entry not in entries:
+            raise ValueError(
+                f"algorithm.critic_reward={entry!r} names an entry of the info of group {group!r}, which task "
+                f"{experiment.task.name.lower()} does not have (its info: {sorted(entries) or 'none'}). Name one of "
+                "them, e.g. task_reward with task=vmas/transport_differentiable +task.approach_reward=true, or "
+                "critic_reward=null for the reward."
+            )
 
 
 def _check_slots(key: str, slots: Any) -> None:
