@@ -40,6 +40,7 @@ from torchrl_shacpp.checks import (
 from torchrl_shacpp.benchmarl.envs import is_vmas
 from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasTask
 from torchrl_shacpp.modules import WORLD_ROLLOUTS
+from torchrl_shacpp.modules.slots import holds_whole_slots, is_slot_layout
 
 if TYPE_CHECKING:
     from benchmarl.environments import TaskClass
@@ -236,7 +237,7 @@ def _check_critic_reward(entry: str, experiment: Experiment) -> None:
 
 def _check_slots(key: str, slots: Any) -> None:
     """Refuses an ``algorithm.<key>`` that is not ``[own_features >= 0, slot_features >= 1]``."""
-    if len(slots) != 2 or slots[0] < 0 or slots[1] < 1:
+    if len(slots) != 2 or not is_slot_layout(*slots):
         raise ValueError(
             f"algorithm.{key}={list(slots)} must be [own_features, slot_features]: the agent's own features at the "
             "start of its observation (at least 0), then the features of each entity slot (at least 1); "
@@ -254,7 +255,7 @@ def _check_slots_fit(algorithm: Shac) -> None:
         own, slot = getattr(config, key)
         for group in algorithm.group_map:
             features = algorithm.observation_spec[group, "observation"].shape[-1]
-            if features - own < slot or (features - own) % slot:
+            if not holds_whole_slots(features, own, slot):
                 raise ValueError(
                     f"algorithm.{key}=[{own}, {slot}] splits an observation into {own} own features and slots of "
                     f"{slot}, but group {group!r} observes {features} features, whose last {features - own} are not "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from torchrl_shacpp.modules.slots import check_slot_layout, slot_mlp, split_slots
+from torchrl_shacpp.modules.slots import check_slot_layout, slot_mlp, slot_tokens, split_slots
 from torchrl_shacpp.modules.transformer import AgentSetTransformer
 
 
@@ -155,7 +155,4 @@ class SlotSumReward(nn.Module):
             next_own, next_slots = split_slots(next_obs, self.own_features, self.slot_features)
             owns.append(next_own)
             slots = torch.cat([slots, next_slots], dim=-1)
-        own = torch.cat(owns, dim=-1).unsqueeze(-2).expand(*slots.shape[:-1], -1)
-        # MultiAgentMLP reads the agents at dim -2: the slots go to the batch, before the agents.
-        tokens = torch.cat([own, slots], dim=-1).transpose(-2, -3)
-        return self.slot_score(tokens).sum(dim=-3)
+        return self.slot_score(slot_tokens(torch.cat(owns, dim=-1), slots)).sum(dim=-3)

@@ -9,21 +9,40 @@ from torch import Tensor, nn
 from torchrl.modules import MultiAgentMLP
 
 
+def is_slot_layout(own_features: int, slot_features: int) -> bool:
+    """Whether ``[own_features, slot_features]`` is a layout: no negative own features, no empty slots."""
+    return own_features >= 0 and slot_features >= 1
+
+
+def holds_whole_slots(obs_dim: int, own_features: int, slot_features: int) -> bool:
+    """Whether an observation of ``obs_dim`` features is ``own_features`` then a whole number (at least 1) of slots."""
+    entities = obs_dim - own_features
+    return entities >= slot_features and entities % slot_features == 0
+
+
 def split_slots(obs: Tensor, own_features: int, slot_features: int) -> tuple[Tensor, Tensor]:
     """``obs`` ``[*batch, n_agents, obs_dim]`` split into the agent's own features ``[*batch, n_agents, own_features]``
     and its entity slots ``[*batch, n_agents, K, slot_features]``."""
-    entities = obs.shape[-1] - own_features
-    if entities < slot_features or entities % slot_features:
+    if not holds_whole_slots(obs.shape[-1], own_features, slot_features):
         raise ValueError(
             f"An observation of {obs.shape[-1]} features does not hold {own_features} own features and slots of "
-            f"{slot_features}: its last {entities} features must be a whole number (at least 1) of slots."
+            f"{slot_features}: its last {obs.shape[-1] - own_features} features must be a whole number (at least 1) "
+            "of slots."
         )
     return obs[..., :own_features], obs[..., own_features:].unflatten(-1, (-1, slot_features))
 
 
+def slot_tokens(own: Tensor, slots: Tensor) -> Tensor:
+    """One token per slot, ``[*batch, K, n_agents, own + slot features]``, from the agent's own features ``own``
+    ``[*batch, n_agents, own]`` and its slots ``[*batch, n_agents, K, slot]``. The slots go to the batch, before the
+    agents, where the per-agent MLPs (TorchRL's ``MultiAgentMLP``) read them at dim -2."""
+    own = own.unsqueeze(-2).expand(*slots.shape[:-1], -1)
+    return torch.cat([own, slots], dim=-1).transpose(-2, -3)
+
+
 def check_slot_layout(own_features: int, slot_features: int) -> None:
     """Refuses a layout with negative own features or empty slots."""
-    if own_features < 0 or slot_features < 1:
+    if not is_slot_layout(own_features, slot_features):
         raise ValueError(
             f"own_features must be at least 0 and slot_features at least 1; got {own_features} and {slot_features}."
         )
@@ -83,8 +102,5 @@ class SlotSetValue(nn.Module):
 
     def forward(self, obs: Tensor) -> Tensor:
         """``obs``: ``[*batch, n_agents, obs_dim]``. Returns the per-agent value, ``[*batch, n_agents, 1]``."""
-        own, slots = split_slots(obs, self.own_features, self.slot_features)
-        own = own.unsqueeze(-2).expand(*slots.shape[:-1], -1)
-        # The per-agent MLPs read the agents at dim -2: the slots go to the batch, before the agents.
-        tokens = torch.cat([own, slots], dim=-1).transpose(-2, -3)
+        tokens = slot_tokens(*split_slots(obs, self.own_features, self.slot_features))
         return self.value(self.encode_slot(tokens).amax(dim=-3))
