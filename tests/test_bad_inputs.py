@@ -62,7 +62,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacConfig(action_std=0.0), "algorithm.action_std=0.0 must be a finite number > 0"),
         (lambda: ShacConfig(actor_lr=-1e-3), "algorithm.actor_lr=-0.001 must be a finite number > 0"),
         (lambda: ShacConfig(actor_max_grad_norm=-1.0), "algorithm.actor_max_grad_norm=-1.0 must be a finite"),
-        (lambda: ShacppConfig(actor_value_gradient=2.0), "algorithm.actor_value_gradient=2.0 must be a number in"),
+        (lambda: ShacppConfig(actor_value_gradient=-1.0), "algorithm.actor_value_gradient=-1.0 must be a finite"),
         (lambda: ShacConfig(action_std_final=0.0), "algorithm.action_std_final=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(learn_std=True, action_std_final=0.3), "algorithm.action_std_final=0.3 schedules a"),
         (lambda: ShacConfig(lr_schedule="cosine"), "algorithm.lr_schedule='cosine' must be one of 'constant'"),
@@ -193,7 +193,7 @@ def actor_loss(**kwargs) -> SHACActorLoss:
     "make, message",
     [
         (lambda: actor_loss(gamma=-1.0), "gamma=-1.0 must be a number in [0, 1]"),
-        (lambda: actor_loss(value_gradient=-0.5), "value_gradient=-0.5 must be a number in [0, 1]"),
+        (lambda: actor_loss(value_gradient=-0.5), "value_gradient=-0.5 must be a finite number >= 0"),
         (lambda: TDLambdaValueLoss(quadratic_critic(1.0), gamma=1.5), "gamma=1.5 must be a number in [0, 1]"),
         (lambda: TDLambdaValueLoss(quadratic_critic(1.0), lmbda=2), "lmbda=2 must be a number in [0, 1]"),
         (lambda: FiniteGradientStep(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), max_grad_norm=-1),

@@ -95,9 +95,10 @@ def test_actor_loss_gradient_matches_closed_form_with_termination_and_truncation
     assert critic.module.k.grad is None, "the critic must be held out of the actor loss"
 
 
-@pytest.mark.parametrize("value_gradient", [0.0, 0.5])
+@pytest.mark.parametrize("value_gradient", [0.0, 0.5, 4.0])
 def test_actor_loss_value_gradient_keeps_the_objective_and_weighs_the_critics_gradient(value_gradient: float):
-    """``value_gradient`` α: the same objective, and the rewards' gradient plus α times the critic's (0: none)."""
+    """``value_gradient`` α: the same objective, and the rewards' gradient plus α times the critic's (0: none; above
+    1 amplified)."""
     window, actor, start, actions = point_mass_window()
     loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0,
                          value_gradient=value_gradient)  # fmt: skip

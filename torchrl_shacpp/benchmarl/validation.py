@@ -57,7 +57,10 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
     "actor_max_grad_norm": (check_positive, "It clips the actor's gradient norm (paper: 1)."),
-    "actor_value_gradient": (check_fraction, "It weighs the critic's gradient in the actor's (paper: 1; 0: none)."),
+    "actor_value_gradient": (
+        check_non_negative,
+        "It weighs the critic's gradient in the actor's (paper: 1; 0: none; above 1 it amplifies it).",
+    ),
     "window_length": (check_count, "It is the actor's window in steps (paper: 32), or null for the whole collection."),
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),

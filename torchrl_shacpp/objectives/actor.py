@@ -67,7 +67,9 @@ class SHACActorLoss(LossModule):
     reward is a potential-based shaping :math:`r_t = \Phi(o_{t+1}) - \Phi(o_t)` (navigation's goal distance), the
     critic learns :math:`V \approx -\Phi + c` and at :math:`\alpha = 1` the two gradients cancel to first order,
     leaving the critic's errors to steer the actor; :math:`\alpha = 0` is the rewards' gradient alone, blind to
-    what lies beyond the window.
+    what lies beyond the window. :math:`\alpha > 1` amplifies the critic's part: where a learned reward is
+    sparse, its gradient is steep at the rewarded states and noise elsewhere, and can drown a critic whose smooth
+    gradient points the right way from afar.
 
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
@@ -88,7 +90,7 @@ class SHACActorLoss(LossModule):
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
             predicted observations under the observation key and ``("next", observation)`` of the tensordict it
             is given (SHAC++, needs ``reward_model``), e.g. :func:`~torchrl_shacpp.modules.window_world_model`.
-        value_gradient (float): :math:`\alpha \in [0, 1]`, the weight of the bootstrap critic's gradient w.r.t.
+        value_gradient (float): :math:`\alpha \ge 0`, the weight of the bootstrap critic's gradient w.r.t.
             the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
 
     Returns (forward):
@@ -135,7 +137,7 @@ class SHACActorLoss(LossModule):
         super().__init__()
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
         check_non_negative("action_bound_coef", action_bound_coef, "0 disables the action-bound penalty (paper: 1).")
-        check_fraction("value_gradient", value_gradient, "The critic's share of the actor's gradient (paper: 1).")
+        check_non_negative("value_gradient", value_gradient, "The critic's weight in the actor's gradient (paper: 1).")
         if world_model is not None and reward_model is None:
             raise ValueError(
                 "A world model predicts observations only: SHAC++ also needs a reward_model to turn the predicted "

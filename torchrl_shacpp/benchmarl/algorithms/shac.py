@@ -96,9 +96,10 @@ class Shac(Algorithm):
             observation's entity slots, one encoder for every slot (:class:`~torchrl_shacpp.modules.SlotSetValue`;
             dispersion: ``[4, 3]``), with ``critic_centralised=false``; ``None``: the ``critic_model`` network.
         use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
-        actor_value_gradient: the weight in [0, 1] of the bootstrap critic's gradient w.r.t. the window's last
-            observations in the actor's gradient (the paper's: 1; 0: the window's rewards' gradient alone; the
-            objective's value is the same); :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``value_gradient``.
+        actor_value_gradient: the weight (>= 0) of the bootstrap critic's gradient w.r.t. the window's last
+            observations in the actor's gradient (the paper's: 1; 0: the window's rewards' gradient alone; above 1
+            the critic's part amplified; the objective's value is the same);
+            :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``value_gradient``.
         critic_reward: the name of a per-agent entry of the group's info that the critic learns the return of, in
             place of the reward the actor (and a reward model) learns from; ``None``: the reward. Meant for a
             potential-based shaping paid in the reward, :math:`\tilde r_t = r_t + \Phi_{t+1} - \Phi_t`
