@@ -12,6 +12,9 @@ navigation, whose goal shaping rewards progress towards it):
   :math:`-\\partial\\mathcal L_\\pi/\\partial a_t`, and the direction to the target, binned by the distance to it,
   with ``boot`` its part through the critic's bootstrap alone (the learned reward replaced by 0) and
   ``reward_part`` the rest, through the rewards;
+* ``policy_vs_velocity``, ``policy_vs_outward``, ``policy_norm``: what the policy's mean follows when not the
+  target: its cosine with the agent's own velocity and with its position (away from the arena's centre), over all
+  agents, and its mean norm;
 * ``critic`` and ``reward``: the same cosine for the critic's and the reward model's response to moving the agent,
   :math:`\\mathrm dV/\\mathrm d\\delta = \\partial V/\\partial p - \\sum_j \\partial V/\\partial(f_j - p)` (own position
   :math:`p`, food offsets :math:`f_j - p`; for a goal, :math:`+\\partial V/\\partial(p - g)`), on the window's
@@ -61,6 +64,8 @@ FOOD_START, FOOD_FEATURES = 4, 3
 ON_FOOD = 0.085
 #: Navigation's observation: own position (2), velocity (2), position - goal (2), then the lidar.
 GOAL = slice(4, 6)
+#: Both tasks' observations start with the agent's own position and velocity.
+POSITION, VELOCITY = slice(0, 2), slice(2, 4)
 
 
 def food_slots(features: torch.Tensor) -> torch.Tensor:
@@ -217,6 +222,11 @@ class DispersionProbe(Callback):
         for name, direction in directions:  # the mean; descent directions
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
+        observation = window.get(observation_key).detach()
+        for name, direction in (("velocity", observation[..., VELOCITY]), ("outward", observation[..., POSITION])):
+            cosine = torch.nn.functional.cosine_similarity(loc, direction, dim=-1)
+            row[f"policy_vs_{name}"] = cosine[direction.norm(dim=-1) > 0].mean().item()
+        row["policy_norm"] = loc.norm(dim=-1).mean().item()
         value_loss = update.value_loss
         models = [("critic", value_loss.value_network, value_loss.tensor_keys.value, detached.get("next"))]
         if update.source.reward_model is not None:

@@ -83,7 +83,8 @@ CASES = {
         ["--target", "goal", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp",
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
         "probes.csv",
-        rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,reward_corr,.*\n1,nan,.*\n2,{N},",
+        rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,policy_vs_velocity,policy_vs_outward,"
+        rf"policy_norm,.*,reward_corr,.*\n1,nan,.*\n2,{N},",
     ),
     "dispersion_probes.py none": (  # SHAC on a task without a target direction: the actor's two parts only
         ["--target", "none", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shac",
