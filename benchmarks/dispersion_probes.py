@@ -14,7 +14,8 @@ navigation, whose goal shaping rewards progress towards it):
   ``reward_part`` the rest, through the rewards;
 * ``policy_vs_velocity``, ``policy_vs_outward``, ``policy_norm``: what the policy's mean follows when not the
   target: its cosine with the agent's own velocity and with its position (away from the arena's centre), over all
-  agents, and its mean norm;
+  agents, and its mean norm; ``actor_vs_outward``, ``boot_vs_outward``, ``reward_part_vs_outward``: which part of
+  the actor's descent direction points outward;
 * ``critic`` and ``reward``: the same cosine for the critic's and the reward model's response to moving the agent,
   :math:`\\mathrm dV/\\mathrm d\\delta = \\partial V/\\partial p - \\sum_j \\partial V/\\partial(f_j - p)` (own position
   :math:`p`, food offsets :math:`f_j - p`; for a goal, :math:`+\\partial V/\\partial(p - g)`), on the window's
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import math
 import sys
 from pathlib import Path
@@ -223,9 +225,12 @@ class DispersionProbe(Callback):
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
         observation = window.get(observation_key).detach()
-        for name, direction in (("velocity", observation[..., VELOCITY]), ("outward", observation[..., POSITION])):
-            cosine = torch.nn.functional.cosine_similarity(loc, direction, dim=-1)
-            row[f"policy_vs_{name}"] = cosine[direction.norm(dim=-1) > 0].mean().item()
+        references = (("velocity", observation[..., VELOCITY]), ("outward", observation[..., POSITION]))
+        for (name, direction), (reference, along) in itertools.product(directions, references):
+            if name == "policy" or reference == "outward":
+                cosine = torch.nn.functional.cosine_similarity(direction, along, dim=-1)
+                valid = (direction.norm(dim=-1) > 0) & (along.norm(dim=-1) > 0)
+                row[f"{name}_vs_{reference}"] = cosine[valid].mean().item() if valid.any() else math.nan
         row["policy_norm"] = loc.norm(dim=-1).mean().item()
         value_loss = update.value_loss
         models = [("critic", value_loss.value_network, value_loss.tensor_keys.value, detached.get("next"))]

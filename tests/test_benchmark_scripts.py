@@ -84,7 +84,7 @@ CASES = {
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
         "probes.csv",
         rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,policy_vs_velocity,policy_vs_outward,"
-        rf"policy_norm,.*,reward_corr,.*\n1,nan,.*\n2,{N},",
+        rf"actor_vs_outward,boot_vs_outward,reward_part_vs_outward,policy_norm,.*,reward_corr,.*\n1,nan,.*\n2,{N},",
     ),
     "dispersion_probes.py none": (  # SHAC on a task without a target direction: the actor's two parts only
         ["--target", "none", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shac",
