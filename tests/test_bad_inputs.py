@@ -96,6 +96,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_checkpoint_chunks=-1), "algorithm.world_checkpoint_chunks=-1 must be an integer"),
         (lambda: ShacppConfig(world_rollout="dreamer"), "algorithm.world_rollout='dreamer' must be one of 'one_pass', 'spl"),
         (lambda: TransformerConfig(num_heads=3), "model.num_heads=3 must divide model.hidden_size=64"),
+        (lambda: TransformerConfig(head_init_scale=0.0), "model.head_init_scale=0.0 must be a finite number > 0"),
     ],
 )  # fmt: skip
 def test_python_configs_refuse_impossible_values(config, message: str):

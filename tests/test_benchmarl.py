@@ -466,6 +466,20 @@ def transformer(n_agents: int = 3, *, centralised: bool, share_params: bool, inp
     )  # fmt: skip
 
 
+def test_transformer_model_head_init_scale_reaches_each_network():
+    """``model.head_init_scale`` reaches every agent's transformer (per-agent parameters too)."""
+    torch.manual_seed(0)
+    default = transformer(centralised=False, share_params=False)
+    torch.manual_seed(0)
+    scaled = TransformerConfig(hidden_size=16, feedforward_size=32, head_init_scale=0.01).get_model(
+        input_spec=default.input_spec, output_spec=default.output_spec, agent_group="agents",
+        input_has_agent_dim=True, n_agents=default.n_agents, centralised=False, share_params=False, device="cpu",
+        action_spec=Composite(),
+    )  # fmt: skip
+    for small, large in zip(scaled.transformers, default.transformers):
+        torch.testing.assert_close(small.head.weight, 0.01 * large.head.weight)
+
+
 @pytest.mark.parametrize("centralised", [False, True])
 @pytest.mark.parametrize("share_params", [False, True])
 def test_transformer_model_follows_benchmarl_conventions(centralised: bool, share_params: bool):

@@ -207,6 +207,18 @@ def test_agent_set_transformer_equivariance(n):
     torch.testing.assert_close(model(_permute_agents(x, perm)), _permute_agents(out, perm))
 
 
+def test_agent_set_transformer_head_init_scale_scales_its_initial_outputs():
+    """``head_init_scale`` s: the same network as at 1 (same seed) with the output layer's weights and bias times s,
+    so the initial outputs are s times as large (a policy's initial mean action near 0 at 0.01)."""
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    outputs = {}
+    for scale in (1.0, 0.01):
+        torch.manual_seed(0)
+        outputs[scale] = AgentSetTransformer(5, 2, head_init_scale=scale).double()(x)
+    torch.testing.assert_close(outputs[0.01], 0.01 * outputs[1.0])
+    assert outputs[1.0].norm(dim=-1).mean() > 0.3  # O(1) at PyTorch's init: the encoder's tokens are layer-normed
+
+
 def test_world_model_equivariance():
     torch.manual_seed(0)
     n = 4

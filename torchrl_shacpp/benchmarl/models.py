@@ -37,6 +37,8 @@ class Transformer(Model):
         feedforward_size: feed-forward features (paper: 128).
         dropout: dropout probability (paper: 0.1 in the policy, 0 elsewhere). BenchMARL never switches a policy to
             ``eval()``, so a positive value also applies during evaluation.
+        head_init_scale: scales the output layer's initial weights (1: PyTorch's init; 0.01 starts a policy's mean
+            action near 0, :class:`~torchrl_shacpp.modules.AgentSetTransformer`).
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Transformer(Model):
         hidden_size: int,
         feedforward_size: int,
         dropout: float,
+        head_init_scale: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -60,6 +63,7 @@ class Transformer(Model):
                 num_layers=num_layers,
                 num_heads=num_heads,
                 dropout=dropout,
+                head_init_scale=head_init_scale,
             ).to(self.device)
             for _ in range(1 if self.share_params else self.n_agents)
         )
@@ -109,6 +113,7 @@ class TransformerConfig(ModelConfig):
     hidden_size: int = 64
     feedforward_size: int = 128
     dropout: float = 0.0
+    head_init_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_transformer_config(self)

@@ -321,6 +321,7 @@ def check_transformer_config(config: Any) -> None:
         f"Each head takes hidden_size / num_heads features. {_CRITIC_MODEL_KEYS}",
     )  # fmt: skip
     check_fraction("model.dropout", config.dropout, _CRITIC_MODEL_KEYS)
+    check_positive("model.head_init_scale", config.head_init_scale, _CRITIC_MODEL_KEYS)
 
 
 
