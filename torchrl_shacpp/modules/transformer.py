@@ -76,10 +76,10 @@ class AgentSetTransformer(nn.Module):
         num_heads: attention heads (must divide ``hidden_size``). Defaults to 1.
         dropout: dropout probability (embedding, attention weights, encoder layers). Defaults to 0.0.
         head_init_scale: scales the output layer's initial weights and bias. The layer reads the encoder's
-            layer-normed tokens, so its initial outputs are :math:`O(1)` whatever the input's scale; as a policy that
-            is a mean action of norm 0.6-0.9 in a direction the agents' inputs barely change (dispersion n=3, every
-            seed), which carries them across the arena before they learn anything. 0.01 starts the mean near 0, as
-            for PPO's policies (Andrychowicz et al., 2021, "What matters in on-policy RL"). Defaults to 1.
+            layer-normed tokens, so its initial outputs are :math:`O(1)` whatever the input's scale: for a policy, a
+            first mean action of norm 0.6-0.9 (dispersion n=3, 3 seeds) that carries each agent along a line away
+            from its start before anything is learned. 0.01 starts the mean near 0, as PPO's policies are started
+            (Andrychowicz et al., 2021, "What matters in on-policy RL"). Defaults to 1.
     """
 
     def __init__(
