@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import itertools
 import math
 import sys
 from pathlib import Path
@@ -86,15 +85,19 @@ def nearest_food(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return offset, distance.gather(-1, nearest).squeeze(-1)
 
 
+def mean_cosine(direction: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean cosine between ``direction`` and ``reference`` where ``mask`` holds and ``direction`` is not 0 (NaN where
+    nowhere)."""
+    cosine = torch.nn.functional.cosine_similarity(direction, reference, dim=-1)
+    mask = mask & (direction.norm(dim=-1) > 0)
+    return cosine[mask].mean().item() if mask.any() else math.nan
+
+
 def binned_cosines(direction: torch.Tensor, offset: torch.Tensor, distance: torch.Tensor) -> list[float]:
     """Mean cosine between ``direction`` and ``offset`` in each distance bin (NaN where empty or no gradient)."""
-    cosine = torch.nn.functional.cosine_similarity(direction, offset, dim=-1)
-    valid = direction.norm(dim=-1) > 0
-    means = []
-    for low, high in zip(BINS[:-1], BINS[1:]):
-        mask = valid & (distance >= low) & (distance < high)
-        means.append(cosine[mask].mean().item() if mask.any() else math.nan)
-    return means
+    return [
+        mean_cosine(direction, offset, (distance >= low) & (distance < high)) for low, high in zip(BINS[:-1], BINS[1:])
+    ]
 
 
 def predictions_by_food(window: TensorDictBase, observation_key, predicted: torch.Tensor, reward: torch.Tensor):
@@ -218,19 +221,19 @@ class DispersionProbe(Callback):
         """The binned cosines with the direction to the target: of the policy's mean, of the actor's descent direction
         and its parts, and of the critic's and reward model's displacement gradients."""
         row = {}
-        offset, distance = self.target(window.get(observation_key).detach())
+        observation = window.get(observation_key).detach()
+        offset, distance = self.target(observation)
         loc = window.get((observation_key[0], "loc")).detach()
         directions = (("policy", loc), ("actor", -full), ("boot", -boot), ("reward_part", boot - full))
         for name, direction in directions:  # the mean; descent directions
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
-        observation = window.get(observation_key).detach()
-        references = (("velocity", observation[..., VELOCITY]), ("outward", observation[..., POSITION]))
-        for (name, direction), (reference, along) in itertools.product(directions, references):
-            if name == "policy" or reference == "outward":
-                cosine = torch.nn.functional.cosine_similarity(direction, along, dim=-1)
-                valid = (direction.norm(dim=-1) > 0) & (along.norm(dim=-1) > 0)
-                row[f"{name}_vs_{reference}"] = cosine[valid].mean().item() if valid.any() else math.nan
+        velocity, position = observation[..., VELOCITY], observation[..., POSITION]
+        # The policy's mean against the agent's velocity, then every direction against its position (outward).
+        references = [("policy", loc, "velocity", velocity)]
+        references += [(name, direction, "outward", position) for name, direction in directions]
+        for name, direction, reference, along in references:
+            row[f"{name}_vs_{reference}"] = mean_cosine(direction, along, along.norm(dim=-1) > 0)
         row["policy_norm"] = loc.norm(dim=-1).mean().item()
         value_loss = update.value_loss
         models = [("critic", value_loss.value_network, value_loss.tensor_keys.value, detached.get("next"))]

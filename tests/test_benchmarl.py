@@ -451,7 +451,9 @@ def test_algorithm_defaults_have_one_source(name: str, config):
     assert composed.experiment.wandb_extra_kwargs == {"offline": True}
 
 
-def transformer(n_agents: int = 3, *, centralised: bool, share_params: bool, input_has_agent_dim: bool = True):
+def transformer(
+    n_agents: int = 3, *, centralised: bool, share_params: bool, input_has_agent_dim: bool = True, **config
+):
     if input_has_agent_dim:
         input_spec = Composite({"agents": Composite({"observation": Unbounded((n_agents, 5))}, shape=(n_agents,))})
     else:  # a global state
@@ -460,7 +462,7 @@ def transformer(n_agents: int = 3, *, centralised: bool, share_params: bool, inp
         output_spec = Composite({"out": Unbounded((4,))})
     else:
         output_spec = Composite({"agents": Composite({"out": Unbounded((n_agents, 4))}, shape=(n_agents,))})
-    return TransformerConfig(hidden_size=16, feedforward_size=32).get_model(
+    return TransformerConfig(hidden_size=16, feedforward_size=32, **config).get_model(
         input_spec=input_spec, output_spec=output_spec, agent_group="agents", input_has_agent_dim=input_has_agent_dim,
         n_agents=n_agents, centralised=centralised, share_params=share_params, device="cpu", action_spec=Composite(),
     )  # fmt: skip
@@ -471,11 +473,7 @@ def test_transformer_model_head_init_scale_reaches_each_network():
     torch.manual_seed(0)
     default = transformer(centralised=False, share_params=False)
     torch.manual_seed(0)
-    scaled = TransformerConfig(hidden_size=16, feedforward_size=32, head_init_scale=0.01).get_model(
-        input_spec=default.input_spec, output_spec=default.output_spec, agent_group="agents",
-        input_has_agent_dim=True, n_agents=default.n_agents, centralised=False, share_params=False, device="cpu",
-        action_spec=Composite(),
-    )  # fmt: skip
+    scaled = transformer(centralised=False, share_params=False, head_init_scale=0.01)
     for small, large in zip(scaled.transformers, default.transformers):
         torch.testing.assert_close(small.head.weight, 0.01 * large.head.weight)
 
