@@ -725,6 +725,22 @@ def test_the_actor_value_gradient_follows_the_config(tmp_path: Path):
         assert experiment.algorithm.update.groups["agents"].actor_loss.value_gradient == value_gradient
 
 
+@pytest.mark.parametrize("algorithm", ["shac", "shacpp"])
+def test_the_actor_steps_are_bounded_by_the_config(tmp_path: Path, algorithm: str):
+    """``algorithm.actor_max_mean_change`` shrinks the actor's steps (SHAC's one per collection on the simulator's
+    graph, SHAC++'s one per window) whose policy mean moves further on their observations, and logs by how much."""
+    result = benchmarl_run(
+        tmp_path, f"algorithm={algorithm}", "task=vmas/transport", "experiment.max_n_iters=3",
+        "algorithm.actor_max_mean_change=1e-4", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    changes = scalar(tmp_path, "train_agents_actor_mean_change")  # the steps' means, before shrinking
+    scales = scalar(tmp_path, "train_agents_actor_step_scale")
+    assert len(changes) == len(scales) == 3
+    assert all(change > 1e-4 for change in changes)  # Adam's steps at lr 1e-3 move the mean further
+    assert all(0 < scale < 1 for scale in scales)
+
+
 class KeepBatch(Callback):
     """Keeps the last collection (the algorithm's update writes its value targets into it afterwards)."""
 

@@ -8,7 +8,11 @@ import torch
 from tensordict import TensorDict
 
 from torchrl_shacpp.objectives import SHACActorLoss
-from torchrl_shacpp.optim import FiniteGradientStep, skip_non_finite_steps
+from tensordict.nn import TensorDictModule
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+from torchrl.modules import IndependentNormal, NormalParamExtractor, ProbabilisticActor
+
+from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound, skip_non_finite_steps
 from toy_env import make_point_mass_env, open_loop_actor, quadratic_critic
 from torchrl_shacpp.collectors import WindowCollector
 
@@ -68,3 +72,66 @@ def test_guarded_optimizer_skips_a_step_with_a_non_finite_gradient():
     weight.sum().backward()
     optimizer.step()
     assert torch.all(weight.detach() < 1) and len(skipped) == 1
+
+
+def linear_policy() -> TensorDictModule:
+    """μ(o) = W o + b: linear in its parameters, so that a step shrunk by s moves μ by exactly s times as much."""
+    torch.manual_seed(0)
+    return TensorDictModule(torch.nn.Linear(3, 2), in_keys=["observation"], out_keys=["loc"])
+
+
+def rms_change(policy: TensorDictModule, window: TensorDict, before: TensorDict) -> float:
+    with torch.no_grad():
+        now = policy(window.clone())["loc"]
+        before.to_module(policy)
+        then = policy(window.clone())["loc"]
+    return (now - then).pow(2).mean().sqrt().item()
+
+
+def test_a_policy_step_that_moves_the_mean_too_far_is_shrunk_to_the_bound():
+    """Δμ's root mean square over the window's observations and action components after the step equals the bound,
+    along the step's own direction; a step within the bound is left as it was."""
+    for max_change, shrunk in ((0.05, True), (100.0, False)):
+        policy = linear_policy()
+        window = TensorDict(observation=torch.randn(16, 3), batch_size=[16])
+        parameters = list(policy.parameters())
+        plain = TensorDict.from_module(policy).clone()
+        step = FiniteGradientStep(torch.optim.SGD(parameters, lr=1.0))
+        loss = policy(window.clone())["loc"].sum()  # its full step moves μ by 16 x |o|² per component: far
+        bound = PolicyMeanStepBound(policy, parameters, "loc", max_change)
+        info = bound(window, lambda: step(loss))
+        after = TensorDict.from_module(policy).clone()
+        full_change_then = info["mean_change"]
+        assert info["skipped"] == 0.0 and full_change_then > 0.05
+        if shrunk:
+            assert info["step_scale"] == max_change / full_change_then
+            assert math.isclose(rms_change(policy, window, plain.clone()), max_change, rel_tol=1e-4)
+        else:
+            assert info["step_scale"] == 1.0
+            after.to_module(policy)
+            assert math.isclose(rms_change(policy, window, plain.clone()), full_change_then, rel_tol=1e-6)
+        direction = (after - plain).flatten_keys()
+        unbounded = linear_policy()
+        sgd_step = (-torch.autograd.grad(unbounded(window.clone())["loc"].sum(), list(unbounded.parameters()))[0])
+        torch.testing.assert_close(direction["module.weight"], info["step_scale"] * sgd_step)
+
+
+def test_the_bound_reads_the_mean_without_drawing_an_action():
+    """A stochastic policy's bounded step leaves the random stream as the plain step does (the bound reads the mean
+    deterministically), so that a run with the bound draws its actions as one without it does."""
+    torch.manual_seed(0)
+    actor = ProbabilisticActor(
+        TensorDictModule(
+            torch.nn.Sequential(torch.nn.Linear(3, 4), NormalParamExtractor()), ["observation"], ["loc", "scale"]
+        ),
+        in_keys=["loc", "scale"], distribution_class=IndependentNormal,
+    )  # fmt: skip
+    window = TensorDict(observation=torch.randn(16, 3), batch_size=[16])
+    bound = PolicyMeanStepBound(actor, list(actor.parameters()), "loc", 1e-3)
+    state = torch.get_rng_state()
+    with set_exploration_type(ExplorationType.RANDOM):  # as while collecting
+        info = bound(window, lambda: {"skipped": 1.0})  # a skipped step: the mean does not move
+        assert torch.equal(torch.get_rng_state(), state)
+        assert info["mean_change"] == 0.0 and info["step_scale"] == 1.0
+        actor(window.clone())  # a plain call draws an action
+    assert not torch.equal(torch.get_rng_state(), state)

@@ -1,4 +1,4 @@
-"""Optimiser steps that never write non-finite values into parameters."""
+"""Optimiser steps that never write non-finite values into parameters, and a bound on a policy step's size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import math
 from collections.abc import Callable
 
 import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictModule
+from tensordict.utils import NestedKey
 from torch.utils.hooks import RemovableHandle
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.checks import check_positive
 
@@ -81,6 +85,70 @@ class FiniteGradientStep:
         self.skipped_steps += 1
         logger.warning("Skipped an optimiser step: non-finite %s (%d skipped so far).", what, self.skipped_steps)
         return {"grad_norm": grad_norm, "skipped": 1.0}
+
+
+class PolicyMeanStepBound:
+    r"""Shrinks a policy's optimiser step so that its mean action moves at most ``max_change`` where it was taken.
+
+    A pathwise gradient through learned models can step the policy to where the models are wrong: the imagined
+    objective keeps improving while the collected return collapses (dispersion, 3 agents,
+    ``benchmarks/results/dispersion/README.md``). With :math:`\theta` the parameters before a step, :math:`\theta'`
+    after it and :math:`\mu_\theta(o)` the policy's mean on the step's observations :math:`o`, the step's change is
+    the root mean square over observations and action components
+
+    .. math::
+
+        c = \sqrt{\operatorname{mean}_{o,i}\big(\mu_{\theta'}(o)_i - \mu_\theta(o)_i\big)^2}
+
+    (for Gaussian policies of one fixed :math:`\sigma`, the KL divergence between the two is :math:`c^2 / 2\sigma^2`
+    per component). When :math:`c > \delta` the step is shrunk along its direction, :math:`\theta \leftarrow
+    \theta + (\delta / c)(\theta' - \theta)`, which moves the mean by :math:`\delta` to first order: a trust region
+    in action space, one rescale where TRPO searches a line. The optimiser's moments keep the whole step's gradient.
+
+    Args:
+        policy (TensorDictModule): the policy, writing its mean under ``loc_key``.
+        parameters (list of torch.nn.Parameter): the parameters the step changes (the optimiser's).
+        loc_key (NestedKey): where the policy writes its mean.
+        max_change (float): :math:`\delta`, the largest root-mean-square change of the mean per step.
+
+    Examples:
+        >>> bound = PolicyMeanStepBound(policy, step.parameters, ("agents", "loc"), max_change=0.05)
+        >>> info = bound(window, lambda: step(loss))  # step's info, plus "mean_change" (c) and "step_scale"
+    """
+
+    def __init__(
+        self,
+        policy: TensorDictModule,
+        parameters: list[torch.nn.Parameter],
+        loc_key: NestedKey,
+        max_change: float,
+    ) -> None:
+        check_positive("max_change", max_change, "It is the largest RMS change of the policy's mean per step.")
+        self.policy = policy
+        self.parameters = parameters
+        self.loc_key = loc_key
+        self.max_change = max_change
+
+    def _mean(self, observations: TensorDictBase) -> torch.Tensor:
+        # Deterministic: the mean without drawing an action, so that the bound leaves the run's random stream alone.
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            return self.policy(observations.copy()).get(self.loc_key)
+
+    def __call__(self, window: TensorDictBase, step: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """Runs ``step`` (an optimiser step of :attr:`parameters`) and shrinks it if the mean on ``window``'s
+        observations moved more than :attr:`max_change`; returns ``step``'s info with ``mean_change`` (:math:`c`,
+        before shrinking) and ``step_scale`` (the factor kept, 1 when within the bound)."""
+        observations = window.select(*self.policy.in_keys).detach()
+        before = [parameter.detach().clone() for parameter in self.parameters]
+        mean_before = self._mean(observations)
+        info = step()
+        change = (self._mean(observations) - mean_before).pow(2).mean().sqrt().item()
+        scale = self.max_change / change if change > self.max_change else 1.0
+        if scale < 1.0:
+            with torch.no_grad():
+                for parameter, old in zip(self.parameters, before):
+                    parameter.copy_(old + scale * (parameter - old))
+        return {**info, "mean_change": change, "step_scale": scale}
 
 
 def skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip: Callable[[], None]) -> RemovableHandle:

@@ -17,7 +17,7 @@ from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.data import finite_items
 from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
 from torchrl_shacpp.objectives.utils import check_window
-from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound
 from torchrl_shacpp.trainers.cooldown import CoolDown
 from torchrl_shacpp.trainers.learned import LearnedModel
 from torchrl_shacpp.trainers.sources import GradientSource
@@ -38,6 +38,8 @@ class GroupUpdate:
             (a critic trained elsewhere steps its own).
         dropped_critic_items: the transitions :meth:`WindowUpdate.finite_critic_items` withheld from a critic trained
             elsewhere for their non-finite inputs or targets.
+        step_bound: shrinks each actor step whose policy mean moves too far on the step's observations, or ``None``
+            (the paper's steps).
     """
 
     actor_loss: SHACActorLoss
@@ -47,6 +49,11 @@ class GroupUpdate:
     value_model: LearnedModel | None = None
     target_updater: TargetNetUpdater | None = None
     dropped_critic_items: int = 0
+    step_bound: PolicyMeanStepBound | None = None
+
+    def bounded_step(self, window: TensorDictBase, step: Callable[[], dict[str, float]]) -> dict[str, float]:
+        """``step()``, an actor step taken on ``window``, within :attr:`step_bound` when there is one."""
+        return step() if self.step_bound is None else self.step_bound(window, step)
 
     @property
     def models(self) -> list[LearnedModel]:
@@ -65,6 +72,9 @@ class WindowUpdate:
        one the actor loss differentiates, and the guarded Adam step descends :math:`\mathcal L_\pi` plus the
        action-bound penalty: SHAC++ once per window, in time order; SHAC and SHAC+, whose windows share the batch's
        simulator graph, once per batch on the mean of its windows' objectives (:meth:`train_actors`).
+       A group with a ``step_bound`` shrinks each step whose policy mean moves more than its bound on the step's
+       observations (:class:`~torchrl_shacpp.optim.PolicyMeanStepBound`), logged as ``train/<group>/actor_mean_change``
+       (before shrinking) and ``actor_step_scale``.
     2. **graph cut**: ``cut_graph()``, so that the next batch's gradient never reaches these actions (e.g.
        :meth:`~torchrl_shacpp.collectors.WindowGraphCut.arm`).
     3. **value targets**: TD(λ) over the whole batch (:meth:`TDLambdaValueLoss.value_targets`), written into
@@ -261,15 +271,18 @@ class WindowUpdate:
                 for name, group in replaying.items():
                     infos[name].append(self._window_step(group, replayed))
         for name, gradients in deferred:
-            infos[name][0].update(self.groups[name].actor_step.apply(gradients))
+            group = self.groups[name]
+            infos[name][0].update(group.bounded_step(batch, lambda: group.actor_step.apply(gradients)))
         logs = {}
         for name, group in self.groups.items():
             logs[f"train/{name}/skipped_actor_steps"] = group.actor_step.skipped_steps
             logs[f"train/{name}/actor_steps"] = len(infos.get(name, ()))
+        names = {"grad_norm": "actor_grad_norm", "mean_change": "actor_mean_change", "step_scale": "actor_step_scale"}
         for name, group_infos in infos.items():
-            for key in ("actor_loss", "action_bound_loss", "grad_norm"):
-                values = [info[key] for info in group_infos]
-                logs[f"train/{name}/{'actor_grad_norm' if key == 'grad_norm' else key}"] = sum(values) / len(values)
+            for key in ("actor_loss", "action_bound_loss", "grad_norm", "mean_change", "step_scale"):
+                values = [info[key] for info in group_infos if key in info]
+                if values:
+                    logs[f"train/{name}/{names.get(key, key)}"] = sum(values) / len(values)
         return logs
 
     @staticmethod
@@ -277,7 +290,8 @@ class WindowUpdate:
         """One guarded actor step of a group without a simulator graph on ``window``, re-attached to its policy."""
         losses = group.actor_loss(group.source.differentiable_window(window))
         info = _loss_info([losses])
-        info.update(group.actor_step(losses["loss_actor"] + losses["loss_action_bound"]))
+        loss = losses["loss_actor"] + losses["loss_action_bound"]
+        info.update(group.bounded_step(window, lambda: group.actor_step(loss)))
         return info
 
     def actor_steps_now(self, group: GroupUpdate) -> bool:

@@ -23,7 +23,7 @@ from torchrl_shacpp.benchmarl.envs import is_vmas, rebuild_vmas_env
 from torchrl_shacpp.collectors import WindowGraphCut
 from torchrl_shacpp.envs import VMAS_TASKS, detach_simulator_state
 from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
-from torchrl_shacpp.optim import FiniteGradientStep, skip_non_finite_steps
+from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound, skip_non_finite_steps
 from torchrl_shacpp.trainers import CoolDown, GradientSource, GroupUpdate, SimulatorGradient, WindowUpdate
 
 #: Where the algorithm keeps its part of a BenchMARL checkpoint.
@@ -80,6 +80,10 @@ class Shac(Algorithm):
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
         actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
+        actor_max_mean_change: with a number :math:`\delta`, each actor step is shrunk so that the policy's mean on
+            the step's observations moves by at most :math:`\delta` (root mean square over observations and action
+            components; :class:`~torchrl_shacpp.optim.PolicyMeanStepBound`), logged as ``actor_mean_change`` and
+            ``actor_step_scale``; ``None`` (the paper's) bounds only the gradient's norm.
         lr_schedule: ``"constant"`` (the paper's) or ``"linear"``, SHAC's: the actor's and the critic's rates fall
             linearly from ``actor_lr`` and ``critic_lr`` to ``lr_final`` over the experiment's iterations,
             :math:`\mathrm{lr}_k = \mathrm{lr}_0 + (\mathrm{lr}_{final} - \mathrm{lr}_0)\, k / K` at collection k
@@ -129,6 +133,7 @@ class Shac(Algorithm):
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
+        actor_max_mean_change: Optional[float],
         lr_schedule: str,
         lr_final: Optional[float],
         window_length: Optional[int],
@@ -151,6 +156,7 @@ class Shac(Algorithm):
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
+        self.actor_max_mean_change = actor_max_mean_change
         self.lr_schedule = lr_schedule
         self.lr_final = LR_FLOOR if lr_final is None else lr_final
         self.share_param_critic = share_param_critic
@@ -291,7 +297,12 @@ class Shac(Algorithm):
             predicted_reward=(group, "predicted_reward"),
         )
         actor_step = FiniteGradientStep(self._adam(actor.parameters(), self.actor_lr), self.actor_max_grad_norm)
-        self.groups[group] = GroupUpdate(actor, actor_step, value, source)
+        step_bound = None
+        if self.actor_max_mean_change is not None:
+            step_bound = PolicyMeanStepBound(
+                policy_for_loss, actor_step.parameters, actor.tensor_keys.loc, self.actor_max_mean_change
+            )
+        self.groups[group] = GroupUpdate(actor, actor_step, value, source, step_bound=step_bound)
         return value, self.use_target_critic
 
     def _critic_reward_key(self, group: str) -> NestedKey:
@@ -455,6 +466,7 @@ class ShacConfig(AlgorithmConfig):
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
+    actor_max_mean_change: Optional[float] = None
     lr_schedule: str = "constant"
     lr_final: Optional[float] = None
     window_length: Optional[int] = 32
