@@ -6,12 +6,11 @@ import math
 
 import torch
 from tensordict import TensorDict
-
-from torchrl_shacpp.objectives import SHACActorLoss
 from tensordict.nn import TensorDictModule
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import IndependentNormal, NormalParamExtractor, ProbabilisticActor
 
+from torchrl_shacpp.objectives import SHACActorLoss
 from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound, skip_non_finite_steps
 from toy_env import make_point_mass_env, open_loop_actor, quadratic_critic
 from torchrl_shacpp.collectors import WindowCollector
@@ -80,12 +79,14 @@ def linear_policy() -> TensorDictModule:
     return TensorDictModule(torch.nn.Linear(3, 2), in_keys=["observation"], out_keys=["loc"])
 
 
-def rms_change(policy: TensorDictModule, window: TensorDict, before: TensorDict) -> float:
+def rms_change(policy: TensorDictModule, window: TensorDict, after: TensorDict, before: TensorDict) -> float:
+    """The RMS change of the policy's mean on ``window`` from parameters ``before`` to ``after``."""
     with torch.no_grad():
-        now = policy(window.clone())["loc"]
-        before.to_module(policy)
-        then = policy(window.clone())["loc"]
-    return (now - then).pow(2).mean().sqrt().item()
+        means = []
+        for parameters in (after, before):
+            parameters.to_module(policy)
+            means.append(policy(window.clone())["loc"])
+    return (means[0] - means[1]).pow(2).mean().sqrt().item()
 
 
 def test_a_policy_step_that_moves_the_mean_too_far_is_shrunk_to_the_bound():
@@ -98,21 +99,19 @@ def test_a_policy_step_that_moves_the_mean_too_far_is_shrunk_to_the_bound():
         plain = TensorDict.from_module(policy).clone()
         step = FiniteGradientStep(torch.optim.SGD(parameters, lr=1.0))
         loss = policy(window.clone())["loc"].sum()  # its full step moves μ by 16 x |o|² per component: far
-        bound = PolicyMeanStepBound(policy, parameters, "loc", max_change)
-        info = bound(window, lambda: step(loss))
+        info = PolicyMeanStepBound(policy, parameters, "loc", max_change)(window, lambda: step(loss))
         after = TensorDict.from_module(policy).clone()
-        full_change_then = info["mean_change"]
-        assert info["skipped"] == 0.0 and full_change_then > 0.05
+        full_change = info["mean_change"]
+        assert info["skipped"] == 0.0 and full_change > 0.05
         if shrunk:
-            assert info["step_scale"] == max_change / full_change_then
-            assert math.isclose(rms_change(policy, window, plain.clone()), max_change, rel_tol=1e-4)
+            assert info["step_scale"] == max_change / full_change
+            assert math.isclose(rms_change(policy, window, after, plain), max_change, rel_tol=1e-4)
         else:
             assert info["step_scale"] == 1.0
-            after.to_module(policy)
-            assert math.isclose(rms_change(policy, window, plain.clone()), full_change_then, rel_tol=1e-6)
-        direction = (after - plain).flatten_keys()
+            assert math.isclose(rms_change(policy, window, after, plain), full_change, rel_tol=1e-6)
         unbounded = linear_policy()
-        sgd_step = (-torch.autograd.grad(unbounded(window.clone())["loc"].sum(), list(unbounded.parameters()))[0])
+        sgd_step = -torch.autograd.grad(unbounded(window.clone())["loc"].sum(), list(unbounded.parameters()))[0]
+        direction = (after - plain).flatten_keys()
         torch.testing.assert_close(direction["module.weight"], info["step_scale"] * sgd_step)
 
 

@@ -23,6 +23,16 @@ from torchrl_shacpp.trainers.learned import LearnedModel
 from torchrl_shacpp.trainers.sources import GradientSource
 
 
+#: What each actor step's info holds, and its name in the logs (``train/<group>/<name>``, a mean over the steps).
+ACTOR_STEP_LOGS = {
+    "actor_loss": "actor_loss",
+    "action_bound_loss": "action_bound_loss",
+    "grad_norm": "actor_grad_norm",
+    "mean_change": "actor_mean_change",
+    "step_scale": "actor_step_scale",
+}
+
+
 @dataclass
 class GroupUpdate:
     """One agent group's part of a :class:`WindowUpdate`.
@@ -277,12 +287,11 @@ class WindowUpdate:
         for name, group in self.groups.items():
             logs[f"train/{name}/skipped_actor_steps"] = group.actor_step.skipped_steps
             logs[f"train/{name}/actor_steps"] = len(infos.get(name, ()))
-        names = {"grad_norm": "actor_grad_norm", "mean_change": "actor_mean_change", "step_scale": "actor_step_scale"}
         for name, group_infos in infos.items():
-            for key in ("actor_loss", "action_bound_loss", "grad_norm", "mean_change", "step_scale"):
-                values = [info[key] for info in group_infos if key in info]
+            for key, logged in ACTOR_STEP_LOGS.items():
+                values = [info[key] for info in group_infos if key in info]  # a step bound's keys with a bound only
                 if values:
-                    logs[f"train/{name}/{names.get(key, key)}"] = sum(values) / len(values)
+                    logs[f"train/{name}/{logged}"] = sum(values) / len(values)
         return logs
 
     @staticmethod
