@@ -407,6 +407,12 @@ CASES = [
     Case("—", "`algorithm.reward_slots=[4,4]` on vmas/dispersion_paper (4 own features, 9 not in slots of 4)",
          cli_refuses("algorithm=shacpp", "task=vmas/dispersion_paper", "algorithm.reward_slots=[4,4]",
                      module="torchrl_shacpp.benchmarl.run", expect="are not a whole number of slots")),
+    Case("—", "`model=layers/slot_set` without `model.slots` (the task's observation layout)", cli_refuses(
+         "algorithm=mappo", "task=vmas/dispersion_paper", "model=layers/slot_set",
+         expect="dispersion's is model.slots=[4,3]")),
+    Case("—", "`model@critic_model=layers/slot_set` as MAPPO's centralised critic", cli_refuses(
+         "algorithm=mappo", "task=vmas/dispersion_paper", "model=layers/slot_set", "model.slots=[4,3]",
+         "model@critic_model=layers/slot_set", "critic_model.slots=[4,3]", expect="it cannot be a centralised critic")),
     Case("29", "`+early_stopping.env_fraction=1.5`", cli_refuses(
          *ROOT_ERROR_RUN, "+early_stopping.env_fraction=1.5", module="torchrl_shacpp.benchmarl.run",
          expect="must be in (0, 1]")),

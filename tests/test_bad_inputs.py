@@ -33,6 +33,7 @@ from torchrl_shacpp.benchmarl import (
     ShacConfig,
     ShacpConfig,
     ShacppConfig,
+    SlotSetModelConfig,
     TransformerConfig,
 )
 from torchrl_shacpp.benchmarl.algorithms.shac import STATE_KEY
@@ -98,6 +99,9 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_rollout="dreamer"), "algorithm.world_rollout='dreamer' must be one of 'one_pass', 'spl"),
         (lambda: TransformerConfig(num_heads=3), "model.num_heads=3 must divide model.hidden_size=64"),
         (lambda: TransformerConfig(head_init_scale=0.0), "model.head_init_scale=0.0 must be a finite number > 0"),
+        (lambda: SlotSetModelConfig(), "model.slots=None must be [own_features, slot_features]"),
+        (lambda: SlotSetModelConfig(slots=[4, 0]), "model.slots=[4, 0] must be [own_features, slot_features]"),
+        (lambda: SlotSetModelConfig(slots=[4, 3], num_cells=[0]), "model.num_cells[0]=0 must be an integer >= 1"),
     ],
 )  # fmt: skip
 def test_python_configs_refuse_impossible_values(config, message: str):
@@ -112,6 +116,7 @@ def test_python_configs_refuse_impossible_values(config, message: str):
         (["algorithm=shacpp", "algorithm.model_minibatch_size=0"], "algorithm.model_minibatch_size=0 must be"),
         (["algorithm=shacpp", "algorithm.world_rollout=splice"], "algorithm.world_rollout='splice' must be one of"),
         (["algorithm=shac", "model=layers/transformer", "model.num_heads=3"], "model.num_heads=3 must divide"),
+        (["algorithm=mappo", "model=layers/slot_set"], "dispersion's is model.slots=[4,3]"),
     ],
 )
 def test_hydra_configs_refuse_what_python_refuses(overrides: list[str], message: str):

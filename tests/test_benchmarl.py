@@ -34,6 +34,7 @@ from torchrl_shacpp.benchmarl import (
     ShacConfig,
     ShacpConfig,
     ShacppConfig,
+    SlotSetModelConfig,
     TransformerConfig,
     experiment_config,
 )
@@ -45,7 +46,7 @@ from torchrl_shacpp.envs import (
     DifferentiableSampling,
     DifferentiableTransport,
 )
-from torchrl_shacpp.modules import SlotSetValue, SlotSumReward
+from torchrl_shacpp.modules import SlotSet, SlotSumReward
 
 # 8 envs x 8-step windows, 2 agents; evaluation at every window on 4 envs.
 TINY = [
@@ -183,6 +184,17 @@ def test_wandb_logs_offline_by_default(tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert list(tmp_path.rglob("wandb/offline-run-*"))
+
+
+def test_mappo_with_the_slot_set_policy(tmp_path: Path):
+    """``model=layers/slot_set`` is a policy for BenchMARL's own algorithms too (the same policy for MAPPO as for
+    SHAC++ in a comparison)."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=mappo", "task=vmas/dispersion_paper", "model=layers/slot_set", "model.slots=[4,3]",
+        "model@critic_model=layers/transformer", "experiment.max_n_iters=2", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(scalar(tmp_path, "train_agents_loss_objective")) == 2
 
 
 def test_mappo_with_the_transformer_model(tmp_path: Path):
@@ -507,6 +519,52 @@ def test_transformer_model_refuses_inputs_without_agents():
         transformer(centralised=True, share_params=True, input_has_agent_dim=False)
 
 
+def slot_set(n_agents: int = 3, *, share_params: bool, centralised: bool = False, features: int = 10, **config):
+    input_spec = Composite(
+        {"agents": Composite({"observation": Unbounded((n_agents, features))}, shape=(n_agents,))}
+    )
+    output_spec = Composite({"agents": Composite({"out": Unbounded((n_agents, 2))}, shape=(n_agents,))})
+    return SlotSetModelConfig(slots=[4, 3], hidden_size=16, num_cells=[16], **config).get_model(
+        input_spec=input_spec, output_spec=output_spec, agent_group="agents", input_has_agent_dim=True,
+        n_agents=n_agents, centralised=centralised, share_params=share_params, device="cpu", action_spec=Composite(),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("share_params", [True, False])
+def test_slot_set_model_reads_each_agents_own_slots_in_any_order(share_params: bool):
+    """Agent i's output reads agent i's observation only, does not change when its slots are reordered, and (with
+    shared parameters) is the same function for every agent."""
+    torch.manual_seed(0)
+    model = slot_set(share_params=share_params)
+    observation = torch.randn(7, 3, 10, requires_grad=True)
+    out = model(TensorDict({("agents", "observation"): observation}, [7]))["agents", "out"]
+    assert out.shape == (7, 3, 2)
+    (gradient,) = torch.autograd.grad(out[:, 1].sum(), observation)
+    assert (gradient.abs().sum((0, 2)) > 0).tolist() == [False, True, False]
+    slots = observation[..., 4:].unflatten(-1, (2, 3))
+    slots_reordered = torch.cat([observation[..., :4], slots.flip(-2).flatten(-2)], -1)
+    reordered = model(TensorDict({("agents", "observation"): slots_reordered}, [7]))["agents", "out"]
+    torch.testing.assert_close(reordered, out)
+    agents = torch.tensor([2, 0, 1])
+    permuted = model(TensorDict({("agents", "observation"): observation[:, agents]}, [7]))["agents", "out"]
+    if share_params:
+        torch.testing.assert_close(permuted, out[:, agents])
+    else:
+        assert not torch.allclose(permuted, out[:, agents])
+
+
+def test_slot_set_model_refuses_a_centralised_critic_and_a_layout_that_does_not_fit():
+    with pytest.raises(ValueError, match="it cannot be a centralised critic"):
+        slot_set(share_params=True, centralised=True)
+    with pytest.raises(ValueError, match="hold 11 features, whose last 7 are not a whole number of slots"):
+        slot_set(share_params=True, features=11)
+
+
+def test_slot_set_config_loads_from_the_package_yaml():
+    with pytest.raises(ValueError, match=r"model.slots=None must be \[own_features, slot_features\]"):
+        SlotSetModelConfig.get_from_yaml()
+
+
 @pytest.mark.parametrize(
     "name, scenario",
     [
@@ -653,11 +711,11 @@ def test_reward_slots_sums_each_agents_reward_over_its_observations_slots(tmp_pa
 
 def test_critic_slots_gives_each_agent_a_value_over_its_observations_slots(tmp_path: Path):
     """``algorithm.critic_slots=[4, 3] critic_centralised=false`` on the paper's dispersion: the critic is a
-    :class:`~torchrl_shacpp.modules.SlotSetValue` reading each agent's own observation."""
+    :class:`~torchrl_shacpp.modules.SlotSet` reading each agent's own observation."""
     config = ShacppConfig(critic_slots=[4, 3], critic_centralised=False)
     experiment = tiny_experiment(config, tmp_path, task=PaperVmasTask.DISPERSION, max_n_iters=1)
     critic = experiment.losses["agents"].value_network
-    assert isinstance(critic.module, SlotSetValue)
+    assert isinstance(critic.module, SlotSet)
     reads, pooled = agents_read_by_agent_0(experiment, critic, "state_value")
     assert (reads, pooled) == ([True, False], False)
 

@@ -18,7 +18,7 @@ from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
     AxisSelfAttention,
     RewardModel,
-    SlotSetValue,
+    SlotSet,
     SlotSumReward,
     TransformerRewardModel,
     TransitionWorldModel,
@@ -395,7 +395,7 @@ def test_slot_sum_reward_learns_a_per_entity_reward_the_whole_observation_mlp_do
 def test_slot_set_value_is_invariant_to_the_slots_order_and_equivariant_to_the_agents():
     torch.manual_seed(0)
     own, slot, k, n = 4, 3, 5, 3
-    model = SlotSetValue(own, slot, n).double()
+    model = SlotSet(own, slot, n).double()
     obs = torch.randn(6, n, own + k * slot, dtype=torch.float64)
     out = model(obs)
     assert out.shape == (6, n, 1)
@@ -421,7 +421,7 @@ def test_slot_set_value_learns_a_value_that_is_not_a_sum_over_the_slots():
         obs = torch.cat([torch.randn(batch, n, own), torch.cat([offset, eaten.unsqueeze(-1)], -1).flatten(-2)], -1)
         return obs, value
 
-    model = SlotSetValue(own, 3, n, hidden_size=64, num_cells=(64,))
+    model = SlotSet(own, 3, n, hidden_size=64, num_cells=(64,))
     _fit(model, sample, steps=600, lr=3e-3, batch=256)
     obs, target = sample(2048)
     with torch.no_grad():

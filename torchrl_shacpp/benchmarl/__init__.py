@@ -1,4 +1,4 @@
-"""BenchMARL integration: ``algorithm=shac|shacp|shacpp``, ``model=layers/transformer``, paper presets, callbacks.
+"""BenchMARL integration: ``algorithm=shac|shacp|shacpp``, ``model=layers/transformer|slot_set``, presets, callbacks.
 
 After ``pip install``, the ``hydra_plugins`` SearchPathPlugin puts this package's configs on BenchMARL's search path
 and calls :func:`register`, so ``python -m benchmarl.run algorithm=shacpp task=vmas/transport`` works. Python
@@ -12,7 +12,7 @@ from benchmarl.environments import VmasTask
 from torchrl_shacpp.benchmarl.algorithms import Shac, ShacConfig, Shacp, ShacpConfig, Shacpp, ShacppConfig
 from torchrl_shacpp.benchmarl.callbacks import EarlyStopping, EvaluationInfo, KeepEvaluationHistory
 from torchrl_shacpp.benchmarl.configs import experiment_config
-from torchrl_shacpp.benchmarl.models import Transformer, TransformerConfig
+from torchrl_shacpp.benchmarl.models import SlotSetModel, SlotSetModelConfig, Transformer, TransformerConfig
 from torchrl_shacpp.benchmarl.tasks import (
     CentredVmasTask,
     DifferentiableVmasClass,
@@ -23,7 +23,7 @@ from torchrl_shacpp.benchmarl.tasks import (
 )
 
 ALGORITHMS = {"shac": ShacConfig, "shacp": ShacpConfig, "shacpp": ShacppConfig}
-MODELS = {"transformer": TransformerConfig}
+MODELS = {"transformer": TransformerConfig, "slot_set": SlotSetModelConfig}
 #: Task presets with the paper's settings (App. A): on this package's scenario, or on VMAS's.
 PAPER_TASKS = {"vmas/dispersion_paper": PaperVmasTask.DISPERSION, "vmas/discovery_paper": VmasTask.DISCOVERY}
 #: The differentiable-reward VMAS tasks.
@@ -33,7 +33,7 @@ CENTRED_TASKS = {f"vmas/{task.name.lower()}": task for task in CentredVmasTask}
 
 
 def register() -> None:
-    """Registers the algorithms, the model and the task presets with BenchMARL and hydra (idempotent)."""
+    """Registers the algorithms, the models and the task presets with BenchMARL and hydra (idempotent)."""
     from benchmarl.algorithms import algorithm_config_registry
     from benchmarl.environments import task_config_registry
     from benchmarl.models import model_config_registry
@@ -68,6 +68,8 @@ __all__ = [
     "ShacpConfig",
     "Shacpp",
     "ShacppConfig",
+    "SlotSetModel",
+    "SlotSetModelConfig",
     "Transformer",
     "TransformerConfig",
     "experiment_config",

@@ -1,8 +1,10 @@
-"""The agent-set transformer as a BenchMARL model, usable by every BenchMARL algorithm (``model=layers/transformer``)."""
+"""BenchMARL models usable by every BenchMARL algorithm: the agent-set transformer (``model=layers/transformer``) and
+the slot-set network (``model=layers/slot_set``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import torch
 from benchmarl.models.common import Model, ModelConfig, parse_model_config
@@ -10,8 +12,9 @@ from tensordict import TensorDictBase
 from torch import nn
 
 from torchrl_shacpp.benchmarl.configs import CONFIG_DIR, read_config
-from torchrl_shacpp.benchmarl.validation import check_transformer_config
-from torchrl_shacpp.modules import AgentSetTransformer
+from torchrl_shacpp.benchmarl.validation import check_slot_set_config, check_transformer_config
+from torchrl_shacpp.modules import AgentSetTransformer, SlotSet
+from torchrl_shacpp.modules.slots import holds_whole_slots
 
 
 class Transformer(Model):
@@ -127,4 +130,75 @@ class TransformerConfig(ModelConfig):
         """Loads the config from ``path``, by default this package's ``model/layers/transformer.yaml``."""
         if path is None:
             path = CONFIG_DIR / "model" / "layers" / "transformer.yaml"
+        return cls(**parse_model_config(read_config(path)))
+
+
+class SlotSetModel(Model):
+    r"""Each agent's output from its own observation read as entity slots (:class:`~torchrl_shacpp.modules.SlotSet`):
+    :math:`y^i = \rho\big(\max_k \phi([s^i; e^i_k])\big)`, one :math:`\phi` for every slot.
+
+    The network the slot critic (``algorithm.critic_slots``) uses, offered to every BenchMARL algorithm as a policy
+    or a per-agent critic, so that MAPPO can be given the same policy as SHAC++. The observation (all input keys
+    concatenated, ``[*batch, n_agents, features]``) is ``slots[0]`` own features then slots of ``slots[1]``
+    (dispersion: ``[4, 3]``). Agents do not communicate: agent :math:`i`'s output reads its own observation only.
+
+    Args:
+        slots: ``[own_features, slot_features]``.
+        hidden_size: features of the pooled slot encoding.
+        num_cells: hidden sizes of :math:`\phi` and of :math:`\rho`.
+    """
+
+    def __init__(self, slots: List[int], hidden_size: int, num_cells: List[int], **kwargs) -> None:
+        # Set before Model.__init__, whose _perform_checks reads them.
+        self.own_features, self.slot_features = slots
+        super().__init__(**kwargs)
+        self.network = SlotSet(
+            self.own_features, self.slot_features, self.n_agents, out_features=self.output_leaf_spec.shape[-1],
+            share_params=self.share_params, hidden_size=hidden_size, num_cells=num_cells,
+        ).to(self.device)  # fmt: skip
+
+    def _perform_checks(self) -> None:
+        super()._perform_checks()
+        if not self.input_has_agent_dim or self.centralised:
+            raise ValueError(
+                "model=layers/slot_set gives each agent an output from its own observation; it cannot be a "
+                "centralised critic (MAPPO's): choose another critic model, e.g. model@critic_model=layers/mlp or "
+                "model@critic_model=layers/transformer."
+            )
+        features = sum(spec.shape[-1] for spec in self.input_spec.values(True, True))
+        if not holds_whole_slots(features, self.own_features, self.slot_features):
+            raise ValueError(
+                f"model.slots=[{self.own_features}, {self.slot_features}] splits an observation into "
+                f"{self.own_features} own features and slots of {self.slot_features}, but the model's inputs hold "
+                f"{features} features, whose last {features - self.own_features} are not a whole number of slots: "
+                "give the task's layout (dispersion: [4, 3])."
+            )
+
+    def _forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        observation = torch.cat([tensordict.get(key) for key in self.in_keys], dim=-1)
+        tensordict.set(self.out_key, self.network(observation))
+        return tensordict
+
+
+@dataclass
+class SlotSetModelConfig(ModelConfig):
+    """Configuration of :class:`SlotSetModel`; the sizes are the slot critic's. ``slots`` has no default: it is the
+    task's observation layout."""
+
+    slots: Optional[List[int]] = None
+    hidden_size: int = 256
+    num_cells: List[int] = field(default_factory=lambda: [256])
+
+    def __post_init__(self) -> None:
+        check_slot_set_config(self)
+
+    @staticmethod
+    def associated_class() -> type[SlotSetModel]:
+        return SlotSetModel
+
+    @classmethod
+    def get_from_yaml(cls, path: str | None = None) -> SlotSetModelConfig:
+        """Loads the config from ``path``, by default this package's ``model/layers/slot_set.yaml``."""
+        if path is None:
+            path = CONFIG_DIR / "model" / "layers" / "slot_set.yaml"
         return cls(**parse_model_config(read_config(path)))

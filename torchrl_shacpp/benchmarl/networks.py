@@ -13,7 +13,7 @@ from torchrl.modules import ProbabilisticActor
 
 from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
-    SlotSetValue,
+    SlotSet,
     SlotSumReward,
     TransitionWorldModel,
     gaussian_actor,
@@ -142,9 +142,9 @@ def critic(
 ) -> TensorDictModuleBase:
     """The critic, per agent: centralised, :math:`V(s)` (or :math:`V(o_1, ..., o_n)` without a global state);
     otherwise each agent's :math:`V(o^i)` (IPPO's), one network for all agents with ``share_params``; with ``slots``
-    (``[own_features, slot_features]``, not centralised) :class:`~torchrl_shacpp.modules.SlotSetValue`."""
+    (``[own_features, slot_features]``, not centralised) :class:`~torchrl_shacpp.modules.SlotSet`."""
     if slots is not None:
-        network = SlotSetValue(*slots, group_shape(algorithm, group)[0], share_params=share_params)
+        network = SlotSet(*slots, group_shape(algorithm, group)[0], share_params=share_params)
         return TensorDictModule(
             network.to(algorithm.device), in_keys=[(group, "observation")], out_keys=[(group, "state_value")]
         )

@@ -327,6 +327,18 @@ def check_transformer_config(config: Any) -> None:
     check_positive("model.head_init_scale", config.head_init_scale, _CRITIC_MODEL_KEYS)
 
 
+def check_slot_set_config(config: Any) -> None:
+    """Refuses ``model=layers/slot_set`` without a slot layout, or with sizes the network cannot have."""
+    slots = config.slots
+    if slots is None or len(slots) != 2 or not is_slot_layout(*slots):
+        raise ValueError(
+            f"model.slots={None if slots is None else list(slots)} must be [own_features, slot_features]: the agent's "
+            "own features at the start of its observation (at least 0), then the features of each entity slot (at "
+            "least 1); dispersion's is model.slots=[4,3]."
+        )
+    check_count("model.hidden_size", config.hidden_size)
+    check_counts("model.num_cells", config.num_cells)
+
 
 def check_save_folder(save_folder: str | None) -> None:
     """Refuses an ``experiment.save_folder`` that does not exist. BenchMARL creates each run's folder inside it, but not

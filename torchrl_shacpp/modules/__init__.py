@@ -4,7 +4,7 @@ tensors (wrap them in :class:`~tensordict.nn.TensorDictModule` to read and write
 from torchrl_shacpp.modules.actor import ClampedNormal, gaussian_actor
 from torchrl_shacpp.modules.attention import AgentSelfAttention, AxisSelfAttention, axis_attention_mask
 from torchrl_shacpp.modules.reward import RewardModel, SlotSumReward, TransformerRewardModel
-from torchrl_shacpp.modules.slots import SlotSetValue
+from torchrl_shacpp.modules.slots import SlotSet
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
 from torchrl_shacpp.modules.world_model import (
     WORLD_ROLLOUTS,
@@ -24,7 +24,7 @@ __all__ = [
     "ClampedNormal",
     "EncoderLayer",
     "RewardModel",
-    "SlotSetValue",
+    "SlotSet",
     "SlotSumReward",
     "TransformerRewardModel",
     "TransitionWorldModel",

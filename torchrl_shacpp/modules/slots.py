@@ -59,16 +59,18 @@ def slot_mlp(
     )  # fmt: skip
 
 
-class SlotSetValue(nn.Module):
-    r"""Each agent's value from its own state and the set of its observation's entity slots (PointNet's pooling):
-    :math:`V^i = \rho\big(\max_{k=1}^{K} \phi([s^i; e^i_k])\big)`, the maximum taken feature by feature.
+class SlotSet(nn.Module):
+    r"""Each agent's output from its own state and the set of its observation's entity slots (PointNet's pooling):
+    :math:`y^i = \rho\big(\max_{k=1}^{K} \phi([s^i; e^i_k])\big)`, the maximum taken feature by feature.
 
     The observation is read as :math:`o^i = [s^i; e^i_1; \dots; e^i_K]` (see
-    :class:`~torchrl_shacpp.modules.SlotSumReward`). One :math:`\phi` encodes every slot, so what the critic learns
-    of one entity holds for the others, and :math:`V^i` does not depend on the slots' order. Unlike a reward, a
-    value is not a sum over the entities: dispersion's depends most on the nearest uneaten food, which a maximum
-    over the slots holds directly. On the distance to the nearest of 4 uneaten slots (``tests/test_modules.py``)
-    the maximum's fit was within 0.2% of the value's variance after 600 steps, a sum's (DeepSets) within 22%.
+    :class:`~torchrl_shacpp.modules.SlotSumReward`). One :math:`\phi` encodes every slot, so what is learned of one
+    entity holds for the others, and :math:`y^i` does not depend on the slots' order. As a value (``out_features=1``,
+    the slot critic): unlike a reward, a value is not a sum over the entities; dispersion's depends most on the
+    nearest uneaten food, which a maximum over the slots holds directly. On the distance to the nearest of 4 uneaten
+    slots (``tests/test_modules.py``) the maximum's fit was within 0.2% of the value's variance after 600 steps, a
+    sum's (DeepSets) within 22%. As a policy (``model=layers/slot_set``), the action towards the nearest uneaten
+    entity is the same kind of function.
 
     Args:
         own_features: features of :math:`s^i` at the start of the observation.
@@ -76,6 +78,7 @@ class SlotSetValue(nn.Module):
         n_agents: agents of the group (the inputs' ``-2`` dimension).
 
     Keyword Args:
+        out_features: features of :math:`y^i`. Defaults to 1 (a value).
         share_params: one :math:`\phi, \rho` for all agents (``False``: one per agent). Defaults to ``True``.
         hidden_size: features of :math:`\phi`'s output, the pooled encoding. Defaults to 256.
         num_cells: hidden sizes of :math:`\phi` and of :math:`\rho`. Defaults to ``[256]``.
@@ -88,6 +91,7 @@ class SlotSetValue(nn.Module):
         slot_features: int,
         n_agents: int,
         *,
+        out_features: int = 1,
         share_params: bool = True,
         hidden_size: int = 256,
         num_cells: Sequence[int] = (256,),
@@ -98,9 +102,9 @@ class SlotSetValue(nn.Module):
         self.own_features, self.slot_features = own_features, slot_features
         sizes = dict(share_params=share_params, num_cells=num_cells, activation_class=activation_class)
         self.encode_slot = slot_mlp(own_features + slot_features, hidden_size, n_agents, **sizes)
-        self.value = slot_mlp(hidden_size, 1, n_agents, **sizes)
+        self.head = slot_mlp(hidden_size, out_features, n_agents, **sizes)
 
     def forward(self, obs: Tensor) -> Tensor:
-        """``obs``: ``[*batch, n_agents, obs_dim]``. Returns the per-agent value, ``[*batch, n_agents, 1]``."""
+        """``obs``: ``[*batch, n_agents, obs_dim]``. Returns ``[*batch, n_agents, out_features]``."""
         tokens = slot_tokens(*split_slots(obs, self.own_features, self.slot_features))
-        return self.value(self.encode_slot(tokens).amax(dim=-3))
+        return self.head(self.encode_slot(tokens).amax(dim=-3))

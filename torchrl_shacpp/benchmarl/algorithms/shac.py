@@ -97,7 +97,7 @@ class Shac(Algorithm):
         critic_centralised: the critic reads every agent's observation (or the global state), MAPPO's; ``False``:
             each agent's value from its own observation, IPPO's.
         critic_slots: ``[own_features, slot_features]``: each agent's value from its own state and the set of its
-            observation's entity slots, one encoder for every slot (:class:`~torchrl_shacpp.modules.SlotSetValue`;
+            observation's entity slots, one encoder for every slot (:class:`~torchrl_shacpp.modules.SlotSet`;
             dispersion: ``[4, 3]``), with ``critic_centralised=false``; ``None``: the ``critic_model`` network.
         use_target_critic: bootstrap with a Polyak-averaged target critic (SHAC: yes; the authors' SHAC++: no).
         actor_value_gradient: the weight (>= 0) of the bootstrap critic's gradient w.r.t. the window's last
