@@ -17,6 +17,16 @@ from torchrl_shacpp.modules import AgentSetTransformer, SlotSet
 from torchrl_shacpp.modules.slots import holds_whole_slots
 
 
+def input_features(model: Model) -> int:
+    """Features per agent of ``model``'s inputs, all input keys concatenated."""
+    return sum(spec.shape[-1] for spec in model.input_spec.values(True, True))
+
+
+def concatenated_inputs(model: Model, tensordict: TensorDictBase) -> torch.Tensor:
+    """``model``'s input keys read from ``tensordict`` and concatenated: ``[*batch, n_agents, features]``."""
+    return torch.cat([tensordict.get(key) for key in model.in_keys], dim=-1)
+
+
 class Transformer(Model):
     r"""Permutation-equivariant transformer over a group's agents (:class:`~torchrl_shacpp.modules.AgentSetTransformer`).
 
@@ -55,7 +65,7 @@ class Transformer(Model):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        in_features = sum(spec.shape[-1] for spec in self.input_spec.values(True, True))
+        in_features = input_features(self)
         out_features = self.output_leaf_spec.shape[-1]
         self.transformers = nn.ModuleList(
             AgentSetTransformer(
@@ -92,7 +102,7 @@ class Transformer(Model):
             )
 
     def _forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        tokens = torch.cat([tensordict.get(key) for key in self.in_keys], dim=-1)
+        tokens = concatenated_inputs(self, tensordict)
         if self.share_params:
             output = self.transformers[0](tokens)
             if self.centralised:
@@ -165,7 +175,7 @@ class SlotSetModel(Model):
                 "centralised critic (MAPPO's): choose another critic model, e.g. model@critic_model=layers/mlp or "
                 "model@critic_model=layers/transformer."
             )
-        features = sum(spec.shape[-1] for spec in self.input_spec.values(True, True))
+        features = input_features(self)
         if not holds_whole_slots(features, self.own_features, self.slot_features):
             raise ValueError(
                 f"model.slots=[{self.own_features}, {self.slot_features}] splits an observation into "
@@ -175,7 +185,7 @@ class SlotSetModel(Model):
             )
 
     def _forward(self, tensordict: TensorDictBase) -> TensorDictBase:
-        observation = torch.cat([tensordict.get(key) for key in self.in_keys], dim=-1)
+        observation = concatenated_inputs(self, tensordict)
         tensordict.set(self.out_key, self.network(observation))
         return tensordict
 
