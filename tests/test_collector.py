@@ -12,7 +12,7 @@ from tensordict.nn import TensorDictModule
 from torchrl.data import Bounded
 
 from torchrl_shacpp.collectors import WindowCollector, WindowGraphCut, attach_policy_graph
-from torchrl_shacpp.modules import gaussian_actor
+from torchrl_shacpp.modules import SlotSet, gaussian_actor
 from torchrl_shacpp.trainers import CoolDown, WindowUpdate, make_learners
 
 HORIZON = 4
@@ -153,6 +153,28 @@ def test_make_learners_gives_the_models_the_cooldowns_budgets():
         every=10, epochs=1, steps=2, first_steps=(5, 4), surprise_steps=7, surprise_ratio=2.5
     )
     assert replay_learners(env, "shac").update.cooldown is None  # no learned model
+
+
+def test_make_learners_takes_a_policy_network_and_bounds_its_steps():
+    """A composing user's policy network (a slot set over each point mass's two coordinates) is the policy's mean and
+    what SHAC's actor steps; with ``actor_max_mean_change`` a step that would move the mean on its window further is
+    shrunk to move it by that much (to first order), and the change and the scale kept are logged."""
+    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
+    torch.manual_seed(1)
+    network = SlotSet(0, 1, n_agents=2, out_features=2, hidden_size=16, num_cells=[16])
+    learners = make_learners(env, "shac", window_length=HORIZON, policy_network=network, actor_max_mean_change=1e-3)
+    assert any(module is network for module in learners.policy.modules())
+    before = [parameter.detach().clone() for parameter in network.parameters()]
+    window = WindowCollector(env, learners.policy, window_length=HORIZON, graph="simulator").rollout()
+    observation = window["agents", "observation"].detach()
+    with torch.no_grad():
+        mean_before = network(observation)
+    logs = learners.update.train_actors(window)
+    with torch.no_grad():
+        change = (network(observation) - mean_before).pow(2).mean().sqrt().item()
+    assert logs["train/agents/actor_mean_change"] > 1e-3 and logs["train/agents/actor_step_scale"] < 1
+    assert change == pytest.approx(1e-3, rel=0.1)
+    assert all(not torch.equal(old, new) for old, new in zip(before, network.parameters()))
 
 
 def train_models_on(learners, window: TensorDictBase) -> None:

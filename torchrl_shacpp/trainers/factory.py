@@ -38,7 +38,7 @@ from torchrl_shacpp.objectives import (
     TransitionModelLoss,
     WorldModelLoss,
 )
-from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound
 from torchrl_shacpp.trainers.cooldown import CoolDown
 from torchrl_shacpp.trainers.learned import LearnedModel, reward_items, value_items, world_items
 from torchrl_shacpp.trainers.sources import (
@@ -116,6 +116,8 @@ def make_learners(
     action_std: float = 1.0,
     learn_std: bool = False,
     policy_dropout: float = 0.0,
+    policy_network: torch.nn.Module | None = None,
+    actor_max_mean_change: float | None = None,
     use_target_critic: bool | None = None,
     target_tau: float = 0.8,
     cache_size: int = 30_000,
@@ -141,7 +143,7 @@ def make_learners(
     """The networks, losses, caches and window update of ``algorithm`` on ``env`` (paper defaults).
 
     The policy, critic and reward model are agent-set transformers (1 layer, hidden 64, feed-forward 128; the policy
-    with ``policy_dropout``, the authors' 0.1); SHAC++'s world model is the axis-attention transformer over
+    with ``policy_dropout``, the authors' 0.1, unless ``policy_network`` is given); SHAC++'s world model is the axis-attention transformer over
     ``window_length`` steps. SHAC and SHAC+ use a target critic (``use_target_critic``, default on, Polyak weight
     ``target_tau`` on the critic per window: DiffRL's 0.2 on the old target), SHAC++ by default not, and trains its
     critic from a cache of λ-targets on the cool-down, as the authors do.
@@ -150,6 +152,12 @@ def make_learners(
         env: a batched multi-agent env with ``(group, "observation")`` ``[*B, n, o]`` and a bounded
             ``(group, "action")`` ``[*B, n, a]``.
         algorithm: ``"shac"``, ``"shacp"`` or ``"shacpp"``.
+        policy_network: the policy's mean, a network from observations ``[*B, n, o]`` to ``[*B, n, a]`` in place of
+            the agent-set transformer, e.g. :class:`~torchrl_shacpp.modules.SlotSet` with ``out_features=a`` on a
+            task whose observations are entity slots.
+        actor_max_mean_change: a trust region on the actor's steps, the largest root-mean-square change of the policy's
+            mean per step on the step's observations (:class:`~torchrl_shacpp.optim.PolicyMeanStepBound`; logged as
+            ``train/<group>/actor_mean_change`` and ``actor_step_scale``), or ``None`` (paper).
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
             cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
@@ -178,10 +186,9 @@ def make_learners(
     n_agents, obs_dim = env.observation_spec[observation_key].shape[-2:]
     action_spec = env.full_action_spec_unbatched[action_key]
     action_dim = action_spec.shape[-1]
-    loc = TensorDictModule(
-        AgentSetTransformer(obs_dim, action_dim, dropout=policy_dropout), in_keys=[observation_key],
-        out_keys=[(group, "loc")],
-    )  # fmt: skip
+    if policy_network is None:
+        policy_network = AgentSetTransformer(obs_dim, action_dim, dropout=policy_dropout)
+    loc = TensorDictModule(policy_network, in_keys=[observation_key], out_keys=[(group, "loc")])
     policy = gaussian_actor(
         loc, action_dim=action_dim, loc_key=(group, "loc"), scale_key=(group, "scale"), action_key=action_key,
         action_std=action_std, learn_std=learn_std, spec=action_spec,
@@ -247,9 +254,12 @@ def make_learners(
 
     actor_loss = make_actor_loss(env, policy, value_loss, source, group=group, gamma=gamma)
     actor_step = FiniteGradientStep(torch.optim.Adam(actor_loss.parameters(), lr=actor_lr), max_grad_norm=1.0)
+    step_bound = None
+    if actor_max_mean_change is not None:
+        step_bound = PolicyMeanStepBound(policy, actor_step.parameters, (group, "loc"), actor_max_mean_change)
     group_update = GroupUpdate(
         actor_loss, actor_step, value_loss, source, value_model=value_model,
-        target_updater=target_updater if value_model is not None else None,
+        target_updater=target_updater if value_model is not None else None, step_bound=step_bound,
     )  # fmt: skip
     cooldown = None
     if group_update.models:
