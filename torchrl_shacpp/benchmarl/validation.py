@@ -153,7 +153,9 @@ def check_algorithm_config(config: ShacConfig) -> None:
         )
     for key in ("reward_slots", "critic_slots"):
         if getattr(config, key, None) is not None:
-            _check_slots(key, getattr(config, key))
+            check_slot_layout_setting(
+                f"algorithm.{key}", getattr(config, key), f" Or {key}=null for the network on the whole observation."
+            )
     if getattr(config, "critic_slots", None) is not None and config.critic_centralised:
         raise ValueError(
             f"algorithm.critic_slots={list(config.critic_slots)} gives each agent a value from its own observation's "
@@ -241,13 +243,14 @@ def _check_critic_reward(entry: str, experiment: Experiment) -> None:
             )
 
 
-def _check_slots(key: str, slots: Any) -> None:
-    """Refuses an ``algorithm.<key>`` that is not ``[own_features >= 0, slot_features >= 1]``."""
-    if len(slots) != 2 or not is_slot_layout(*slots):
+def check_slot_layout_setting(setting: str, slots: Any, alternative: str = "") -> None:
+    """Refuses a ``setting`` (``model.slots``, ``algorithm.reward_slots``, ...) that is not ``[own_features >= 0,
+    slot_features >= 1]``; ``alternative`` ends the message with what else the user may set."""
+    if slots is None or len(slots) != 2 or not is_slot_layout(*slots):
         raise ValueError(
-            f"algorithm.{key}={list(slots)} must be [own_features, slot_features]: the agent's own features at the "
-            "start of its observation (at least 0), then the features of each entity slot (at least 1); "
-            f"dispersion's is [4, 3]. Or {key}=null for the network on the whole observation."
+            f"{setting}={None if slots is None else list(slots)} must be [own_features, slot_features]: the agent's "
+            "own features at the start of its observation (at least 0), then the features of each entity slot (at "
+            f"least 1); dispersion's is {setting}=[4,3].{alternative}"
         )
 
 
@@ -329,13 +332,7 @@ def check_transformer_config(config: Any) -> None:
 
 def check_slot_set_config(config: Any) -> None:
     """Refuses ``model=layers/slot_set`` without a slot layout, or with sizes the network cannot have."""
-    slots = config.slots
-    if slots is None or len(slots) != 2 or not is_slot_layout(*slots):
-        raise ValueError(
-            f"model.slots={None if slots is None else list(slots)} must be [own_features, slot_features]: the agent's "
-            "own features at the start of its observation (at least 0), then the features of each entity slot (at "
-            "least 1); dispersion's is model.slots=[4,3]."
-        )
+    check_slot_layout_setting("model.slots", config.slots)
     check_count("model.hidden_size", config.hidden_size)
     check_counts("model.num_cells", config.num_cells)
 
