@@ -799,6 +799,19 @@ def test_the_actor_steps_are_bounded_by_the_config(tmp_path: Path, algorithm: st
     assert all(0 < scale < 1 for scale in scales)
 
 
+def test_actor_steps_above_the_skip_norm_are_skipped_and_counted(tmp_path: Path):
+    """``algorithm.actor_skip_grad_norm`` below every gradient's norm: each of SHAC++'s actor steps is skipped and
+    counted (the count is cumulative)."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=2",
+        "algorithm.actor_skip_grad_norm=1e-12", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps, skipped = scalar(tmp_path, "train_agents_actor_steps"), scalar(tmp_path, "train_agents_skipped_actor_steps")
+    assert len(steps) == 2 and skipped == [steps[0], steps[0] + steps[1]] and all(count > 0 for count in steps)
+    assert all(norm > 1e-12 for norm in scalar(tmp_path, "train_agents_actor_grad_norm"))
+
+
 class KeepBatch(Callback):
     """Keeps the last collection (the algorithm's update writes its value targets into it afterwards)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
@@ -53,6 +54,20 @@ def test_gradient_norm_is_clipped():
     info = step((weight * torch.tensor([30.0, 40.0])).sum())
     assert info["grad_norm"] == 50.0
     torch.testing.assert_close(weight.detach(), torch.tensor([-0.6, -0.8]))
+
+
+def test_a_gradient_above_skip_grad_norm_is_skipped_and_one_at_it_is_clipped(caplog):
+    """``skip_grad_norm`` skips a step whose gradient norm exceeds it, leaving the parameters and Adam's state alone
+    and counting it; a gradient at the threshold is clipped and stepped as before."""
+    weight = torch.nn.Parameter(torch.zeros(2))
+    step = FiniteGradientStep(torch.optim.Adam([weight], lr=0.1), max_grad_norm=1.0, skip_grad_norm=50.0)
+    info = step((weight * torch.tensor([30.0, 40.001])).sum())
+    assert info == {"grad_norm": pytest.approx(50.0008), "skipped": 1.0} and step.skipped_steps == 1
+    assert not weight.any() and not step.optimizer.state and weight.grad is None
+    assert "gradient norm above 50" in caplog.text
+    info = step((weight * torch.tensor([30.0, 40.0])).sum())
+    assert info == {"grad_norm": 50.0, "skipped": 0.0} and step.skipped_steps == 1
+    assert torch.all(weight.detach() < 0)
 
 
 def test_guarded_optimizer_skips_a_step_with_a_non_finite_gradient():

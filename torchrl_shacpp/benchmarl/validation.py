@@ -57,6 +57,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
     "actor_max_grad_norm": (check_positive, "It clips the actor's gradient norm (paper: 1)."),
+    "actor_skip_grad_norm": (
+        check_positive, "Actor steps whose gradient norm is above it are skipped, or null to skip non-finite ones only."
+    ),
     "actor_max_mean_change": (
         check_positive, "It bounds the RMS change of the policy's mean per actor step, or null for no bound."
     ),
@@ -113,7 +116,7 @@ LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
-    "model_surprise_steps", "action_std_final", "lr_final", "actor_max_mean_change",
+    "model_surprise_steps", "action_std_final", "lr_final", "actor_max_mean_change", "actor_skip_grad_norm",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")

@@ -118,6 +118,7 @@ def make_learners(
     policy_dropout: float = 0.0,
     policy_network: torch.nn.Module | None = None,
     actor_max_mean_change: float | None = None,
+    actor_skip_grad_norm: float | None = None,
     use_target_critic: bool | None = None,
     target_tau: float = 0.8,
     cache_size: int = 30_000,
@@ -158,6 +159,8 @@ def make_learners(
         actor_max_mean_change: a trust region on the actor's steps, the largest root-mean-square change of the policy's
             mean per step on the step's observations (:class:`~torchrl_shacpp.optim.PolicyMeanStepBound`; logged as
             ``train/<group>/actor_mean_change`` and ``actor_step_scale``), or ``None`` (paper).
+        actor_skip_grad_norm: actor steps whose gradient norm is above it are skipped
+            (:class:`~torchrl_shacpp.optim.FiniteGradientStep`'s ``skip_grad_norm``), or ``None`` (paper).
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
             cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
@@ -253,7 +256,9 @@ def make_learners(
         )  # fmt: skip
 
     actor_loss = make_actor_loss(env, policy, value_loss, source, group=group, gamma=gamma)
-    actor_step = FiniteGradientStep(torch.optim.Adam(actor_loss.parameters(), lr=actor_lr), max_grad_norm=1.0)
+    actor_step = FiniteGradientStep(
+        torch.optim.Adam(actor_loss.parameters(), lr=actor_lr), max_grad_norm=1.0, skip_grad_norm=actor_skip_grad_norm
+    )
     step_bound = None
     if actor_max_mean_change is not None:
         step_bound = PolicyMeanStepBound(policy, actor_step.parameters, (group, "loc"), actor_max_mean_change)

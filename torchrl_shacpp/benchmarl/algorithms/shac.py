@@ -80,6 +80,11 @@ class Shac(Algorithm):
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
         actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
+        actor_skip_grad_norm: an actor step whose gradient norm (before clipping) is above this is skipped and
+            counted in ``skipped_actor_steps``: a gradient exploded through a window's product of learned Jacobians
+            keeps its direction under the clip, and that direction is noise (dispersion with 3 agents: norms of
+            1e2-1e9 against the usual 0.5-2 before SHAC++'s collection return collapsed,
+            ``benchmarks/results/learning_vs_mappo/README.md``); ``None`` (the paper's) skips non-finite ones only.
         actor_max_mean_change: with a number :math:`\delta`, each actor step is shrunk so that the policy's mean on
             the step's observations moves by at most :math:`\delta` (root mean square over observations and action
             components; :class:`~torchrl_shacpp.optim.PolicyMeanStepBound`), logged as ``actor_mean_change`` and
@@ -133,6 +138,7 @@ class Shac(Algorithm):
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
+        actor_skip_grad_norm: Optional[float],
         actor_max_mean_change: Optional[float],
         lr_schedule: str,
         lr_final: Optional[float],
@@ -156,6 +162,7 @@ class Shac(Algorithm):
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
+        self.actor_skip_grad_norm = actor_skip_grad_norm
         self.actor_max_mean_change = actor_max_mean_change
         self.lr_schedule = lr_schedule
         self.lr_final = LR_FLOOR if lr_final is None else lr_final
@@ -296,7 +303,9 @@ class Shac(Algorithm):
             loc=(group, "loc"),
             predicted_reward=(group, "predicted_reward"),
         )
-        actor_step = FiniteGradientStep(self._adam(actor.parameters(), self.actor_lr), self.actor_max_grad_norm)
+        actor_step = FiniteGradientStep(
+            self._adam(actor.parameters(), self.actor_lr), self.actor_max_grad_norm, self.actor_skip_grad_norm
+        )
         step_bound = None
         if self.actor_max_mean_change is not None:
             step_bound = PolicyMeanStepBound(
@@ -466,6 +475,7 @@ class ShacConfig(AlgorithmConfig):
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
+    actor_skip_grad_norm: Optional[float] = None
     actor_max_mean_change: Optional[float] = None
     lr_schedule: str = "constant"
     lr_final: Optional[float] = None
