@@ -25,9 +25,8 @@ class FiniteGradientStep:
     one NaN written into a parameter ends a run. This step checks the loss before ``backward`` and the total
     gradient norm after it; on a non-finite value it clears the gradients, leaves the parameters and the
     optimiser state untouched, counts the skip in :attr:`skipped_steps` and logs a warning. With ``skip_grad_norm``
-    it skips a step whose gradient norm exceeds it in the same way: a gradient that exploded through a long product of
-    Jacobians (a learned world model's along a window; dispersion, 3 agents, norms of 1e2-1e9 against the usual 1) keeps
-    its direction under clipping, and that direction is noise.
+    it skips a step whose gradient norm exceeds it in the same way: clipping keeps an exploded gradient's direction
+    (SHAC++ on dispersion with 3 agents: norms of 1e2-6e9 against the usual 0.5-2 while its return collapsed).
 
     Args:
         optimizer (torch.optim.Optimizer): the optimiser to step.

@@ -81,10 +81,10 @@ class Shac(Algorithm):
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
         actor_max_grad_norm: the actor's gradient-norm clip (paper: 1).
         actor_skip_grad_norm: an actor step whose gradient norm (before clipping) is above this is skipped and
-            counted in ``skipped_actor_steps``: a gradient exploded through a window's product of learned Jacobians
-            keeps its direction under the clip, and that direction is noise (dispersion with 3 agents: norms of
-            1e2-1e9 against the usual 0.5-2 before SHAC++'s collection return collapsed,
-            ``benchmarks/results/learning_vs_mappo/README.md``); ``None`` (the paper's) skips non-finite ones only.
+            counted in ``skipped_actor_steps`` (the clip keeps an exploded gradient's direction); ``None`` (the
+            paper's) skips non-finite ones only. Off by default: on dispersion with 3 agents SHAC++'s actor gradient
+            norms rise from about 1 to 1e2-6e9 as its return collapses, and skipping those above 10 did not stop the
+            collapse (``benchmarks/results/learning_vs_mappo/README.md``).
         actor_max_mean_change: with a number :math:`\delta`, each actor step is shrunk so that the policy's mean on
             the step's observations moves by at most :math:`\delta` (root mean square over observations and action
             components; :class:`~torchrl_shacpp.optim.PolicyMeanStepBound`), logged as ``actor_mean_change`` and
