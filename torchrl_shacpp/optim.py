@@ -77,7 +77,8 @@ class FiniteGradientStep:
         return list(torch.autograd.grad(loss, self.parameters, retain_graph=retain_graph, allow_unused=True))
 
     def apply(self, gradients: list[torch.Tensor | None] | None) -> dict[str, float]:
-        """Clips ``gradients`` (from :meth:`gradients`) and steps, or skips the step if they are not finite."""
+        """Clips ``gradients`` (from :meth:`gradients`) and steps, or skips the step if they are not finite or their
+        norm is above :attr:`skip_grad_norm`."""
         self.optimizer.zero_grad(set_to_none=True)
         if gradients is None:
             return self._skip("non-finite loss", math.nan)
