@@ -145,9 +145,10 @@ def make_learners(
 
     The policy, critic and reward model are agent-set transformers (1 layer, hidden 64, feed-forward 128; the policy
     with ``policy_dropout``, the authors' 0.1, unless ``policy_network`` is given); SHAC++'s world model is the
-    axis-attention transformer over ``window_length`` steps. SHAC and SHAC+ use a target critic (``use_target_critic``, default on, Polyak weight
-    ``target_tau`` on the critic per window: DiffRL's 0.2 on the old target), SHAC++ by default not, and trains its
-    critic from a cache of λ-targets on the cool-down, as the authors do.
+    axis-attention transformer over ``window_length`` steps. SHAC and SHAC+ use a target critic
+    (``use_target_critic``, default on, Polyak weight ``target_tau`` on the critic per window: DiffRL's 0.2 on the old
+    target), SHAC++ by default not, and trains its critic from a cache of λ-targets on the cool-down, as the authors
+    do.
 
     Args:
         env: a batched multi-agent env with ``(group, "observation")`` ``[*B, n, o]`` and a bounded
