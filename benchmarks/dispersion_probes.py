@@ -32,13 +32,21 @@ navigation, whose goal shaping rewards progress towards it):
   shaping :math:`\Phi(o') - \Phi(o)` and the critic has learned :math:`V \approx c - \Phi`, the two cancel
   (cosine near -1, equal norms), which ``algorithm.actor_value_gradient=0`` avoids; ``--target none`` measures only
   these (and the reward model's fit), on the task the overrides name;
-* the evaluation return, from BenchMARL's evaluation.
+* ``grad_norm_first``, ``grad_norm_last``: the mean norm of :math:`\\partial\\mathcal L_\\pi/\\partial a_t` over the
+  window's first and last quarter of steps; a chain of state Jacobians that amplifies the gradient backwards in
+  time shows as a first far above the last;
+* ``frames`` and the evaluation return, from BenchMARL's evaluation.
+
+The probe draws nothing from the run's random stream, so a probed run follows the unprobed one exactly; with
+``experiment.restore_file=`` it probes a checkpointed run from the checkpoint on (e.g. through a collapse).
 
 Examples (the tables in ``results/dispersion/`` and ``results/navigation_reward_model.md``)::
 
     python benchmarks/dispersion_probes.py --windows 300 --every 50 algorithm=shacp task.n_agents=1
     python benchmarks/dispersion_probes.py --target goal --windows 120 --every 10 algorithm=shacpp
     python benchmarks/dispersion_probes.py --target none --windows 240 --every 20 algorithm=shac task=vmas/wheel
+    python benchmarks/dispersion_probes.py --windows 200 --every 2 <the run's overrides> \\
+        experiment.restore_file=<dir>/checkpoints/checkpoint_184320.pt  # --windows counts from the run's start
 """
 
 from __future__ import annotations
@@ -174,6 +182,11 @@ class DispersionProbe(Callback):
         self.window += 1
         if self.window % self.every:
             return
+        # The probe draws no random number of the run's stream, so a probed run (or restore) follows the unprobed one.
+        with torch.random.fork_rng(devices=[]):
+            self.measure(batch)
+
+    def measure(self, batch: TensorDictBase) -> None:
         group = "agents"
         update = self.experiment.algorithm.groups[group]  # the group's actor loss, critic, source and models
         keys = dict(observation=(group, "observation"), action=(group, "action"))
@@ -185,7 +198,7 @@ class DispersionProbe(Callback):
             window = update.source.differentiable_window(batch.detach())
             action = window.get(keys["action"])
         self.step_actions = []
-        row = {"window": self.window, "eval_return": self.last_eval}
+        row = {"window": self.window, "frames": self.experiment.total_frames, "eval_return": self.last_eval}
         full, boot = (
             step_gradient(update.actor_loss, window, action, per_step, zero_reward=zeroed) for zeroed in (False, True)
         )
@@ -195,6 +208,11 @@ class DispersionProbe(Callback):
         boot_descent, reward_descent = -boot.flatten(), (boot - full).flatten()
         row["boot_reward_cos"] = torch.nn.functional.cosine_similarity(boot_descent, reward_descent, 0).item()
         row["boot_norm"], row["reward_part_norm"] = boot_descent.norm().item(), reward_descent.norm().item()
+        # A chain of state Jacobians that amplifies shows as early steps' gradients far above the window's last ones.
+        step_norms = full.flatten(2).norm(dim=-1).mean(0)  # [T]
+        quarter = max(1, step_norms.numel() // 4)
+        row["grad_norm_first"] = step_norms[:quarter].mean().item()
+        row["grad_norm_last"] = step_norms[-quarter:].mean().item()
         reward = detached.get(("next", group, "reward"))
         if update.source.reward_model is not None:
             predicted_reward = update.actor_loss.tensor_keys.predicted_reward

@@ -70,26 +70,29 @@ CASES = {
     "dispersion_probes.py shacp": (  # the window holds the simulator's per-step actions
         ["--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacp", "task.n_agents=1",
          *MODELS, "experiment.save_folder={tmp}"],
-        "probes.csv", rf"^window,eval_return,policy_cos_0.0-0.15,.*,rewarded_cache\n1,nan,.*\n2,{N},",
+        "probes.csv", rf"^window,frames,eval_return,policy_cos_0.0-0.15,.*,rewarded_cache\n1,\d+,nan,.*\n2,\d+,{N},",
     ),
     "dispersion_probes.py shacpp": (  # the window is re-attached through the world model
         ["--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp", "task.n_agents=1",
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
         "probes.csv",
-        rf"^window,eval_return,policy_cos_0.0-0.15,.*,predicted_rewarded,predicted_on_eaten,predicted_elsewhere,"
-        rf"rewarded_window,rewarded_cache\n1,nan,.*\n2,{N},",
+        rf"^window,frames,eval_return,policy_cos_0.0-0.15,.*,predicted_rewarded,predicted_on_eaten,predicted_elsewhere,"
+        rf"rewarded_window,rewarded_cache\n1,\d+,nan,.*\n2,\d+,{N},",
     ),
     "dispersion_probes.py goal": (  # navigation, against each agent's own goal
         ["--target", "goal", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp",
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
         "probes.csv",
-        rf"^window,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,policy_vs_velocity,policy_vs_outward,"
-        rf"actor_vs_outward,boot_vs_outward,reward_part_vs_outward,policy_norm,.*,reward_corr,.*\n1,nan,.*\n2,{N},",
+        rf"^window,frames,eval_return,policy_cos_0.0-0.15,.*,reward_part_cos_.*,policy_vs_velocity,policy_vs_outward,"
+        rf"actor_vs_outward,boot_vs_outward,reward_part_vs_outward,policy_norm,.*,reward_corr,.*"
+        rf"\n1,\d+,nan,.*\n2,\d+,{N},",
     ),
     "dispersion_probes.py none": (  # SHAC on a task without a target direction: the actor's two parts only
         ["--target", "none", "--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shac",
          "task=vmas/balance_centred", "experiment.save_folder={tmp}"],
-        "probes.csv", rf"^window,eval_return,boot_reward_cos,boot_norm,reward_part_norm,rewarded_window\n1,nan,{N},",
+        "probes.csv",
+        rf"^window,frames,eval_return,boot_reward_cos,boot_norm,reward_part_norm,grad_norm_first,grad_norm_last,"
+        rf"rewarded_window\n1,\d+,nan,{N},",
     ),
     "first_actor_steps.py": (
         ["--algorithm", "shac", "--task", "vmas/navigation", "--iters", "2", "--episodes", "2", "--steps", "4",
