@@ -40,6 +40,7 @@ from torchrl_shacpp.benchmarl import (
 )
 from torchrl_shacpp.benchmarl.callbacks import paper_max_episode_reward
 from torchrl_shacpp.benchmarl.envs import rebuild_vmas_env, rewards_are_each_agents_own
+from torchrl_shacpp.benchmarl.run import early_stopping
 from torchrl_shacpp.envs import (
     CentredRotationBalance,
     DifferentiableNavigation,
@@ -408,6 +409,24 @@ def test_early_stopping_on_a_task_without_a_paper_maximum(tmp_path: Path):
         tiny_experiment(
             MappoConfig.get_from_yaml(), tmp_path, task=VmasTask.SAMPLING, callbacks=[EarlyStopping()], max_n_iters=1
         )
+
+
+@pytest.mark.parametrize(
+    "override, stoppers", [(None, 1), ("+early_stopping.env_fraction=0.8", 1), ("+early_stopping=false", 0)]
+)
+def test_early_stopping_is_on_by_default_on_dispersion_and_can_be_turned_off(override: str | None, stoppers: int):
+    """Dispersion has the paper's maximum, so its run stops at the target unless ``+early_stopping=false``; any
+    other plain value is refused with the two accepted forms."""
+    dispersion = ["algorithm=mappo", "model=layers/mlp", "model@critic_model=layers/mlp", "task=vmas/dispersion"]
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=[*dispersion, *([override] if override else [])])
+        refused = compose(config_name="config", overrides=[*dispersion, "+early_stopping=0.9"])
+    callbacks = early_stopping(cfg, "vmas/dispersion")
+    assert len(callbacks) == stoppers and all(isinstance(c, EarlyStopping) for c in callbacks)
+    if override and "env_fraction" in override:
+        assert callbacks[0].env_fraction == 0.8
+    with pytest.raises(ValueError, match=r"early_stopping=0.9: pass \+early_stopping=false"):
+        early_stopping(refused, "vmas/dispersion")
 
 
 def test_evaluation_info_splits_the_evaluation_return_into_the_tasks_terms(tmp_path: Path):

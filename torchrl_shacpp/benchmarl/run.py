@@ -6,9 +6,9 @@ algorithm (MAPPO included).
 takes exactly BenchMARL's configuration and overrides, and adds :class:`~torchrl_shacpp.benchmarl.EvaluationInfo`
 (the evaluation episodes' info terms, e.g. navigation's collisions, logged as ``eval/<group>/info/<key>``) and
 :class:`~torchrl_shacpp.benchmarl.EarlyStopping` (90% of the evaluation envs at 90% of the maximum reward; change it
-with ``+early_stopping.env_fraction=0.8`` or ``+early_stopping.reward_fraction=0.8``). On a task whose maximum the
-paper does not define (e.g. vmas/sampling) the run has no early stopping unless
-``+early_stopping.max_episode_reward=<number>`` gives one. A run restored with ``experiment.restore_file`` keeps its
+with ``+early_stopping.env_fraction=0.8`` or ``+early_stopping.reward_fraction=0.8``, or turn it off with
+``+early_stopping=false``, e.g. to follow a run past the target). On a task whose maximum the paper does not define
+(e.g. vmas/sampling) the run has no early stopping unless ``+early_stopping.max_episode_reward=<number>`` gives one. A run restored with ``experiment.restore_file`` keeps its
 evaluations before the checkpoint in its marl-eval JSON (:class:`~torchrl_shacpp.benchmarl.KeepEvaluationHistory`;
 BenchMARL's own run starts that file afresh).
 """
@@ -60,9 +60,19 @@ def run_with_early_stopping(cfg: DictConfig) -> None:
 
 
 def early_stopping(cfg: DictConfig, task_name: str) -> list[Callback]:
-    """``[EarlyStopping(**cfg.early_stopping)]``, or no callback (with a printed line saying so) on a task whose
-    maximum reward neither the paper nor ``early_stopping.max_episode_reward`` gives."""
-    early_stopping_kwargs = dict(cfg.get("early_stopping") or {})
+    """``[EarlyStopping(**cfg.early_stopping)]``, or no callback (with a printed line saying so) with
+    ``early_stopping=false`` or on a task whose maximum reward neither the paper nor
+    ``early_stopping.max_episode_reward`` gives."""
+    setting = cfg.get("early_stopping")
+    if setting is False:
+        print("No early stopping: early_stopping=false.")
+        return []
+    if setting is not None and not isinstance(setting, DictConfig):
+        raise ValueError(
+            f"early_stopping={setting!r}: pass +early_stopping=false to turn the paper's early stopping off, or set "
+            "its fields, e.g. +early_stopping.env_fraction=0.8."
+        )
+    early_stopping_kwargs = dict(setting or {})
     task = load_task_config_from_hydra(cfg.task, task_name)
     if "max_episode_reward" in early_stopping_kwargs or has_paper_max_episode_reward(task):
         return [EarlyStopping(**early_stopping_kwargs)]
