@@ -331,6 +331,32 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
     assert len(tensors) > 20 and all(torch.equal(params_a[key], params_b[key]) for key in tensors)
 
 
+def test_restored_run_steps_at_the_configured_rates_with_the_checkpoints_moments(tmp_path: Path):
+    """A run restored with other rates (actor, critic, models) steps at those, not at the checkpoint's, which torch's
+    ``load_state_dict`` would bring back; Adam's moments are still the checkpoint's."""
+    first = tiny_experiment(ShacppConfig(model_train_every=1), tmp_path / "a", max_n_iters=2, checkpoint_at_end=True)
+    first.run()
+    (checkpoint,) = (tmp_path / "a").rglob("checkpoint_128.pt")
+    rates = dict(actor_lr=2e-4, critic_lr=3e-4, model_lr=4e-4)
+    restored = tiny_experiment(
+        ShacppConfig(model_train_every=1, **rates), tmp_path / "b", max_n_iters=3, restore_file=str(checkpoint)
+    )
+    optimizers = {}
+    for experiment in (first, restored):
+        update = experiment.algorithm.update.groups["agents"]
+        optimizers[experiment] = {"actor_lr": update.actor_step.optimizer, "critic_lr": experiment.optimizers["agents"]}
+        optimizers[experiment].update({f"model_lr/{model.name}": model.step.optimizer for model in update.models})
+        optimizers[experiment]["critic_lr"] = next(iter(optimizers[experiment]["critic_lr"].values()))
+    assert len(optimizers[restored]) == 4
+    for name, optimizer in optimizers[restored].items():
+        saved = optimizers[first][name]
+        assert [group["lr"] for group in optimizer.param_groups] == [rates[name.split("/")[0]]]
+        assert [group["lr"] for group in saved.param_groups] != [rates[name.split("/")[0]]]
+        saved_state, restored_state = saved.state_dict()["state"], optimizer.state_dict()["state"]
+        assert saved_state.keys() == restored_state.keys() and saved_state
+        assert all(torch.equal(saved_state[i]["exp_avg"], restored_state[i]["exp_avg"]) for i in saved_state)
+
+
 @pytest.mark.parametrize("algorithm", [ShacConfig(), ShacpConfig(model_train_every=1)])
 def test_shac_and_shacp_checkpoints_restore(tmp_path: Path, algorithm):
     """SHAC and SHAC+ replay no actor windows, so their replay buffer is still empty when the checkpoint is written:

@@ -182,3 +182,16 @@ def skip_non_finite_steps(optimizer: torch.optim.Optimizer, on_skip: Callable[[]
             on_skip()
 
     return optimizer.register_step_pre_hook(drop_non_finite_gradients)
+
+
+def load_state_keeping_rates(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
+    """Loads an optimiser's saved state (Adam's moments and step counts) but keeps the rates it was built with.
+
+    ``Optimizer.load_state_dict`` also restores each group's ``lr``, so a run restored with a changed rate (e.g.
+    ``algorithm.actor_lr=2e-4``) would silently go on at the checkpoint's; the configured rate wins instead (a linear
+    schedule sets its rate from the iteration count at every collection anyway).
+    """
+    rates = [group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(state_dict)
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate

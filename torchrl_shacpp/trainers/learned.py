@@ -16,7 +16,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_shacpp.checks import check_count, check_positive
 from torchrl_shacpp.data import finite_items
-from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.optim import FiniteGradientStep, load_state_keeping_rates
 from torchrl_shacpp.trainers.cooldown import CoolDown
 
 
@@ -189,7 +189,7 @@ class LearnedModel:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.loss.load_state_dict(state_dict["loss"])
-        self.step.optimizer.load_state_dict(state_dict["optimizer"])
+        load_state_keeping_rates(self.step.optimizer, state_dict["optimizer"])
         self.cache.load_state_dict(state_dict["cache"])
         self.step.skipped_steps = state_dict["skipped_steps"]
         self.dropped_items = state_dict.get("dropped_items", 0)  # checkpoints before it was counted

@@ -17,7 +17,7 @@ from torchrl_shacpp.checks import check_count
 from torchrl_shacpp.data import finite_items
 from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
 from torchrl_shacpp.objectives.utils import check_window
-from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound
+from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound, load_state_keeping_rates
 from torchrl_shacpp.trainers.cooldown import CoolDown
 from torchrl_shacpp.trainers.learned import LearnedModel
 from torchrl_shacpp.trainers.sources import GradientSource
@@ -355,7 +355,7 @@ class WindowUpdate:
         for name, group in self.groups.items():
             state = state_dict["groups"][name]
             group.actor_loss.load_state_dict(state["actor"])
-            group.actor_step.optimizer.load_state_dict(state["actor_optimizer"])
+            load_state_keeping_rates(group.actor_step.optimizer, state["actor_optimizer"])
             group.actor_step.skipped_steps = state["skipped_actor_steps"]
             group.dropped_critic_items = state.get("dropped_critic_items", 0)  # checkpoints before it was counted
             for model in group.models:

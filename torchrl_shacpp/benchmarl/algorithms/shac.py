@@ -23,7 +23,12 @@ from torchrl_shacpp.benchmarl.envs import is_vmas, rebuild_vmas_env
 from torchrl_shacpp.collectors import WindowGraphCut
 from torchrl_shacpp.envs import VMAS_TASKS, detach_simulator_state
 from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
-from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound, skip_non_finite_steps
+from torchrl_shacpp.optim import (
+    FiniteGradientStep,
+    PolicyMeanStepBound,
+    load_state_keeping_rates,
+    skip_non_finite_steps,
+)
 from torchrl_shacpp.trainers import CoolDown, GradientSource, GroupUpdate, SimulatorGradient, WindowUpdate
 
 #: Where the algorithm keeps its part of a BenchMARL checkpoint.
@@ -437,7 +442,7 @@ class Shac(Algorithm):
         self.skipped_critic_steps.update(state["skipped_critic_steps"])
         for group, optimizers in self.experiment.optimizers.items():
             for name, optimizer in optimizers.items():
-                optimizer.load_state_dict(state["critic_optimizers"][group][name])
+                load_state_keeping_rates(optimizer, state["critic_optimizers"][group][name])
 
 
 class _Hooks(Callback):
