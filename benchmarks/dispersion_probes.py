@@ -34,7 +34,8 @@ navigation, whose goal shaping rewards progress towards it):
   these (and the reward model's fit), on the task the overrides name;
 * ``grad_norm_first``, ``grad_norm_last``: the mean norm of :math:`\\partial\\mathcal L_\\pi/\\partial a_t` over the
   window's first and last quarter of steps; a chain of state Jacobians that amplifies the gradient backwards in
-  time shows as a first far above the last;
+  time shows as a first far above the last; ``grad_norm_median``, ``grad_norm_max``: over the window's agent-steps
+  (a few exploded agent-steps show as a max far above the median);
 * ``frames`` and the evaluation return, from BenchMARL's evaluation.
 
 The probe draws nothing from the run's random stream, so a probed run follows the unprobed one exactly; with
@@ -213,6 +214,9 @@ class DispersionProbe(Callback):
         quarter = max(1, step_norms.numel() // 4)
         row["grad_norm_first"] = step_norms[:quarter].mean().item()
         row["grad_norm_last"] = step_norms[-quarter:].mean().item()
+        # A few exploded agent-steps or all of them: the largest agent-step's norm against the median one's.
+        agent_step_norms = full.norm(dim=-1).flatten()
+        row["grad_norm_median"], row["grad_norm_max"] = agent_step_norms.median().item(), agent_step_norms.max().item()
         reward = detached.get(("next", group, "reward"))
         if update.source.reward_model is not None:
             predicted_reward = update.actor_loss.tensor_keys.predicted_reward

@@ -92,7 +92,7 @@ CASES = {
          "task=vmas/balance_centred", "experiment.save_folder={tmp}"],
         "probes.csv",
         rf"^window,frames,eval_return,boot_reward_cos,boot_norm,reward_part_norm,grad_norm_first,grad_norm_last,"
-        rf"rewarded_window\n1,\d+,nan,{N},",
+        rf"grad_norm_median,grad_norm_max,rewarded_window\n1,\d+,nan,{N},",
     ),
     "first_actor_steps.py": (
         ["--algorithm", "shac", "--task", "vmas/navigation", "--iters", "2", "--episodes", "2", "--steps", "4",
