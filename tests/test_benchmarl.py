@@ -857,6 +857,33 @@ def test_actor_steps_above_the_skip_norm_are_skipped_and_counted(tmp_path: Path)
     assert all(norm > 1e-12 for norm in scalar(tmp_path, "train_agents_actor_grad_norm"))
 
 
+def test_outlier_ratio_bounds_the_action_gradients_that_reach_shacpps_policy(tmp_path: Path):
+    """``actor_grad_outlier_ratio=1.5``: the policy's gradient on a window is the unbounded action gradient with every
+    agent-step above 1.5 times the median one scaled down to it, back-propagated through the policy (the
+    action-bound penalty off, so that the actions are the policy's only path)."""
+    config = ShacppConfig(actor_grad_outlier_ratio=1.5, action_bound_coef=0.0)
+    experiment = tiny_experiment(config, tmp_path, max_n_iters=1)
+    window = next(iter(experiment.collector)).detach()
+    update = experiment.algorithm.update.groups["agents"]
+    policy = [p for p in update.source.actor.parameters() if p.requires_grad]
+    assert update.source.action_grad_outlier_ratio == 1.5
+
+    update.source.action_grad_outlier_ratio = None
+    unbounded = update.source.differentiable_window(window)
+    action = unbounded.get(("agents", "action"))
+    (gradient,) = torch.autograd.grad(update.actor_loss(unbounded)["loss_actor"], action, retain_graph=True)
+    norms = gradient.norm(dim=-1, keepdim=True)
+    limit = 1.5 * norms[norms > 0].median()
+    assert (norms > limit).any()
+    expected = torch.autograd.grad(action, policy, grad_outputs=gradient * (limit / norms).clamp(max=1.0))
+
+    update.source.action_grad_outlier_ratio = 1.5
+    bounded = update.source.differentiable_window(window)
+    received = torch.autograd.grad(update.actor_loss(bounded)["loss_actor"], policy)
+    for got, want in zip(received, expected):
+        torch.testing.assert_close(got, want)
+
+
 class KeepBatch(Callback):
     """Keeps the last collection (the algorithm's update writes its value targets into it afterwards)."""
 

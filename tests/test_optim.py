@@ -12,7 +12,12 @@ from torchrl.envs.utils import ExplorationType, set_exploration_type
 from torchrl.modules import IndependentNormal, NormalParamExtractor, ProbabilisticActor
 
 from torchrl_shacpp.objectives import SHACActorLoss
-from torchrl_shacpp.optim import FiniteGradientStep, PolicyMeanStepBound, skip_non_finite_steps
+from torchrl_shacpp.optim import (
+    FiniteGradientStep,
+    PolicyMeanStepBound,
+    bound_outlier_gradients,
+    skip_non_finite_steps,
+)
 from toy_env import make_point_mass_env, open_loop_actor, quadratic_critic
 from torchrl_shacpp.collectors import WindowCollector
 
@@ -149,3 +154,17 @@ def test_the_bound_reads_the_mean_without_drawing_an_action():
         assert info["mean_change"] == 0.0 and info["step_scale"] == 1.0
         actor(window.clone())  # a plain call draws an action
     assert not torch.equal(torch.get_rng_state(), state)
+
+
+def test_outlier_gradient_rows_are_bounded_by_a_multiple_of_the_median_row():
+    """Rows' gradient norms 1, 2, 3, 300 and 0: the (lower) median of the non-zero ones is 2, so with ratio 2 the rows
+    above 4 are scaled to norm 4 in their own direction, the others pass unchanged (the zero row does not count)."""
+    leaf = torch.zeros(5, 2, requires_grad=True)
+    bounded = bound_outlier_gradients(leaf * 1.0, max_ratio=2.0)
+    incoming = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0], [180.0, 240.0], [0.0, 0.0]])
+    (bounded * incoming).sum().backward()
+    expected = incoming.clone()
+    expected[3] = torch.tensor([2.4, 3.2])  # norm 4, the direction of (180, 240)
+    torch.testing.assert_close(leaf.grad, expected)
+    with pytest.raises(ValueError, match="max_ratio=0 must be a finite number > 0"):
+        bound_outlier_gradients(leaf * 1.0, max_ratio=0)

@@ -195,3 +195,34 @@ def load_state_keeping_rates(optimizer: torch.optim.Optimizer, state_dict: dict)
     optimizer.load_state_dict(state_dict)
     for group, rate in zip(optimizer.param_groups, rates):
         group["lr"] = rate
+
+
+def bound_outlier_gradients(tensor: torch.Tensor, max_ratio: float) -> torch.Tensor:
+    r"""Scales down, in the backward pass, the rows of ``tensor``'s gradient whose norm is an outlier.
+
+    With :math:`g_i` the gradient's row :math:`i` (its last dimension, e.g. one agent-step's action) and :math:`m`
+    the median (the lower middle one) of the non-zero rows' norms, the gradient passed on upstream is
+
+    .. math::
+
+        g_i \leftarrow g_i \min\Big(1, \frac{r\, m}{\lVert g_i\rVert}\Big), \qquad r = \text{max\_ratio}.
+
+    Through a learned model's chained Jacobians a few agent-steps' gradients can explode (SHAC++ on dispersion with
+    3 agents: the earliest steps' action gradients 1e3 times the last ones' in the windows where its return
+    collapsed); a clip of the total norm keeps their direction, this keeps every agent-step's share bounded.
+    Rows that are all zero (e.g. clamped actions) do not count in the median.
+
+    Returns ``tensor`` itself, with the hook registered (it must require grad).
+    """
+    check_positive("max_ratio", max_ratio)
+
+    def bound(gradient: torch.Tensor) -> torch.Tensor:
+        norms = gradient.norm(dim=-1, keepdim=True)
+        nonzero = norms[norms > 0]
+        if nonzero.numel() == 0:
+            return gradient
+        bound = max_ratio * nonzero.median()
+        return gradient * (bound / norms).clamp(max=1.0)  # a zero row: inf, clamped to 1
+
+    tensor.register_hook(bound)
+    return tensor

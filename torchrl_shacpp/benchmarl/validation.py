@@ -75,6 +75,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
         functools.partial(check_count, minimum=0), "It is SHAC++'s replayed actor steps per window (paper: 0)."
     ),
     "actor_replay_windows": (check_count, "It is the number of last windows SHAC++'s replayed steps draw from."),
+    "actor_grad_outlier_ratio": (
+        check_positive, "It bounds each agent-step's action gradient by a multiple of the median one, or null for none."
+    ),
     "reward_observation_noise": (
         check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
     ),
@@ -117,6 +120,7 @@ LR_SCHEDULES = ("constant", "linear")
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
     "model_surprise_steps", "action_std_final", "lr_final", "actor_max_mean_change", "actor_skip_grad_norm",
+    "actor_grad_outlier_ratio",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")

@@ -22,7 +22,9 @@ from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
 from tensordict.utils import NestedKey
 
+from torchrl_shacpp.checks import check_positive
 from torchrl_shacpp.collectors import attach_policy_graph
+from torchrl_shacpp.optim import bound_outlier_gradients
 from torchrl_shacpp.trainers.learned import LearnedModel
 
 
@@ -95,6 +97,8 @@ class LearnedWorldGradient(LearnedRewardGradient):
             own (the spliced variant: :func:`~torchrl_shacpp.modules.spliced_world_model` around the transition
             model that :class:`~torchrl_shacpp.objectives.TransitionModelLoss` trains). Defaults to the world loss's
             ``world_model``.
+        action_grad_outlier_ratio: bound every agent-step's action gradient to this multiple of the window's median
+            one before it reaches the policy (:func:`~torchrl_shacpp.optim.bound_outlier_gradients`), or ``None``.
     """
 
     simulator_graph = False
@@ -109,8 +113,12 @@ class LearnedWorldGradient(LearnedRewardGradient):
         loc_key: NestedKey,
         scale_key: NestedKey,
         actor_world_model: TensorDictModuleBase | None = None,
+        action_grad_outlier_ratio: float | None = None,
     ) -> None:
         super().__init__(reward)
+        if action_grad_outlier_ratio is not None:
+            check_positive("action_grad_outlier_ratio", action_grad_outlier_ratio)
+        self.action_grad_outlier_ratio = action_grad_outlier_ratio
         self.models.insert(0, world)
         self.world = world
         self.actor = actor
@@ -122,4 +130,7 @@ class LearnedWorldGradient(LearnedRewardGradient):
         return self._world_model
 
     def differentiable_window(self, window: TensorDictBase) -> TensorDictBase:
-        return attach_policy_graph(window, self.actor, **self.keys)
+        window = attach_policy_graph(window, self.actor, **self.keys)
+        if self.action_grad_outlier_ratio is not None:
+            bound_outlier_gradients(window.get(self.keys["action_key"]), self.action_grad_outlier_ratio)
+        return window

@@ -88,6 +88,9 @@ class Shacpp(Shacp):
             common direction adds up and their noise partly cancels
             (``benchmarks/results/learning_vs_mappo/dispersion_n1_seeds/``).
         actor_replay_windows: how many of the last collected windows the replayed steps draw from.
+        actor_grad_outlier_ratio: bound every agent-step's action gradient to this multiple of the window's median
+            one before it reaches the policy, or ``None`` (paper) for none
+            (:func:`~torchrl_shacpp.optim.bound_outlier_gradients`).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -109,9 +112,11 @@ class Shacpp(Shacp):
         world_rollout: str,
         actor_replay_steps: int,
         actor_replay_windows: int,
+        actor_grad_outlier_ratio: Optional[float],
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.actor_grad_outlier_ratio = actor_grad_outlier_ratio
         self.actor_replay_steps = actor_replay_steps
         self.actor_replay_windows = actor_replay_windows
         self.world_rollout = world_rollout
@@ -142,7 +147,7 @@ class Shacpp(Shacp):
         return LearnedWorldGradient(
             world, self.reward_model(group, reward_loss), policy,
             action_key=(group, "action"), loc_key=(group, "loc"), scale_key=(group, "scale"),
-            actor_world_model=actor_world_model,
+            actor_world_model=actor_world_model, action_grad_outlier_ratio=self.actor_grad_outlier_ratio,
         )  # fmt: skip
 
     def _one_pass_world(self, group: str) -> tuple[LearnedModel, TensorDictModule]:
@@ -211,6 +216,7 @@ class ShacppConfig(ShacpConfig):
     world_rollout: str = "spliced"
     actor_replay_steps: int = 3
     actor_replay_windows: int = 32
+    actor_grad_outlier_ratio: Optional[float] = None
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
