@@ -177,6 +177,14 @@ def test_make_learners_takes_a_policy_network_and_bounds_its_steps():
     assert all(not torch.equal(old, new) for old, new in zip(before, network.parameters()))
 
 
+def test_make_learners_passes_the_outlier_ratio_to_shacpps_source_and_refuses_it_elsewhere():
+    env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
+    learners = replay_learners(env, actor_grad_outlier_ratio=10.0)
+    assert learners.update.groups["agents"].source.action_grad_outlier_ratio == 10.0
+    with pytest.raises(ValueError, match="actor_grad_outlier_ratio=10.0 bounds the action gradients of SHAC"):
+        replay_learners(env, "shacp", actor_grad_outlier_ratio=10.0)
+
+
 def train_models_on(learners, window: TensorDictBase) -> None:
     """The learned models' first training, on ``window`` alone."""
     for model in learners.update.groups["agents"].source.models:

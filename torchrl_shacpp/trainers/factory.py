@@ -119,6 +119,7 @@ def make_learners(
     policy_network: torch.nn.Module | None = None,
     actor_max_mean_change: float | None = None,
     actor_skip_grad_norm: float | None = None,
+    actor_grad_outlier_ratio: float | None = None,
     use_target_critic: bool | None = None,
     target_tau: float = 0.8,
     cache_size: int = 30_000,
@@ -162,6 +163,9 @@ def make_learners(
             ``train/<group>/actor_mean_change`` and ``actor_step_scale``), or ``None`` (paper).
         actor_skip_grad_norm: actor steps whose gradient norm is above it are skipped
             (:class:`~torchrl_shacpp.optim.FiniteGradientStep`'s ``skip_grad_norm``), or ``None`` (paper).
+        actor_grad_outlier_ratio: SHAC++: bound every agent-step's action gradient to this multiple of the window's
+            median one before it reaches the policy (:func:`~torchrl_shacpp.optim.bound_outlier_gradients`), or
+            ``None`` (paper).
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
             cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
@@ -186,6 +190,11 @@ def make_learners(
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
     check_choice("world_rollout", world_rollout, WORLD_ROLLOUTS)
+    if actor_grad_outlier_ratio is not None and algorithm != "shacpp":
+        raise ValueError(
+            f"actor_grad_outlier_ratio={actor_grad_outlier_ratio} bounds the action gradients of SHAC++'s world model; "
+            f"{algorithm!r} differentiates the simulator's own steps: use algorithm='shacpp', or leave it None."
+        )
     observation_key, action_key, reward_key = (group, "observation"), (group, "action"), (group, "reward")
     n_agents, obs_dim = env.observation_spec[observation_key].shape[-2:]
     action_spec = env.full_action_spec_unbatched[action_key]
@@ -249,7 +258,7 @@ def make_learners(
             )  # fmt: skip
         source = LearnedWorldGradient(
             world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),
-            actor_world_model=world_module,
+            actor_world_model=world_module, action_grad_outlier_ratio=actor_grad_outlier_ratio,
         )  # fmt: skip
         value_model = learned(
             "value", value_loss, cache(cache_size, value_bins, score_key=(group, "value_target")),
