@@ -221,8 +221,8 @@ def bound_outlier_gradients(tensor: torch.Tensor, max_ratio: float) -> torch.Ten
         nonzero = norms[norms > 0]
         if nonzero.numel() == 0:
             return gradient
-        bound = max_ratio * nonzero.median()
-        return gradient * (bound / norms).clamp(max=1.0)  # a zero row: inf, clamped to 1
+        limit = max_ratio * nonzero.median()
+        return gradient * (limit / norms).clamp(max=1.0)  # a zero row: inf, clamped to 1
 
     tensor.register_hook(bound)
     return tensor

@@ -8,9 +8,10 @@ takes exactly BenchMARL's configuration and overrides, and adds :class:`~torchrl
 :class:`~torchrl_shacpp.benchmarl.EarlyStopping` (90% of the evaluation envs at 90% of the maximum reward; change it
 with ``+early_stopping.env_fraction=0.8`` or ``+early_stopping.reward_fraction=0.8``, or turn it off with
 ``+early_stopping=false``, e.g. to follow a run past the target). On a task whose maximum the paper does not define
-(e.g. vmas/sampling) the run has no early stopping unless ``+early_stopping.max_episode_reward=<number>`` gives one. A run restored with ``experiment.restore_file`` keeps its
-evaluations before the checkpoint in its marl-eval JSON (:class:`~torchrl_shacpp.benchmarl.KeepEvaluationHistory`;
-BenchMARL's own run starts that file afresh).
+(e.g. vmas/sampling) the run has no early stopping unless ``+early_stopping.max_episode_reward=<number>`` gives one.
+A run restored with ``experiment.restore_file`` keeps its evaluations before the checkpoint in its marl-eval JSON
+(:class:`~torchrl_shacpp.benchmarl.KeepEvaluationHistory`; BenchMARL's own run starts that file afresh), and steps at
+the rates its configuration gives, not at the checkpoint's.
 """
 
 from __future__ import annotations
