@@ -67,6 +67,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(actor_max_mean_change=0.0), "algorithm.actor_max_mean_change=0.0 must be a finite"),
         (lambda: ShacppConfig(actor_skip_grad_norm=-1.0), "algorithm.actor_skip_grad_norm=-1.0 must be a finite"),
         (lambda: ShacppConfig(actor_grad_outlier_ratio=0.0), "algorithm.actor_grad_outlier_ratio=0.0 must be a"),
+        (lambda: ShacppConfig(world_gradient_growth=0.0), "algorithm.world_gradient_growth=0.0 must be a finite"),
+        (lambda: ShacppConfig(world_rollout="one_pass", world_gradient_growth=1.5), "has none: set world_rollout=spl"),
         (lambda: ShacConfig(action_std_final=0.0), "algorithm.action_std_final=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(learn_std=True, action_std_final=0.3), "algorithm.action_std_final=0.3 schedules a"),
         (lambda: ShacConfig(lr_schedule="cosine"), "algorithm.lr_schedule='cosine' must be one of 'constant'"),

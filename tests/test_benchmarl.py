@@ -867,6 +867,7 @@ def test_outlier_ratio_bounds_the_action_gradients_that_reach_shacpps_policy(tmp
     update = experiment.algorithm.update.groups["agents"]
     policy = [p for p in update.source.actor.parameters() if p.requires_grad]
     assert update.source.action_grad_outlier_ratio == 1.5
+    assert update.source.world_model.module.max_gradient_growth is None  # the other bound, off by default
 
     update.source.action_grad_outlier_ratio = None
     unbounded = update.source.differentiable_window(window)
@@ -882,6 +883,13 @@ def test_outlier_ratio_bounds_the_action_gradients_that_reach_shacpps_policy(tmp
     received = torch.autograd.grad(update.actor_loss(bounded)["loss_actor"], policy)
     for got, want in zip(received, expected):
         torch.testing.assert_close(got, want)
+
+
+def test_world_gradient_growth_reaches_the_spliced_window_the_actor_differentiates(tmp_path: Path):
+    experiment = tiny_experiment(ShacppConfig(world_gradient_growth=1.5), tmp_path, max_n_iters=1)
+    update = experiment.algorithm.update.groups["agents"]
+    assert update.actor_loss.world_model is update.source.world_model
+    assert update.source.world_model.module.max_gradient_growth == 1.5
 
 
 class KeepBatch(Callback):

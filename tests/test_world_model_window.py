@@ -92,6 +92,30 @@ def test_spliced_window_has_the_real_values_and_the_chained_model_jacobians(done
     assert transition.C.grad is not None  # the model's own parameters are reachable (the actor loss holds them out)
 
 
+@pytest.mark.parametrize("growth", [1.0, 1.5, 3.0])
+def test_spliced_window_bounds_the_state_gradients_growth_per_step(growth: float):
+    """C = 2 I doubles the state's gradient at each step back; with ``max_gradient_growth`` ρ < 2 it grows by ρ
+    instead: a loss on the last observation gives ∂/∂a_k = ρ^{T-1-k} Bᵀw (closed form), and ρ = 3 changes nothing.
+    The loss's gradient each step gets directly (here on the first prediction too) is not bounded."""
+    torch.manual_seed(0)
+    num_envs, horizon, n_agents, obs_dim, action_dim = 2, 5, 3, 4, 2
+    transition = _LinearTransition(obs_dim, action_dim)
+    with torch.no_grad():
+        transition.C.copy_(2 * torch.eye(obs_dim))
+    module = spliced_world_model(transition, max_gradient_growth=growth)
+    window, action = _window(num_envs, horizon, n_agents, obs_dim, action_dim, None)
+    last, first = torch.randn(obs_dim), torch.randn(obs_dim)
+    spliced = module(window.copy())["next", "agents", "observation"]
+    (spliced[:, -1] @ last + spliced[:, 0] @ first).sum().backward()
+    B = transition.B.detach()
+    rate = min(growth, 2.0)
+    expected = torch.stack([rate ** (horizon - 1 - k) * last @ B for k in range(horizon)])
+    expected[0] += first @ B
+    torch.testing.assert_close(action.grad, expected[None, :, None, :].expand_as(action.grad))
+    with pytest.raises(ValueError, match="max_gradient_growth=0 must be a finite number > 0"):
+        spliced_world_model(transition, max_gradient_growth=0)
+
+
 def test_transition_world_model_starts_at_no_change_and_learns_a_known_linear_jacobian():
     """o' = o + A a + 0.1 o (per agent) from random transitions: the learned J_a = A and J_o = 1.1 I (cosine > 0.99,
     size within 5%) — the sensitivity SHAC++ uses, not only the values."""

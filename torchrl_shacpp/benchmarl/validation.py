@@ -78,6 +78,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "actor_grad_outlier_ratio": (
         check_positive, "It bounds each agent-step's action gradient by a multiple of the median one, or null for none."
     ),
+    "world_gradient_growth": (
+        check_positive, "It bounds the state gradient's growth per step back through the world model, or null for none."
+    ),
     "reward_observation_noise": (
         check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
     ),
@@ -120,7 +123,7 @@ LR_SCHEDULES = ("constant", "linear")
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
     "model_surprise_steps", "action_std_final", "lr_final", "actor_max_mean_change", "actor_skip_grad_norm",
-    "actor_grad_outlier_ratio",
+    "actor_grad_outlier_ratio", "world_gradient_growth",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
@@ -174,6 +177,12 @@ def check_algorithm_config(config: ShacConfig) -> None:
             "algorithm.world_rollout", config.world_rollout, WORLD_ROLLOUTS, "one_pass is the paper's world model "
             "(the window from its first observation); spliced chains a one-step model's Jacobians along the rollout.",
         )  # fmt: skip
+    if getattr(config, "world_gradient_growth", None) is not None and config.world_rollout != "spliced":
+        raise ValueError(
+            f"algorithm.world_gradient_growth={config.world_gradient_growth} bounds the spliced world model's chain of "
+            f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
+            "world_gradient_growth=null."
+        )
     caches = [("reward_bins", "cache_size")]
     if getattr(config, "critic_from_cache", False):
         caches.append(("value_bins", "cache_size"))

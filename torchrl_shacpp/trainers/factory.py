@@ -120,6 +120,7 @@ def make_learners(
     actor_max_mean_change: float | None = None,
     actor_skip_grad_norm: float | None = None,
     actor_grad_outlier_ratio: float | None = None,
+    world_gradient_growth: float | None = None,
     use_target_critic: bool | None = None,
     target_tau: float = 0.8,
     cache_size: int = 30_000,
@@ -166,6 +167,9 @@ def make_learners(
         actor_grad_outlier_ratio: SHAC++: bound every agent-step's action gradient to this multiple of the window's
             median one before it reaches the policy (:func:`~torchrl_shacpp.optim.bound_outlier_gradients`), or
             ``None`` (paper).
+        world_gradient_growth: SHAC++ spliced: the most each step back along the world model's chain of state
+            Jacobians may grow the state's gradient (:func:`~torchrl_shacpp.modules.spliced_world_model`'s
+            ``max_gradient_growth``), or ``None``.
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
             cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
@@ -190,6 +194,11 @@ def make_learners(
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
     check_choice("world_rollout", world_rollout, WORLD_ROLLOUTS)
+    if world_gradient_growth is not None and (algorithm != "shacpp" or world_rollout != "spliced"):
+        raise ValueError(
+            f"world_gradient_growth={world_gradient_growth} bounds the chain of SHAC++'s spliced world model: use "
+            "algorithm='shacpp' with world_rollout='spliced', or leave it None."
+        )
     if actor_grad_outlier_ratio is not None and algorithm != "shacpp":
         raise ValueError(
             f"actor_grad_outlier_ratio={actor_grad_outlier_ratio} bounds the action gradients of SHAC++'s world model; "
@@ -245,7 +254,7 @@ def make_learners(
                 "world", world_loss, cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
                 functools.partial(reward_items, **keys), steps=world_model_steps,
             )  # fmt: skip
-            world_module = spliced_world_model(transition, **keys_of_world)
+            world_module = spliced_world_model(transition, max_gradient_growth=world_gradient_growth, **keys_of_world)
         else:
             world_module = window_world_model(
                 AxisAttentionWorldModel(obs_dim, action_dim, window_length), **keys_of_world

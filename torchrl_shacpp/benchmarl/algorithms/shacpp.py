@@ -91,6 +91,9 @@ class Shacpp(Shacp):
         actor_grad_outlier_ratio: bound every agent-step's action gradient to this multiple of the window's median
             one before it reaches the policy, or ``None`` (paper) for none
             (:func:`~torchrl_shacpp.optim.bound_outlier_gradients`).
+        world_gradient_growth: spliced: the most each step back along the chain of the world model's state Jacobians
+            may grow the state's gradient, per environment, or ``None`` for no bound
+            (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``max_gradient_growth``).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -113,9 +116,11 @@ class Shacpp(Shacp):
         actor_replay_steps: int,
         actor_replay_windows: int,
         actor_grad_outlier_ratio: Optional[float],
+        world_gradient_growth: Optional[float],
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.world_gradient_growth = world_gradient_growth
         self.actor_grad_outlier_ratio = actor_grad_outlier_ratio
         self.actor_replay_steps = actor_replay_steps
         self.actor_replay_windows = actor_replay_windows
@@ -217,6 +222,7 @@ class ShacppConfig(ShacpConfig):
     actor_replay_steps: int = 3
     actor_replay_windows: int = 32
     actor_grad_outlier_ratio: Optional[float] = None
+    world_gradient_growth: Optional[float] = None
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
