@@ -344,9 +344,9 @@ def test_restored_run_steps_at_the_configured_rates_with_the_checkpoints_moments
     optimizers = {}
     for experiment in (first, restored):
         update = experiment.algorithm.update.groups["agents"]
-        optimizers[experiment] = {"actor_lr": update.actor_step.optimizer, "critic_lr": experiment.optimizers["agents"]}
+        (critic_optimizer,) = experiment.optimizers["agents"].values()
+        optimizers[experiment] = {"actor_lr": update.actor_step.optimizer, "critic_lr": critic_optimizer}
         optimizers[experiment].update({f"model_lr/{model.name}": model.step.optimizer for model in update.models})
-        optimizers[experiment]["critic_lr"] = next(iter(optimizers[experiment]["critic_lr"].values()))
     assert len(optimizers[restored]) == 4
     for name, optimizer in optimizers[restored].items():
         saved = optimizers[first][name]
