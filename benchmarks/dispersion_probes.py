@@ -36,6 +36,12 @@ navigation, whose goal shaping rewards progress towards it):
   window's first and last quarter of steps; a chain of state Jacobians that amplifies the gradient backwards in
   time shows as a first far above the last; ``grad_norm_median``, ``grad_norm_max``: over the window's agent-steps
   (a few exploded agent-steps show as a max far above the median);
+* ``noflag_*`` (dispersion, SHAC++'s spliced world model): the same gradient with the world model's predicted eaten
+  flags cut from it (their outputs detached at every step, so neither the chain nor the reward model and critic
+  reach the actions through them): ``noflag_grad_norm_*`` as above, ``noflag_actor_cos_*`` its cosine with the
+  direction to the food, ``noflag_vs_full`` its cosine with the whole gradient over the window. A flag is a step
+  function of the agent's position that the model can only learn as a steep slope: if the exploded agent-steps go
+  through it, the ``noflag`` norms stay ordinary where the whole one explodes;
 * ``frames`` and the evaluation return, from BenchMARL's evaluation.
 
 The probe draws nothing from the run's random stream, so a probed run follows the unprobed one exactly; with
@@ -206,17 +212,13 @@ class DispersionProbe(Callback):
         detached = window.detach()
         if self.target is not None:
             row.update(self.target_cosines(update, window, detached, full, boot, keys["observation"]))
+        world_model = update.actor_loss.world_model
+        if self.target is nearest_food and getattr(world_model, "follows_resets", False):  # the spliced model
+            row.update(self.flag_cut(update, window, action, per_step, full, keys["observation"]))
         boot_descent, reward_descent = -boot.flatten(), (boot - full).flatten()
         row["boot_reward_cos"] = torch.nn.functional.cosine_similarity(boot_descent, reward_descent, 0).item()
         row["boot_norm"], row["reward_part_norm"] = boot_descent.norm().item(), reward_descent.norm().item()
-        # A chain of state Jacobians that amplifies shows as early steps' gradients far above the window's last ones.
-        step_norms = full.flatten(2).norm(dim=-1).mean(0)  # [T]
-        quarter = max(1, step_norms.numel() // 4)
-        row["grad_norm_first"] = step_norms[:quarter].mean().item()
-        row["grad_norm_last"] = step_norms[-quarter:].mean().item()
-        # A few exploded agent-steps or all of them: the largest agent-step's norm against the median one's.
-        agent_step_norms = full.norm(dim=-1).flatten()
-        row["grad_norm_median"], row["grad_norm_max"] = agent_step_norms.median().item(), agent_step_norms.max().item()
+        row.update(gradient_norms(full, "grad_norm"))
         reward = detached.get(("next", group, "reward"))
         if update.source.reward_model is not None:
             predicted_reward = update.actor_loss.tensor_keys.predicted_reward
@@ -236,6 +238,20 @@ class DispersionProbe(Callback):
             writer = csv.DictWriter(file, fieldnames=list({k: None for r in self.rows for k in r}))
             writer.writeheader()
             writer.writerows(self.rows)
+
+    def flag_cut(self, update, window, action, per_step: bool, full: torch.Tensor, observation_key) -> dict[str, float]:
+        """The ``noflag_*`` columns: the actor's action gradient without the paths through the predicted eaten flags."""
+        features = window.get(observation_key).shape[-1]
+        flags = torch.zeros(features, dtype=torch.bool)
+        flags[FOOD_START + FOOD_FEATURES - 1 :: FOOD_FEATURES] = True
+        with outputs_detached(update.actor_loss.world_model.module, flags):
+            cut = step_gradient(update.actor_loss, window, action, per_step, zero_reward=False)
+        row = gradient_norms(cut, "noflag_grad_norm")
+        offset, distance = nearest_food(window.get(observation_key).detach())
+        for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(-cut, offset, distance)):
+            row[f"noflag_actor_cos_{low}-{high}"] = cos
+        row["noflag_vs_full"] = torch.nn.functional.cosine_similarity(cut.flatten(), full.flatten(), 0).item()
+        return row
 
     def target_cosines(
         self, update, window, detached, full: torch.Tensor, boot: torch.Tensor, observation_key: tuple[str, str]
@@ -272,6 +288,42 @@ class DispersionProbe(Callback):
             for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
                 row[f"{name}_cos_{low}-{high}"] = cos
         return row
+
+
+def gradient_norms(gradient: torch.Tensor, name: str) -> dict[str, float]:
+    """``[B, T, n, d]`` action gradients' norms: the mean over the window's first and last quarter of steps (a chain
+    of state Jacobians that amplifies shows as the first far above the last) and the median and largest agent-step's
+    (a few exploded agent-steps show as a largest far above the median)."""
+    step_norms = gradient.flatten(2).norm(dim=-1).mean(0)  # [T]
+    quarter = max(1, step_norms.numel() // 4)
+    agent_step_norms = gradient.norm(dim=-1).flatten()
+    return {
+        f"{name}_first": step_norms[:quarter].mean().item(), f"{name}_last": step_norms[-quarter:].mean().item(),
+        f"{name}_median": agent_step_norms.median().item(), f"{name}_max": agent_step_norms.max().item(),
+    }  # fmt: skip
+
+
+class FeaturesDetached(torch.nn.Module):
+    """A transition model whose prediction has the ``features`` (a boolean mask) detached."""
+
+    def __init__(self, transition: torch.nn.Module, features: torch.Tensor) -> None:
+        super().__init__()
+        self.transition, self.features = transition, features
+
+    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        predicted = self.transition(observation, action)
+        return torch.where(self.features.to(predicted.device), predicted.detach(), predicted)
+
+
+@contextlib.contextmanager
+def outputs_detached(window_module: torch.nn.Module, features: torch.Tensor):
+    """The spliced window module (its ``transition``) with ``features`` of the prediction detached."""
+    transition = window_module.transition
+    window_module.transition = FeaturesDetached(transition, features)
+    try:
+        yield
+    finally:
+        window_module.transition = transition
 
 
 def step_gradient(actor_loss, window, action, per_step: bool, zero_reward: bool) -> torch.Tensor:

@@ -76,7 +76,8 @@ CASES = {
         ["--windows", "2", "--every", "1", "--out", "{tmp}/probes.csv", *TINY, "algorithm=shacpp", "task.n_agents=1",
          *SHACPP_MODELS, "experiment.save_folder={tmp}"],
         "probes.csv",
-        rf"^window,frames,eval_return,policy_cos_0.0-0.15,.*,predicted_rewarded,predicted_on_eaten,predicted_elsewhere,"
+        rf"^window,frames,eval_return,policy_cos_0.0-0.15,.*,noflag_grad_norm_first,.*,noflag_actor_cos_0.6-3.0,"
+        rf"noflag_vs_full,.*,predicted_rewarded,predicted_on_eaten,predicted_elsewhere,"
         rf"rewarded_window,rewarded_cache\n1,\d+,nan,.*\n2,\d+,{N},",
     ),
     "dispersion_probes.py goal": (  # navigation, against each agent's own goal

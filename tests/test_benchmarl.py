@@ -890,6 +890,14 @@ def test_world_gradient_growth_reaches_the_spliced_window_the_actor_differentiat
     update = experiment.algorithm.update.groups["agents"]
     assert update.actor_loss.world_model is update.source.world_model
     assert update.source.world_model.module.max_gradient_growth == 1.5
+    assert update.source.world_model.module.detached_features is None  # off by default
+
+
+@pytest.mark.parametrize("detached", ["integer", [0, 2]])
+def test_world_detached_features_reach_the_spliced_window_the_actor_differentiates(tmp_path: Path, detached):
+    experiment = tiny_experiment(ShacppConfig(world_detached_features=detached), tmp_path, max_n_iters=1)
+    module = experiment.algorithm.update.groups["agents"].source.world_model.module
+    assert module.detached_features == (detached if isinstance(detached, str) else tuple(detached))
 
 
 class KeepBatch(Callback):

@@ -12,6 +12,7 @@ from torchrl_shacpp.modules import (
     spliced_world_model,
     window_world_model,
 )
+from torchrl_shacpp.envs import make_vmas_env
 
 
 def test_window_world_model_splits_the_one_pass_prediction_and_reads_the_first_observation_only():
@@ -114,6 +115,65 @@ def test_spliced_window_bounds_the_state_gradients_growth_per_step(growth: float
     torch.testing.assert_close(action.grad, expected[None, :, None, :].expand_as(action.grad))
     with pytest.raises(ValueError, match="max_gradient_growth=0 must be a finite number > 0"):
         spliced_world_model(transition, max_gradient_growth=0)
+
+
+@pytest.mark.parametrize("detached", [[1, 3], "integer"])
+def test_spliced_window_gives_detached_features_no_gradient(detached):
+    """Features 1 and 3 detached (named, or found as the integer-valued ones: flags): the values stay the real ones
+    and every step's Jacobians lose those rows, ∂õ'_t/∂a_k = (M C)^{t-k} M B with M the identity less those features
+    (closed form of a linear model)."""
+    torch.manual_seed(0)
+    num_envs, horizon, n_agents, obs_dim, action_dim = 2, 5, 3, 4, 2
+    transition = _LinearTransition(obs_dim, action_dim)
+    module = spliced_world_model(transition, detached_features=detached)
+    window, action = _window(num_envs, horizon, n_agents, obs_dim, action_dim, None)
+    flags = [1, 3]
+    for key in (("agents", "observation"), ("next", "agents", "observation")):
+        window[key][..., flags] = torch.randint(0, 2, (num_envs, horizon, n_agents, len(flags))).float()
+
+    spliced = module(window.copy())
+    torch.testing.assert_close(spliced["next", "agents", "observation"], window["next", "agents", "observation"])
+    weights = torch.randn(horizon, obs_dim)
+    (spliced["next", "agents", "observation"] * weights[:, None, :]).sum().backward()
+    kept = torch.ones(obs_dim)
+    kept[flags] = 0
+    M, C, B = torch.diag(kept), transition.C.detach(), transition.B.detach()
+    expected = torch.zeros(horizon, action_dim)
+    for k in range(horizon):
+        for t in range(k, horizon):
+            expected[k] += weights[t] @ torch.linalg.matrix_power(M @ C, t - k) @ M @ B
+    torch.testing.assert_close(action.grad, expected[None, :, None, :].expand_as(action.grad))
+
+
+def test_integer_features_of_the_papers_dispersion_are_its_eaten_flags():
+    """On a rollout of the paper's dispersion (3 agents, 3 foods: own position and velocity, then per food its offset
+    and eaten flag), ``"integer"`` detaches exactly the 3 eaten flags: no other feature's prediction loses its
+    gradient."""
+    torch.manual_seed(0)
+    env = make_vmas_env("dispersion", num_envs=8, n_agents=3)
+    rollout = env.rollout(12, break_when_any_done=False)
+    window = rollout.select(("agents", "observation"), ("next", "agents", "observation"), ("next", "done"))
+    action = rollout.get(("agents", "action")).clone().requires_grad_()
+    window.set(("agents", "action"), action)
+    obs_dim, action_dim = window.get(("agents", "observation")).shape[-1], action.shape[-1]
+    module = spliced_world_model(_LinearTransition(obs_dim, action_dim), detached_features="integer")
+    spliced = module(window.copy()).get(("next", "agents", "observation"))
+    reached = []
+    for feature in range(obs_dim):
+        (gradient,) = torch.autograd.grad(spliced[..., feature].sum(), action, retain_graph=True)
+        reached.append(bool(gradient.abs().sum() > 0))
+    assert obs_dim == 13 and [f for f in range(obs_dim) if not reached[f]] == [6, 9, 12]
+
+
+def test_spliced_window_refuses_detached_features_it_cannot_use():
+    transition = _LinearTransition(4, 2)
+    with pytest.raises(ValueError, match="detached_features='flags' must be a list of integers.*'integer' or null"):
+        spliced_world_model(transition, detached_features="flags")
+    with pytest.raises(ValueError, match=r"detached_features\[0\]=-1 must be an integer >= 0"):
+        spliced_world_model(transition, detached_features=[-1])
+    window, _ = _window(2, 3, 1, 4, 2, None)
+    with pytest.raises(ValueError, match=r"names a feature beyond the observation's 4: give indices below 4"):
+        spliced_world_model(transition, detached_features=[4])(window)
 
 
 def test_transition_world_model_starts_at_no_change_and_learns_a_known_linear_jacobian():

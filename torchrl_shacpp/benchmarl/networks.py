@@ -223,5 +223,8 @@ def transition_world_models(algorithm: Algorithm, group: str, **sizes) -> tuple[
     keys = dict(observation_key=(group, "observation"), action_key=(group, "action"))
     return (
         transition_world_model(network, predicted_observation_key=(group, "predicted_observation"), **keys),
-        spliced_world_model(network, max_gradient_growth=algorithm.world_gradient_growth, **keys),
+        spliced_world_model(
+            network, max_gradient_growth=algorithm.world_gradient_growth,
+            detached_features=algorithm.world_detached_features, **keys,
+        ),  # fmt: skip
     )

@@ -39,7 +39,7 @@ from torchrl_shacpp.checks import (
 )
 from torchrl_shacpp.benchmarl.envs import is_vmas
 from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasTask
-from torchrl_shacpp.modules import WORLD_ROLLOUTS
+from torchrl_shacpp.modules import WORLD_ROLLOUTS, check_detached_features
 from torchrl_shacpp.modules.slots import holds_whole_slots, is_slot_layout
 
 if TYPE_CHECKING:
@@ -182,6 +182,14 @@ def check_algorithm_config(config: ShacConfig) -> None:
             f"algorithm.world_gradient_growth={config.world_gradient_growth} bounds the spliced world model's chain of "
             f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
             "world_gradient_growth=null."
+        )
+    detached_features = getattr(config, "world_detached_features", None)
+    check_detached_features("algorithm.world_detached_features", detached_features)
+    if detached_features is not None and config.world_rollout != "spliced":
+        raise ValueError(
+            f"algorithm.world_detached_features={detached_features} cuts features from the spliced world model's "
+            f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
+            "world_detached_features=null."
         )
     caches = [("reward_bins", "cache_size")]
     if getattr(config, "critic_from_cache", False):

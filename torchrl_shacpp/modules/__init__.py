@@ -7,15 +7,18 @@ from torchrl_shacpp.modules.reward import RewardModel, SlotSumReward, Transforme
 from torchrl_shacpp.modules.slots import SlotSet
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
 from torchrl_shacpp.modules.world_model import (
+    INTEGER_FEATURES,
     WORLD_ROLLOUTS,
     AxisAttentionWorldModel,
     TransitionWorldModel,
+    check_detached_features,
     spliced_world_model,
     transition_world_model,
     window_world_model,
 )
 
 __all__ = [
+    "INTEGER_FEATURES",
     "WORLD_ROLLOUTS",
     "AgentSelfAttention",
     "AgentSetTransformer",
@@ -29,6 +32,7 @@ __all__ = [
     "TransformerRewardModel",
     "TransitionWorldModel",
     "axis_attention_mask",
+    "check_detached_features",
     "gaussian_actor",
     "spliced_world_model",
     "transition_world_model",

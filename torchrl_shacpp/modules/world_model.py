@@ -5,6 +5,7 @@ spliced along the real rollout."""
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 
 import torch
 from tensordict.nn import TensorDictModule
@@ -13,13 +14,24 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from torchrl_shacpp.checks import check_count, check_divides, check_fraction, check_positive
+from torchrl_shacpp.checks import check_count, check_counts, check_divides, check_fraction, check_positive
 from torchrl_shacpp.modules.attention import AxisSelfAttention
 from torchrl_shacpp.modules.transformer import EncoderLayer
 
 #: SHAC++'s world-model variants: the paper's one-pass prediction from o_0 (:func:`window_world_model`), or a
 #: transition model spliced along the real rollout (:func:`spliced_world_model`).
 WORLD_ROLLOUTS = ("one_pass", "spliced")
+#: ``detached_features``' automatic choice: the features whose values in the window are all integers.
+INTEGER_FEATURES = "integer"
+
+
+def check_detached_features(name: str, value: Sequence[int] | str | None) -> tuple[int, ...] | str | None:
+    """Refuses a ``detached_features`` other than ``None``, ``"integer"`` or feature indices; returns the indices as
+    a tuple (an empty list as ``None``)."""
+    if value is None or value == INTEGER_FEATURES:
+        return value
+    check_counts(name, value, minimum=0, hint=f"Give observation feature indices, {INTEGER_FEATURES!r} or null.")
+    return tuple(int(index) for index in value) or None
 
 
 class AxisAttentionWorldModel(nn.Module):
@@ -254,12 +266,35 @@ class _SplicedWindow(nn.Module):
     """``(o, a, o', done)`` of a ``[*B, T]`` window ``-> (õ_{0..T-1}, õ'_{0..T-1})``: the real values, the transition
     model's chained Jacobians (see :func:`spliced_world_model`)."""
 
-    def __init__(self, transition: nn.Module, max_gradient_growth: float | None = None) -> None:
+    def __init__(
+        self,
+        transition: nn.Module,
+        max_gradient_growth: float | None = None,
+        detached_features: Sequence[int] | str | None = None,
+    ) -> None:
         super().__init__()
         if max_gradient_growth is not None:
             check_positive("max_gradient_growth", max_gradient_growth)
         self.transition = transition
         self.max_gradient_growth = max_gradient_growth
+        self.detached_features = check_detached_features("detached_features", detached_features)
+
+    def _detached_mask(self, observation: Tensor, next_observation: Tensor) -> Tensor | None:
+        """``[features]``: True for the features whose prediction carries no gradient, or ``None``."""
+        if self.detached_features is None:
+            return None
+        features = observation.shape[-1]
+        if self.detached_features == INTEGER_FEATURES:
+            values = torch.cat([observation, next_observation], -3).flatten(0, -2)
+            return (values == values.round()).all(0)
+        if max(self.detached_features) >= features:
+            raise ValueError(
+                f"detached_features={list(self.detached_features)} names a feature beyond the observation's "
+                f"{features}: give indices below {features}."
+            )
+        mask = torch.zeros(features, dtype=torch.bool, device=observation.device)
+        mask[list(self.detached_features)] = True
+        return mask
 
     def _step(self, current: Tensor, action: Tensor) -> Tensor:
         r""":math:`T_\theta(\tilde o_t, a_t)`; with ``max_gradient_growth`` the gradient it passes back to
@@ -288,10 +323,13 @@ class _SplicedWindow(nn.Module):
         steps = observation.shape[-3]
         episode_end = done.unsqueeze(-1)  # [*B, T, 1, 1]: broadcasts over agents and features
         current = observation[..., 0, :, :]
+        detached = self._detached_mask(observation, next_observation)
         observed, spliced_next = [], []
         for t in range(steps):
             observed.append(current)
             predicted = self._step(current, action[..., t, :, :])
+            if detached is not None:
+                predicted = torch.where(detached, predicted.detach(), predicted)
             spliced = next_observation[..., t, :, :] + (predicted - predicted.detach())
             spliced_next.append(spliced)
             if t + 1 < steps:  # a reset starts from the real observation, which no earlier action reaches
@@ -320,6 +358,7 @@ def spliced_world_model(
     action_key: NestedKey = ("agents", "action"),
     done_key: NestedKey = "done",
     max_gradient_growth: float | None = None,
+    detached_features: Sequence[int] | str | None = None,
 ) -> TensorDictModule:
     r"""The window module of SHAC++'s spliced variant: a transition model's Jacobians along the *real* rollout.
 
@@ -349,11 +388,18 @@ def spliced_world_model(
     A product of learned Jacobians of norm above 1 otherwise explodes over a window (SHAC++ on dispersion with 3
     agents: the first steps' action gradients 10-1,700 times the last ones' in the windows where its return
     collapsed); the gradients each step gets directly from the reward model and the critic are not touched.
+
+    With ``detached_features`` (observation feature indices, or ``"integer"``: the features whose values in the
+    window, :math:`o` and :math:`o'`, are all integers, such as flags and counts) the model's prediction of those
+    features carries no gradient: :math:`\partial\tilde o'_{t,i}/\partial(\tilde o_t, a_t) = 0`, as the simulator's
+    own Jacobian of a step function is almost everywhere. A model can only learn such a feature (dispersion's eaten
+    flags) as a steep slope, whose Jacobian, chained, made SHAC++'s exploded agent-steps on dispersion with 3 agents
+    (``benchmarks/results/learning_vs_mappo/dispersion_n3_flags/``).
     """
     observation_key = (observation_key,) if isinstance(observation_key, str) else tuple(observation_key)
     done_key = (done_key,) if isinstance(done_key, str) else tuple(done_key)
     module = TensorDictModule(
-        _SplicedWindow(transition, max_gradient_growth),
+        _SplicedWindow(transition, max_gradient_growth, detached_features),
         in_keys=[observation_key, action_key, ("next", *observation_key), ("next", *done_key)],
         out_keys=[observation_key, ("next", *observation_key)],
     )

@@ -121,6 +121,7 @@ def make_learners(
     actor_skip_grad_norm: float | None = None,
     actor_grad_outlier_ratio: float | None = None,
     world_gradient_growth: float | None = None,
+    world_detached_features: Sequence[int] | str | None = None,
     use_target_critic: bool | None = None,
     target_tau: float = 0.8,
     cache_size: int = 30_000,
@@ -170,6 +171,9 @@ def make_learners(
         world_gradient_growth: SHAC++ spliced: the most each step back along the world model's chain of state
             Jacobians may grow the state's gradient (:func:`~torchrl_shacpp.modules.spliced_world_model`'s
             ``max_gradient_growth``), or ``None``.
+        world_detached_features: SHAC++ spliced: the observation features whose predicted values carry no gradient
+            to the actions, as indices or ``"integer"`` (those whose values in the window are all integers: flags,
+            counts; :func:`~torchrl_shacpp.modules.spliced_world_model`'s ``detached_features``), or ``None``.
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
             cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
@@ -198,6 +202,11 @@ def make_learners(
         raise ValueError(
             f"world_gradient_growth={world_gradient_growth} bounds the chain of SHAC++'s spliced world model: use "
             "algorithm='shacpp' with world_rollout='spliced', or leave it None."
+        )
+    if world_detached_features is not None and (algorithm != "shacpp" or world_rollout != "spliced"):
+        raise ValueError(
+            f"world_detached_features={world_detached_features} cuts features from the Jacobians of SHAC++'s spliced "
+            "world model: use algorithm='shacpp' with world_rollout='spliced', or leave it None."
         )
     if actor_grad_outlier_ratio is not None and algorithm != "shacpp":
         raise ValueError(
@@ -254,7 +263,10 @@ def make_learners(
                 "world", world_loss, cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
                 functools.partial(reward_items, **keys), steps=world_model_steps,
             )  # fmt: skip
-            world_module = spliced_world_model(transition, max_gradient_growth=world_gradient_growth, **keys_of_world)
+            world_module = spliced_world_model(
+                transition, max_gradient_growth=world_gradient_growth, detached_features=world_detached_features,
+                **keys_of_world,
+            )  # fmt: skip
         else:
             world_module = window_world_model(
                 AxisAttentionWorldModel(obs_dim, action_dim, window_length), **keys_of_world

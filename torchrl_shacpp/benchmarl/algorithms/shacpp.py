@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple, Type
+from typing import Any, Dict, Iterable, Optional, Tuple, Type
 
 from benchmarl.algorithms.common import Algorithm
 from tensordict.nn import TensorDictModule
@@ -94,6 +94,9 @@ class Shacpp(Shacp):
         world_gradient_growth: spliced: the most each step back along the chain of the world model's state Jacobians
             may grow the state's gradient, per environment, or ``None`` for no bound
             (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``max_gradient_growth``).
+        world_detached_features: spliced: the observation features whose predicted values carry no gradient to the
+            actions, as indices or ``"integer"`` (those whose values in the window are all integers: flags, counts),
+            or ``None`` (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``detached_features``).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -117,9 +120,11 @@ class Shacpp(Shacp):
         actor_replay_windows: int,
         actor_grad_outlier_ratio: Optional[float],
         world_gradient_growth: Optional[float],
+        world_detached_features: Any,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.world_detached_features = world_detached_features
         self.world_gradient_growth = world_gradient_growth
         self.actor_grad_outlier_ratio = actor_grad_outlier_ratio
         self.actor_replay_steps = actor_replay_steps
@@ -223,6 +228,8 @@ class ShacppConfig(ShacpConfig):
     actor_replay_windows: int = 32
     actor_grad_outlier_ratio: Optional[float] = None
     world_gradient_growth: Optional[float] = None
+    #: ``None``, ``"integer"`` or a list of feature indices (a union OmegaConf's typed fields cannot hold).
+    world_detached_features: Any = None
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
