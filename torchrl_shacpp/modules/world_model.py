@@ -394,7 +394,10 @@ def spliced_world_model(
     features carries no gradient: :math:`\partial\tilde o'_{t,i}/\partial(\tilde o_t, a_t) = 0`, as the simulator's
     own Jacobian of a step function is almost everywhere. A model can only learn such a feature (dispersion's eaten
     flags) as a steep slope, whose Jacobian, chained, made SHAC++'s exploded agent-steps on dispersion with 3 agents
-    (``benchmarks/results/learning_vs_mappo/dispersion_n3_flags/``).
+    (``benchmarks/results/learning_vs_mappo/dispersion_n3_flags/``). A continuous feature held at an integer over
+    the whole window is cut too (transport's package velocity while nobody pushes it, a lidar ray that sees nothing,
+    VMAS's ``max_range - distance`` = 0): there the simulator's own Jacobian is zero as well, unless a contact is
+    about to begin.
     """
     observation_key = (observation_key,) if isinstance(observation_key, str) else tuple(observation_key)
     done_key = (done_key,) if isinstance(done_key, str) else tuple(done_key)
