@@ -241,11 +241,13 @@ class DispersionProbe(Callback):
 
     def flag_cut(self, update, window, action, per_step: bool, full: torch.Tensor, observation_key) -> dict[str, float]:
         """The ``noflag_*`` columns: the actor's action gradient without the paths through the predicted eaten flags."""
-        features = window.get(observation_key).shape[-1]
-        flags = torch.zeros(features, dtype=torch.bool)
-        flags[FOOD_START + FOOD_FEATURES - 1 :: FOOD_FEATURES] = True
-        with outputs_detached(update.actor_loss.world_model.module, flags):
+        window_module = update.actor_loss.world_model.module  # the spliced window: its detached features, swapped
+        features, detached = window.get(observation_key).shape[-1], window_module.detached_features
+        window_module.detached_features = tuple(range(FOOD_START + FOOD_FEATURES - 1, features, FOOD_FEATURES))
+        try:
             cut = step_gradient(update.actor_loss, window, action, per_step, zero_reward=False)
+        finally:
+            window_module.detached_features = detached
         row = gradient_norms(cut, "noflag_grad_norm")
         offset, distance = nearest_food(window.get(observation_key).detach())
         for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(-cut, offset, distance)):
@@ -301,29 +303,6 @@ def gradient_norms(gradient: torch.Tensor, name: str) -> dict[str, float]:
         f"{name}_first": step_norms[:quarter].mean().item(), f"{name}_last": step_norms[-quarter:].mean().item(),
         f"{name}_median": agent_step_norms.median().item(), f"{name}_max": agent_step_norms.max().item(),
     }  # fmt: skip
-
-
-class FeaturesDetached(torch.nn.Module):
-    """A transition model whose prediction has the ``features`` (a boolean mask) detached."""
-
-    def __init__(self, transition: torch.nn.Module, features: torch.Tensor) -> None:
-        super().__init__()
-        self.transition, self.features = transition, features
-
-    def forward(self, observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        predicted = self.transition(observation, action)
-        return torch.where(self.features.to(predicted.device), predicted.detach(), predicted)
-
-
-@contextlib.contextmanager
-def outputs_detached(window_module: torch.nn.Module, features: torch.Tensor):
-    """The spliced window module (its ``transition``) with ``features`` of the prediction detached."""
-    transition = window_module.transition
-    window_module.transition = FeaturesDetached(transition, features)
-    try:
-        yield
-    finally:
-        window_module.transition = transition
 
 
 def step_gradient(actor_loss, window, action, per_step: bool, zero_reward: bool) -> torch.Tensor:
