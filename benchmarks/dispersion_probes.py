@@ -108,11 +108,13 @@ def mean_cosine(direction: torch.Tensor, reference: torch.Tensor, mask: torch.Te
     return cosine[mask].mean().item() if mask.any() else math.nan
 
 
-def binned_cosines(direction: torch.Tensor, offset: torch.Tensor, distance: torch.Tensor) -> list[float]:
-    """Mean cosine between ``direction`` and ``offset`` in each distance bin (NaN where empty or no gradient)."""
-    return [
-        mean_cosine(direction, offset, (distance >= low) & (distance < high)) for low, high in zip(BINS[:-1], BINS[1:])
-    ]
+def binned_cosines(name: str, direction: torch.Tensor, offset: torch.Tensor, distance: torch.Tensor) -> dict:
+    """The columns ``<name>_cos_<low>-<high>``: the mean cosine between ``direction`` and ``offset`` in each distance
+    bin (NaN where empty or no gradient)."""
+    return {
+        f"{name}_cos_{low}-{high}": mean_cosine(direction, offset, (distance >= low) & (distance < high))
+        for low, high in zip(BINS[:-1], BINS[1:])
+    }
 
 
 def predictions_by_food(window: TensorDictBase, observation_key, predicted: torch.Tensor, reward: torch.Tensor):
@@ -249,9 +251,7 @@ class DispersionProbe(Callback):
         finally:
             window_module.detached_features = detached
         row = gradient_norms(cut, "noflag_grad_norm")
-        offset, distance = nearest_food(window.get(observation_key).detach())
-        for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(-cut, offset, distance)):
-            row[f"noflag_actor_cos_{low}-{high}"] = cos
+        row.update(binned_cosines("noflag_actor", -cut, *nearest_food(window.get(observation_key).detach())))
         row["noflag_vs_full"] = torch.nn.functional.cosine_similarity(cut.flatten(), full.flatten(), 0).item()
         return row
 
@@ -266,8 +266,7 @@ class DispersionProbe(Callback):
         loc = window.get((observation_key[0], "loc")).detach()
         directions = (("policy", loc), ("actor", -full), ("boot", -boot), ("reward_part", boot - full))
         for name, direction in directions:  # the mean; descent directions
-            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(direction, offset, distance)):
-                row[f"{name}_cos_{low}-{high}"] = cos
+            row.update(binned_cosines(name, direction, offset, distance))
         velocity, position = observation[..., VELOCITY], observation[..., POSITION]
         # The policy's mean against the agent's velocity, then every direction against its position (outward).
         references = [("policy", loc, "velocity", velocity)]
@@ -287,8 +286,7 @@ class DispersionProbe(Callback):
                 grad = displacement_gradient(
                     model, td.select(*model.in_keys), observation_key, out_key, self.displacement
                 )
-            for (low, high), cos in zip(zip(BINS[:-1], BINS[1:]), binned_cosines(grad, target_offset, target_distance)):
-                row[f"{name}_cos_{low}-{high}"] = cos
+            row.update(binned_cosines(name, grad, target_offset, target_distance))
         return row
 
 

@@ -7,7 +7,6 @@ from torchrl_shacpp.modules.reward import RewardModel, SlotSumReward, Transforme
 from torchrl_shacpp.modules.slots import SlotSet
 from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
 from torchrl_shacpp.modules.world_model import (
-    INTEGER_FEATURES,
     WORLD_ROLLOUTS,
     AxisAttentionWorldModel,
     TransitionWorldModel,
@@ -18,7 +17,6 @@ from torchrl_shacpp.modules.world_model import (
 )
 
 __all__ = [
-    "INTEGER_FEATURES",
     "WORLD_ROLLOUTS",
     "AgentSelfAttention",
     "AgentSetTransformer",
