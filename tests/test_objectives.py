@@ -270,6 +270,37 @@ def test_action_bound_penalty_closed_form():
     torch.testing.assert_close(loc.grad, expected)
 
 
+def test_control_cost_closed_form_and_off_by_default():
+    loc = torch.tensor([[[1.5, -0.2]], [[-3.0, 0.9]]], requires_grad=True)
+    window = TensorDict({"agents": {"loc": loc}}, batch_size=[2])
+    loss = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
+                         action_mean_coef=0.5)  # fmt: skip
+    loss.set_keys(loc=("agents", "loc"))
+    penalty = loss.action_mean_penalty(window)
+    torch.testing.assert_close(penalty, 0.5 * loc.detach().pow(2).mean())
+    penalty.backward()
+    torch.testing.assert_close(loc.grad, 2 * 0.5 * loc.detach() / 4)
+    off = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0)
+    off.set_keys(loc=("agents", "loc"))
+    assert off.action_mean_penalty(window).item() == 0.0
+    with pytest.raises(ValueError, match="action_mean_coef"):
+        SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
+                      action_mean_coef=-1.0)  # fmt: skip
+
+
+def test_control_cost_alone_moves_actions_the_return_does_not():
+    # An agent pressed into a wall the simulator clamps it at: its actions move neither the rewards nor the
+    # bootstrap, so the window's gradient is zero and the control cost's, 2 c a / numel, is all the actor gets.
+    window, actor, _, actions = point_mass_window()
+    window.set(("next", "agents", "reward"), window.get(("next", "agents", "reward")).detach())
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0, value_gradient=0.0,
+                         action_mean_coef=0.3)  # fmt: skip
+    loss.set_keys(**MULTI_AGENT_KEYS, loc=("agents", "loc"))
+    losses = loss(window)
+    (losses["loss_actor"] + losses["loss_action_mean"]).backward()
+    torch.testing.assert_close(actor.module.actions.grad, 2 * 0.3 * actions / actions.numel())
+
+
 def test_actor_loss_refuses_a_window_without_graph():
     start = torch.randn(2, 1, 2)
     window = WindowCollector(

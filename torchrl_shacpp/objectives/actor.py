@@ -40,7 +40,12 @@ class SHACActorLoss(LossModule):
 
     plus the action-bound penalty :math:`c \cdot \operatorname{mean}\big(\operatorname{relu}(\mu - a_{\max})^2
     + \operatorname{relu}(a_{\min} - \mu)^2\big)` on the policy mean :math:`\mu` (the authors' SHAC++ term that
-    keeps the clamped Gaussian's mean inside the action box), returned separately as ``loss_action_bound``.
+    keeps the clamped Gaussian's mean inside the action box), returned separately as ``loss_action_bound``, and the
+    control cost :math:`c_\mu \cdot \operatorname{mean}(\mu^2)`, returned as ``loss_action_mean`` (0 by default).
+    Where the return has no gradient with respect to an action, the cost alone moves the mean, back to 0: an agent
+    that VMAS clamps at its arena's wall (dispersion's, whose corners an early policy runs into) gets a zero gradient
+    from a simulator or a world model that follows it, and without the cost keeps pushing into the wall, its
+    exploration noise centred on a mean that no longer moves it.
 
     The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
     graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). Three gradient
@@ -85,6 +90,7 @@ class SHACActorLoss(LossModule):
         action_low, action_high (Tensor or float, optional): the action box for the penalty, broadcastable to
             the action's trailing dimensions (e.g. ``[n_agents, action_dim]``; not the env batch shape).
         action_bound_coef (float): penalty coefficient :math:`c` (paper: 1.0). Defaults to 1.0; 0 disables it.
+        action_mean_coef (float): the control cost's coefficient :math:`c_\mu` (the paper has none). Defaults to 0.
         reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
             keys and writes ``predicted_reward`` (SHAC+, SHAC++).
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
@@ -94,7 +100,7 @@ class SHACActorLoss(LossModule):
             the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
 
     Returns (forward):
-        a TensorDict with ``loss_actor`` and ``loss_action_bound``.
+        a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``.
     """
 
     @dataclass
@@ -106,7 +112,8 @@ class SHACActorLoss(LossModule):
             value: the critic's output key. Defaults to ``"state_value"``.
             done: done key under ``"next"``. Defaults to ``"done"``.
             terminated: termination key under ``"next"``. Defaults to ``"terminated"``.
-            loc: the policy mean written by the actor, for the action-bound penalty. Defaults to ``"loc"``.
+            loc: the policy mean written by the actor, for the action-bound penalty and the control cost. Defaults
+                to ``"loc"``.
             predicted_reward: the reward model's output key. Defaults to ``"predicted_reward"``.
         """
 
@@ -118,7 +125,7 @@ class SHACActorLoss(LossModule):
         predicted_reward: NestedKey = "predicted_reward"
 
     default_keys = _AcceptedKeys
-    out_keys = ["loss_actor", "loss_action_bound"]
+    out_keys = ["loss_actor", "loss_action_bound", "loss_action_mean"]
 
     def __init__(
         self,
@@ -130,6 +137,7 @@ class SHACActorLoss(LossModule):
         action_low: torch.Tensor | float | None = None,
         action_high: torch.Tensor | float | None = None,
         action_bound_coef: float = 1.0,
+        action_mean_coef: float = 0.0,
         reward_model: TensorDictModule | None = None,
         world_model: TensorDictModule | None = None,
         value_gradient: float = 1.0,
@@ -137,6 +145,7 @@ class SHACActorLoss(LossModule):
         super().__init__()
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
         check_non_negative("action_bound_coef", action_bound_coef, "0 disables the action-bound penalty (paper: 1).")
+        check_non_negative("action_mean_coef", action_mean_coef, "It weighs the control cost on the policy mean.")
         check_non_negative("value_gradient", value_gradient, "The critic's weight in the actor's gradient (paper: 1).")
         if world_model is not None and reward_model is None:
             raise ValueError(
@@ -158,6 +167,7 @@ class SHACActorLoss(LossModule):
         self.gamma = gamma
         self.value_gradient = value_gradient
         self.action_bound_coef = action_bound_coef
+        self.action_mean_coef = action_mean_coef
         self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
         self.register_buffer("action_high", torch.as_tensor(action_high if action_high is not None else 0.0))
 
@@ -223,6 +233,12 @@ class SHACActorLoss(LossModule):
         excess = nn.functional.relu(loc - self.action_high) + nn.functional.relu(self.action_low - loc)
         return self.action_bound_coef * excess.pow(2).mean()
 
+    def action_mean_penalty(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """Control cost: coefficient × mean square of the policy mean."""
+        if not self.action_mean_coef:
+            return torch.zeros((), device=self.action_low.device)
+        return self.action_mean_coef * tensordict.get(self.tensor_keys.loc).pow(2).mean()
+
     def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """``loss_actor`` with a zero gradient to the policy, for a window whose rewards and bootstrap do not depend
         on its actions although the policy's output carries the graph: a window without contact on a task whose
@@ -244,6 +260,10 @@ class SHACActorLoss(LossModule):
         if not loss_actor.requires_grad:
             loss_actor = self._attached_to_policy(loss_actor, tensordict)
         return TensorDict(
-            {"loss_actor": loss_actor, "loss_action_bound": self.action_bound_penalty(tensordict)},
+            {
+                "loss_actor": loss_actor,
+                "loss_action_bound": self.action_bound_penalty(tensordict),
+                "loss_action_mean": self.action_mean_penalty(tensordict),
+            },
             batch_size=[],
         )

@@ -27,6 +27,7 @@ from torchrl_shacpp.trainers.sources import GradientSource
 ACTOR_STEP_LOGS = {
     "actor_loss": "actor_loss",
     "action_bound_loss": "action_bound_loss",
+    "action_mean_loss": "action_mean_loss",
     "grad_norm": "actor_grad_norm",
     "mean_change": "actor_mean_change",
     "step_scale": "actor_step_scale",
@@ -261,7 +262,7 @@ class WindowUpdate:
         for name, group in stepping.items():
             if name in simulator_groups:
                 losses = [group.actor_loss(window) for window in windows]
-                loss = sum(loss["loss_actor"] + loss["loss_action_bound"] for loss in losses) / len(losses)
+                loss = sum(actor_objective(loss) for loss in losses) / len(losses)
                 infos[name].append(_loss_info(losses))
                 gradients = group.actor_step.gradients(loss, retain_graph=name != simulator_groups[-1])
                 deferred.append((name, gradients))
@@ -299,7 +300,7 @@ class WindowUpdate:
         """One guarded actor step of a group without a simulator graph on ``window``, re-attached to its policy."""
         losses = group.actor_loss(group.source.differentiable_window(window))
         info = _loss_info([losses])
-        loss = losses["loss_actor"] + losses["loss_action_bound"]
+        loss = actor_objective(losses)
         info.update(group.bounded_step(window, lambda: group.actor_step(loss)))
         return info
 
@@ -362,9 +363,16 @@ class WindowUpdate:
                 model.load_state_dict(state["models"][model.name])
 
 
+def actor_objective(losses: TensorDictBase) -> torch.Tensor:
+    """What the actor descends: the window loss plus the policy mean's penalties (:class:`SHACActorLoss`'s outputs)."""
+    return losses["loss_actor"] + losses["loss_action_bound"] + losses["loss_action_mean"]
+
+
 def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:
-    """The mean actor and action-bound losses of ``losses`` (the actor loss's outputs), for logging."""
+    """The mean actor loss and policy-mean penalties of ``losses`` (the actor loss's outputs), for logging."""
     return {
         key: sum(loss[f"loss_{name}"].item() for loss in losses) / len(losses)
-        for key, name in (("actor_loss", "actor"), ("action_bound_loss", "action_bound"))
+        for key, name in (
+            ("actor_loss", "actor"), ("action_bound_loss", "action_bound"), ("action_mean_loss", "action_mean"),
+        )
     }

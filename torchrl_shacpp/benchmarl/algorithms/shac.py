@@ -81,6 +81,10 @@ class Shac(Algorithm):
             with a larger gain (by 1 / 0.68 near 0 at σ = 1 on [-1, 1]). Off by default: on navigation it reads
             higher before 30k frames and level or mixed after (``benchmarks/results/navigation_reward_model.md``).
         action_bound_coef: the action-bound penalty coefficient (paper: 1).
+        action_mean_coef: the control cost's coefficient, :math:`c_\mu \operatorname{mean}(\mu^2)` on the policy
+            mean (the paper has none; :class:`~torchrl_shacpp.objectives.SHACActorLoss`): where the return has no
+            gradient, as for an agent pressed into a wall that VMAS clamps it at, it relaxes the mean to 0. Off (0)
+            by default.
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
@@ -140,6 +144,7 @@ class Shac(Algorithm):
         clamp_actions: bool,
         deterministic_clamped_mean: bool,
         action_bound_coef: float,
+        action_mean_coef: float,
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
@@ -164,6 +169,7 @@ class Shac(Algorithm):
         self.clamp_actions = clamp_actions
         self.deterministic_clamped_mean = deterministic_clamped_mean
         self.action_bound_coef = action_bound_coef
+        self.action_mean_coef = action_mean_coef
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
@@ -298,6 +304,7 @@ class Shac(Algorithm):
             action_low=action_space.low,
             action_high=action_space.high,
             action_bound_coef=self.action_bound_coef,
+            action_mean_coef=self.action_mean_coef,
             reward_model=source.reward_model,
             world_model=source.world_model,
             value_gradient=self.actor_value_gradient,
@@ -477,6 +484,7 @@ class ShacConfig(AlgorithmConfig):
     clamp_actions: bool = True
     deterministic_clamped_mean: bool = False
     action_bound_coef: float = 1.0
+    action_mean_coef: float = 0.0
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
