@@ -5,8 +5,9 @@ did: an AttributeError on its first probed window, seen only when run for real).
 would, from the repository root in a fresh interpreter, with the smallest options that still reach every stage (data,
 model fitting, the probe or the timing, the table or CSV written), and looks for a row of numbers in what it wrote.
 
-Not run: ``gpu_session.sh`` and ``parallel_runs.sh`` (shell), ``benchmarl_experiment.py`` (a module the others
-import), and ``model_step_cost.py --compile`` (inductor's compilation would dominate the file's time).
+``arena_walls.py`` has its own test (it reads a checkpoint, which a tiny run writes first). Not run:
+``gpu_session.sh`` and ``parallel_runs.sh`` (shell), ``benchmarl_experiment.py`` (a module the others import), and
+``model_step_cost.py --compile`` (inductor's compilation would dominate the file's time).
 """
 
 from __future__ import annotations
@@ -225,6 +226,22 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "windows,frames,seconds,eval_return,skipped_actor_steps\n1,64,6,0.1,0\n2,128,12,0.5,0\n"
     )
     return root
+
+
+def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
+    """``arena_walls.py`` restores a real (tiny) SHAC++ dispersion checkpoint and tabulates both kinds of actions."""
+    overrides = [*TINY, "task=vmas/dispersion_paper", "algorithm=shacpp", *SHACPP_MODELS]
+    train = [sys.executable, "-m", "benchmarl.run", *overrides, "experiment.max_n_iters=1",
+             "experiment.checkpoint_interval=64", f"experiment.save_folder={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (checkpoint,) = tmp_path.rglob("checkpoint_64.pt")
+    command = [sys.executable, str(REPO / "benchmarks" / "arena_walls.py"), "--checkpoint", str(checkpoint), *overrides]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for actions in ("deterministic", "random"):
+        assert re.search(row(actions, r"\d+-\d+", *[N] * 6), result.stdout, re.MULTILINE), result.stdout
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -1,0 +1,99 @@
+"""Where does a checkpointed policy take its agents in a walled VMAS arena: to the food, or into the walls?
+
+VMAS clamps an agent's position to the arena (``x_semidim``, ``y_semidim``: dispersion's ``pos_range``) and keeps its
+velocity, so an agent pressed into a wall stays there and its push outward moves nothing: the simulator's Jacobian
+of the position with respect to the action is 0 across the wall, in a corner across both, and a world model that
+follows the simulator learns the same. A policy that runs its agents outward (dispersion's early policies do) then
+gets no gradient to come back from the rewards or the critic.
+
+This script restores a BenchMARL checkpoint (the run's overrides and ``experiment.restore_file=<checkpoint>``),
+rolls its policy out on the evaluation env for one episode, deterministically and with its exploration noise, and
+prints, by phase of the episode, the share of agent-steps at a wall (a position coordinate within ``--margin`` of
+the arena's half-width) and in a corner (both), the policy mean's norm and its cosine with the agent's position
+(1: straight outward), the mean distance from the centre and the share of rewarded agent-steps.
+
+Example (``results/learning_vs_mappo/dispersion_n3_walls/``)::
+
+    python benchmarks/arena_walls.py --checkpoint <run>/checkpoints/checkpoint_61440.pt <the run's overrides>
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from benchmarl.hydra_config import load_experiment_from_hydra
+from hydra import compose, initialize_config_module
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+
+def phases(steps: int) -> list[tuple[int, int]]:
+    """The episode's first tenth, the rest of its first third, its middle third, and the rest."""
+    cuts = sorted({0, max(1, steps // 10), max(2, steps // 3), max(3, 2 * steps // 3), steps})
+    return [(start, end) for start, end in zip(cuts[:-1], cuts[1:]) if start < steps]
+
+
+def wall_rows(rollout, half_width: float, margin: float, position: slice, group: str) -> list[dict[str, float]]:
+    """Per phase of ``rollout`` (``[env, time]``): the share of agent-steps at a wall and in a corner, the mean's norm
+    and its cosine with the position, the distance from the centre and the share of rewarded agent-steps."""
+    observation = rollout[group, "observation"]
+    pos = observation[..., position]
+    loc = rollout[group, "loc"]
+    reward = rollout["next", group, "reward"].squeeze(-1)
+    at_edge = pos.abs() >= half_width - margin
+    radius = pos.norm(dim=-1)
+    outward = (loc * pos).sum(-1) / (loc.norm(dim=-1) * radius).clamp_min(1e-9)
+    rows = []
+    for start, end in phases(observation.shape[1]):
+        steps = slice(start, end)
+        rows.append({
+            "steps": f"{start}-{end}",
+            "at_wall": at_edge[:, steps].any(-1).float().mean().item(),
+            "in_corner": at_edge[:, steps].all(-1).float().mean().item(),
+            "mean_norm": loc[:, steps].norm(dim=-1).mean().item(),
+            "mean_vs_outward": outward[:, steps].mean().item(),
+            "radius": radius[:, steps].mean().item(),
+            "rewarded": (reward[:, steps] > 0).float().mean().item(),
+        })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a BenchMARL checkpoint_<frames>.pt")
+    parser.add_argument("--margin", type=float, default=0.02, help="how close to the half-width counts as the wall")
+    parser.add_argument("--position", default="0:2", help="the observation's own-position slice (dispersion: 0:2)")
+    parser.add_argument("--group", default="agents")
+    parser.add_argument("--seed", type=int, default=0, help="the rollouts' random stream")
+    parser.add_argument("overrides", nargs="*", help="the run's BenchMARL overrides")
+    args = parser.parse_args()
+    position = slice(*(int(bound) for bound in args.position.split(":")))
+    # Nothing logged: a restored experiment would log into the checkpointed run's folder.
+    overrides = [override for override in args.overrides if not override.startswith("experiment.loggers=")]
+    overrides += [f"experiment.restore_file={args.checkpoint.resolve()}", "experiment.loggers=[]"]
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    task_name = cfg.hydra.runtime.choices.task
+    del cfg.hydra
+    experiment = load_experiment_from_hydra(cfg, task_name=task_name)
+    env = experiment.test_env
+    half_width = env.scenario.world.x_semidim
+    if half_width is None:
+        raise SystemExit(f"{task_name}'s arena has no walls (x_semidim is None): nothing to measure.")
+    print(f"{args.checkpoint.name}: {task_name}, {env.batch_size[0]} envs, arena half-width {half_width}\n")
+    print("| actions | steps | at a wall | in a corner | mean's norm | mean vs outward | from centre | rewarded |")
+    print("|---|---|---|---|---|---|---|---|")
+    for exploration in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
+        torch.manual_seed(args.seed)
+        with set_exploration_type(exploration), torch.no_grad():
+            rollout = env.rollout(experiment.task.max_steps(env), policy=experiment.policy, break_when_any_done=False)
+        for row in wall_rows(rollout, half_width, args.margin, position, args.group):
+            cells = [f"{value:.2f}" if name != "rewarded" else f"{value:.4f}" for name, value in row.items()
+                     if name != "steps"]  # fmt: skip
+            print(f"| {exploration.name.lower()} | {row['steps']} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
