@@ -38,6 +38,8 @@ from benchmarl.hydra_config import reload_experiment_from_file
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
+from torchrl_shacpp.trainers import actor_objective
+
 sys.path.insert(0, str(Path(__file__).parent))
 from action_jacobian_identifiability import feature_slice  # noqa: E402
 from navigation_endings import ALONE, LIDAR_FEATURES, LIDAR_RANGE, first_episodes, latest_checkpoint  # noqa: E402
@@ -68,7 +70,7 @@ class StepProbe:
         """The run's actor loss on ``window`` and its ascent w.r.t. the window's actions."""
         attached = self.source.differentiable_window(window)
         losses = self.groups.actor_loss(attached)
-        loss = losses["loss_actor"] + losses["loss_action_bound"]
+        loss = actor_objective(losses)
         action = attached.get(self.action_key)
         (ascent,) = torch.autograd.grad(-losses["loss_actor"], action, retain_graph=True)
         return loss, ascent

@@ -10,7 +10,9 @@ This script restores a BenchMARL checkpoint (the run's overrides and ``experimen
 rolls its policy out on the evaluation env for one episode, deterministically and with its exploration noise, and
 prints, by phase of the episode, the share of agent-steps at a wall (a position coordinate within ``--margin`` of
 the arena's half-width) and in a corner (both), the policy mean's norm and its cosine with the agent's position
-(1: straight outward), the mean distance from the centre and the share of rewarded agent-steps.
+(1: straight outward), the mean distance from the centre, the share of rewarded agent-steps and the return earned in
+the phase (per agent, over the envs; the phases' returns sum to the episode's, BenchMARL's evaluation return on one
+episode per env).
 
 Example (``results/learning_vs_mappo/dispersion_n3_walls/``)::
 
@@ -24,9 +26,10 @@ import sys
 from pathlib import Path
 
 import torch
-from benchmarl.hydra_config import load_experiment_from_hydra
-from hydra import compose, initialize_config_module
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchmarl_experiment import compose_experiment  # noqa: E402
 
 
 def phases(steps: int) -> list[tuple[int, int]]:
@@ -37,7 +40,8 @@ def phases(steps: int) -> list[tuple[int, int]]:
 
 def wall_rows(rollout, half_width: float, margin: float, position: slice, group: str) -> list[dict[str, float]]:
     """Per phase of ``rollout`` (``[env, time]``): the share of agent-steps at a wall and in a corner, the mean's norm
-    and its cosine with the position, the distance from the centre and the share of rewarded agent-steps."""
+    and its cosine with the position, the distance from the centre, the share of rewarded agent-steps and the phase's
+    return per agent, summed over its steps and averaged over the envs and agents."""
     observation = rollout[group, "observation"]
     pos = observation[..., position]
     loc = rollout[group, "loc"]
@@ -56,6 +60,7 @@ def wall_rows(rollout, half_width: float, margin: float, position: slice, group:
             "mean_vs_outward": outward[:, steps].mean().item(),
             "radius": radius[:, steps].mean().item(),
             "rewarded": (reward[:, steps] > 0).float().mean().item(),
+            "return": reward[:, steps].sum(1).mean().item(),
         })  # fmt: skip
     return rows
 
@@ -72,27 +77,33 @@ def main() -> None:
     position = slice(*(int(bound) for bound in args.position.split(":")))
     # Nothing logged: a restored experiment would log into the checkpointed run's folder.
     overrides = [override for override in args.overrides if not override.startswith("experiment.loggers=")]
+    tasks = [override.removeprefix("task=") for override in overrides if override.startswith("task=")]
+    if len(tasks) != 1:
+        raise SystemExit(f"Name the run's task once among the overrides (task=vmas/<name>); got {tasks or 'none'}.")
+    overrides = [override for override in overrides if not override.startswith("task=")]
     overrides += [f"experiment.restore_file={args.checkpoint.resolve()}", "experiment.loggers=[]"]
-    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    task_name = cfg.hydra.runtime.choices.task
-    del cfg.hydra
-    experiment = load_experiment_from_hydra(cfg, task_name=task_name)
+    task_name = tasks[0]
+    experiment = compose_experiment(task_name, overrides, callbacks=[])
     env = experiment.test_env
     half_width = env.scenario.world.x_semidim
     if half_width is None:
         raise SystemExit(f"{task_name}'s arena has no walls (x_semidim is None): nothing to measure.")
     print(f"{args.checkpoint.name}: {task_name}, {env.batch_size[0]} envs, arena half-width {half_width}\n")
-    print("| actions | steps | at a wall | in a corner | mean's norm | mean vs outward | from centre | rewarded |")
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["at a wall", "in a corner", "mean's norm", "mean vs outward", "from centre", "rewarded", "return"]
+    print("| actions | steps | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
     for exploration in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
         torch.manual_seed(args.seed)
         with set_exploration_type(exploration), torch.no_grad():
             rollout = env.rollout(experiment.task.max_steps(env), policy=experiment.policy, break_when_any_done=False)
-        for row in wall_rows(rollout, half_width, args.margin, position, args.group):
-            cells = [f"{value:.2f}" if name != "rewarded" else f"{value:.4f}" for name, value in row.items()
-                     if name != "steps"]  # fmt: skip
+        rows = wall_rows(rollout, half_width, args.margin, position, args.group)
+        for row in rows:
+            cells = [f"{value:.2f}" if name not in ("rewarded", "return") else f"{value:.4f}"
+                     for name, value in row.items() if name != "steps"]  # fmt: skip
             print(f"| {exploration.name.lower()} | {row['steps']} | " + " | ".join(cells) + " |")
+        episode_return = sum(row["return"] for row in rows)
+        blanks = [""] * (len(columns) - 1)
+        print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{episode_return:.4f}"]) + " |")
 
 
 if __name__ == "__main__":

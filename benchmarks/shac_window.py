@@ -31,6 +31,7 @@ from torchrl_shacpp.collectors import WindowCollector
 from torchrl_shacpp.envs import make_vmas_env
 from torchrl_shacpp.objectives import SHACActorLoss
 from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.trainers import actor_objective
 
 GROUP = "agents"
 
@@ -104,7 +105,7 @@ def main() -> None:
 
     def shac_window() -> None:
         losses = loss(collector.rollout())
-        step(losses["loss_actor"] + losses["loss_action_bound"])
+        step(actor_objective(losses))
 
     raw = {
         grad: vmas.make_env(args.task, num_envs=args.num_envs, continuous_actions=True, seed=0,

@@ -241,7 +241,8 @@ def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for actions in ("deterministic", "random"):
-        assert re.search(row(actions, r"\d+-\d+", *[N] * 6), result.stdout, re.MULTILINE), result.stdout
+        assert re.search(row(actions, r"\d+-\d+", *[N] * 7), result.stdout, re.MULTILINE), result.stdout
+        assert re.search(row(actions, "episode", *[""] * 6, N), result.stdout, re.MULTILINE), result.stdout
 
 
 @pytest.mark.parametrize("case", list(CASES))

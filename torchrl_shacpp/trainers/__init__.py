@@ -9,7 +9,7 @@ from torchrl_shacpp.trainers.sources import (
     LearnedWorldGradient,
     SimulatorGradient,
 )
-from torchrl_shacpp.trainers.window_update import GroupUpdate, WindowUpdate
+from torchrl_shacpp.trainers.window_update import GroupUpdate, WindowUpdate, actor_objective
 
 __all__ = [
     "CoolDown",
@@ -21,6 +21,7 @@ __all__ = [
     "LearnedWorldGradient",
     "SimulatorGradient",
     "WindowUpdate",
+    "actor_objective",
     "make_actor_loss",
     "make_learners",
     "reward_items",
