@@ -844,18 +844,21 @@ def test_the_actor_steps_are_bounded_by_the_config(tmp_path: Path, algorithm: st
     assert all(0 < scale < 1 for scale in scales)
 
 
-@pytest.mark.parametrize("algorithm", ["shac", "shacpp"])
-def test_the_control_cost_follows_the_config_and_is_logged(tmp_path: Path, algorithm: str):
+@pytest.mark.parametrize("algorithm, relative", [("shac", "false"), ("shacpp", "false"), ("shacpp", "true")])
+def test_the_control_cost_follows_the_config_and_is_logged(tmp_path: Path, algorithm: str, relative: str):
     """``algorithm.action_mean_coef`` reaches the actor's objective (SHAC's step on the simulator's graph, SHAC++'s
-    per window) and is logged as ``action_mean_loss``: c times the policy mean's mean square (its maths:
+    per window) and is logged as ``action_mean_loss``: c times the policy mean's mean square, with
+    ``action_mean_relative`` times the return gradient's running mean, which SHAC++'s graph gives (its maths:
     test_objectives)."""
     result = benchmarl_run(
         tmp_path, f"algorithm={algorithm}", "task=vmas/transport", "experiment.max_n_iters=2",
-        "algorithm.action_mean_coef=0.5", *TINY,
+        "algorithm.action_mean_coef=0.5", f"algorithm.action_mean_relative={relative}", *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     costs = scalar(tmp_path, "train_agents_action_mean_loss")
     assert len(costs) == 2 and all(cost > 0 for cost in costs)
+    weights = scalar(tmp_path, "train_agents_action_mean_weight")
+    assert all(weight > 0 for weight in weights) and (weights == [0.5, 0.5]) == (relative == "false")
 
 
 def test_actor_steps_above_the_skip_norm_are_skipped_and_counted(tmp_path: Path):

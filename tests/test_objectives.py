@@ -276,16 +276,49 @@ def test_control_cost_closed_form_and_off_by_default():
     loss = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
                          action_mean_coef=0.5)  # fmt: skip
     loss.set_keys(loc=("agents", "loc"))
-    penalty = loss.action_mean_penalty(window)
+    weight = loss.action_mean_weight(window, (loc * 0).sum())
+    assert weight.item() == 0.5
+    penalty = loss.action_mean_penalty(window, weight)
     torch.testing.assert_close(penalty, 0.5 * loc.detach().pow(2).mean())
     penalty.backward()
     torch.testing.assert_close(loc.grad, 2 * 0.5 * loc.detach() / 4)
     off = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0)
     off.set_keys(loc=("agents", "loc"))
-    assert off.action_mean_penalty(window).item() == 0.0
+    assert off.action_mean_penalty(window, off.action_mean_weight(window, (loc * 0).sum())).item() == 0.0
     with pytest.raises(ValueError, match="action_mean_coef"):
         SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
                       action_mean_coef=-1.0)  # fmt: skip
+
+
+def test_relative_control_cost_scales_with_a_running_mean_of_the_return_gradient():
+    """``action_mean_relative``: the cost is c·ḡ·mean(μ²), ḡ the running mean of mean_i |M ∂L/∂μ_i| (the first
+    window sets it, later ones move it by 1 - momentum), not differentiated; nothing moves it in eval mode, and a
+    window whose return has no gradient lowers it without zeroing it."""
+    loc = torch.tensor([[[1.5, -0.2]], [[-3.0, 0.9]]], requires_grad=True)
+    window = TensorDict({"agents": {"loc": loc}}, batch_size=[2])
+    loss = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
+                         action_mean_coef=0.5, action_mean_relative=True, action_mean_momentum=0.75)  # fmt: skip
+    loss.set_keys(loc=("agents", "loc"))
+    weights = torch.tensor([[[0.2, -0.1]], [[0.0, 0.3]]])
+    first = 4 * weights.abs().mean()  # M = 4 mean elements: g = 4 ∂L/∂μ = 4 w
+    weight = loss.action_mean_weight(window, (weights * loc).sum())
+    torch.testing.assert_close(weight, 0.5 * first)
+    penalty = loss.action_mean_penalty(window, weight)
+    torch.testing.assert_close(penalty, 0.5 * first * loc.detach().pow(2).mean())
+    penalty.backward()
+    torch.testing.assert_close(loc.grad, 0.5 * first * 2 * loc.detach() / 4)
+    second = 4 * (3 * weights).abs().mean()
+    loss.action_mean_weight(window, (3 * weights * loc).sum())
+    torch.testing.assert_close(loss.return_gradient_scale, 0.75 * first + 0.25 * second)
+    loss.eval()
+    loss.action_mean_weight(window, (10 * weights * loc).sum())
+    torch.testing.assert_close(loss.return_gradient_scale, 0.75 * first + 0.25 * second)
+    loss.train()
+    loss.action_mean_weight(window, (loc * 0).sum())
+    torch.testing.assert_close(loss.return_gradient_scale, 0.75 * (0.75 * first + 0.25 * second))
+    with pytest.raises(ValueError, match="action_mean_coef > 0"):
+        SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
+                      action_mean_relative=True)  # fmt: skip
 
 
 def test_control_cost_alone_moves_actions_the_return_does_not():

@@ -156,6 +156,11 @@ def check_algorithm_config(config: ShacConfig) -> None:
             f"algorithm.action_std_final={config.action_std_final} schedules a fixed σ, but algorithm.learn_std=true "
             "learns it: set action_std_final=null, or learn_std=false."
         )
+    if config.action_mean_relative and not config.action_mean_coef:
+        raise ValueError(
+            "algorithm.action_mean_relative=true scales the control cost, which algorithm.action_mean_coef=0 turns "
+            "off: set action_mean_coef > 0 (e.g. 1), or action_mean_relative=false."
+        )
     if config.deterministic_clamped_mean and not config.clamp_actions:
         raise ValueError(
             "algorithm.deterministic_clamped_mean=true makes the deterministic action the mean of the clamped action, "

@@ -45,7 +45,14 @@ class SHACActorLoss(LossModule):
     Where the return has no gradient with respect to an action, the cost alone moves the mean, back to 0: an agent
     that VMAS clamps at its arena's wall (dispersion's, whose corners an early policy runs into) gets a zero gradient
     from a simulator or a world model that follows it, and without the cost keeps pushing into the wall, its
-    exploration noise centred on a mean that no longer moves it.
+    exploration noise centred on a mean that no longer moves it. With ``action_mean_relative`` the cost is
+    :math:`c_\mu\, \bar g \cdot \operatorname{mean}(\mu^2)`, where :math:`\bar g` is a running mean over windows
+    of :math:`\operatorname{mean}_i |g_i|`, :math:`g_i = M\, \partial \mathcal{L}_\pi / \partial \mu_i` the
+    return's gradient w.r.t. each of the window's :math:`M` mean elements (not differentiated): the mean then settles
+    where :math:`g_i + 2 c_\mu \bar g\, \mu_i = 0`, i.e. :math:`|\mu_i| = |g_i| / (2 c_\mu \bar g)`, whatever
+    the task's reward scale (navigation's action gradients are 30-100 times dispersion's smaller, and a fixed
+    :math:`c_\mu` that frees dispersion's corners stops its agents short of their goals). The running mean, not the
+    window's own, because a window whose agents all sit in corners has :math:`g = 0`.
 
     The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
     graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). Three gradient
@@ -91,6 +98,11 @@ class SHACActorLoss(LossModule):
             the action's trailing dimensions (e.g. ``[n_agents, action_dim]``; not the env batch shape).
         action_bound_coef (float): penalty coefficient :math:`c` (paper: 1.0). Defaults to 1.0; 0 disables it.
         action_mean_coef (float): the control cost's coefficient :math:`c_\mu` (the paper has none). Defaults to 0.
+        action_mean_relative (bool): scale the control cost by the running mean :math:`\bar g` of the return's
+            gradient w.r.t. the policy mean (one more backward pass to the mean per step). Defaults to ``False``.
+        action_mean_momentum (float): the running mean's weight on its last value,
+            :math:`\bar g \leftarrow m \bar g + (1 - m) \operatorname{mean}_i |g_i|` (the first window sets it).
+            Defaults to 0.9.
         reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
             keys and writes ``predicted_reward`` (SHAC+, SHAC++).
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
@@ -100,7 +112,8 @@ class SHACActorLoss(LossModule):
             the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
 
     Returns (forward):
-        a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``.
+        a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``, and the control cost's
+        coefficient as applied, ``action_mean_weight`` (not a loss).
     """
 
     @dataclass
@@ -125,7 +138,7 @@ class SHACActorLoss(LossModule):
         predicted_reward: NestedKey = "predicted_reward"
 
     default_keys = _AcceptedKeys
-    out_keys = ["loss_actor", "loss_action_bound", "loss_action_mean"]
+    out_keys = ["loss_actor", "loss_action_bound", "loss_action_mean", "action_mean_weight"]
 
     def __init__(
         self,
@@ -138,6 +151,8 @@ class SHACActorLoss(LossModule):
         action_high: torch.Tensor | float | None = None,
         action_bound_coef: float = 1.0,
         action_mean_coef: float = 0.0,
+        action_mean_relative: bool = False,
+        action_mean_momentum: float = 0.9,
         reward_model: TensorDictModule | None = None,
         world_model: TensorDictModule | None = None,
         value_gradient: float = 1.0,
@@ -146,6 +161,12 @@ class SHACActorLoss(LossModule):
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
         check_non_negative("action_bound_coef", action_bound_coef, "0 disables the action-bound penalty (paper: 1).")
         check_non_negative("action_mean_coef", action_mean_coef, "It weighs the control cost on the policy mean.")
+        check_fraction("action_mean_momentum", action_mean_momentum, "The running mean's weight on its last value.")
+        if action_mean_relative and not action_mean_coef:
+            raise ValueError(
+                "action_mean_relative=True scales the control cost, which action_mean_coef=0 turns off: set "
+                "action_mean_coef > 0 (e.g. 1), or action_mean_relative=False."
+            )
         check_non_negative("value_gradient", value_gradient, "The critic's weight in the actor's gradient (paper: 1).")
         if world_model is not None and reward_model is None:
             raise ValueError(
@@ -168,6 +189,10 @@ class SHACActorLoss(LossModule):
         self.value_gradient = value_gradient
         self.action_bound_coef = action_bound_coef
         self.action_mean_coef = action_mean_coef
+        self.action_mean_relative = action_mean_relative
+        self.action_mean_momentum = action_mean_momentum
+        # The running mean of |g| (NaN until the first window): a buffer, so a checkpoint restores it.
+        self.register_buffer("return_gradient_scale", torch.tensor(float("nan")))
         self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
         self.register_buffer("action_high", torch.as_tensor(action_high if action_high is not None else 0.0))
 
@@ -233,11 +258,27 @@ class SHACActorLoss(LossModule):
         excess = nn.functional.relu(loc - self.action_high) + nn.functional.relu(self.action_low - loc)
         return self.action_bound_coef * excess.pow(2).mean()
 
-    def action_mean_penalty(self, tensordict: TensorDictBase) -> torch.Tensor:
-        """Control cost: coefficient × mean square of the policy mean."""
+    def action_mean_weight(self, tensordict: TensorDictBase, loss_actor: torch.Tensor) -> torch.Tensor:
+        """The control cost's coefficient: :math:`c_\mu`, times the running mean :math:`\bar g` of the return's
+        gradient w.r.t. the policy mean with ``action_mean_relative`` (updated here while training)."""
+        coef = torch.tensor(float(self.action_mean_coef), device=self.action_low.device)
+        loc = tensordict.get(self.tensor_keys.loc)
+        if self.action_mean_relative:
+            if self.training and loc.requires_grad:
+                (gradient,) = torch.autograd.grad(loss_actor, loc, retain_graph=True)
+                scale = gradient.abs().mean() * loc.numel()
+                if torch.isfinite(scale):  # a non-finite window is the trainer's to skip, not the scale's to keep
+                    last = self.return_gradient_scale
+                    momentum = 0.0 if last.isnan() else self.action_mean_momentum
+                    self.return_gradient_scale.copy_(momentum * last.nan_to_num() + (1 - momentum) * scale)
+            coef = coef * self.return_gradient_scale.nan_to_num()
+        return coef
+
+    def action_mean_penalty(self, tensordict: TensorDictBase, weight: torch.Tensor) -> torch.Tensor:
+        """Control cost: ``weight`` (:meth:`action_mean_weight`) × mean square of the policy mean."""
         if not self.action_mean_coef:
             return torch.zeros((), device=self.action_low.device)
-        return self.action_mean_coef * tensordict.get(self.tensor_keys.loc).pow(2).mean()
+        return weight * tensordict.get(self.tensor_keys.loc).pow(2).mean()
 
     def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """``loss_actor`` with a zero gradient to the policy, for a window whose rewards and bootstrap do not depend
@@ -259,11 +300,13 @@ class SHACActorLoss(LossModule):
         loss_actor = -objective.sum() / (objective.numel() * horizon)
         if not loss_actor.requires_grad:
             loss_actor = self._attached_to_policy(loss_actor, tensordict)
+        weight = self.action_mean_weight(tensordict, loss_actor)
         return TensorDict(
             {
                 "loss_actor": loss_actor,
                 "loss_action_bound": self.action_bound_penalty(tensordict),
-                "loss_action_mean": self.action_mean_penalty(tensordict),
+                "loss_action_mean": self.action_mean_penalty(tensordict, weight),
+                "action_mean_weight": weight,
             },
             batch_size=[],
         )

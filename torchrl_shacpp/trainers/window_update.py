@@ -28,6 +28,7 @@ ACTOR_STEP_LOGS = {
     "actor_loss": "actor_loss",
     "action_bound_loss": "action_bound_loss",
     "action_mean_loss": "action_mean_loss",
+    "action_mean_weight": "action_mean_weight",
     "grad_norm": "actor_grad_norm",
     "mean_change": "actor_mean_change",
     "step_scale": "actor_step_scale",
@@ -369,10 +370,12 @@ def actor_objective(losses: TensorDictBase) -> torch.Tensor:
 
 
 def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:
-    """The mean actor loss and policy-mean penalties of ``losses`` (the actor loss's outputs), for logging."""
+    """The mean actor loss, policy-mean penalties and control-cost weight of ``losses`` (the actor loss's outputs),
+    for logging."""
     return {
-        key: sum(loss[f"loss_{name}"].item() for loss in losses) / len(losses)
+        key: sum(loss[name].item() for loss in losses) / len(losses)
         for key, name in (
-            ("actor_loss", "actor"), ("action_bound_loss", "action_bound"), ("action_mean_loss", "action_mean"),
+            ("actor_loss", "loss_actor"), ("action_bound_loss", "loss_action_bound"),
+            ("action_mean_loss", "loss_action_mean"), ("action_mean_weight", "action_mean_weight"),
         )
     }

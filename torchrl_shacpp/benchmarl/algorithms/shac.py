@@ -58,7 +58,7 @@ class Shac(Algorithm):
     time limits reported as truncations (:func:`~torchrl_shacpp.benchmarl.envs.rebuild_vmas_env`). A non-finite
     actor or critic step is skipped, counted and logged; parameters never receive NaN. Logged per group:
     ``actor_loss``, ``action_bound_loss``, ``actor_grad_norm`` (the paper's Fig. 2; means over the collection's
-    windows), ``skipped_actor_steps``, ``skipped_critic_steps``; BenchMARL logs ``loss_value``;
+    windows), ``action_mean_loss`` and ``action_mean_weight`` (the control cost and its coefficient as applied), ``skipped_actor_steps``, ``skipped_critic_steps``; BenchMARL logs ``loss_value``;
     ``timers/actor_time`` is the actor steps' wall time (BenchMARL's timers leave it out).
 
     The checkpoint's ``torchrl_shacpp`` entry holds what BenchMARL's lacks: the policy and its optimiser, the
@@ -85,6 +85,10 @@ class Shac(Algorithm):
             mean (the paper has none; :class:`~torchrl_shacpp.objectives.SHACActorLoss`): where the return has no
             gradient, as for an agent pressed into a wall that VMAS clamps it at, it relaxes the mean to 0. Off (0)
             by default.
+        action_mean_relative: the control cost's coefficient times the running mean of the return's gradient
+            w.r.t. the policy mean, so that ``action_mean_coef`` does not depend on the task's reward scale (the mean
+            settles at :math:`|\mu_i| = |g_i| / (2 c_\mu \bar g)`; one more backward pass per actor step). Off by
+            default; needs ``action_mean_coef > 0``.
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
@@ -145,6 +149,7 @@ class Shac(Algorithm):
         deterministic_clamped_mean: bool,
         action_bound_coef: float,
         action_mean_coef: float,
+        action_mean_relative: bool,
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
@@ -170,6 +175,7 @@ class Shac(Algorithm):
         self.deterministic_clamped_mean = deterministic_clamped_mean
         self.action_bound_coef = action_bound_coef
         self.action_mean_coef = action_mean_coef
+        self.action_mean_relative = action_mean_relative
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
@@ -305,6 +311,7 @@ class Shac(Algorithm):
             action_high=action_space.high,
             action_bound_coef=self.action_bound_coef,
             action_mean_coef=self.action_mean_coef,
+            action_mean_relative=self.action_mean_relative,
             reward_model=source.reward_model,
             world_model=source.world_model,
             value_gradient=self.actor_value_gradient,
@@ -485,6 +492,7 @@ class ShacConfig(AlgorithmConfig):
     deterministic_clamped_mean: bool = False
     action_bound_coef: float = 1.0
     action_mean_coef: float = 0.0
+    action_mean_relative: bool = False
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
