@@ -292,13 +292,14 @@ def test_control_cost_closed_form_and_off_by_default():
 
 def test_relative_control_cost_scales_with_a_running_mean_of_the_return_gradient():
     """``action_mean_relative``: the cost is c·ḡ·mean(μ²), ḡ the running mean of mean_i |M ∂L/∂μ_i| (the first
-    window sets it, later ones move it by 1 - momentum), not differentiated; nothing moves it in eval mode, and a
-    window whose return has no gradient lowers it without zeroing it."""
+    window with a gradient sets it, later ones move it by 1 - momentum), not differentiated; nothing moves it in eval
+    mode, and a window whose return has no gradient lowers it without zeroing it."""
     loc = torch.tensor([[[1.5, -0.2]], [[-3.0, 0.9]]], requires_grad=True)
     window = TensorDict({"agents": {"loc": loc}}, batch_size=[2])
     loss = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
                          action_mean_coef=0.5, action_mean_relative=True, action_mean_momentum=0.75)  # fmt: skip
     loss.set_keys(loc=("agents", "loc"))
+    assert loss.action_mean_weight(window, (loc * 0).sum()).item() == 0.0  # no gradient yet: no scale
     weights = torch.tensor([[[0.2, -0.1]], [[0.0, 0.3]]])
     first = 4 * weights.abs().mean()  # M = 4 mean elements: g = 4 ∂L/∂μ = 4 w
     weight = loss.action_mean_weight(window, (weights * loc).sum())

@@ -101,7 +101,8 @@ class SHACActorLoss(LossModule):
         action_mean_relative (bool): scale the control cost by the running mean :math:`\bar g` of the return's
             gradient w.r.t. the policy mean (one more backward pass to the mean per step). Defaults to ``False``.
         action_mean_momentum (float): the running mean's weight on its last value,
-            :math:`\bar g \leftarrow m \bar g + (1 - m) \operatorname{mean}_i |g_i|` (the first window sets it).
+            :math:`\bar g \leftarrow m \bar g + (1 - m) \operatorname{mean}_i |g_i|` (the first window with a
+            gradient sets it).
             Defaults to 0.9.
         reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
             keys and writes ``predicted_reward`` (SHAC+, SHAC++).
@@ -191,8 +192,8 @@ class SHACActorLoss(LossModule):
         self.action_mean_coef = action_mean_coef
         self.action_mean_relative = action_mean_relative
         self.action_mean_momentum = action_mean_momentum
-        # The running mean of |g| (NaN until the first window): a buffer, so a checkpoint restores it.
-        self.register_buffer("return_gradient_scale", torch.tensor(float("nan")))
+        # The running mean of |g| (0 until a window has a gradient): a buffer, so a checkpoint restores it.
+        self.register_buffer("return_gradient_scale", torch.tensor(0.0))
         self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
         self.register_buffer("action_high", torch.as_tensor(action_high if action_high is not None else 0.0))
 
@@ -269,9 +270,9 @@ class SHACActorLoss(LossModule):
                 scale = gradient.abs().mean() * loc.numel()
                 if torch.isfinite(scale):  # a non-finite window is the trainer's to skip, not the scale's to keep
                     last = self.return_gradient_scale
-                    momentum = 0.0 if last.isnan() else self.action_mean_momentum
-                    self.return_gradient_scale.copy_(momentum * last.nan_to_num() + (1 - momentum) * scale)
-            coef = coef * self.return_gradient_scale.nan_to_num()
+                    momentum = self.action_mean_momentum if last > 0 else 0.0
+                    self.return_gradient_scale.copy_(momentum * last + (1 - momentum) * scale)
+            coef = coef * self.return_gradient_scale
         return coef
 
     def action_mean_penalty(self, tensordict: TensorDictBase, weight: torch.Tensor) -> torch.Tensor:
