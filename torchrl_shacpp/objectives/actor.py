@@ -50,9 +50,10 @@ class SHACActorLoss(LossModule):
     of :math:`\operatorname{mean}_i |g_i|`, :math:`g_i = M\, \partial \mathcal{L}_\pi / \partial \mu_i` the
     return's gradient w.r.t. each of the window's :math:`M` mean elements (not differentiated): the mean then settles
     where :math:`g_i + 2 c_\mu \bar g\, \mu_i = 0`, i.e. :math:`|\mu_i| = |g_i| / (2 c_\mu \bar g)`, whatever
-    the task's reward scale (navigation's action gradients are 30-100 times dispersion's smaller, and a fixed
-    :math:`c_\mu` that frees dispersion's corners stops its agents short of their goals). The running mean, not the
-    window's own, because a window whose agents all sit in corners has :math:`g = 0`.
+    the task's reward scale (:math:`\bar g` reads 0.03-0.05 on navigation, 0.1 on dispersion's first windows and
+    about 1 later). The running mean, not the window's own, because a window whose agents all sit in corners has
+    :math:`g = 0`. Neither form suits a task whose agents need large means all the way (on navigation both stop
+    them halfway to their goals: ``benchmarks/results/learning_vs_mappo/control_cost_scale/``).
 
     The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
     graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). Three gradient
@@ -102,8 +103,7 @@ class SHACActorLoss(LossModule):
             gradient w.r.t. the policy mean (one more backward pass to the mean per step). Defaults to ``False``.
         action_mean_momentum (float): the running mean's weight on its last value,
             :math:`\bar g \leftarrow m \bar g + (1 - m) \operatorname{mean}_i |g_i|` (the first window with a
-            gradient sets it).
-            Defaults to 0.9.
+            gradient sets it). Defaults to 0.9.
         reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
             keys and writes ``predicted_reward`` (SHAC+, SHAC++).
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
