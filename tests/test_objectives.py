@@ -285,6 +285,7 @@ def test_control_cost_closed_form_and_off_by_default():
     off = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0)
     off.set_keys(loc=("agents", "loc"))
     assert off.action_mean_penalty(window, off.action_mean_weight(window, (loc * 0).sum())).item() == 0.0
+    assert "return_gradient_scale" not in loss.state_dict()  # checkpoints from before the relative cost still load
     with pytest.raises(ValueError, match="action_mean_coef"):
         SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
                       action_mean_coef=-1.0)  # fmt: skip
@@ -300,6 +301,7 @@ def test_relative_control_cost_scales_with_a_running_mean_of_the_return_gradient
                          action_mean_coef=0.5, action_mean_relative=True, action_mean_momentum=0.75)  # fmt: skip
     loss.set_keys(loc=("agents", "loc"))
     assert loss.action_mean_weight(window, (loc * 0).sum()).item() == 0.0  # no gradient yet: no scale
+    assert "return_gradient_scale" in loss.state_dict()  # a restored run keeps its running mean
     weights = torch.tensor([[[0.2, -0.1]], [[0.0, 0.3]]])
     first = 4 * weights.abs().mean()  # M = 4 mean elements: g = 4 ∂L/∂μ = 4 w
     weight = loss.action_mean_weight(window, (weights * loc).sum())

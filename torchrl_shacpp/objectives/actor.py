@@ -192,8 +192,9 @@ class SHACActorLoss(LossModule):
         self.action_mean_coef = action_mean_coef
         self.action_mean_relative = action_mean_relative
         self.action_mean_momentum = action_mean_momentum
-        # The running mean of |g| (0 until a window has a gradient): a buffer, so a checkpoint restores it.
-        self.register_buffer("return_gradient_scale", torch.tensor(0.0))
+        # The running mean of |g| (0 until a window has a gradient): in the state only where it is used, so that a
+        # checkpoint restores it and the checkpoints of losses without it (older ones too) still load.
+        self.register_buffer("return_gradient_scale", torch.tensor(0.0), persistent=action_mean_relative)
         self.register_buffer("action_low", torch.as_tensor(action_low if action_low is not None else 0.0))
         self.register_buffer("action_high", torch.as_tensor(action_high if action_high is not None else 0.0))
 
