@@ -264,8 +264,8 @@ class SHACActorLoss(LossModule):
         """The control cost's coefficient: :math:`c_\mu`, times the running mean :math:`\bar g` of the return's
         gradient w.r.t. the policy mean with ``action_mean_relative`` (updated here while training)."""
         coef = torch.tensor(float(self.action_mean_coef), device=self.action_low.device)
-        loc = tensordict.get(self.tensor_keys.loc)
         if self.action_mean_relative:
+            loc = tensordict.get(self.tensor_keys.loc)
             if self.training and loc.requires_grad:
                 (gradient,) = torch.autograd.grad(loss_actor, loc, retain_graph=True)
                 scale = gradient.abs().mean() * loc.numel()
