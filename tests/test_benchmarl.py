@@ -294,11 +294,14 @@ def tiny_experiment(
     )
 
 
-def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run(tmp_path: Path):
+@pytest.mark.parametrize("relative_cost", [False, True])
+def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run(tmp_path: Path, relative_cost: bool):
     """Models, optimisers, caches and counters all come back: on the same next window, the restored run's losses and
     parameters equal the uninterrupted run's. The window's third step trains the models from the caches (cool-down),
-    so a cache or a model optimiser that did not come back would show."""
-    algorithm = ShacppConfig(model_train_every=3, model_epochs=2, cache_size=200, world_cache_size=50)
+    so a cache or a model optimiser that did not come back would show; with the relative control cost, so would its
+    running mean of the return's gradient, which sets the cost's weight."""
+    cost = dict(action_mean_coef=1.0, action_mean_relative=True) if relative_cost else {}
+    algorithm = ShacppConfig(model_train_every=3, model_epochs=2, cache_size=200, world_cache_size=50, **cost)
     uninterrupted = tiny_experiment(algorithm, tmp_path / "a", max_n_iters=2, checkpoint_at_end=True)
     uninterrupted.run()
     (checkpoint,) = (tmp_path / "a").rglob("checkpoint_128.pt")
@@ -315,6 +318,7 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
 
     logged_a, logged_b = ({k: v for k, v in train_on(e).items() if "time" not in k} for e in (uninterrupted, restored))
     logged = {"actor_loss", "loss_world", "loss_reward", "new_data_loss_world", "new_data_loss_reward"}
+    logged |= {"action_mean_weight"} if relative_cost else set()
     assert {f"train/agents/{key}" for key in logged} <= logged_a.keys()
     assert logged_a == logged_b
 
@@ -329,6 +333,7 @@ def test_restored_shacpp_trains_the_next_window_exactly_as_the_uninterrupted_run
     assert params_a.keys() == params_b.keys()
     tensors = [key for key, value in params_a.items() if isinstance(value, torch.Tensor)]
     assert len(tensors) > 20 and all(torch.equal(params_a[key], params_b[key]) for key in tensors)
+    assert ("actor/return_gradient_scale" in tensors) == relative_cost  # a fresh mean would change the weight logged
 
 
 def test_restored_run_steps_at_the_configured_rates_with_the_checkpoints_moments(tmp_path: Path):
