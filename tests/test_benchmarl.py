@@ -849,21 +849,28 @@ def test_the_actor_steps_are_bounded_by_the_config(tmp_path: Path, algorithm: st
     assert all(0 < scale < 1 for scale in scales)
 
 
-@pytest.mark.parametrize("algorithm, relative", [("shac", "false"), ("shacpp", "false"), ("shacpp", "true")])
-def test_the_control_cost_follows_the_config_and_is_logged(tmp_path: Path, algorithm: str, relative: str):
+@pytest.mark.parametrize(
+    "algorithm, relative, gate",
+    [("shac", "false", 0), ("shacpp", "false", 0), ("shacpp", "true", 0), ("shacpp", "true", 1)],
+)
+def test_the_control_cost_follows_the_config_and_is_logged(tmp_path: Path, algorithm: str, relative: str, gate: int):
     """``algorithm.action_mean_coef`` reaches the actor's objective (SHAC's step on the simulator's graph, SHAC++'s
     per window) and is logged as ``action_mean_loss``: c times the policy mean's mean square, with
-    ``action_mean_relative`` times the return gradient's running mean, which SHAC++'s graph gives (its maths:
-    test_objectives)."""
+    ``action_mean_relative`` times the return gradient's running mean, which SHAC++'s graph gives, and with
+    ``action_mean_gate`` over the elements whose return gradient is below the gate times that mean only, whose share
+    is logged (its maths: test_objectives)."""
     result = benchmarl_run(
         tmp_path, f"algorithm={algorithm}", "task=vmas/transport", "experiment.max_n_iters=2",
-        "algorithm.action_mean_coef=0.5", f"algorithm.action_mean_relative={relative}", *TINY,
+        "algorithm.action_mean_coef=0.5", f"algorithm.action_mean_relative={relative}",
+        f"algorithm.action_mean_gate={gate}", *TINY,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     costs = scalar(tmp_path, "train_agents_action_mean_loss")
     assert len(costs) == 2 and all(cost > 0 for cost in costs)
     weights = scalar(tmp_path, "train_agents_action_mean_weight")
     assert all(weight > 0 for weight in weights) and (weights == [0.5, 0.5]) == (relative == "false")
+    shares = scalar(tmp_path, "train_agents_action_mean_share")  # gate 1: the elements below the mean |g|
+    assert all(0 < share < 1 for share in shares) if gate else shares == [1.0, 1.0]
 
 
 def test_actor_steps_above_the_skip_norm_are_skipped_and_counted(tmp_path: Path):

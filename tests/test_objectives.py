@@ -276,7 +276,7 @@ def test_control_cost_closed_form_and_off_by_default():
     loss = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
                          action_mean_coef=0.5)  # fmt: skip
     loss.set_keys(loc=("agents", "loc"))
-    weight = loss.action_mean_weight(window, (loc * 0).sum())
+    weight = loss.action_mean_weight(loss.return_gradients(window, (loc * 0).sum())[0])
     assert weight.item() == 0.5
     penalty = loss.action_mean_penalty(window, weight)
     torch.testing.assert_close(penalty, 0.5 * loc.detach().pow(2).mean())
@@ -284,7 +284,7 @@ def test_control_cost_closed_form_and_off_by_default():
     torch.testing.assert_close(loc.grad, 2 * 0.5 * loc.detach() / 4)
     off = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0)
     off.set_keys(loc=("agents", "loc"))
-    assert off.action_mean_penalty(window, off.action_mean_weight(window, (loc * 0).sum())).item() == 0.0
+    assert off.action_mean_penalty(window, off.action_mean_weight(off.return_gradients(window, loc.sum())[0])).item() == 0
     assert "return_gradient_scale" not in loss.state_dict()  # checkpoints from before the relative cost still load
     with pytest.raises(ValueError, match="action_mean_coef"):
         SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
@@ -300,28 +300,71 @@ def test_relative_control_cost_scales_with_a_running_mean_of_the_return_gradient
     loss = SHACActorLoss(open_loop_actor(torch.zeros(1, 2, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
                          action_mean_coef=0.5, action_mean_relative=True, action_mean_momentum=0.75)  # fmt: skip
     loss.set_keys(loc=("agents", "loc"))
-    assert loss.action_mean_weight(window, (loc * 0).sum()).item() == 0.0  # no gradient yet: no scale
+    def weight_after(loss_actor: torch.Tensor) -> torch.Tensor:
+        return loss.action_mean_weight(loss.return_gradients(window, loss_actor)[0])
+
+    assert weight_after((loc * 0).sum()).item() == 0.0  # no gradient yet: no scale
     assert "return_gradient_scale" in loss.state_dict()  # a restored run keeps its running mean
     weights = torch.tensor([[[0.2, -0.1]], [[0.0, 0.3]]])
     first = 4 * weights.abs().mean()  # M = 4 mean elements: g = 4 ∂L/∂μ = 4 w
-    weight = loss.action_mean_weight(window, (weights * loc).sum())
+    weight = weight_after((weights * loc).sum())
     torch.testing.assert_close(weight, 0.5 * first)
     penalty = loss.action_mean_penalty(window, weight)
     torch.testing.assert_close(penalty, 0.5 * first * loc.detach().pow(2).mean())
     penalty.backward()
     torch.testing.assert_close(loc.grad, 0.5 * first * 2 * loc.detach() / 4)
     second = 4 * (3 * weights).abs().mean()
-    loss.action_mean_weight(window, (3 * weights * loc).sum())
+    weight_after((3 * weights * loc).sum())
     torch.testing.assert_close(loss.return_gradient_scale, 0.75 * first + 0.25 * second)
     loss.eval()
-    loss.action_mean_weight(window, (10 * weights * loc).sum())
+    weight_after((10 * weights * loc).sum())
     torch.testing.assert_close(loss.return_gradient_scale, 0.75 * first + 0.25 * second)
     loss.train()
-    loss.action_mean_weight(window, (loc * 0).sum())
+    weight_after((loc * 0).sum())
     torch.testing.assert_close(loss.return_gradient_scale, 0.75 * (0.75 * first + 0.25 * second))
     with pytest.raises(ValueError, match="action_mean_coef > 0"):
         SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
                       action_mean_relative=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("world_model", [False, True])
+def test_gated_control_cost_reaches_only_credited_elements_whose_action_has_a_small_return_gradient(world_model):
+    """``action_mean_gate`` τ: the relative cost sums c·ḡ·μ_i² / M over the elements whose action gradient has
+    |h_i| < τ ḡ only, ḡ from the mean's gradient g (0 where the clamp cut the action off from the mean, though the
+    return does read that action); with a world model that cannot see resets, only over the steps before the window's
+    first episode end, whose return the objective credits (later ones have no gradient because they are not counted,
+    not because the return ignores them)."""
+    loc = torch.tensor([[[[1.5, -0.2]], [[-3.0, 0.9]], [[0.4, 2.0]]]], requires_grad=True)  # [env, time, agent, d]
+    done = torch.tensor([[[True], [False], [False]]])  # the episode ends at the window's first step
+    action = loc.clamp(-1.0, 1.0)
+    window = TensorDict({"agents": {"loc": loc, "action": action}, "next": {"done": done}}, batch_size=[1, 3])
+    models = dict.fromkeys(("world_model", "reward_model"), TensorDictModule(torch.nn.Identity(), ["x"], ["y"]))
+    loss = SHACActorLoss(open_loop_actor(torch.zeros(3, 1, 1, 2)), quadratic_critic(1.0), action_bound_coef=0,
+                         action_mean_coef=0.5, action_mean_relative=True, action_mean_gate=1.5,
+                         **(models if world_model else {}))  # fmt: skip
+    loss.set_keys(loc=("agents", "loc"), action=("agents", "action"))
+    weights = torch.tensor([[[[0.2, -0.1]], [[0.0, 0.3]], [[0.05, -0.6]]]])
+    mean_gradient, action_gradient = loss.return_gradients(window, (weights * action).sum())
+    clamped = loc.detach().abs() > 1
+    torch.testing.assert_close(action_gradient, 6 * weights)  # M = 6: |h| = 1.2 0.6 | 0 1.8 | 0.3 3.6
+    torch.testing.assert_close(mean_gradient, 6 * weights * ~clamped)  # |g| = 0 0.6 | 0 1.8 | 0.3 0: ḡ = 0.45
+    weight = loss.action_mean_weight(mean_gradient)
+    torch.testing.assert_close(weight, torch.tensor(0.5 * 0.45))
+    mask = loss.action_mean_mask(window, action_gradient)  # |h| < 0.675
+    expected = torch.tensor([[[[False, True]], [[True, False]], [[True, False]]]])
+    if world_model:
+        expected[:, 1:] = False
+    assert torch.equal(mask, expected)
+    penalty = loss.action_mean_penalty(window, weight, mask)
+    torch.testing.assert_close(penalty, 0.5 * 0.45 * (loc.detach().pow(2) * expected).sum() / 6)
+    penalty.backward()
+    torch.testing.assert_close(loc.grad, 0.5 * 0.45 * 2 * loc.detach() * expected / 6)
+    loss.action_mean_gate = 0.0
+    assert loss.return_gradients(window, (weights * action).sum())[1] is None  # no gate: no action gradient, no mask
+    assert loss.action_mean_mask(window, action_gradient) is None
+    with pytest.raises(ValueError, match="action_mean_relative=True"):
+        SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
+                      action_mean_coef=1.0, action_mean_gate=0.1)  # fmt: skip
 
 
 def test_control_cost_alone_moves_actions_the_return_does_not():

@@ -55,6 +55,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "lr_final": (check_positive, "It is the rate lr_schedule=linear ends at, or null for SHAC's 1e-5."),
     "action_bound_coef": (check_non_negative, "It weighs the action-bound penalty (paper: 1; 0 disables it)."),
     "action_mean_coef": (check_non_negative, "It weighs the control cost on the policy mean (0 disables it)."),
+    "action_mean_gate": (check_non_negative, "It bounds |g| / ḡ where the control cost applies (0: everywhere)."),
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
     "actor_max_grad_norm": (check_positive, "It clips the actor's gradient norm (paper: 1)."),
@@ -160,6 +161,12 @@ def check_algorithm_config(config: ShacConfig) -> None:
         raise ValueError(
             "algorithm.action_mean_relative=true scales the control cost, which algorithm.action_mean_coef=0 turns "
             "off: set action_mean_coef > 0 (e.g. 1), or action_mean_relative=false."
+        )
+    if config.action_mean_gate and not config.action_mean_relative:
+        raise ValueError(
+            f"algorithm.action_mean_gate={config.action_mean_gate} compares the return's gradient with its running "
+            "mean, which only algorithm.action_mean_relative=true keeps: set action_mean_relative=true, or "
+            "action_mean_gate=0."
         )
     if config.deterministic_clamped_mean and not config.clamp_actions:
         raise ValueError(

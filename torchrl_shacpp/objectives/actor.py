@@ -53,7 +53,15 @@ class SHACActorLoss(LossModule):
     the task's reward scale (:math:`\bar g` reads 0.03-0.05 on navigation, 0.1 on dispersion's first windows and
     about 1 later). The running mean, not the window's own, because a window whose agents all sit in corners has
     :math:`g = 0`. Neither form suits a task whose agents need large means all the way (on navigation both stop
-    them halfway to their goals: ``benchmarks/results/learning_vs_mappo/control_cost_scale/``).
+    them halfway to their goals: ``benchmarks/results/learning_vs_mappo/control_cost_scale/``). ``action_mean_gate``
+    :math:`\tau > 0` keeps the relative cost to where the return has (almost) no gradient with respect to the action
+    taken, :math:`h_i = M\, \partial \mathcal{L}_\pi / \partial a_i` (not :math:`g_i`, which is 0 wherever the
+    clamp to the action box cut the sample off from the mean): only the elements with :math:`|h_i| < \tau \bar g`,
+    among those the objective credits (with a world model that cannot see resets, the steps before the window's
+    first episode end), are in the sum, :math:`c_\mu \bar g\, \frac{1}{M} \sum_i [|h_i| < \tau \bar g]\,
+    \mu_i^2` (the mask is not differentiated); the share of elements it reaches is returned as
+    ``action_mean_share``. On a dispersion policy whose agents sit in corners (SHAC++, 245k frames), 46% of the
+    action elements pushing into a wall and 8% of the others have :math:`|h| < 0.1\, \bar g`.
 
     The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
     graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). Three gradient
@@ -104,6 +112,9 @@ class SHACActorLoss(LossModule):
         action_mean_momentum (float): the running mean's weight on its last value,
             :math:`\bar g \leftarrow m \bar g + (1 - m) \operatorname{mean}_i |g_i|` (the first window with a
             gradient sets it). Defaults to 0.9.
+        action_mean_gate (float): :math:`\tau`: with ``action_mean_relative``, the cost reaches only the mean
+            elements whose action's return gradient is below :math:`\tau \bar g` (all of them where the actions
+            carry no graph). Defaults to 0 (no gate: every element).
         reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
             keys and writes ``predicted_reward`` (SHAC+, SHAC++).
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
@@ -113,8 +124,9 @@ class SHACActorLoss(LossModule):
             the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
 
     Returns (forward):
-        a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``, and the control cost's
-        coefficient as applied, ``action_mean_weight`` (not a loss).
+        a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``, and, not losses, the control
+        cost's coefficient as applied, ``action_mean_weight``, and the share of mean elements it reaches,
+        ``action_mean_share``.
     """
 
     @dataclass
@@ -128,6 +140,7 @@ class SHACActorLoss(LossModule):
             terminated: termination key under ``"next"``. Defaults to ``"terminated"``.
             loc: the policy mean written by the actor, for the action-bound penalty and the control cost. Defaults
                 to ``"loc"``.
+            action: the actions the window's rewards read, for the control cost's gate. Defaults to ``"action"``.
             predicted_reward: the reward model's output key. Defaults to ``"predicted_reward"``.
         """
 
@@ -136,10 +149,11 @@ class SHACActorLoss(LossModule):
         done: NestedKey = "done"
         terminated: NestedKey = "terminated"
         loc: NestedKey = "loc"
+        action: NestedKey = "action"
         predicted_reward: NestedKey = "predicted_reward"
 
     default_keys = _AcceptedKeys
-    out_keys = ["loss_actor", "loss_action_bound", "loss_action_mean", "action_mean_weight"]
+    out_keys = ["loss_actor", "loss_action_bound", "loss_action_mean", "action_mean_weight", "action_mean_share"]
 
     def __init__(
         self,
@@ -154,6 +168,7 @@ class SHACActorLoss(LossModule):
         action_mean_coef: float = 0.0,
         action_mean_relative: bool = False,
         action_mean_momentum: float = 0.9,
+        action_mean_gate: float = 0.0,
         reward_model: TensorDictModule | None = None,
         world_model: TensorDictModule | None = None,
         value_gradient: float = 1.0,
@@ -167,6 +182,12 @@ class SHACActorLoss(LossModule):
             raise ValueError(
                 "action_mean_relative=True scales the control cost, which action_mean_coef=0 turns off: set "
                 "action_mean_coef > 0 (e.g. 1), or action_mean_relative=False."
+            )
+        check_non_negative("action_mean_gate", action_mean_gate, "It bounds |g| / ḡ where the control cost applies.")
+        if action_mean_gate and not action_mean_relative:
+            raise ValueError(
+                "action_mean_gate compares the return's gradient with its running mean, which only "
+                "action_mean_relative=True keeps: set action_mean_relative=True, or action_mean_gate=0."
             )
         check_non_negative("value_gradient", value_gradient, "The critic's weight in the actor's gradient (paper: 1).")
         if world_model is not None and reward_model is None:
@@ -192,6 +213,7 @@ class SHACActorLoss(LossModule):
         self.action_mean_coef = action_mean_coef
         self.action_mean_relative = action_mean_relative
         self.action_mean_momentum = action_mean_momentum
+        self.action_mean_gate = action_mean_gate
         # The running mean of |g| (0 until a window has a gradient): in the state only where it is used, so that a
         # checkpoint restores it and the checkpoints of losses without it (older ones too) still load.
         self.register_buffer("return_gradient_scale", torch.tensor(0.0), persistent=action_mean_relative)
@@ -260,27 +282,62 @@ class SHACActorLoss(LossModule):
         excess = nn.functional.relu(loc - self.action_high) + nn.functional.relu(self.action_low - loc)
         return self.action_bound_coef * excess.pow(2).mean()
 
-    def action_mean_weight(self, tensordict: TensorDictBase, loss_actor: torch.Tensor) -> torch.Tensor:
-        """The control cost's coefficient: :math:`c_\mu`, times the running mean :math:`\bar g` of the return's
-        gradient w.r.t. the policy mean with ``action_mean_relative`` (updated here while training)."""
-        coef = torch.tensor(float(self.action_mean_coef), device=self.action_low.device)
-        if self.action_mean_relative:
-            loc = tensordict.get(self.tensor_keys.loc)
-            if self.training and loc.requires_grad:
-                (gradient,) = torch.autograd.grad(loss_actor, loc, retain_graph=True)
-                scale = gradient.abs().mean() * loc.numel()
-                if torch.isfinite(scale):  # a non-finite window is the trainer's to skip, not the scale's to keep
-                    last = self.return_gradient_scale
-                    momentum = self.action_mean_momentum if last > 0 else 0.0
-                    self.return_gradient_scale.copy_(momentum * last + (1 - momentum) * scale)
-            coef = coef * self.return_gradient_scale
-        return coef
+    def return_gradients(
+        self, tensordict: TensorDictBase, loss_actor: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        r"""The return's gradients w.r.t. each of the window's :math:`M` policy-mean elements,
+        :math:`g_i = M\, \partial \mathcal{L}_\pi / \partial \mu_i`, where the control cost reads them
+        (``action_mean_relative``), and w.r.t. the actions, :math:`h_i = M\, \partial \mathcal{L}_\pi / \partial a_i`,
+        where its gate does (``action_mean_gate``); not differentiated, ``None`` where unread or without a graph."""
+        loc = tensordict.get(self.tensor_keys.loc)
+        if not self.action_mean_relative or not loc.requires_grad:
+            return None, None
+        inputs = [loc]
+        action = tensordict.get(self.tensor_keys.action, None) if self.action_mean_gate else None
+        if action is not None and action.requires_grad:
+            inputs.append(action)
+        # An action the rewards and the bootstrap do not read (no contact on wheel) has a zero gradient, not none.
+        gradients = torch.autograd.grad(loss_actor, inputs, retain_graph=True, materialize_grads=True)
+        gradients = [gradient * loc.numel() for gradient in gradients]
+        return gradients[0], gradients[1] if len(gradients) > 1 else None
 
-    def action_mean_penalty(self, tensordict: TensorDictBase, weight: torch.Tensor) -> torch.Tensor:
-        """Control cost: ``weight`` (:meth:`action_mean_weight`) × mean square of the policy mean."""
+    def action_mean_weight(self, gradient: torch.Tensor | None) -> torch.Tensor:
+        r"""The control cost's coefficient: :math:`c_\mu`, times the running mean :math:`\bar g` of
+        :math:`\operatorname{mean}_i |g_i|` with ``action_mean_relative``, updated here from ``gradient``
+        (:meth:`return_gradients`' first) while training."""
+        coef = torch.tensor(float(self.action_mean_coef), device=self.action_low.device)
+        if not self.action_mean_relative:
+            return coef
+        if self.training and gradient is not None:
+            scale = gradient.abs().mean()
+            if torch.isfinite(scale):  # a non-finite window is the trainer's to skip, not the scale's to keep
+                last = self.return_gradient_scale
+                momentum = self.action_mean_momentum if last > 0 else 0.0
+                self.return_gradient_scale.copy_(momentum * last + (1 - momentum) * scale)
+        return coef * self.return_gradient_scale
+
+    def action_mean_mask(self, tensordict: TensorDictBase, gradient: torch.Tensor | None) -> torch.Tensor | None:
+        r"""With ``action_mean_gate`` :math:`\tau`, the mean elements the control cost reaches: those the objective
+        credits whose action gradient (:meth:`return_gradients`' second) has :math:`|h_i| < \tau \bar g`; ``None``
+        (every element) without a gate or a gradient."""
+        if not self.action_mean_gate or gradient is None:
+            return None
+        mask = gradient.abs() < self.action_mean_gate * self.return_gradient_scale
+        if self._first_segment_only:  # the steps after the window's first episode end get no gradient, not a small one
+            time_dim = check_window(tensordict, type(self).__name__)
+            ended = tensordict.get(("next", self.tensor_keys.done)).long()
+            mask = mask & expand_like(ended.cumsum(time_dim) - ended == 0, gradient)
+        return mask
+
+    def action_mean_penalty(
+        self, tensordict: TensorDictBase, weight: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Control cost: ``weight`` (:meth:`action_mean_weight`) × the mean over all the policy mean's elements of
+        their squares, those outside ``mask`` (:meth:`action_mean_mask`) counted as 0."""
         if not self.action_mean_coef:
             return torch.zeros((), device=self.action_low.device)
-        return weight * tensordict.get(self.tensor_keys.loc).pow(2).mean()
+        squares = tensordict.get(self.tensor_keys.loc).pow(2)
+        return weight * (squares if mask is None else squares * mask).mean()
 
     def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """``loss_actor`` with a zero gradient to the policy, for a window whose rewards and bootstrap do not depend
@@ -302,13 +359,17 @@ class SHACActorLoss(LossModule):
         loss_actor = -objective.sum() / (objective.numel() * horizon)
         if not loss_actor.requires_grad:
             loss_actor = self._attached_to_policy(loss_actor, tensordict)
-        weight = self.action_mean_weight(tensordict, loss_actor)
+        mean_gradient, action_gradient = self.return_gradients(tensordict, loss_actor)
+        weight = self.action_mean_weight(mean_gradient)
+        mask = self.action_mean_mask(tensordict, action_gradient)
+        share = torch.ones((), device=weight.device) if mask is None else mask.float().mean()
         return TensorDict(
             {
                 "loss_actor": loss_actor,
                 "loss_action_bound": self.action_bound_penalty(tensordict),
-                "loss_action_mean": self.action_mean_penalty(tensordict, weight),
+                "loss_action_mean": self.action_mean_penalty(tensordict, weight, mask),
                 "action_mean_weight": weight,
+                "action_mean_share": share,
             },
             batch_size=[],
         )

@@ -29,6 +29,7 @@ ACTOR_STEP_LOGS = {
     "action_bound_loss": "action_bound_loss",
     "action_mean_loss": "action_mean_loss",
     "action_mean_weight": "action_mean_weight",
+    "action_mean_share": "action_mean_share",
     "grad_norm": "actor_grad_norm",
     "mean_change": "actor_mean_change",
     "step_scale": "actor_step_scale",
@@ -370,12 +371,13 @@ def actor_objective(losses: TensorDictBase) -> torch.Tensor:
 
 
 def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:
-    """The mean actor loss, policy-mean penalties and control-cost weight of ``losses`` (the actor loss's outputs),
-    for logging."""
+    """The mean actor loss, policy-mean penalties, control-cost weight and share of ``losses`` (the actor loss's
+    outputs), for logging."""
     return {
         key: sum(loss[name].item() for loss in losses) / len(losses)
         for key, name in (
             ("actor_loss", "loss_actor"), ("action_bound_loss", "loss_action_bound"),
             ("action_mean_loss", "loss_action_mean"), ("action_mean_weight", "action_mean_weight"),
+            ("action_mean_share", "action_mean_share"),
         )
     }

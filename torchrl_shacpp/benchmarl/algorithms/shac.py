@@ -58,7 +58,8 @@ class Shac(Algorithm):
     time limits reported as truncations (:func:`~torchrl_shacpp.benchmarl.envs.rebuild_vmas_env`). A non-finite
     actor or critic step is skipped, counted and logged; parameters never receive NaN. Logged per group:
     ``actor_loss``, ``action_bound_loss``, ``actor_grad_norm`` (the paper's Fig. 2; means over the collection's
-    windows), ``action_mean_loss`` and ``action_mean_weight`` (the control cost and its coefficient as applied),
+    windows), ``action_mean_loss``, ``action_mean_weight`` and ``action_mean_share`` (the control cost, its
+    coefficient as applied and the share of policy-mean elements it reaches),
     ``skipped_actor_steps``, ``skipped_critic_steps``; BenchMARL logs ``loss_value``;
     ``timers/actor_time`` is the actor steps' wall time (BenchMARL's timers leave it out).
 
@@ -91,6 +92,9 @@ class Shac(Algorithm):
             settles at :math:`|\mu_i| = |g_i| / (2 c_\mu \bar g)`; one more backward pass per actor step). Off by
             default; needs ``action_mean_coef > 0``. On dispersion n=3 c = 1 starts near the absolute 0.1; on
             navigation it stops the agents short of their goals as the absolute cost does.
+        action_mean_gate: with ``action_mean_relative``, the control cost reaches only the policy-mean elements whose
+            return gradient is below ``action_mean_gate`` times its running mean (e.g. 0.1: an agent pressed into a
+            wall, not one on its way to a goal); 0 (the default) reaches every element.
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
@@ -152,6 +156,7 @@ class Shac(Algorithm):
         action_bound_coef: float,
         action_mean_coef: float,
         action_mean_relative: bool,
+        action_mean_gate: float,
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
@@ -178,6 +183,7 @@ class Shac(Algorithm):
         self.action_bound_coef = action_bound_coef
         self.action_mean_coef = action_mean_coef
         self.action_mean_relative = action_mean_relative
+        self.action_mean_gate = action_mean_gate
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
@@ -314,6 +320,7 @@ class Shac(Algorithm):
             action_bound_coef=self.action_bound_coef,
             action_mean_coef=self.action_mean_coef,
             action_mean_relative=self.action_mean_relative,
+            action_mean_gate=self.action_mean_gate,
             reward_model=source.reward_model,
             world_model=source.world_model,
             value_gradient=self.actor_value_gradient,
@@ -322,6 +329,7 @@ class Shac(Algorithm):
             reward=(group, "reward"),
             value=(group, "state_value"),
             loc=(group, "loc"),
+            action=(group, "action"),
             predicted_reward=(group, "predicted_reward"),
         )
         actor_step = FiniteGradientStep(
@@ -495,6 +503,7 @@ class ShacConfig(AlgorithmConfig):
     action_bound_coef: float = 1.0
     action_mean_coef: float = 0.0
     action_mean_relative: bool = False
+    action_mean_gate: float = 0.0
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
