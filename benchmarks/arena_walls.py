@@ -14,6 +14,14 @@ the arena's half-width) and in a corner (both), the policy mean's norm and its c
 the phase (per agent, over the envs; the phases' returns sum to the episode's, BenchMARL's evaluation return on one
 episode per env).
 
+With ``--windows N`` (a SHAC-family checkpoint), it also collects N batches with the run's collector, evaluates the
+actor's objective :math:`L` on each of their windows as training does, and compares the return's gradient w.r.t. each
+action element, :math:`h_i = M\, \partial L / \partial a_i`, between the elements whose coordinate is at its wall and
+the others, relative to :math:`\bar g`, the mean over the windows of :math:`\operatorname{mean}_i M |\partial L /
+\partial \mu_i|` (the scale ``algorithm.action_mean_relative`` keeps): the median and the share below each of
+``--gates`` (what ``algorithm.action_mean_gate`` would let the control cost reach). With the one-pass world model the
+steps after a window's first episode end have :math:`h = 0` (the objective does not credit them).
+
 Example (``results/learning_vs_mappo/dispersion_n3_walls/``)::
 
     python benchmarks/arena_walls.py --checkpoint <run>/checkpoints/checkpoint_61440.pt <the run's overrides>
@@ -65,6 +73,40 @@ def wall_rows(rollout, half_width: float, margin: float, position: slice, group:
     return rows
 
 
+def gradient_rows(
+    experiment, batches: int, half_width: float, margin: float, position: slice, group: str, gates: list[float]
+) -> list[dict[str, float]]:
+    """The return's gradient w.r.t. the actions at their wall and elsewhere on the windows of ``batches`` collections,
+    relative to the mean's mean gradient ḡ: each set's share of the elements, median |h| / ḡ and share below each
+    gate."""
+    update = experiment.algorithm.update
+    group_update = update.groups[group]
+    keys = group_update.actor_loss.tensor_keys
+    collections = iter(experiment.collector)
+    mean_scales, action_gradients, at_wall = [], [], []
+    for _ in range(batches):
+        for window in update.split(next(collections)):
+            differentiable = group_update.source.differentiable_window(window)
+            loc, action = differentiable.get(keys.loc), differentiable.get(keys.action)
+            if action.shape[-1] != position.stop - position.start:
+                raise SystemExit(f"The actions have {action.shape[-1]} components, the position slice {position}.")
+            loss = group_update.actor_loss(differentiable)["loss_actor"]
+            mean_gradient, action_gradient = torch.autograd.grad(loss, [loc, action], materialize_grads=True)
+            mean_scales.append(mean_gradient.abs().mean() * loc.numel())
+            action_gradients.append((action_gradient.abs() * loc.numel()).flatten())
+            at_wall.append((window.get((group, "observation"))[..., position].abs() >= half_width - margin).flatten())
+    scale = torch.stack(mean_scales).mean()
+    relative, at_wall = torch.cat(action_gradients) / scale, torch.cat(at_wall)
+    rows = []
+    for name, elements in (("at its wall", at_wall), ("elsewhere", ~at_wall)):
+        if elements.any():
+            share, median = elements.float().mean().item(), relative[elements].median().item()
+            row = {"elements": name, "share": share, "median": median}
+            row.update({f"below {gate}": (relative[elements] < gate).float().mean().item() for gate in gates})
+            rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a BenchMARL checkpoint_<frames>.pt")
@@ -72,6 +114,8 @@ def main() -> None:
     parser.add_argument("--position", default="0:2", help="the observation's own-position slice (dispersion: 0:2)")
     parser.add_argument("--group", default="agents")
     parser.add_argument("--seed", type=int, default=0, help="the rollouts' random stream")
+    parser.add_argument("--windows", type=int, default=0, help="collections whose windows' action gradients to read")
+    parser.add_argument("--gates", type=float, nargs="+", default=[0.03, 0.1, 0.3], help="|h| / ḡ thresholds")
     parser.add_argument("overrides", nargs="*", help="the run's BenchMARL overrides")
     args = parser.parse_args()
     position = slice(*(int(bound) for bound in args.position.split(":")))
@@ -104,6 +148,16 @@ def main() -> None:
         episode_return = sum(row["return"] for row in rows)
         blanks = [""] * (len(columns) - 1)
         print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{episode_return:.4f}"]) + " |")
+    if args.windows:
+        if not hasattr(experiment.algorithm, "update"):
+            raise SystemExit("--windows reads the actor objective of a SHAC, SHAC+ or SHAC++ checkpoint.")
+        torch.manual_seed(args.seed)
+        rows = gradient_rows(experiment, args.windows, half_width, args.margin, position, args.group, args.gates)
+        print(f"\nthe return's gradient w.r.t. the actions, |h| / ḡ, on {args.windows} collections' windows\n")
+        print("| action elements | share | median | " + " | ".join(f"below {gate}" for gate in args.gates) + " |")
+        print("|---|---|---|" + "---|" * len(args.gates))
+        for row in rows:
+            print("| " + " | ".join([row.pop("elements")] + [f"{value:.2f}" for value in row.values()]) + " |")
 
 
 if __name__ == "__main__":

@@ -229,7 +229,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
-    """``arena_walls.py`` restores a real (tiny) SHAC++ dispersion checkpoint and tabulates both kinds of actions."""
+    """``arena_walls.py`` restores a real (tiny) SHAC++ dispersion checkpoint and tabulates both kinds of actions, and
+    the return's gradient w.r.t. the actions on a collection's windows."""
     overrides = [*TINY, "task=vmas/dispersion_paper", "algorithm=shacpp", *SHACPP_MODELS]
     train = [sys.executable, "-m", "benchmarl.run", *overrides, "experiment.max_n_iters=1",
              "experiment.checkpoint_interval=64", f"experiment.save_folder={tmp_path}"]  # fmt: skip
@@ -237,12 +238,16 @@ def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
     result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (checkpoint,) = tmp_path.rglob("checkpoint_64.pt")
-    command = [sys.executable, str(REPO / "benchmarks" / "arena_walls.py"), "--checkpoint", str(checkpoint), *overrides]
+    script = str(REPO / "benchmarks" / "arena_walls.py")
+    command = [sys.executable, script, "--checkpoint", str(checkpoint), "--windows", "1", "--margin", "0.95", *overrides]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     for actions in ("deterministic", "random"):
         assert re.search(row(actions, r"\d+-\d+", *[N] * 7), result.stdout, re.MULTILINE), result.stdout
         assert re.search(row(actions, "episode", *[""] * 6, N), result.stdout, re.MULTILINE), result.stdout
+    # A margin of 0.95 of the half-width 1: the agents start 0.05 from the centre and leave it: both sets have elements.
+    for elements in ("at its wall", "elsewhere"):
+        assert re.search(row(elements, *[N] * 5), result.stdout, re.MULTILINE), result.stdout
 
 
 @pytest.mark.parametrize("case", list(CASES))
