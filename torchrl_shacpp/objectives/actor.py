@@ -60,8 +60,9 @@ class SHACActorLoss(LossModule):
     among those the objective credits (with a world model that cannot see resets, the steps before the window's
     first episode end), are in the sum, :math:`c_\mu \bar g\, \frac{1}{M} \sum_i [|h_i| < \tau \bar g]\,
     \mu_i^2` (the mask is not differentiated); the share of elements it reaches is returned as
-    ``action_mean_share``. On a dispersion policy whose agents sit in corners (SHAC++, 245k frames), 44% of the
-    action elements pushing into a wall and 8% of the others have :math:`|h| < 0.1\, \bar g`.
+    ``action_mean_share``. On a dispersion policy whose agents sit in corners (SHAC++, 245k frames), 41% of the
+    action elements at a wall and 9% of the others have :math:`|h| < 0.1\, \bar g` (``benchmarks/arena_walls.py
+    --windows``).
 
     The gradient reaches the policy through :math:`\tilde r` and :math:`\tilde o'`, which must carry the autograd
     graph of the window (collect it with :class:`~torchrl_shacpp.collectors.WindowCollector`). Three gradient
