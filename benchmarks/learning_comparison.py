@@ -16,8 +16,8 @@ named more than once takes the runs of each: committed seeds and new ones in one
 writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per configuration: the frames at which
 the return first reached ``--target``, the mean return at ``--at`` frames (none later than one evaluation interval
 after the last evaluation of a run that ended below the target, or of any run with ``--no-early-stop``), each run's
-last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact test of the frames to the target against that
-configuration of the same panel) and ``curves.png`` (mean over seeds, the band one standard deviation, one panel per
+last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact tests against that configuration of the same
+panel: of the frames to the target, and of the returns at each ``--at`` frames) and ``curves.png`` (mean over seeds, the band one standard deviation, one panel per
 PANEL).
 """
 
@@ -94,6 +94,16 @@ def rank_test(reached: list[int | None], baseline: list[int | None] | None) -> s
     return f"U = {u:g} of {len(reached) * len(baseline)}, p = {p:.3f}"
 
 
+def returns_test(returns: list[float], baseline: list[float] | None) -> str:
+    """``U = a of n·m, p = ...``: the returns at some frames of a configuration's runs against the baseline's, ``U``
+    the pairs in which the configuration's is the higher (runs without a return there left out)."""
+    returns, baseline = ([-r for r in values if r == r] for values in (returns, baseline or []))
+    if not returns or not baseline:
+        return "–"
+    u, p = mann_whitney_exact(returns, baseline)
+    return f"U = {u:g} of {len(returns) * len(baseline)}, p = {p:.3f}"
+
+
 def mean_std(values: list[float], digits: int = 2) -> str:
     values = [v for v in values if v == v]
     if not values:
@@ -148,9 +158,15 @@ def main() -> None:
     header += [f"return at {at // 1000}k frames" for at in args.at] + ["last evaluation (per run)"]
     if args.baseline:
         header.append(f"frames to {args.target:g} against {args.baseline}: U, exact two-sided p (not reached: last)")
+        at_frames = " / ".join(f"{at // 1000}k" for at in args.at)
+        header.append(f"returns at {at_frames} against {args.baseline}: U (pairs higher), exact two-sided p")
     lines = [f"# {args.title}" if args.title else "", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     frames_to_target = {
         name: [first_reaching(frames, returns, args.target) for _, frames, returns in runs]
+        for name, runs in configurations.items()
+    }
+    returns_at = {
+        name: [[return_at(frames, returns, at, stop_target) for _, frames, returns in runs] for at in args.at]
         for name, runs in configurations.items()
     }
     for (panel, label), runs in configurations.items():
@@ -158,11 +174,16 @@ def main() -> None:
         reached_frames = [float(f) for f in reached if f is not None]
         to_target = f"{mean_std([f / 1000 for f in reached_frames], 0)}k" if reached_frames else "not reached"
         cells = [panel, label, str(len(runs)), f"{to_target} ({len(reached_frames)}/{len(runs)})"]
-        for at in args.at:
-            cells.append(mean_std([return_at(frames, returns, at, stop_target) for _, frames, returns in runs]))
+        cells += [mean_std(returns) for returns in returns_at[(panel, label)]]
         cells.append(" / ".join(f"{frames[-1] // 1000}k" for _, frames, _ in runs))
         if args.baseline:
             cells.append(rank_test(reached, frames_to_target.get((panel, args.baseline))))
+            baseline_returns = returns_at.get((panel, args.baseline))
+            if (panel, label) == (panel, args.baseline) or baseline_returns is None:
+                cells.append("–")
+            else:
+                tests = [returns_test(r, b) for r, b in zip(returns_at[(panel, label)], baseline_returns)]
+                cells.append(" / ".join(tests))
         lines.append("| " + " | ".join(cells) + " |")
     summary = "\n".join(lines).strip() + "\n"
     (args.out / "summary.md").write_text(summary)

@@ -109,11 +109,12 @@ CASES = {
          "experiment.max_n_iters=2", "experiment.evaluation=false", "hydra.run.dir={tmp}"],
         "**/scalars/train_agents_actor_grad_norm.csv", rf"^1,{N}$",
     ),
-    "learning_comparison.py": (  # known answer: SHAC++ reaches 0.9 after 512 and 768 frames, MAPPO never
+    "learning_comparison.py": (  # known answer: SHAC++ reaches 0.9 after 512 and 768 frames, MAPPO never; at 512
+        # frames SHAC++'s returns 0.95 and 0.6 are both above MAPPO's 0.3 and 0.4
         ["n=1/SHAC++={runs}/shacpp_s*", "n=1/MAPPO={runs}/mappo_s*", "--target", "0.9", "--at", "512", "--baseline",
          "MAPPO", "--out", "{tmp}"],
         "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1 ± 0k \(2/2\)", "0.77 ± 0.25", "0k / 0k",
-                          "U = 4 of 4, p = 0.333"),
+                          "U = 4 of 4, p = 0.333", "U = 4 of 4, p = 0.333"),
     ),
     "learning_comparison.py without early stops": (  # seed 0 ended at 512 frames: no return at 768, as MAPPO's
         ["n=1/SHAC++={runs}/shacpp_s*", "n=1/MAPPO={runs}/mappo_s*", "--target", "0.9", "--at", "768",
