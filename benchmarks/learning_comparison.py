@@ -17,8 +17,8 @@ writes ``curves.csv`` (panel, label, seed, frames, return), ``summary.md`` (per 
 the return first reached ``--target``, the mean return at ``--at`` frames (none later than one evaluation interval
 after the last evaluation of a run that ended below the target, or of any run with ``--no-early-stop``), each run's
 last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact tests against that configuration of the same
-panel: of the frames to the target, and of the returns at each ``--at`` frames) and ``curves.png`` (mean over seeds, the band one standard deviation, one panel per
-PANEL).
+panel: of the frames to the target, and of the returns at each ``--at`` frames) and ``curves.png`` (mean over seeds,
+the band one standard deviation, one panel per PANEL).
 """
 
 from __future__ import annotations
