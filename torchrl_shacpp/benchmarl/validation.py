@@ -55,7 +55,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "lr_final": (check_positive, "It is the rate lr_schedule=linear ends at, or null for SHAC's 1e-5."),
     "action_bound_coef": (check_non_negative, "It weighs the action-bound penalty (paper: 1; 0 disables it)."),
     "action_mean_coef": (check_non_negative, "It weighs the control cost on the policy mean (0 disables it)."),
-    "action_mean_gate": (check_non_negative, "It bounds |g| / ḡ where the control cost applies (0: everywhere)."),
+    "action_mean_gate": (check_non_negative, "It bounds |h| / ḡ where the control cost applies (0: everywhere)."),
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
     "actor_max_grad_norm": (check_positive, "It clips the actor's gradient norm (paper: 1)."),

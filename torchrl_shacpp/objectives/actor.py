@@ -184,7 +184,7 @@ class SHACActorLoss(LossModule):
                 "action_mean_relative=True scales the control cost, which action_mean_coef=0 turns off: set "
                 "action_mean_coef > 0 (e.g. 1), or action_mean_relative=False."
             )
-        check_non_negative("action_mean_gate", action_mean_gate, "It bounds |g| / ḡ where the control cost applies.")
+        check_non_negative("action_mean_gate", action_mean_gate, "It bounds |h| / ḡ where the control cost applies.")
         if action_mean_gate and not action_mean_relative:
             raise ValueError(
                 "action_mean_gate compares the return's gradient with its running mean, which only "
