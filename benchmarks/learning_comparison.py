@@ -94,10 +94,10 @@ def rank_test(reached: list[int | None], baseline: list[int | None] | None) -> s
     return f"U = {u:g} of {len(reached) * len(baseline)}, p = {p:.3f}"
 
 
-def returns_test(returns: list[float], baseline: list[float] | None) -> str:
+def returns_test(returns: list[float], baseline: list[float]) -> str:
     """``U = a of n·m, p = ...``: the returns at some frames of a configuration's runs against the baseline's, ``U``
     the pairs in which the configuration's is the higher (runs without a return there left out)."""
-    returns, baseline = ([-r for r in values if r == r] for values in (returns, baseline or []))
+    returns, baseline = ([-r for r in values if r == r] for values in (returns, baseline))
     if not returns or not baseline:
         return "–"
     u, p = mann_whitney_exact(returns, baseline)
@@ -179,7 +179,7 @@ def main() -> None:
         if args.baseline:
             cells.append(rank_test(reached, frames_to_target.get((panel, args.baseline))))
             baseline_returns = returns_at.get((panel, args.baseline))
-            if (panel, label) == (panel, args.baseline) or baseline_returns is None:
+            if label == args.baseline or baseline_returns is None:
                 cells.append("–")
             else:
                 tests = [returns_test(r, b) for r, b in zip(returns_at[(panel, label)], baseline_returns)]

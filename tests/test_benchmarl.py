@@ -869,7 +869,7 @@ def test_the_control_cost_follows_the_config_and_is_logged(tmp_path: Path, algor
     assert len(costs) == 2 and all(cost > 0 for cost in costs)
     weights = scalar(tmp_path, "train_agents_action_mean_weight")
     assert all(weight > 0 for weight in weights) and (weights == [0.5, 0.5]) == (relative == "false")
-    shares = scalar(tmp_path, "train_agents_action_mean_share")  # gate 1: the elements below the mean |g|
+    shares = scalar(tmp_path, "train_agents_action_mean_share")  # gate 1: the elements whose |h| is below ḡ
     assert all(0 < share < 1 for share in shares) if gate else shares == [1.0, 1.0]
 
 
