@@ -68,6 +68,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacConfig(action_mean_relative=True), "algorithm.action_mean_relative=true scales the control cost"),
         (lambda: ShacConfig(action_mean_coef=1.0, action_mean_gate=0.1), "algorithm.action_mean_gate=0.1 compares"),
         (lambda: ShacConfig(action_mean_gate=-0.1), "algorithm.action_mean_gate=-0.1 must be a finite"),
+        (lambda: ShacConfig(action_mean_coef_final=0.1), "algorithm.action_mean_coef_final=0.1 is where the"),
+        (lambda: ShacConfig(action_mean_coef=1.0, action_mean_coef_final=-1.0), "action_mean_coef_final=-1.0 must be"),
         (lambda: ShacppConfig(actor_max_mean_change=0.0), "algorithm.actor_max_mean_change=0.0 must be a finite"),
         (lambda: ShacppConfig(actor_skip_grad_norm=-1.0), "algorithm.actor_skip_grad_norm=-1.0 must be a finite"),
         (lambda: ShacppConfig(actor_grad_outlier_ratio=0.0), "algorithm.actor_grad_outlier_ratio=0.0 must be a"),

@@ -873,6 +873,17 @@ def test_the_control_cost_follows_the_config_and_is_logged(tmp_path: Path, algor
     assert all(0 < share < 1 for share in shares) if gate else shares == [1.0, 1.0]
 
 
+def test_the_control_cost_coefficient_falls_on_its_schedule(tmp_path: Path):
+    """``algorithm.action_mean_coef_final``: the coefficient each collection's actor steps apply falls linearly from
+    ``action_mean_coef`` to it, c_k = c_0 + (c_final - c_0) k / K (1, 0.7, 0.4 over K = 3 from 1 to 0.1)."""
+    result = benchmarl_run(
+        tmp_path, "algorithm=shacpp", "task=vmas/transport", "experiment.max_n_iters=3",
+        "algorithm.action_mean_coef=1", "algorithm.action_mean_coef_final=0.1", *TINY,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scalar(tmp_path, "train_agents_action_mean_weight") == pytest.approx([1.0, 0.7, 0.4], abs=1e-6)
+
+
 def test_actor_steps_above_the_skip_norm_are_skipped_and_counted(tmp_path: Path):
     """``algorithm.actor_skip_grad_norm`` below every gradient's norm: each of SHAC++'s actor steps is skipped and
     counted (the count is cumulative)."""

@@ -55,6 +55,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "lr_final": (check_positive, "It is the rate lr_schedule=linear ends at, or null for SHAC's 1e-5."),
     "action_bound_coef": (check_non_negative, "It weighs the action-bound penalty (paper: 1; 0 disables it)."),
     "action_mean_coef": (check_non_negative, "It weighs the control cost on the policy mean (0 disables it)."),
+    "action_mean_coef_final": (
+        check_non_negative, "It is the control cost's last coefficient, or null for a fixed one."
+    ),
     "action_mean_gate": (check_non_negative, "It bounds |h| / ḡ where the control cost applies (0: everywhere)."),
     "actor_lr": (check_positive, "It is the actor's Adam learning rate (paper: 1e-3)."),
     "critic_lr": (check_positive, "It is the critic's Adam learning rate (paper: 1e-3), or null for experiment.lr."),
@@ -124,8 +127,8 @@ LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
-    "model_surprise_steps", "action_std_final", "lr_final", "actor_max_mean_change", "actor_skip_grad_norm",
-    "actor_grad_outlier_ratio", "world_gradient_growth",
+    "model_surprise_steps", "action_std_final", "action_mean_coef_final", "lr_final", "actor_max_mean_change",
+    "actor_skip_grad_norm", "actor_grad_outlier_ratio", "world_gradient_growth",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
@@ -161,6 +164,12 @@ def check_algorithm_config(config: ShacConfig) -> None:
         raise ValueError(
             "algorithm.action_mean_relative=true scales the control cost, which algorithm.action_mean_coef=0 turns "
             "off: set action_mean_coef > 0 (e.g. 1), or action_mean_relative=false."
+        )
+    if config.action_mean_coef_final is not None and not config.action_mean_coef:
+        raise ValueError(
+            f"algorithm.action_mean_coef_final={config.action_mean_coef_final} is where the control cost's "
+            "coefficient falls to, but algorithm.action_mean_coef=0 turns the cost off: set action_mean_coef > 0 "
+            "(e.g. 1), or action_mean_coef_final=null."
         )
     if config.action_mean_gate and not config.action_mean_relative:
         raise ValueError(

@@ -98,6 +98,10 @@ class Shac(Algorithm):
             into a wall, not one on its way to a goal); 0 (the default) reaches every element. At 0.1 navigation keeps
             its way to the goals, and dispersion n=3 loses the relative cost's lead at 122k
             (``benchmarks/results/learning_vs_mappo/control_cost_scale/``).
+        action_mean_coef_final: with a number, the control cost's coefficient falls linearly from
+            ``action_mean_coef`` to it over the experiment's iterations, :math:`c_k = c_0 + (c_{final} - c_0)\, k / K`
+            at collection k of K (the rates' schedule): a cost that turns the agents from the walls early and
+            leaves the precision at the goal to the return late. ``None`` (the default) keeps it fixed.
         actor_lr: the actor's Adam learning rate (paper: 1e-3).
         critic_lr: the critic's Adam learning rate (paper: 1e-3), given to BenchMARL's critic optimiser in place of
             ``experiment.lr``, whose default (5e-5) is MAPPO's; ``None`` keeps ``experiment.lr``.
@@ -160,6 +164,7 @@ class Shac(Algorithm):
         action_mean_coef: float,
         action_mean_relative: bool,
         action_mean_gate: float,
+        action_mean_coef_final: Optional[float],
         actor_lr: float,
         critic_lr: Optional[float],
         actor_max_grad_norm: float,
@@ -187,6 +192,7 @@ class Shac(Algorithm):
         self.action_mean_coef = action_mean_coef
         self.action_mean_relative = action_mean_relative
         self.action_mean_gate = action_mean_gate
+        self.action_mean_coef_final = action_mean_coef_final
         self.actor_lr = actor_lr
         self.critic_lr = critic_lr
         self.actor_max_grad_norm = actor_max_grad_norm
@@ -415,6 +421,8 @@ class Shac(Algorithm):
 
     def on_batch_collected(self, batch: TensorDictBase) -> None:
         scheduled = self._decay_learning_rates() if self.lr_schedule == "linear" else {}
+        if self.action_mean_coef_final is not None:
+            self._decay_action_mean_coef()
         logs = self.update(batch)
         logs.update(scheduled)
         logs.update({f"train/{group}/skipped_critic_steps": n for group, n in self.skipped_critic_steps.items()})
@@ -435,6 +443,15 @@ class Shac(Algorithm):
             for module in self.get_policy_for_loss(group).modules():
                 if isinstance(module, AddStateIndependentNormalScale):
                     module.state_independent_scale.fill_(math.log(action_std))
+
+    def _decay_action_mean_coef(self) -> None:
+        """Sets the control cost's coefficient for this collection on the linear schedule from ``action_mean_coef``
+        to ``action_mean_coef_final`` (logged within ``action_mean_weight``). Like the rates, it follows from the
+        iteration count, so a resumed run goes on where it stopped."""
+        progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
+        coef = self.action_mean_coef + (self.action_mean_coef_final - self.action_mean_coef) * progress
+        for update in self.groups.values():
+            update.actor_loss.action_mean_coef = coef
 
     def _decay_learning_rates(self) -> dict[str, float]:
         """Sets the actor's and the critic's rates for this collection on SHAC's linear schedule and returns the
@@ -507,6 +524,7 @@ class ShacConfig(AlgorithmConfig):
     action_mean_coef: float = 0.0
     action_mean_relative: bool = False
     action_mean_gate: float = 0.0
+    action_mean_coef_final: Optional[float] = None
     actor_lr: float = 1e-3
     critic_lr: Optional[float] = 1e-3
     actor_max_grad_norm: float = 1.0
