@@ -359,6 +359,9 @@ def test_gated_control_cost_reaches_only_credited_elements_whose_action_has_a_sm
     torch.testing.assert_close(penalty, 0.5 * 0.45 * (loc.detach().pow(2) * expected).sum() / 6)
     penalty.backward()
     torch.testing.assert_close(loc.grad, 0.5 * 0.45 * 2 * loc.detach() * expected / 6)
+    for absent in (window.exclude(("agents", "action")), window.copy().set(("agents", "action"), action.detach())):
+        with pytest.raises(ValueError, match="set_keys\\(action=...\\) to the reparameterised action"):
+            loss.return_gradients(absent, (weights * action).sum())  # not silently ungated
     loss.action_mean_gate = 0.0
     assert loss.return_gradients(window, (weights * action).sum())[1] is None  # no gate: no action gradient, no mask
     assert loss.action_mean_mask(window, action_gradient) is None

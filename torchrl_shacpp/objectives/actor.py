@@ -114,8 +114,9 @@ class SHACActorLoss(LossModule):
             :math:`\bar g \leftarrow m \bar g + (1 - m) \operatorname{mean}_i |g_i|` (the first window with a
             gradient sets it). Defaults to 0.9.
         action_mean_gate (float): :math:`\tau`: with ``action_mean_relative``, the cost reaches only the mean
-            elements whose action's return gradient is below :math:`\tau \bar g` (all of them where the actions
-            carry no graph). Defaults to 0 (no gate: every element).
+            elements whose action's return gradient is below :math:`\tau \bar g`; it reads the reparameterised
+            action under the ``action`` key, and refuses a window whose action is missing or carries no graph.
+            Defaults to 0 (no gate: every element).
         reward_model (TensorDictModule, optional): reads a transition's observation / action / next-observation
             keys and writes ``predicted_reward`` (SHAC+, SHAC++).
         world_model (TensorDictModule, optional): reads the window's observations and actions and writes the
@@ -294,8 +295,16 @@ class SHACActorLoss(LossModule):
         if not self.action_mean_relative or not loc.requires_grad:
             return None, None
         inputs = [loc]
-        action = tensordict.get(self.tensor_keys.action, None) if self.action_mean_gate else None
-        if action is not None and action.requires_grad:
+        if self.action_mean_gate:
+            action = tensordict.get(self.tensor_keys.action, None)
+            if action is None or not action.requires_grad:
+                # Without it the gate would pass every element: the ungated cost, silently.
+                raise ValueError(
+                    f"action_mean_gate={self.action_mean_gate} reads the return's gradient w.r.t. the action taken, "
+                    f"but the window's {self.tensor_keys.action!r} is "
+                    f"{'missing' if action is None else 'not differentiable'}: set_keys(action=...) to the "
+                    "reparameterised action the rewards read, or action_mean_gate=0."
+                )
             inputs.append(action)
         # An action the rewards and the bootstrap do not read (no contact on wheel) has a zero gradient, not none.
         gradients = torch.autograd.grad(loss_actor, inputs, retain_graph=True, materialize_grads=True)
