@@ -446,12 +446,17 @@ class Shac(Algorithm):
                 if isinstance(module, AddStateIndependentNormalScale):
                     module.state_independent_scale.fill_(math.log(action_std))
 
+    def _on_linear_schedule(self, initial: float, final: float) -> float:
+        r"""This collection's value on a linear schedule over the experiment's K collections,
+        :math:`x_k = x_0 + (x_{final} - x_0)\, k / K` at collection k (the rates' and the control cost's)."""
+        progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
+        return initial + (final - initial) * progress
+
     def _decay_action_mean_coef(self) -> None:
         """Sets the control cost's coefficient for this collection on the linear schedule from ``action_mean_coef``
         to ``action_mean_coef_final`` (logged within ``action_mean_weight``). Like the rates, it follows from the
         iteration count, so a resumed run goes on where it stopped."""
-        progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
-        coef = self.action_mean_coef + (self.action_mean_coef_final - self.action_mean_coef) * progress
+        coef = self._on_linear_schedule(self.action_mean_coef, self.action_mean_coef_final)
         for update in self.groups.values():
             update.actor_loss.action_mean_coef = coef
 
@@ -459,10 +464,9 @@ class Shac(Algorithm):
         """Sets the actor's and the critic's rates for this collection on SHAC's linear schedule and returns the
         actors' for the log. They follow from the iteration count rather than from a stepped scheduler, so a resumed
         run goes on where it stopped."""
-        progress = self.experiment.n_iters_performed / self.experiment_config.get_max_n_iters(self.on_policy)
-        actor_lr = self.actor_lr + (self.lr_final - self.actor_lr) * progress
+        actor_lr = self._on_linear_schedule(self.actor_lr, self.lr_final)
         initial_critic_lr = self.experiment_config.lr if self.critic_lr is None else self.critic_lr
-        critic_lr = initial_critic_lr + (self.lr_final - initial_critic_lr) * progress
+        critic_lr = self._on_linear_schedule(initial_critic_lr, self.lr_final)
         for group, update in self.groups.items():
             optimizers = [(update.actor_step.optimizer, actor_lr)]
             optimizers += [(optimizer, critic_lr) for optimizer in self.experiment.optimizers[group].values()]
