@@ -498,6 +498,42 @@ def test_experiment_presets_for_python_users():
         experiment_config("paper")
 
 
+# The dispersion n=3 commands measured in benchmarks/results/learning_vs_mappo/control_cost_scale/ (session 63; the
+# run-control overrides left out: checkpoint interval, early stopping, loggers, rendering).
+DISPERSION_N3_MODELS = [
+    "task=vmas/dispersion_paper", "task.n_agents=3", "model=layers/slot_set", "model.slots=[4,3]",
+    "model.hidden_size=64", "model.num_cells=[64]", "model@critic_model=layers/transformer",
+    "experiment.evaluation_episodes=128", "experiment.evaluation_deterministic_actions=true",
+]  # fmt: skip
+DISPERSION_N3_SHACPP = [
+    *DISPERSION_N3_MODELS, "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.on_policy_n_envs_per_worker=64",
+    "experiment.on_policy_collected_frames_per_batch=2048", "experiment.on_policy_minibatch_size=512",
+    "experiment.on_policy_n_minibatch_iters=16", "experiment.evaluation_interval=61440",
+    "experiment.max_n_frames=368640", "algorithm.reward_slots=[4,3]", "algorithm.critic_slots=[4,3]",
+    "algorithm.critic_centralised=false", "algorithm.actor_value_gradient=30",
+    "algorithm.world_detached_features=integer", "algorithm.action_mean_coef=1", "algorithm.action_mean_relative=true",
+    "algorithm.action_mean_coef_final=0.1",
+]  # fmt: skip
+
+
+def test_dispersion_n3_presets_compose_the_measured_commands():
+    """``+preset=dispersion_n3_shacpp`` is, key for key, the SHAC++ command measured ahead of MAPPO, and
+    ``algorithm=mappo +preset=dispersion_n3`` gives MAPPO the same task, policy, critic, evaluation and frames, at its
+    own experiment's collections (a SHAC++ evaluation interval would not divide them)."""
+    with initialize_config_module(config_module="benchmarl.conf", version_base=None):
+        preset = compose(config_name="config", overrides=["+preset=dispersion_n3_shacpp"])
+        measured = compose(config_name="config", overrides=DISPERSION_N3_SHACPP)
+        mappo = compose(config_name="config", overrides=["algorithm=mappo", "+preset=dispersion_n3"])
+        mappo_by_hand = compose(config_name="config", overrides=[
+            *DISPERSION_N3_MODELS, "algorithm=mappo", "experiment.max_n_frames=368640", "experiment.loggers=[csv]",
+            "experiment.render=false",
+        ])  # fmt: skip
+    assert OmegaConf.to_container(preset) == OmegaConf.to_container(measured)
+    assert OmegaConf.to_container(mappo) == OmegaConf.to_container(mappo_by_hand)
+    assert mappo.experiment.evaluation_interval % mappo.experiment.on_policy_collected_frames_per_batch == 0
+    assert preset.experiment.evaluation_interval % preset.experiment.on_policy_collected_frames_per_batch == 0
+
+
 def test_transformer_config_loads_from_the_package_yaml():
     assert TransformerConfig.get_from_yaml() == TransformerConfig()
 

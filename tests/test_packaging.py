@@ -1,5 +1,5 @@
-"""The wheel carries the BenchMARL configs: after a non-editable install, ``algorithm=shacpp`` resolves, and so does the
-comparison's config with its scale and training presets."""
+"""The wheel carries the BenchMARL configs: after a non-editable install, ``algorithm=shacpp`` resolves, and so do the
+comparison's config with its scale and training presets and the task presets (``+preset=...``)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ RESOLVE = textwrap.dedent(
     with initialize_config_module(config_module="benchmarl.conf", version_base=None):
         config = compose(config_name="config", overrides=["algorithm=shacpp", "task=vmas/dispersion_paper"])
         comparison = compose(config_name="comparison", overrides=["algorithm=shacpp", "task=vmas/transport"])
+        preset = compose(config_name="config", overrides=["+preset=dispersion_n3_shacpp"])
     print(torchrl_shacpp.__file__)
     envs = comparison.experiment.on_policy_n_envs_per_worker
-    print(config.algorithm.world_bins, config.task.agent_start_radius, envs)
+    print(config.algorithm.world_bins, config.task.agent_start_radius, envs, preset.algorithm.action_mean_coef_final)
     """
 )
 
@@ -49,4 +50,4 @@ def test_wheel_installed_in_a_fresh_virtualenv_resolves_the_algorithms(tmp_path:
     assert result.returncode == 0, result.stderr[-3000:]
     location, values = result.stdout.strip().splitlines()[-2:]
     assert Path(location).is_relative_to(site)
-    assert values == "25 0.05 8"  # the comparison's SHAC++ trains under experiment=shacpp_cpu
+    assert values == "25 0.05 8 0.1"  # the comparison's SHAC++ trains under experiment=shacpp_cpu
