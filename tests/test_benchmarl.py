@@ -379,13 +379,19 @@ def test_shac_and_shacp_checkpoints_restore(tmp_path: Path, algorithm):
     assert saved.keys() == loaded.keys() and tensors and all(torch.equal(saved[key], loaded[key]) for key in tensors)
 
 
-@pytest.mark.parametrize("world_rollout, world_steps", [("spliced", 300), ("one_pass", None)])
-def test_spliced_world_model_trains_on_its_own_budget_by_default(tmp_path: Path, world_rollout: str, world_steps):
-    """The spliced world model trains 300 minibatches per cool-down by default, however small its cache; the reward
-    model, and the paper's one-pass world model, train on the cool-down's passes."""
+@pytest.mark.parametrize(
+    "world_rollout, world_steps, epochs_only", [("spliced", 300, False), ("one_pass", None, True)]
+)
+def test_world_models_train_on_their_own_budgets_by_default(
+    tmp_path: Path, world_rollout: str, world_steps: int | None, epochs_only: bool
+):
+    """The spliced world model trains 300 minibatches per cool-down by default, however small its cache; the paper's
+    one-pass world model, whose minibatches are windows, on the paper's passes; the reward model on the cool-down's
+    budget (``model_steps``)."""
     experiment = tiny_experiment(ShacppConfig(world_rollout=world_rollout), tmp_path, max_n_iters=1)
     models = {model.name: model for model in experiment.algorithm.update.groups["agents"].models}
-    assert models["world"].steps == world_steps and models["reward"].steps is None
+    assert (models["world"].steps, models["world"].epochs_only) == (world_steps, epochs_only)
+    assert models["reward"].steps is None and not models["reward"].epochs_only
 
 
 def test_shac_gradient_reaches_the_policy_every_window_through_the_simulator(tmp_path: Path):

@@ -263,6 +263,30 @@ def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
         LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
 
 
+def test_a_model_on_epochs_only_passes_over_its_cache_whatever_the_cooldowns_budgets():
+    """``epochs_only`` (the paper's one-pass world model, whose items are whole windows) trains on the cool-down's
+    ``epochs`` passes through its first trainings and a surprised one, where a model that follows the cool-down takes
+    ``first_steps``, ``steps`` and ``surprise_steps``; it refuses a budget of its own beside."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, epochs=2, steps=9, first_steps=(7,), surprise_steps=11, surprise_ratio=1.0)
+    passes, follows = (
+        LearnedModel(name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1,
+                     epochs_only=epochs_only)
+        for name, epochs_only in (("world", True), ("reward", False))
+    )  # fmt: skip
+    calls = {passes: [], follows: []}
+    for model in calls:
+        model.store(items(torch.rand(12)))
+        for _ in range(3):
+            model.fit(cooldown)
+            calls[model].append(model.loss.calls - sum(calls[model]))
+            model.new_data_losses = [2 * model.last_loss]  # a surprise of 2 before the next training
+    assert calls[passes] == [2 * math.ceil(len(passes.cache) / 5)] * 3 and calls[follows] == [7, 11, 11]
+    with pytest.raises(ValueError, match="steps=9 and epochs_only=True"):
+        LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=9,
+                     epochs_only=True)  # fmt: skip
+
+
 def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budget_keeps_it():
     """``first_steps`` sets the budget of each of the first trainings of a model that follows the cool-down (SHAC+'s
     and SHAC++'s ``model_first_steps``); the trainings after take the cool-down's ``steps``, and a model given its own

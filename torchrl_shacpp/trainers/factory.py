@@ -192,8 +192,8 @@ def make_learners(
             whose model's surprise reaches ``model_surprise_ratio`` (:class:`CoolDown`'s ``steps``, ``first_steps``,
             ``surprise_steps``, ``surprise_ratio``; paper: none).
         world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
-            ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model trains on
-            those).
+            ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model, whose
+            minibatches are whole windows, trains on the ``model_epochs`` passes).
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -275,7 +275,7 @@ def make_learners(
             world_loss.set_keys(observation=observation_key)
             world = learned(
                 "world", world_loss, cache(world_cache_size or cache_size, world_bins),
-                functools.partial(world_items, **keys), window_length=window_length,
+                functools.partial(world_items, **keys), window_length=window_length, epochs_only=True,
             )  # fmt: skip
         source = LearnedWorldGradient(
             world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),

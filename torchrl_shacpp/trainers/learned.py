@@ -69,6 +69,10 @@ class LearnedModel:
             window of another length (the short last window of a batch) is not cached. ``None`` caches every window.
         steps: minibatches per training of this model, instead of the cool-down's budget (its ``epochs`` passes,
             ``steps`` or ``first_steps``); ``None`` keeps the cool-down's.
+        epochs_only: train on the cool-down's ``epochs`` passes whatever its minibatch budgets (``steps``,
+            ``first_steps``, ``surprise_steps``): the paper's one-pass world model, whose items are whole windows, so
+            that a budget in minibatches costs ``window_length`` times what it costs a model of transitions, and,
+            while the cache holds fewer windows than a minibatch, a pass over all of it at every step.
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
@@ -82,6 +86,7 @@ class LearnedModel:
         lr: float,
         window_length: int | None = None,
         steps: int | None = None,
+        epochs_only: bool = False,
         **adam_kwargs: Any,
     ) -> None:
         if len(loss.out_keys) != 1:
@@ -91,7 +96,12 @@ class LearnedModel:
         self.window_length = window_length
         if steps is not None:
             check_count("steps", steps, hint=f"It is the {name} model's minibatches per training, or None.")
-        self.steps = steps
+        if steps is not None and epochs_only:
+            raise ValueError(
+                f"The {name} model was given steps={steps} and epochs_only=True: a budget of its own in minibatches, "
+                "or the cool-down's passes; pass one of them."
+            )
+        self.steps, self.epochs_only = steps, epochs_only
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
         self.dropped_items = 0
         self.trainings = 0
@@ -152,10 +162,12 @@ class LearnedModel:
 
     def fit(self, cooldown: CoolDown) -> float:
         """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training` at
-        this model's :attr:`surprise`; :attr:`steps` of them, if set); returns the mean minibatch loss (NaN if
-        none). A training of at least one minibatch is counted in :attr:`trainings`, and starts a new measure of
-        the surprise."""
-        if self.steps is None:
+        this model's :attr:`surprise`; :attr:`steps` of them, if set; its ``epochs`` passes with ``epochs_only``);
+        returns the mean minibatch loss (NaN if none). A training of at least one minibatch is counted in
+        :attr:`trainings`, and starts a new measure of the surprise."""
+        if self.epochs_only:
+            cooldown = dataclasses.replace(cooldown, steps=None, first_steps=(), surprise_steps=None)
+        elif self.steps is None:
             cooldown = cooldown.for_training(self.trainings, self.surprise)
         else:
             cooldown = dataclasses.replace(cooldown, steps=self.steps)

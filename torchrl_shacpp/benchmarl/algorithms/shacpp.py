@@ -60,17 +60,19 @@ class Shacpp(Shacp):
         world_bins: return bins of the one-pass world cache (paper: 25); the spliced model's cache is uniform.
         world_model_steps: minibatches per training of the spliced world model instead of the cool-down's
             ``model_epochs`` passes or ``model_steps`` (``None``: those, as the paper's; the one-pass model always
-            trains on those). The default 300 is the paper's budget once its cache is full (10 passes over 30,000
-            transitions in minibatches of 1,000), given from the first training on, where the paper's passes over the
-            small early cache are a few dozen minibatches: after 20k frames the world model has taken 2,400 steps
-            instead of 960. At the paper's scale (512 envs) the cache is full before the first training, and the
-            two coincide. On balance (the line centred) the actor leaves the initial dropped-package plateau sooner
-            (``benchmarks/results/learning_vs_mappo/balance_centred/``). The cool-down's other models (the reward
-            model; with those options the one-pass world model and the cached critic) train on 300 minibatches per
-            training by default too (``model_steps``; ``None``: the paper's passes, as SHAC+'s): with the replayed
-            actor steps SHAC++ then solved dispersion n=1 after 46k ± 10k frames against 80k ± 12k, and the reward
-            model, fitting navigation's goal shaping beside its rare collision penalties, stops SHAC++ unlearning
-            navigation (``benchmarks/results/navigation_reward_model.md``).
+            trains on the paper's ``model_epochs`` passes: its minibatches are up to 1,000 windows of 32 steps, and on
+            300 of them per training from the first, SHAC++ one-pass on sampling n=3 took 310 s per cool-down at its
+            60th window, ``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``). The default 300 is the paper's
+            budget once its cache is full (10 passes over 30,000 transitions in minibatches of 1,000), given from the
+            first training on, where the paper's passes over the small early cache are a few dozen minibatches: after
+            20k frames the world model has taken 2,400 steps instead of 960. At the paper's scale (512 envs) the cache
+            is full before the first training, and the two coincide. On balance (the line centred) the actor leaves the
+            initial dropped-package plateau sooner (``benchmarks/results/learning_vs_mappo/balance_centred/``). The
+            cool-down's other models (the reward model; with its option the cached critic) train on 300 minibatches per
+            training by default too (``model_steps``; ``None``: the paper's passes, as SHAC+'s): with the replayed actor
+            steps SHAC++ then solved dispersion n=1 after 46k ± 10k frames against 80k ± 12k, and the reward model,
+            fitting navigation's goal shaping beside its rare collision penalties, stops SHAC++ unlearning navigation
+            (``benchmarks/results/navigation_reward_model.md``).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
@@ -161,7 +163,9 @@ class Shacpp(Shacp):
         )  # fmt: skip
 
     def _one_pass_world(self, group: str) -> tuple[LearnedModel, TensorDictModule]:
-        """The paper's world model, trained on whole windows from its cache of ``world_cache_size`` windows."""
+        """The paper's world model, trained on whole windows from its cache of ``world_cache_size`` windows, on the
+        paper's ``model_epochs`` passes whatever ``model_steps`` gives the other models (a minibatch of up to
+        ``model_minibatch_size`` windows costs 32 times one of transitions)."""
         loss = WorldModelLoss(networks.world_model(self, group, self.world_horizon, **self.world_sizes))
         loss.set_keys(observation=(group, "observation"))
         capacity = self.world_cache_size
@@ -169,7 +173,7 @@ class Shacpp(Shacp):
             capacity = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.world_horizon)
         items = functools.partial(world_items, **self.transition_keys(group))
         world = self.learned_model(
-            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon
+            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon, epochs_only=True
         )
         return world, loss.world_model
 
