@@ -263,28 +263,37 @@ def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
         LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
 
 
+def counting_model(name: str, **kwargs) -> LearnedModel:
+    """A model on a :class:`CountingLoss`, with a cache of 12 items in 3 bins and minibatches of 5."""
+    return LearnedModel(
+        name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1, **kwargs
+    )
+
+
+def minibatches_per_training(model: LearnedModel, cooldown: CoolDown, trainings: int, surprise: float = math.nan):
+    """Caches 12 random items in ``model``, trains it ``trainings`` times on ``cooldown`` and returns each training's
+    minibatches; before each next training its loss on new data is ``surprise`` times its last training's."""
+    model.store(items(torch.rand(12)))
+    calls = []
+    for _ in range(trainings):
+        before = model.loss.calls
+        model.fit(cooldown)
+        calls.append(model.loss.calls - before)
+        model.new_data_losses = [] if math.isnan(surprise) else [surprise * model.last_loss]
+    return calls
+
+
 def test_a_model_on_epochs_only_passes_over_its_cache_whatever_the_cooldowns_budgets():
     """``epochs_only`` (the paper's one-pass world model, whose items are whole windows) trains on the cool-down's
     ``epochs`` passes through its first trainings and a surprised one, where a model that follows the cool-down takes
     ``first_steps``, ``steps`` and ``surprise_steps``; it refuses a budget of its own beside."""
     torch.manual_seed(0)
     cooldown = CoolDown(every=1, epochs=2, steps=9, first_steps=(7,), surprise_steps=11, surprise_ratio=1.0)
-    passes, follows = (
-        LearnedModel(name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1,
-                     epochs_only=epochs_only)
-        for name, epochs_only in (("world", True), ("reward", False))
-    )  # fmt: skip
-    calls = {passes: [], follows: []}
-    for model in calls:
-        model.store(items(torch.rand(12)))
-        for _ in range(3):
-            model.fit(cooldown)
-            calls[model].append(model.loss.calls - sum(calls[model]))
-            model.new_data_losses = [2 * model.last_loss]  # a surprise of 2 before the next training
-    assert calls[passes] == [2 * math.ceil(len(passes.cache) / 5)] * 3 and calls[follows] == [7, 11, 11]
+    passes = counting_model("world", epochs_only=True)
+    assert minibatches_per_training(passes, cooldown, 3, surprise=2) == [2 * math.ceil(len(passes.cache) / 5)] * 3
+    assert minibatches_per_training(counting_model("reward"), cooldown, 3, surprise=2) == [7, 11, 11]
     with pytest.raises(ValueError, match="steps=9 and epochs_only=True"):
-        LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=9,
-                     epochs_only=True)  # fmt: skip
+        counting_model("world", steps=9, epochs_only=True)
 
 
 def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budget_keeps_it():
@@ -294,22 +303,13 @@ def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budge
     torch.manual_seed(0)
     cooldown = CoolDown(every=1, steps=2, first_steps=(7, 4))
     assert cooldown.for_training(1) == CoolDown(every=1, steps=4) and cooldown.for_training(2) is cooldown
-    follows, own_budget = (
-        LearnedModel(name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1,
-                     steps=steps)
-        for name, steps in (("reward", None), ("world", 9))
-    )  # fmt: skip
-    calls = {follows: [], own_budget: []}
-    for model in calls:
-        model.store(items(torch.rand(12)))
-        for _ in range(2):
-            model.fit(cooldown)
-            calls[model].append(model.loss.calls - sum(calls[model]))
-    resumed = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
-                           lr=0.1)  # fmt: skip
+    follows = counting_model("reward")
+    assert minibatches_per_training(follows, cooldown, 2) == [7, 4]
+    assert minibatches_per_training(counting_model("world", steps=9), cooldown, 2) == [9, 9]
+    resumed = counting_model("reward")
     resumed.load_state_dict(follows.state_dict())
     resumed.fit(cooldown)
-    assert calls[follows] == [7, 4] and resumed.loss.calls == 2 and calls[own_budget] == [9, 9]
+    assert resumed.loss.calls == 2
     with pytest.raises(ValueError, match=r"first_steps\[0\]=0"):
         CoolDown(first_steps=(0,))
 
