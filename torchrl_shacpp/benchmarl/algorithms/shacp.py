@@ -75,7 +75,7 @@ class Shacp(Shac):
             ``model_surprise_ratio``: its mean loss on the windows collected since its last training, measured before
             it trained on them, over that training's mean loss (``None``: no such budget; logged as
             ``surprise_<model>`` either way). For the models on ``model_steps`` (SHAC++'s spliced world model keeps
-            ``world_model_steps``).
+            ``world_model_steps``, its one-pass world model the paper's passes).
         model_surprise_ratio: the surprise that calls for ``model_surprise_steps``.
         model_minibatch_size: model minibatch size (paper: 1,000).
         model_lr: the learned models' Adam learning rate (paper: 1e-3).
