@@ -245,28 +245,10 @@ class CountingLoss(LossModule):
         return TensorDict({"loss": (self.weight - batch["score"]).pow(2).mean()}, [])
 
 
-def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
-    """A model given ``steps`` (SHAC++'s ``world_model_steps``) trains on that many minibatches per training; a model
-    without trains on the cool-down's passes over its cache."""
-    torch.manual_seed(0)
-    cooldown = CoolDown(every=1, epochs=2)
-    own_budget, cooldowns = (
-        LearnedModel(name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1,
-                     steps=steps)
-        for name, steps in (("world", 9), ("reward", None))
-    )  # fmt: skip
-    for model in (own_budget, cooldowns):
-        model.store(items(torch.rand(12)))
-        model.fit(cooldown)
-    assert own_budget.loss.calls == 9 and cooldowns.loss.calls == 2 * math.ceil(len(cooldowns.cache) / 5)
-    with pytest.raises(ValueError, match="steps=0"):
-        LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
-
-
-def counting_model(name: str, **kwargs) -> LearnedModel:
+def counting_model(name: str, lr: float = 0.1, **kwargs) -> LearnedModel:
     """A model on a :class:`CountingLoss`, with a cache of 12 items in 3 bins and minibatches of 5."""
     return LearnedModel(
-        name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=0.1, **kwargs
+        name, CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window, lr=lr, **kwargs
     )
 
 
@@ -279,8 +261,21 @@ def minibatches_per_training(model: LearnedModel, cooldown: CoolDown, trainings:
         before = model.loss.calls
         model.fit(cooldown)
         calls.append(model.loss.calls - before)
-        model.new_data_losses = [] if math.isnan(surprise) else [surprise * model.last_loss]
+        if not math.isnan(surprise):
+            model.new_data_losses = [surprise * model.last_loss]
     return calls
+
+
+def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
+    """A model given ``steps`` (SHAC++'s ``world_model_steps``) trains on that many minibatches per training; a model
+    without trains on the cool-down's passes over its cache."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, epochs=2)
+    cooldowns = counting_model("reward")
+    assert minibatches_per_training(counting_model("world", steps=9), cooldown, 1) == [9]
+    assert minibatches_per_training(cooldowns, cooldown, 1) == [2 * math.ceil(len(cooldowns.cache) / 5)]
+    with pytest.raises(ValueError, match="steps=0"):
+        LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
 
 
 def test_a_model_on_epochs_only_passes_over_its_cache_whatever_the_cooldowns_budgets():
@@ -317,8 +312,7 @@ def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budge
 def test_a_models_error_on_a_new_window_is_its_loss_there_without_a_step():
     """:meth:`LearnedModel.error`, logged as ``new_data_loss_<model>`` before a window is cached: the loss on the
     window's finite items, in eval mode, with no parameter changed; NaN when the model would cache nothing of it."""
-    model = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
-                         lr=0.1)  # fmt: skip
+    model = counting_model("reward")
     model.store(items([1.0, 1.0]))
     model.fit(CoolDown(every=1, steps=3))
     weight = model.loss.weight.detach().clone()
@@ -338,15 +332,13 @@ def test_a_surprised_model_trains_on_the_surprise_budget_once():
     cooldown = CoolDown(every=1, steps=2, first_steps=(5,), surprise_steps=7, surprise_ratio=3.0)
     assert cooldown.for_training(0, surprise=10.0).steps == 5 and cooldown.for_training(1, surprise=3.0).steps == 7
     assert cooldown.for_training(1, surprise=2.9) is cooldown and cooldown.for_training(1) is cooldown  # NaN: none
-    model = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
-                         lr=1e-9)  # fmt: skip
+    model = counting_model("reward", lr=1e-9)
     model.store(items([1.0, 1.0]))
     assert math.isnan(model.surprise) and model.fit(cooldown) == pytest.approx(1.0)  # the weight stays ~0
     for scores in ([3.0], [2.0, float("nan")]):  # losses 9 and 4: mean 6.5, six and a half times the training's
         model.measure([items(scores)])
     assert model.surprise == pytest.approx(6.5)
-    resumed = LearnedModel("reward", CountingLoss(), make_stratified_cache(12, 3, batch_size=5), lambda window: window,
-                           lr=1e-9)  # fmt: skip
+    resumed = counting_model("reward", lr=1e-9)
     resumed.load_state_dict(model.state_dict())
     for trained in (model, resumed):
         calls = trained.loss.calls
