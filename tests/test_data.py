@@ -275,7 +275,7 @@ def test_a_model_with_its_own_step_budget_trains_on_it_whatever_the_cooldown():
     assert minibatches_per_training(counting_model("world", steps=9), cooldown, 1) == [9]
     assert minibatches_per_training(cooldowns, cooldown, 1) == [2 * math.ceil(len(cooldowns.cache) / 5)]
     with pytest.raises(ValueError, match="steps=0"):
-        LearnedModel("world", CountingLoss(), make_stratified_cache(12, 3), lambda window: window, lr=0.1, steps=0)
+        counting_model("world", steps=0)
 
 
 def test_a_model_on_epochs_only_passes_over_its_cache_whatever_the_cooldowns_budgets():
