@@ -78,6 +78,11 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_detached_features="flags"), "algorithm.world_detached_features='flags' must be a"),
         (lambda: ShacppConfig(world_detached_features=[-1]), "algorithm.world_detached_features[0]=-1 must be an"),
         (lambda: ShacppConfig(world_rollout="one_pass", world_detached_features="integer"), "cuts features from the"),
+        (lambda: ShacppConfig(world_model_first_epochs=[30]), "algorithm.world_model_first_epochs=[30] gives passes"),
+        (
+            lambda: ShacppConfig(world_rollout="one_pass", world_model_first_epochs=[0]),
+            "algorithm.world_model_first_epochs[0]=0 must be an integer >= 1",
+        ),
         (lambda: ShacConfig(action_std_final=0.0), "algorithm.action_std_final=0.0 must be a finite number > 0"),
         (lambda: ShacppConfig(learn_std=True, action_std_final=0.3), "algorithm.action_std_final=0.3 schedules a"),
         (lambda: ShacConfig(lr_schedule="cosine"), "algorithm.lr_schedule='cosine' must be one of 'constant'"),

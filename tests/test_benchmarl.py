@@ -394,6 +394,14 @@ def test_world_models_train_on_their_own_budgets_by_default(
     assert models["reward"].steps is None and not models["reward"].epochs_only
 
 
+def test_world_model_first_epochs_reach_the_one_pass_world_model(tmp_path: Path):
+    """``algorithm.world_model_first_epochs`` gives the one-pass world model its first trainings' passes."""
+    config = ShacppConfig(world_rollout="one_pass", world_model_first_epochs=[30, 20])
+    experiment = tiny_experiment(config, tmp_path, max_n_iters=1)
+    models = {model.name: model for model in experiment.algorithm.update.groups["agents"].models}
+    assert models["world"].first_epochs == (30, 20) and models["reward"].first_epochs == ()
+
+
 def test_shac_gradient_reaches_the_policy_every_window_through_the_simulator(tmp_path: Path):
     """Three windows in a row: the graph is cut between them (a second backward through a freed graph would raise),
     and every actor step has a finite, non-zero gradient."""

@@ -291,6 +291,26 @@ def test_a_model_on_epochs_only_passes_over_its_cache_whatever_the_cooldowns_bud
         counting_model("world", steps=9, epochs_only=True)
 
 
+def test_a_model_on_epochs_only_takes_its_first_epochs_then_the_cooldowns_passes():
+    """``first_epochs`` (SHAC++'s ``world_model_first_epochs``) sets the passes of each of the first trainings of a
+    model on ``epochs_only``; the trainings after take the cool-down's ``epochs``, and the count survives a checkpoint.
+    Without ``epochs_only``, or with a count below 1, it is refused."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, epochs=2, steps=9, first_steps=(7,))
+    model = counting_model("world", epochs_only=True, first_epochs=(3, 1))
+    calls = minibatches_per_training(model, cooldown, 2)
+    per_pass = math.ceil(len(model.cache) / 5)
+    assert calls == [3 * per_pass, 1 * per_pass]
+    restored = counting_model("world", epochs_only=True, first_epochs=(3, 1))
+    restored.load_state_dict(model.state_dict())
+    calls = minibatches_per_training(restored, cooldown, 1)
+    assert calls == [2 * math.ceil(len(restored.cache) / 5)]
+    with pytest.raises(ValueError, match=r"first_epochs=\[3\] without epochs_only=True"):
+        counting_model("world", first_epochs=(3,))
+    with pytest.raises(ValueError, match=r"first_epochs\[0\]=0 must be an integer >= 1"):
+        counting_model("world", epochs_only=True, first_epochs=(0,))
+
+
 def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budget_keeps_it():
     """``first_steps`` sets the budget of each of the first trainings of a model that follows the cool-down (SHAC+'s
     and SHAC++'s ``model_first_steps``); the trainings after take the cool-down's ``steps``, and a model given its own

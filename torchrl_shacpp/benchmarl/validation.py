@@ -104,6 +104,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
     "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),
     "world_model_steps": (check_count, "It is the spliced world model's minibatches per training, or null."),
+    "world_model_first_epochs": (
+        check_counts, "It lists the one-pass world model's passes in its first trainings, before model_epochs."
+    ),
     "world_bins": (check_count, "It is the number of return bins of the world cache (paper: 25)."),
     "value_bins": (check_count, "It is the number of λ-target bins of the critic's cache (paper: 9)."),
     "world_num_layers": (check_count, "It is the world model's number of layers (paper: 3)."),
@@ -212,6 +215,12 @@ def check_algorithm_config(config: ShacConfig) -> None:
             f"algorithm.world_detached_features={detached_features} cuts features from the spliced world model's "
             f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
             "world_detached_features=null."
+        )
+    if getattr(config, "world_model_first_epochs", None) and config.world_rollout != "one_pass":
+        raise ValueError(
+            f"algorithm.world_model_first_epochs={list(config.world_model_first_epochs)} gives passes to the one-pass "
+            f"world model's first trainings; algorithm.world_rollout={config.world_rollout!r} trains on "
+            "world_model_steps minibatches: set world_rollout=one_pass, or world_model_first_epochs=[]."
         )
     caches = [("reward_bins", "cache_size")]
     if getattr(config, "critic_from_cache", False):

@@ -138,6 +138,7 @@ def make_learners(
     model_surprise_steps: int | None = None,
     model_surprise_ratio: float = 3.0,
     world_model_steps: int | None = None,
+    world_model_first_epochs: Sequence[int] = (),
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
     actor_waits_for_models: bool = False,
@@ -194,6 +195,8 @@ def make_learners(
         world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
             ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model, whose
             minibatches are whole windows, trains on the ``model_epochs`` passes).
+        world_model_first_epochs: the passes of each of the first trainings of SHAC++'s one-pass world model, instead
+            of ``model_epochs`` (:class:`LearnedModel`'s ``first_epochs``).
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -207,6 +210,11 @@ def make_learners(
         raise ValueError(
             f"world_detached_features={world_detached_features} cuts features from the Jacobians of SHAC++'s spliced "
             "world model: use algorithm='shacpp' with world_rollout='spliced', or leave it None."
+        )
+    if world_model_first_epochs and (algorithm != "shacpp" or world_rollout != "one_pass"):
+        raise ValueError(
+            f"world_model_first_epochs={list(world_model_first_epochs)} gives passes to the first trainings of "
+            "SHAC++'s one-pass world model: use algorithm='shacpp' with world_rollout='one_pass', or leave it empty."
         )
     if actor_grad_outlier_ratio is not None and algorithm != "shacpp":
         raise ValueError(
@@ -276,6 +284,7 @@ def make_learners(
             world = learned(
                 "world", world_loss, cache(world_cache_size or cache_size, world_bins),
                 functools.partial(world_items, **keys), window_length=window_length, epochs_only=True,
+                first_epochs=world_model_first_epochs,
             )  # fmt: skip
         source = LearnedWorldGradient(
             world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),

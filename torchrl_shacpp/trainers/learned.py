@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from torch.profiler import record_function
 from torchrl.data import ReplayBuffer
 from torchrl.objectives import LossModule
 
-from torchrl_shacpp.checks import check_count, check_positive
+from torchrl_shacpp.checks import check_count, check_counts, check_positive
 from torchrl_shacpp.data import finite_items
 from torchrl_shacpp.optim import FiniteGradientStep, load_state_keeping_rates
 from torchrl_shacpp.trainers.cooldown import CoolDown
@@ -73,6 +73,9 @@ class LearnedModel:
             ``first_steps``, ``surprise_steps``): the paper's one-pass world model, whose items are whole windows, so
             that a budget in minibatches costs ``window_length`` times what it costs a model of transitions, and,
             while the cache holds fewer windows than a minibatch, a pass over all of it at every step.
+        first_epochs: with ``epochs_only``, the passes of this model's first ``len(first_epochs)`` trainings, one entry
+            each, instead of the cool-down's ``epochs`` (the one-pass world model's early budget: its fit on the
+            small early cache is what the actor's gradient through it waits for).
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
@@ -87,6 +90,7 @@ class LearnedModel:
         window_length: int | None = None,
         steps: int | None = None,
         epochs_only: bool = False,
+        first_epochs: Sequence[int] = (),
         **adam_kwargs: Any,
     ) -> None:
         if len(loss.out_keys) != 1:
@@ -101,7 +105,13 @@ class LearnedModel:
                 f"The {name} model was given steps={steps} and epochs_only=True: a budget of its own in minibatches, "
                 "or the cool-down's passes; pass one of them."
             )
-        self.steps, self.epochs_only = steps, epochs_only
+        check_counts("first_epochs", first_epochs, hint=f"It lists the passes of the {name} model's first trainings.")
+        if first_epochs and not epochs_only:
+            raise ValueError(
+                f"The {name} model was given first_epochs={list(first_epochs)} without epochs_only=True: its budgets "
+                "are the cool-down's (first_steps for its first trainings); pass epochs_only=True, or no first_epochs."
+            )
+        self.steps, self.epochs_only, self.first_epochs = steps, epochs_only, tuple(first_epochs)
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
         self.dropped_items = 0
         self.trainings = 0
@@ -162,11 +172,15 @@ class LearnedModel:
 
     def fit(self, cooldown: CoolDown) -> float:
         """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training` at
-        this model's :attr:`surprise`; :attr:`steps` of them, if set; its ``epochs`` passes with ``epochs_only``);
-        returns the mean minibatch loss (NaN if none). A training of at least one minibatch is counted in
-        :attr:`trainings`, and starts a new measure of the surprise."""
+        this model's :attr:`surprise`; :attr:`steps` of them, if set; its ``epochs`` passes with ``epochs_only``, or
+        ``first_epochs[trainings]`` while there is such an entry); returns the mean minibatch loss (NaN if none). A
+        training of at least one minibatch is counted in :attr:`trainings`, and starts a new measure of the surprise."""
         if self.epochs_only:
-            cooldown = dataclasses.replace(cooldown, steps=None, first_steps=(), surprise_steps=None)
+            first = self.trainings < len(self.first_epochs)
+            cooldown = dataclasses.replace(
+                cooldown, epochs=self.first_epochs[self.trainings] if first else cooldown.epochs, steps=None,
+                first_steps=(), surprise_steps=None,
+            )
         elif self.steps is None:
             cooldown = cooldown.for_training(self.trainings, self.surprise)
         else:

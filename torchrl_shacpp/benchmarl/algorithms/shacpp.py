@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Optional, Tuple, Type
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Type
 
 from benchmarl.algorithms.common import Algorithm
 from tensordict.nn import TensorDictModule
@@ -73,6 +73,12 @@ class Shacpp(Shacp):
             steps SHAC++ then solved dispersion n=1 after 46k ± 10k frames against 80k ± 12k, and the reward model,
             fitting navigation's goal shaping beside its rare collision penalties, stops SHAC++ unlearning navigation
             (``benchmarks/results/navigation_reward_model.md``).
+        world_model_first_epochs: one-pass: the world model's passes in each of its first trainings, one entry each,
+            instead of ``model_epochs`` (empty: none). On sampling n=3 the actor's gradient through the one-pass model
+            left the starting level only after the model's fit (its loss at 0.010), 20-50k frames after it: with 3x
+            the paper's passes in every training the fit came by 23-26k frames and the lead by 51k, at 1.5x the wall
+            time per frame (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``); this gives the passes
+            to the first trainings only.
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
@@ -110,6 +116,7 @@ class Shacpp(Shacp):
         world_cache_size: Optional[int],
         world_bins: int,
         world_model_steps: Optional[int],
+        world_model_first_epochs: List[int],
         value_bins: int,
         world_num_layers: int,
         world_hidden_size: int,
@@ -135,6 +142,7 @@ class Shacpp(Shacp):
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
         self.world_model_steps = world_model_steps
+        self.world_model_first_epochs = world_model_first_epochs
         self.value_bins = value_bins
         self.world_sizes = dict(
             num_layers=world_num_layers,
@@ -165,7 +173,8 @@ class Shacpp(Shacp):
     def _one_pass_world(self, group: str) -> tuple[LearnedModel, TensorDictModule]:
         """The paper's world model, trained on whole windows from its cache of ``world_cache_size`` windows, on the
         paper's ``model_epochs`` passes whatever ``model_steps`` gives the other models (a minibatch of up to
-        ``model_minibatch_size`` windows costs 32 times one of transitions)."""
+        ``model_minibatch_size`` windows costs 32 times one of transitions), or ``world_model_first_epochs`` in its
+        first trainings."""
         loss = WorldModelLoss(networks.world_model(self, group, self.world_horizon, **self.world_sizes))
         loss.set_keys(observation=(group, "observation"))
         capacity = self.world_cache_size
@@ -173,7 +182,8 @@ class Shacpp(Shacp):
             capacity = max(self.world_bins, self.cache_size * PAPER_WINDOW_LENGTH // self.world_horizon)
         items = functools.partial(world_items, **self.transition_keys(group))
         world = self.learned_model(
-            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon, epochs_only=True
+            "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon,
+            epochs_only=True, first_epochs=self.world_model_first_epochs,
         )
         return world, loss.world_model
 
@@ -219,6 +229,7 @@ class ShacppConfig(ShacpConfig):
     world_cache_size: Optional[int] = None
     world_bins: int = 25
     world_model_steps: Optional[int] = 300
+    world_model_first_epochs: List[int] = field(default_factory=list)
     model_steps: Optional[int] = 300
     value_bins: int = 9
     world_num_layers: int = 3
