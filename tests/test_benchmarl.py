@@ -394,12 +394,16 @@ def test_world_models_train_on_their_own_budgets_by_default(
     assert models["reward"].steps is None and not models["reward"].epochs_only
 
 
-def test_world_model_first_epochs_reach_the_one_pass_world_model(tmp_path: Path):
-    """``algorithm.world_model_first_epochs`` gives the one-pass world model its first trainings' passes."""
-    config = ShacppConfig(world_rollout="one_pass", world_model_first_epochs=[30, 20])
+@pytest.mark.parametrize("world_rollout", ["one_pass", "spliced"])
+def test_the_world_models_own_budget_options_reach_it(tmp_path: Path, world_rollout: str):
+    """``algorithm.world_minibatch_size`` sizes the world model's minibatches and no other model's;
+    ``algorithm.world_model_first_epochs`` gives the one-pass world model its first trainings' passes."""
+    first_epochs = [30, 20] if world_rollout == "one_pass" else []
+    config = ShacppConfig(world_rollout=world_rollout, world_minibatch_size=250, world_model_first_epochs=first_epochs)
     experiment = tiny_experiment(config, tmp_path, max_n_iters=1)
     models = {model.name: model for model in experiment.algorithm.update.groups["agents"].models}
-    assert models["world"].first_epochs == (30, 20) and models["reward"].first_epochs == ()
+    assert models["world"].cache.batch_size == 250 and models["reward"].cache.batch_size == config.model_minibatch_size
+    assert models["world"].first_epochs == tuple(first_epochs) and models["reward"].first_epochs == ()
 
 
 def test_shac_gradient_reaches_the_policy_every_window_through_the_simulator(tmp_path: Path):

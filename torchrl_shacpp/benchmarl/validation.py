@@ -104,6 +104,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "model_lr": (check_positive, "It is the learned models' Adam learning rate (paper: 1e-3)."),
     "world_cache_size": (check_count, "It is the number of windows in the world cache, or null for the default."),
     "world_model_steps": (check_count, "It is the spliced world model's minibatches per training, or null."),
+    "world_minibatch_size": (check_count, "It is the world model's minibatch size, or null for model_minibatch_size."),
     "world_model_first_epochs": (
         check_counts, "It lists the one-pass world model's passes in its first trainings, before model_epochs."
     ),
@@ -129,9 +130,9 @@ EXPERIMENT_COUNTS = {
 LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
-    "window_length", "world_cache_size", "critic_lr", "model_steps", "world_model_steps", "reward_huber_delta",
-    "model_surprise_steps", "action_std_final", "action_mean_coef_final", "lr_final", "actor_max_mean_change",
-    "actor_skip_grad_norm", "actor_grad_outlier_ratio", "world_gradient_growth",
+    "window_length", "world_cache_size", "world_minibatch_size", "critic_lr", "model_steps", "world_model_steps",
+    "reward_huber_delta", "model_surprise_steps", "action_std_final", "action_mean_coef_final", "lr_final",
+    "actor_max_mean_change", "actor_skip_grad_norm", "actor_grad_outlier_ratio", "world_gradient_growth",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")

@@ -139,6 +139,7 @@ def make_learners(
     model_surprise_ratio: float = 3.0,
     world_model_steps: int | None = None,
     world_model_first_epochs: Sequence[int] = (),
+    world_minibatch_size: int | None = None,
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
     actor_waits_for_models: bool = False,
@@ -197,6 +198,8 @@ def make_learners(
             minibatches are whole windows, trains on the ``model_epochs`` passes).
         world_model_first_epochs: the passes of each of the first trainings of SHAC++'s one-pass world model, instead
             of ``model_epochs`` (:class:`LearnedModel`'s ``first_epochs``).
+        world_minibatch_size: SHAC++'s world model's minibatch size, in transitions (spliced) or windows (one-pass);
+            ``None``: ``model_minibatch_size``.
     """
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
@@ -268,7 +271,11 @@ def make_learners(
             world = learned(
                 # Transitions, sampled uniformly: stratified by reward, the model's Jacobian learned the common
                 # dynamics more slowly (benchmarks/results/shacpp_gradient_alignment.md).
-                "world", world_loss, cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
+                "world", world_loss,
+                cache(
+                    world_cache_size or cache_size, 1, score_key=("next", *reward_key),
+                    batch_size=world_minibatch_size or model_minibatch_size,
+                ),
                 functools.partial(reward_items, **keys), steps=world_model_steps,
             )  # fmt: skip
             world_module = spliced_world_model(
@@ -282,7 +289,10 @@ def make_learners(
             world_loss = WorldModelLoss(world_module)
             world_loss.set_keys(observation=observation_key)
             world = learned(
-                "world", world_loss, cache(world_cache_size or cache_size, world_bins),
+                "world", world_loss,
+                cache(
+                    world_cache_size or cache_size, world_bins, batch_size=world_minibatch_size or model_minibatch_size
+                ),
                 functools.partial(world_items, **keys), window_length=window_length, epochs_only=True,
                 first_epochs=world_model_first_epochs,
             )  # fmt: skip

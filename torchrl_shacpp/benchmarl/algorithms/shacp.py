@@ -139,17 +139,19 @@ class Shacp(Shac):
 
     def learned_model(
         self, name: str, loss: LossModule, capacity: int, bins: int, score_key: NestedKey, items,
-        uniform_share: float = 0.0, **kwargs,
+        uniform_share: float = 0.0, minibatch_size: Optional[int] = None, **kwargs,
     ) -> LearnedModel:
         """A model trained with Adam (``model_lr``) from a stratified cache of ``capacity`` items in ``bins`` bins
-        (``uniform_share`` of it random replacement); the cache has its own random generator, which checkpoints save
-        and restore with it."""
+        (``uniform_share`` of it random replacement), in minibatches of ``minibatch_size`` (default
+        ``model_minibatch_size``); the cache has its own random generator, which checkpoints save and restore with
+        it."""
         if capacity < bins:
             raise ValueError(f"The {name} cache of {capacity} items cannot hold {bins} bins; raise its size.")
         self._caches_made += 1
         generator = torch.Generator(device=self.device).manual_seed(self.experiment.seed * 1000 + self._caches_made)
         cache = make_stratified_cache(
-            capacity, bins, score_key=score_key, uniform_share=uniform_share, batch_size=self.model_minibatch_size,
+            capacity, bins, score_key=score_key, uniform_share=uniform_share,
+            batch_size=minibatch_size or self.model_minibatch_size,
             device=self.device, generator=generator,
         )  # fmt: skip
         adam = dict(eps=self.experiment_config.adam_eps, **self.experiment_config.adam_extra_kwargs)

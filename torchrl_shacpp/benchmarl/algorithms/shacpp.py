@@ -73,6 +73,9 @@ class Shacpp(Shacp):
             steps SHAC++ then solved dispersion n=1 after 46k ± 10k frames against 80k ± 12k, and the reward model,
             fitting navigation's goal shaping beside its rare collision penalties, stops SHAC++ unlearning navigation
             (``benchmarks/results/navigation_reward_model.md``).
+        world_minibatch_size: the world model's minibatch size, in windows (one-pass) or transitions (spliced);
+            ``None``: ``model_minibatch_size`` (paper: 1,000 items, which the one-pass model reads as windows: while
+            its cache holds fewer than that, every step is a pass over all of it).
         world_model_first_epochs: one-pass: the world model's passes in each of its first trainings, one entry each,
             instead of ``model_epochs`` (empty: none). On sampling n=3 the actor's gradient through the one-pass model
             left the starting level only after the model's fit (its loss at 0.010), 20-50k frames after it: with 3x
@@ -116,6 +119,7 @@ class Shacpp(Shacp):
         world_cache_size: Optional[int],
         world_bins: int,
         world_model_steps: Optional[int],
+        world_minibatch_size: Optional[int],
         world_model_first_epochs: List[int],
         value_bins: int,
         world_num_layers: int,
@@ -142,6 +146,7 @@ class Shacpp(Shacp):
         self.world_cache_size = world_cache_size
         self.world_bins = world_bins
         self.world_model_steps = world_model_steps
+        self.world_minibatch_size = world_minibatch_size
         self.world_model_first_epochs = world_model_first_epochs
         self.value_bins = value_bins
         self.world_sizes = dict(
@@ -183,7 +188,7 @@ class Shacpp(Shacp):
         items = functools.partial(world_items, **self.transition_keys(group))
         world = self.learned_model(
             "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon,
-            epochs_only=True, first_epochs=self.world_model_first_epochs,
+            epochs_only=True, first_epochs=self.world_model_first_epochs, minibatch_size=self.world_minibatch_size,
         )
         return world, loss.world_model
 
@@ -199,6 +204,7 @@ class Shacpp(Shacp):
         world = self.learned_model(
             "world", loss, self.world_cache_size or self.cache_size, 1, ("next", *keys["reward_key"]),
             functools.partial(reward_items, **keys), steps=self.world_model_steps,
+            minibatch_size=self.world_minibatch_size,
         )  # fmt: skip
         return world, spliced
 
@@ -229,6 +235,7 @@ class ShacppConfig(ShacpConfig):
     world_cache_size: Optional[int] = None
     world_bins: int = 25
     world_model_steps: Optional[int] = 300
+    world_minibatch_size: Optional[int] = None
     world_model_first_epochs: List[int] = field(default_factory=list)
     model_steps: Optional[int] = 300
     value_bins: int = 9
