@@ -77,11 +77,11 @@ class Shacpp(Shacp):
             ``None``: ``model_minibatch_size`` (paper: 1,000 items, which the one-pass model reads as windows: while
             its cache holds fewer than that, every step is a pass over all of it).
         world_model_first_epochs: one-pass: the world model's passes in each of its first trainings, one entry each,
-            instead of ``model_epochs`` (empty: none). On sampling n=3 the actor's gradient through the one-pass model
-            left the starting level only after the model's fit (its loss at 0.010), 20-50k frames after it: with 3x
-            the paper's passes in every training the fit came by 23-26k frames and the lead by 51k, at 1.5x the wall
-            time per frame (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``); this gives the passes
-            to the first trainings only.
+            instead of ``model_epochs`` (empty: none). On sampling n=3, 3x the paper's passes in every training
+            (``model_epochs=30``) brought the one-pass model's rise from 61-92k frames to 31-51k on 5 of 6 seeds, at
+            1.5x the wall time per frame; 30 passes in the first 10 trainings only (to 26k frames) did not: on the
+            same seeds, identical up to then, 5.57 / 4.47 at 41k against 9.76 / 8.70
+            (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
