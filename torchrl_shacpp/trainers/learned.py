@@ -74,8 +74,7 @@ class LearnedModel:
             that a budget in minibatches costs ``window_length`` times what it costs a model of transitions, and,
             while the cache holds fewer windows than a minibatch, a pass over all of it at every step.
         first_epochs: with ``epochs_only``, the passes of this model's first ``len(first_epochs)`` trainings, one entry
-            each, instead of the cool-down's ``epochs`` (the one-pass world model's early budget: its fit on the
-            small early cache is what the actor's gradient through it waits for).
+            each, instead of the cool-down's ``epochs`` (SHAC++'s ``world_model_first_epochs``).
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
