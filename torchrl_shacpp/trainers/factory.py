@@ -264,6 +264,7 @@ def make_learners(
     value_model = None
     if algorithm == "shacpp":
         keys_of_world = dict(observation_key=observation_key, action_key=action_key)
+        world_cache = functools.partial(cache, batch_size=world_minibatch_size or model_minibatch_size)
         if world_rollout == "spliced":
             transition = TransitionWorldModel(obs_dim, action_dim)
             world_loss = TransitionModelLoss(transition_world_model(transition, **keys_of_world))
@@ -271,11 +272,7 @@ def make_learners(
             world = learned(
                 # Transitions, sampled uniformly: stratified by reward, the model's Jacobian learned the common
                 # dynamics more slowly (benchmarks/results/shacpp_gradient_alignment.md).
-                "world", world_loss,
-                cache(
-                    world_cache_size or cache_size, 1, score_key=("next", *reward_key),
-                    batch_size=world_minibatch_size or model_minibatch_size,
-                ),
+                "world", world_loss, world_cache(world_cache_size or cache_size, 1, score_key=("next", *reward_key)),
                 functools.partial(reward_items, **keys), steps=world_model_steps,
             )  # fmt: skip
             world_module = spliced_world_model(
@@ -289,10 +286,7 @@ def make_learners(
             world_loss = WorldModelLoss(world_module)
             world_loss.set_keys(observation=observation_key)
             world = learned(
-                "world", world_loss,
-                cache(
-                    world_cache_size or cache_size, world_bins, batch_size=world_minibatch_size or model_minibatch_size
-                ),
+                "world", world_loss, world_cache(world_cache_size or cache_size, world_bins),
                 functools.partial(world_items, **keys), window_length=window_length, epochs_only=True,
                 first_epochs=world_model_first_epochs,
             )  # fmt: skip
