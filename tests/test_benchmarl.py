@@ -516,8 +516,9 @@ def test_experiment_presets_for_python_users():
         experiment_config("paper")
 
 
-# The dispersion n=3 commands measured in benchmarks/results/learning_vs_mappo/control_cost_scale/ (session 63; the
-# run-control overrides left out: checkpoint interval, early stopping, loggers, rendering).
+# The commands measured at equal frames against MAPPO, the run-control overrides left out (checkpoint interval, early
+# stopping, loggers, rendering): dispersion n=3 in benchmarks/results/learning_vs_mappo/control_cost_scale/ (session
+# 63), sampling n=3 in benchmarks/results/learning_vs_mappo/sampling_n3/ (session 67).
 DISPERSION_N3_MODELS = [
     "task=vmas/dispersion_paper", "task.n_agents=3", "model=layers/slot_set", "model.slots=[4,3]",
     "model.hidden_size=64", "model.num_cells=[64]", "model@critic_model=layers/transformer",
@@ -532,20 +533,36 @@ DISPERSION_N3_SHACPP = [
     "algorithm.world_detached_features=integer", "algorithm.action_mean_coef=1", "algorithm.action_mean_relative=true",
     "algorithm.action_mean_coef_final=0.1",
 ]  # fmt: skip
+DISPERSION_N3_MAPPO = [*DISPERSION_N3_MODELS, "algorithm=mappo", "experiment.max_n_frames=368640"]
+SAMPLING_N3_MODELS = [
+    "task=vmas/sampling", "task.n_agents=3", "model=layers/transformer", "model@critic_model=layers/transformer",
+    "experiment.evaluation_episodes=128", "experiment.evaluation_deterministic_actions=true",
+]  # fmt: skip
+SAMPLING_N3_SHACPP = [
+    *SAMPLING_N3_MODELS, "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.max_n_frames=131072",
+    "experiment.evaluation_interval=10240", "algorithm.world_rollout=one_pass", "algorithm.model_epochs=30",
+    "algorithm.world_minibatch_size=100",
+]  # fmt: skip
+SAMPLING_N3_MAPPO = [
+    *SAMPLING_N3_MODELS, "algorithm=mappo", "experiment.max_n_frames=132000", "experiment.evaluation_interval=12000",
+]  # fmt: skip
 
 
-def test_dispersion_n3_presets_compose_the_measured_commands():
-    """``+preset=dispersion_n3_shacpp`` is, key for key, the SHAC++ command measured ahead of MAPPO, and
-    ``algorithm=mappo +preset=dispersion_n3`` gives MAPPO the same task, policy, critic, evaluation and frames, at its
-    own experiment's collections (a SHAC++ evaluation interval would not divide them)."""
+@pytest.mark.parametrize(
+    "task, shacpp_measured, mappo_measured",
+    [("dispersion_n3", DISPERSION_N3_SHACPP, DISPERSION_N3_MAPPO), ("sampling_n3", SAMPLING_N3_SHACPP, SAMPLING_N3_MAPPO)],
+)  # fmt: skip
+def test_task_presets_compose_the_measured_commands(task: str, shacpp_measured: list[str], mappo_measured: list[str]):
+    """``+preset=<task>_shacpp`` is, key for key, the SHAC++ command measured ahead of MAPPO, and
+    ``algorithm=mappo +preset=<task>`` gives MAPPO the same task, policy, critic, evaluation and frames, at its own
+    experiment's collections (a SHAC++ evaluation interval would not divide them)."""
     with initialize_config_module(config_module="benchmarl.conf", version_base=None):
-        preset = compose(config_name="config", overrides=["+preset=dispersion_n3_shacpp"])
-        measured = compose(config_name="config", overrides=DISPERSION_N3_SHACPP)
-        mappo = compose(config_name="config", overrides=["algorithm=mappo", "+preset=dispersion_n3"])
-        mappo_by_hand = compose(config_name="config", overrides=[
-            *DISPERSION_N3_MODELS, "algorithm=mappo", "experiment.max_n_frames=368640", "experiment.loggers=[csv]",
-            "experiment.render=false",
-        ])  # fmt: skip
+        preset = compose(config_name="config", overrides=[f"+preset={task}_shacpp"])
+        measured = compose(config_name="config", overrides=shacpp_measured)
+        mappo = compose(config_name="config", overrides=["algorithm=mappo", f"+preset={task}"])
+        mappo_by_hand = compose(
+            config_name="config", overrides=[*mappo_measured, "experiment.loggers=[csv]", "experiment.render=false"]
+        )
     assert OmegaConf.to_container(preset) == OmegaConf.to_container(measured)
     assert OmegaConf.to_container(mappo) == OmegaConf.to_container(mappo_by_hand)
     assert mappo.experiment.evaluation_interval % mappo.experiment.on_policy_collected_frames_per_batch == 0
