@@ -550,8 +550,11 @@ SAMPLING_N3_MAPPO = [
 
 @pytest.mark.parametrize(
     "task, shacpp_measured, mappo_measured",
-    [("dispersion_n3", DISPERSION_N3_SHACPP, DISPERSION_N3_MAPPO), ("sampling_n3", SAMPLING_N3_SHACPP, SAMPLING_N3_MAPPO)],
-)  # fmt: skip
+    [
+        ("dispersion_n3", DISPERSION_N3_SHACPP, DISPERSION_N3_MAPPO),
+        ("sampling_n3", SAMPLING_N3_SHACPP, SAMPLING_N3_MAPPO),
+    ],
+)
 def test_task_presets_compose_the_measured_commands(task: str, shacpp_measured: list[str], mappo_measured: list[str]):
     """``+preset=<task>_shacpp`` is, key for key, the SHAC++ command measured ahead of MAPPO, and
     ``algorithm=mappo +preset=<task>`` gives MAPPO the same task, policy, critic, evaluation and frames, at its own
