@@ -79,8 +79,8 @@ class Shacpp(Shacp):
             model in minibatches of 100 windows (10x the Adam steps per pass, at about the same cost) read 7.00 ±
             2.53 at 41k frames against the default's 4.15 ± 0.27 (6 and 7 seeds, rank test p = 0.10), level with it
             after and with MAPPO throughout; with ``model_epochs=30`` as well (``+preset=sampling_n3_shacpp``) it
-            read 17.68 ± 2.52 at 61k frames against MAPPO's 9.09 ± 4.20, ahead at 31k, 51k and 61k (6 seeds
-            against 8, p = 0.020, 0.020, 0.001) (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
+            read 16.19 ± 3.53 at 61k frames against MAPPO's 9.09 ± 4.20, ahead there (8 seeds against 8, p =
+            0.005) and in mean from 31k (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         world_model_first_epochs: one-pass: the world model's passes in each of its first trainings, one entry each,
             instead of ``model_epochs`` (empty: none). On sampling n=3, 3x the paper's passes in every training
             (``model_epochs=30``) brought the one-pass model's rise from 61-92k frames to 31-51k on 5 of 6 seeds, at
