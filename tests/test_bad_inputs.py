@@ -80,6 +80,11 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_rollout="one_pass", world_detached_features="integer"), "cuts features from the"),
         (lambda: ShacppConfig(world_model_first_epochs=[30]), "algorithm.world_model_first_epochs=[30] gives passes"),
         (lambda: ShacppConfig(world_minibatch_size=0), "algorithm.world_minibatch_size=0 must be an integer >= 1"),
+        (lambda: ShacppConfig(world_model_max_steps=100), "algorithm.world_model_max_steps=100 bounds the one-pass"),
+        (
+            lambda: ShacppConfig(world_rollout="one_pass", world_model_max_steps=0),
+            "algorithm.world_model_max_steps=0 must be an integer >= 1",
+        ),
         (
             lambda: ShacppConfig(world_rollout="one_pass", world_model_first_epochs=[0]),
             "algorithm.world_model_first_epochs[0]=0 must be an integer >= 1",

@@ -191,12 +191,18 @@ def test_make_learners_passes_the_gradient_bounds_to_shacpps_source_and_refuses_
         replay_learners(env, world_rollout="one_pass", world_gradient_growth=1.5)
     with pytest.raises(ValueError, match="world_detached_features=integer cuts features from the Jacobians of SHAC"):
         replay_learners(env, world_rollout="one_pass", world_detached_features="integer")
-    one_pass = replay_learners(env, world_rollout="one_pass", world_model_first_epochs=[30, 20], world_minibatch_size=7)
+    one_pass = replay_learners(
+        env, world_rollout="one_pass", world_model_first_epochs=[30, 20], world_model_max_steps=50,
+        world_minibatch_size=7,
+    )  # fmt: skip
     assert one_pass.update.groups["agents"].source.world.first_epochs == (30, 20)
+    assert one_pass.update.groups["agents"].source.world.max_steps == 50
     assert one_pass.update.groups["agents"].source.world.cache.batch_size == 7
     assert replay_learners(env, world_minibatch_size=7).update.groups["agents"].source.world.cache.batch_size == 7
     with pytest.raises(ValueError, match=r"world_model_first_epochs=\[30\] gives passes to the first trainings"):
         replay_learners(env, world_model_first_epochs=[30])
+    with pytest.raises(ValueError, match="world_model_max_steps=50 bounds the trainings of SHAC"):
+        replay_learners(env, world_model_max_steps=50)
 
 
 def train_models_on(learners, window: TensorDictBase) -> None:

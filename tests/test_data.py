@@ -311,6 +311,20 @@ def test_a_model_on_epochs_only_takes_its_first_epochs_then_the_cooldowns_passes
         counting_model("world", epochs_only=True, first_epochs=(0,))
 
 
+def test_a_model_with_max_steps_cuts_its_passes_short_once_they_exceed_them():
+    """``max_steps`` (SHAC++'s ``world_model_max_steps``) bounds each training's minibatches, first trainings and
+    later ones alike, and leaves a training of fewer minibatches whole; a bound below 1 is refused."""
+    torch.manual_seed(0)
+    cooldown = CoolDown(every=1, epochs=3)
+    model = counting_model("world", epochs_only=True, first_epochs=(1,), max_steps=4)
+    calls = minibatches_per_training(model, cooldown, 2)
+    per_pass = math.ceil(len(model.cache) / 5)
+    assert per_pass < 4 < 3 * per_pass  # the first training's one pass is under the bound, the next three over it
+    assert calls == [per_pass, 4]
+    with pytest.raises(ValueError, match="max_steps=0 must be an integer >= 1"):
+        counting_model("world", epochs_only=True, max_steps=0)
+
+
 def test_the_first_trainings_take_the_first_steps_and_a_model_with_its_own_budget_keeps_it():
     """``first_steps`` sets the budget of each of the first trainings of a model that follows the cool-down (SHAC+'s
     and SHAC++'s ``model_first_steps``); the trainings after take the cool-down's ``steps``, and a model given its own

@@ -108,6 +108,7 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "world_model_first_epochs": (
         check_counts, "It lists the one-pass world model's passes in its first trainings, before model_epochs."
     ),
+    "world_model_max_steps": (check_count, "It bounds the one-pass world model's minibatches per training, or null."),
     "world_bins": (check_count, "It is the number of return bins of the world cache (paper: 25)."),
     "value_bins": (check_count, "It is the number of λ-target bins of the critic's cache (paper: 9)."),
     "world_num_layers": (check_count, "It is the world model's number of layers (paper: 3)."),
@@ -131,8 +132,8 @@ LR_SCHEDULES = ("constant", "linear")
 #: The keys that may be null.
 OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "world_minibatch_size", "critic_lr", "model_steps", "world_model_steps",
-    "reward_huber_delta", "model_surprise_steps", "action_std_final", "action_mean_coef_final", "lr_final",
-    "actor_max_mean_change", "actor_skip_grad_norm", "actor_grad_outlier_ratio", "world_gradient_growth",
+    "world_model_max_steps", "reward_huber_delta", "model_surprise_steps", "action_std_final", "action_mean_coef_final",
+    "lr_final", "actor_max_mean_change", "actor_skip_grad_norm", "actor_grad_outlier_ratio", "world_gradient_growth",
 )
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
@@ -222,6 +223,13 @@ def check_algorithm_config(config: ShacConfig) -> None:
             f"algorithm.world_model_first_epochs={list(config.world_model_first_epochs)} gives passes to the one-pass "
             f"world model's first trainings; algorithm.world_rollout={config.world_rollout!r} trains on "
             "world_model_steps minibatches: set world_rollout=one_pass, or world_model_first_epochs=[]."
+        )
+    max_steps = getattr(config, "world_model_max_steps", None)
+    if max_steps is not None and config.world_rollout != "one_pass":
+        raise ValueError(
+            f"algorithm.world_model_max_steps={max_steps} bounds the one-pass world model's trainings; "
+            f"algorithm.world_rollout={config.world_rollout!r} trains on world_model_steps minibatches: set "
+            "world_rollout=one_pass, or world_model_max_steps=null."
         )
     caches = [("reward_bins", "cache_size")]
     if getattr(config, "critic_from_cache", False):

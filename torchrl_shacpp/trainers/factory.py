@@ -139,6 +139,7 @@ def make_learners(
     model_surprise_ratio: float = 3.0,
     world_model_steps: int | None = None,
     world_model_first_epochs: Sequence[int] = (),
+    world_model_max_steps: int | None = None,
     world_minibatch_size: int | None = None,
     world_rollout: str = "spliced",
     reward_uses_next_observation: bool = False,
@@ -198,6 +199,8 @@ def make_learners(
             minibatches are whole windows, trains on the ``model_epochs`` passes).
         world_model_first_epochs: the passes of each of the first trainings of SHAC++'s one-pass world model, instead
             of ``model_epochs`` (:class:`LearnedModel`'s ``first_epochs``).
+        world_model_max_steps: at most this many minibatches per training of SHAC++'s one-pass world model
+            (:class:`LearnedModel`'s ``max_steps``).
         world_minibatch_size: SHAC++'s world model's minibatch size, in transitions (spliced) or windows (one-pass);
             ``None``: ``model_minibatch_size``.
     """
@@ -218,6 +221,11 @@ def make_learners(
         raise ValueError(
             f"world_model_first_epochs={list(world_model_first_epochs)} gives passes to the first trainings of "
             "SHAC++'s one-pass world model: use algorithm='shacpp' with world_rollout='one_pass', or leave it empty."
+        )
+    if world_model_max_steps is not None and (algorithm != "shacpp" or world_rollout != "one_pass"):
+        raise ValueError(
+            f"world_model_max_steps={world_model_max_steps} bounds the trainings of SHAC++'s one-pass world model: "
+            "use algorithm='shacpp' with world_rollout='one_pass', or leave it None."
         )
     if actor_grad_outlier_ratio is not None and algorithm != "shacpp":
         raise ValueError(
@@ -288,7 +296,7 @@ def make_learners(
             world = learned(
                 "world", world_loss, world_cache(world_cache_size or cache_size, world_bins),
                 functools.partial(world_items, **keys), window_length=window_length, epochs_only=True,
-                first_epochs=world_model_first_epochs,
+                first_epochs=world_model_first_epochs, max_steps=world_model_max_steps,
             )  # fmt: skip
         source = LearnedWorldGradient(
             world, source.reward, policy, action_key=action_key, loc_key=(group, "loc"), scale_key=(group, "scale"),

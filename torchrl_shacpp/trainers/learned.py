@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -75,6 +76,8 @@ class LearnedModel:
             while the cache holds fewer windows than a minibatch, a pass over all of it at every step.
         first_epochs: with ``epochs_only``, the passes of this model's first ``len(first_epochs)`` trainings, one entry
             each, instead of the cool-down's ``epochs`` (SHAC++'s ``world_model_first_epochs``).
+        max_steps: at most this many minibatches per training, whatever the budget: the passes cut short once the
+            cache has grown past them (SHAC++'s ``world_model_max_steps``). ``None``: no bound.
         adam_kwargs: further Adam arguments (e.g. ``eps``).
     """
 
@@ -90,6 +93,7 @@ class LearnedModel:
         steps: int | None = None,
         epochs_only: bool = False,
         first_epochs: Sequence[int] = (),
+        max_steps: int | None = None,
         **adam_kwargs: Any,
     ) -> None:
         if len(loss.out_keys) != 1:
@@ -110,7 +114,10 @@ class LearnedModel:
                 f"The {name} model was given first_epochs={list(first_epochs)} without epochs_only=True: its budgets "
                 "are the cool-down's (first_steps for its first trainings); pass epochs_only=True, or no first_epochs."
             )
+        if max_steps is not None:
+            check_count("max_steps", max_steps, hint=f"It bounds the {name} model's minibatches per training, or None.")
         self.steps, self.epochs_only, self.first_epochs = steps, epochs_only, tuple(first_epochs)
+        self.max_steps = max_steps
         self.step = FiniteGradientStep(torch.optim.Adam(loss.parameters(), lr=lr, **adam_kwargs))
         self.dropped_items = 0
         self.trainings = 0
@@ -172,8 +179,9 @@ class LearnedModel:
     def fit(self, cooldown: CoolDown) -> float:
         """Trains on the cool-down's minibatches of the cache for this training (:meth:`CoolDown.for_training` at
         this model's :attr:`surprise`; :attr:`steps` of them, if set; its ``epochs`` passes with ``epochs_only``, or
-        ``first_epochs[trainings]`` while there is such an entry); returns the mean minibatch loss (NaN if none). A
-        training of at least one minibatch is counted in :attr:`trainings`, and starts a new measure of the surprise."""
+        ``first_epochs[trainings]`` while there is such an entry; at most :attr:`max_steps` of them); returns the mean
+        minibatch loss (NaN if none). A training of at least one minibatch is counted in :attr:`trainings`, and starts
+        a new measure of the surprise."""
         if self.epochs_only:
             first = self.trainings < len(self.first_epochs)
             cooldown = dataclasses.replace(
@@ -185,7 +193,7 @@ class LearnedModel:
         else:
             cooldown = dataclasses.replace(cooldown, steps=self.steps)
         losses = []
-        for batch in cooldown.minibatches(self.cache):
+        for batch in itertools.islice(cooldown.minibatches(self.cache), self.max_steps):
             with record_function(f"shac/{self.name}/loss"):
                 loss = self.loss(batch)[self.loss.out_keys[0]]
             with record_function(f"shac/{self.name}/backward_and_step"):

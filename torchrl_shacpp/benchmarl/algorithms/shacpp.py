@@ -87,6 +87,11 @@ class Shacpp(Shacp):
             1.5x the wall time per frame; 30 passes in the first 10 trainings only (to 26k frames) did not: on the
             same seeds, identical up to then, 5.57 / 4.47 at 41k against 9.76 / 8.70
             (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
+        world_model_max_steps: one-pass: at most this many minibatches per training of the world model, its passes
+            cut short once the cache has grown past them (``None``: the passes, whatever they cost). The passes' cost
+            grows with the cache, so that on sampling n=3 with ``+preset=sampling_n3_shacpp`` the world model's
+            training took 80% of a 30-minute run, which ended at 61-64k frames
+            (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
@@ -126,6 +131,7 @@ class Shacpp(Shacp):
         world_model_steps: Optional[int],
         world_minibatch_size: Optional[int],
         world_model_first_epochs: List[int],
+        world_model_max_steps: Optional[int],
         value_bins: int,
         world_num_layers: int,
         world_hidden_size: int,
@@ -153,6 +159,7 @@ class Shacpp(Shacp):
         self.world_model_steps = world_model_steps
         self.world_minibatch_size = world_minibatch_size
         self.world_model_first_epochs = world_model_first_epochs
+        self.world_model_max_steps = world_model_max_steps
         self.value_bins = value_bins
         self.world_sizes = dict(
             num_layers=world_num_layers,
@@ -184,7 +191,7 @@ class Shacpp(Shacp):
         """The paper's world model, trained on whole windows from its cache of ``world_cache_size`` windows, on the
         paper's ``model_epochs`` passes whatever ``model_steps`` gives the other models (a minibatch of up to
         ``model_minibatch_size`` windows costs 32 times one of transitions), or ``world_model_first_epochs`` in its
-        first trainings."""
+        first trainings, each cut at ``world_model_max_steps`` minibatches."""
         loss = WorldModelLoss(networks.world_model(self, group, self.world_horizon, **self.world_sizes))
         loss.set_keys(observation=(group, "observation"))
         capacity = self.world_cache_size
@@ -193,7 +200,8 @@ class Shacpp(Shacp):
         items = functools.partial(world_items, **self.transition_keys(group))
         world = self.learned_model(
             "world", loss, capacity, self.world_bins, "score", items, window_length=self.world_horizon,
-            epochs_only=True, first_epochs=self.world_model_first_epochs, minibatch_size=self.world_minibatch_size,
+            epochs_only=True, first_epochs=self.world_model_first_epochs, max_steps=self.world_model_max_steps,
+            minibatch_size=self.world_minibatch_size,
         )
         return world, loss.world_model
 
@@ -242,6 +250,7 @@ class ShacppConfig(ShacpConfig):
     world_model_steps: Optional[int] = 300
     world_minibatch_size: Optional[int] = None
     world_model_first_epochs: List[int] = field(default_factory=list)
+    world_model_max_steps: Optional[int] = None
     model_steps: Optional[int] = 300
     value_bins: int = 9
     world_num_layers: int = 3
