@@ -91,8 +91,8 @@ class Shacpp(Shacp):
             cut short once the cache has grown past them (``None``: the passes, whatever they cost). The passes' cost
             grows with the cache, so that on sampling n=3 with ``+preset=sampling_n3_shacpp`` the world model's
             training took 80% of a 30-minute run, which ended at 61-64k frames; cut at 150 the runs reach 123-128k
-            frames (6 seeds), level with the uncut training at 31-61k and ahead of MAPPO in mean to 122k, by the exact
-            rank test at 51k only (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
+            frames (8 seeds), level with the uncut training at 31-61k and ahead of MAPPO at 51k, 82k and 102k by the
+            exact rank test, in mean from 31k (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
