@@ -196,7 +196,7 @@ def make_learners(
             ``surprise_steps``, ``surprise_ratio``; paper: none).
         world_model_steps: minibatches per training of SHAC++'s spliced world model instead of the cool-down's
             ``model_epochs`` passes or ``model_steps`` (:class:`LearnedModel`; the paper's one-pass model, whose
-            minibatches are whole windows, trains on the ``model_epochs`` passes).
+            minibatches are whole windows, trains on the ``model_epochs`` passes, cut by ``world_model_max_steps``).
         world_model_first_epochs: the passes of each of the first trainings of SHAC++'s one-pass world model, instead
             of ``model_epochs`` (:class:`LearnedModel`'s ``first_epochs``).
         world_model_max_steps: at most this many minibatches per training of SHAC++'s one-pass world model
