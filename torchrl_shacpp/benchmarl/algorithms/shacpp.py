@@ -62,8 +62,8 @@ class Shacpp(Shacp):
             ``model_epochs`` passes or ``model_steps`` (``None``: those, as the paper's; the one-pass model trains on
             the paper's ``model_epochs`` passes, cut only by ``world_model_max_steps``: its minibatches are up to
             1,000 windows of 32 steps, and on 300 of them per training from the first, SHAC++ one-pass on sampling
-            n=3 took 310 s per cool-down at its 60th window, ``benchmarks/results/learning_vs_mappo/sampling_n3/
-            README.md``). The default 300 is the paper's
+            n=3 took 310 s per cool-down at its 60th window,
+            ``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``). The default 300 is the paper's
             budget once its cache is full (10 passes over 30,000 transitions in minibatches of 1,000), given from the
             first training on, where the paper's passes over the small early cache are a few dozen minibatches: after
             20k frames the world model has taken 2,400 steps instead of 960. At the paper's scale (512 envs) the cache
