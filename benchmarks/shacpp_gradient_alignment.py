@@ -207,8 +207,9 @@ def main(args: argparse.Namespace) -> None:
         world_cache_size=args.world_cache_size if args.world_rollout == "one_pass" else args.cache_size,
         world_bins=args.world_bins, reward_bins=args.reward_bins,
         reward_uniform_share=args.reward_uniform_share, value_bins=args.value_bins,
-        model_minibatch_size=args.minibatch, world_rollout=args.world_rollout,
-        reward_uses_next_observation=args.reward_next_observation, world_model_steps=args.world_model_steps,
+        model_minibatch_size=args.minibatch, world_minibatch_size=args.world_minibatch, model_epochs=args.model_epochs,
+        world_rollout=args.world_rollout, reward_uses_next_observation=args.reward_next_observation,
+        world_model_steps=args.world_model_steps, world_model_max_steps=args.world_model_max_steps,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
@@ -328,6 +329,11 @@ def main(args: argparse.Namespace) -> None:
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
     setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
     setting += [f"world model on {args.world_model_steps} minibatches"] * (args.world_model_steps is not None)
+    setting += [f"{args.model_epochs} passes per training"] * (args.model_epochs != 10)
+    setting += [f"world minibatch {args.world_minibatch}"] * (args.world_minibatch is not None)
+    setting += [f"world model on at most {args.world_model_max_steps} minibatches"] * (
+        args.world_model_max_steps is not None
+    )
     setting += [f"SHAC++ trains on {args.train_windows} windows of {data_envs} envs"] * (args.train_windows > 0)
     print(f"### {args.task} n={args.n_agents}{' (' + ', '.join(setting) + ')' if setting else ''}\n")
     # A training row's label is two cells: the windows (frames) so far, and the mean reward of the windows since the
@@ -399,6 +405,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--value-bins", type=int, default=9)
     parser.add_argument("--minibatch", type=int, default=1000)
     parser.add_argument("--world-model-steps", type=int, help="minibatches per training of the spliced world model")
+    parser.add_argument(
+        "--world-minibatch", type=int, help="the world model's minibatch (one-pass: windows), if not --minibatch"
+    )
+    parser.add_argument("--model-epochs", type=int, default=10, help="passes per training along --train-windows")
+    parser.add_argument(
+        "--world-model-max-steps", type=int, help="at most this many minibatches per training of the one-pass model"
+    )
     parser.add_argument(
         "--train-windows", type=int, default=0,
         help="instead of --data-windows and --epochs: SHAC++ trains the policy and the models on this many windows",

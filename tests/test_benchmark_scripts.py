@@ -172,6 +172,13 @@ CASES = {
          "16", "--world-model-steps", "2", "--open-loop", "--threads", "1"],
         "stdout", row(r"10 \(0k\)", N, PM, PM, PM, N, N, N, N, N, N),
     ),
+    "shacpp_gradient_alignment.py one-pass training": (  # the one-pass model on its own passes, minibatch and cut
+        ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--train-windows", "10",
+         "--train-envs", "4", "--probe-every", "10", "--eval-windows", "3", "--cache-size", "200", "--minibatch",
+         "16", "--world-rollout", "one_pass", "--world-cache-size", "40", "--world-bins", "2", "--model-epochs", "2",
+         "--world-minibatch", "3", "--world-model-max-steps", "2", "--threads", "1"],
+        "stdout", row(r"10 \(0k\)", N, PM, PM, PM, N, N, N, N, N, N),
+    ),
     "shacpp_profile.py": (
         ["--model-train-every", "2", "--n-agents", "2", "--top", "3", "--save-folder", "{tmp}", "--out",
          "{tmp}/profile.md", "--override", *TINY, "algorithm.world_model_steps=2", "algorithm.model_epochs=1",
