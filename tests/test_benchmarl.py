@@ -541,7 +541,7 @@ SAMPLING_N3_MODELS = [
 SAMPLING_N3_SHACPP = [
     *SAMPLING_N3_MODELS, "algorithm=shacpp", "experiment=shacpp_cpu", "experiment.max_n_frames=131072",
     "experiment.evaluation_interval=10240", "algorithm.world_rollout=one_pass", "algorithm.model_epochs=30",
-    "algorithm.world_minibatch_size=100",
+    "algorithm.world_minibatch_size=100", "algorithm.world_model_max_steps=150",
 ]  # fmt: skip
 SAMPLING_N3_MAPPO = [
     *SAMPLING_N3_MODELS, "algorithm=mappo", "experiment.max_n_frames=132000", "experiment.evaluation_interval=12000",
