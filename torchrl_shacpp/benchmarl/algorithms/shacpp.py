@@ -79,9 +79,10 @@ class Shacpp(Shacp):
             its cache holds fewer than that, every step is a pass over all of it). On sampling n=3 the one-pass
             model in minibatches of 100 windows (10x the Adam steps per pass, at about the same cost) read 7.00 ±
             2.53 at 41k frames against the default's 4.15 ± 0.27 (6 and 7 seeds, rank test p = 0.10), level with it
-            after and with MAPPO throughout; with ``model_epochs=30`` as well (``+preset=sampling_n3_shacpp``) it
-            read 16.19 ± 3.53 at 61k frames against MAPPO's 9.09 ± 4.20, ahead there (8 seeds against 8, p =
-            0.005) and in mean from 31k (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
+            after and with MAPPO throughout; with ``model_epochs=30`` as well (``+preset=sampling_n3_shacpp`` without
+            its ``world_model_max_steps``) it read 16.19 ± 3.53 at 61k frames against MAPPO's 9.09 ± 4.20, ahead
+            there (8 seeds against 8, p = 0.005) and in mean from 31k
+            (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         world_model_first_epochs: one-pass: the world model's passes in each of its first trainings, one entry each,
             instead of ``model_epochs`` (empty: none). On sampling n=3, 3x the paper's passes in every training
             (``model_epochs=30``) brought the one-pass model's rise from 61-92k frames to 31-51k on 5 of 6 seeds, at
@@ -90,10 +91,11 @@ class Shacpp(Shacp):
             (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         world_model_max_steps: one-pass: at most this many minibatches per training of the world model, its passes
             cut short once the cache has grown past them (``None``: the passes, whatever they cost). The passes' cost
-            grows with the cache, so that on sampling n=3 with ``+preset=sampling_n3_shacpp`` the world model's
-            training took 80% of a 30-minute run, which ended at 61-64k frames; cut at 150 the runs reach 123-128k
-            frames (8 seeds), level with the uncut training at 31-61k and ahead of MAPPO at 51k, 82k and 102k by the
-            exact rank test, in mean from 31k (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
+            grows with the cache, so that on sampling n=3 with 3x the paper's passes the world model's training
+            took 80% of a 30-minute run, which ended at 61-64k frames; cut at 150 (``+preset=sampling_n3_shacpp``)
+            the runs reach 123-128k frames (8 seeds), level with the uncut training at 31-61k and ahead of MAPPO at
+            51k, 82k and 102k by the exact rank test, in mean from 31k to 122k
+            (``benchmarks/results/learning_vs_mappo/sampling_n3/README.md``).
         value_bins: λ-target bins of the critic's cache (paper: 9).
         world_num_layers, world_hidden_size, world_feedforward_size, world_num_heads: world model sizes.
         world_checkpoint_chunks: recompute the world model's layers in backward, this many batch slices at a time
