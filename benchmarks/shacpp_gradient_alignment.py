@@ -208,6 +208,7 @@ def main(args: argparse.Namespace) -> None:
         world_bins=args.world_bins, reward_bins=args.reward_bins,
         reward_uniform_share=args.reward_uniform_share, value_bins=args.value_bins,
         model_minibatch_size=args.minibatch, world_minibatch_size=args.world_minibatch, model_epochs=args.model_epochs,
+        model_steps=args.model_steps,
         world_rollout=args.world_rollout, reward_uses_next_observation=args.reward_next_observation,
         world_model_steps=args.world_model_steps, world_model_max_steps=args.world_model_max_steps,
     )  # fmt: skip
@@ -330,6 +331,7 @@ def main(args: argparse.Namespace) -> None:
     setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
     setting += [f"world model on {args.world_model_steps} minibatches"] * (args.world_model_steps is not None)
     setting += [f"{args.model_epochs} passes per training"] * (args.model_epochs != 10)
+    setting += [f"reward model and critic on {args.model_steps} minibatches"] * (args.model_steps is not None)
     setting += [f"world minibatch {args.world_minibatch}"] * (args.world_minibatch is not None)
     setting += [f"world model on at most {args.world_model_max_steps} minibatches"] * (
         args.world_model_max_steps is not None
@@ -409,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
         "--world-minibatch", type=int, help="the world model's minibatch (one-pass: windows), if not --minibatch"
     )
     parser.add_argument("--model-epochs", type=int, default=10, help="passes per training along --train-windows")
+    parser.add_argument(
+        "--model-steps", type=int, help="minibatches per training of the reward model and critic, not --model-epochs"
+    )
     parser.add_argument(
         "--world-model-max-steps", type=int, help="at most this many minibatches per training of the one-pass model"
     )
