@@ -191,6 +191,12 @@ def held_out_errors(windows: list[TensorDictBase], world_loss, reward_model) -> 
 
 
 def main(args: argparse.Namespace) -> None:
+    # The trainings along --train-windows; with --epochs the cumulative stages set each model's passes instead.
+    schedule = {key: value for key, value in [("model_epochs", args.model_epochs), ("model_steps", args.model_steps)]
+                if value is not None}  # fmt: skip
+    if schedule and not args.train_windows:
+        raise SystemExit("--model-epochs and --model-steps set the trainings along --train-windows; with --epochs the "
+                         "models train on the stages given there: drop them, or add --train-windows.")  # fmt: skip
     logging.getLogger("torchrl").setLevel(logging.WARNING)
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -207,8 +213,7 @@ def main(args: argparse.Namespace) -> None:
         world_cache_size=args.world_cache_size if args.world_rollout == "one_pass" else args.cache_size,
         world_bins=args.world_bins, reward_bins=args.reward_bins,
         reward_uniform_share=args.reward_uniform_share, value_bins=args.value_bins,
-        model_minibatch_size=args.minibatch, world_minibatch_size=args.world_minibatch, model_epochs=args.model_epochs,
-        model_steps=args.model_steps,
+        model_minibatch_size=args.minibatch, world_minibatch_size=args.world_minibatch, **schedule,
         world_rollout=args.world_rollout, reward_uses_next_observation=args.reward_next_observation,
         world_model_steps=args.world_model_steps, world_model_max_steps=args.world_model_max_steps,
     )  # fmt: skip
@@ -330,7 +335,7 @@ def main(args: argparse.Namespace) -> None:
     setting += ["open loop"] * args.open_loop + ["no bootstrap"] * args.no_bootstrap
     setting += ["reward model reads (o, a, o')"] * args.reward_next_observation
     setting += [f"world model on {args.world_model_steps} minibatches"] * (args.world_model_steps is not None)
-    setting += [f"{args.model_epochs} passes per training"] * (args.model_epochs != 10)
+    setting += [f"{args.model_epochs} passes per training"] * (args.model_epochs is not None)
     setting += [f"reward model and critic on {args.model_steps} minibatches"] * (args.model_steps is not None)
     setting += [f"world minibatch {args.world_minibatch}"] * (args.world_minibatch is not None)
     setting += [f"world model on at most {args.world_model_max_steps} minibatches"] * (
@@ -410,10 +415,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--world-minibatch", type=int, help="the world model's minibatch (one-pass: windows), if not --minibatch"
     )
-    parser.add_argument("--model-epochs", type=int, default=10, help="passes per training along --train-windows")
+    parser.add_argument("--model-epochs", type=int, help="passes per training along --train-windows (paper: 10)")
     parser.add_argument(
-        "--model-steps", type=int, help="minibatches per training of the reward model and critic, not --model-epochs"
-    )
+        "--model-steps", type=int,
+        help="minibatches per training of the reward model and critic along --train-windows, not --model-epochs",
+    )  # fmt: skip
     parser.add_argument(
         "--world-model-max-steps", type=int, help="at most this many minibatches per training of the one-pass model"
     )

@@ -273,3 +273,13 @@ def test_script_runs_and_writes_its_table(case: str, tmp_path: Path, runs: Path)
         (path,) = tmp_path.glob(output)
         text = path.read_text()
     assert re.search(pattern, text, re.MULTILINE), text[-3000:]
+
+
+def test_gradient_alignment_refuses_a_training_schedule_its_epoch_stages_would_ignore():
+    """``--model-epochs``/``--model-steps`` shape the trainings along ``--train-windows``; with ``--epochs`` stages
+    they would be ignored, so the script stops and names the fix."""
+    script = str(REPO / "benchmarks" / "shacpp_gradient_alignment.py")
+    command = [sys.executable, script, "--task", "sampling", "--epochs", "0", "1", "--model-steps", "2"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "add --train-windows" in result.stderr, result.stderr[-3000:]
