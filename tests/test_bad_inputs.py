@@ -64,6 +64,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacConfig(actor_lr=-1e-3), "algorithm.actor_lr=-0.001 must be a finite number > 0"),
         (lambda: ShacConfig(actor_max_grad_norm=-1.0), "algorithm.actor_max_grad_norm=-1.0 must be a finite"),
         (lambda: ShacppConfig(actor_value_gradient=-1.0), "algorithm.actor_value_gradient=-1.0 must be a finite"),
+        (lambda: ShacppConfig(actor_world_gradient=-1.0), "algorithm.actor_world_gradient=-1.0 must be a finite"),
         (lambda: ShacConfig(action_mean_coef=-0.1), "algorithm.action_mean_coef=-0.1 must be a finite"),
         (lambda: ShacConfig(action_mean_relative=True), "algorithm.action_mean_relative=true scales the control cost"),
         (lambda: ShacConfig(action_mean_coef=1.0, action_mean_gate=0.1), "algorithm.action_mean_gate=0.1 compares"),
@@ -225,6 +226,7 @@ def actor_loss(**kwargs) -> SHACActorLoss:
     [
         (lambda: actor_loss(gamma=-1.0), "gamma=-1.0 must be a number in [0, 1]"),
         (lambda: actor_loss(value_gradient=-0.5), "value_gradient=-0.5 must be a finite number >= 0"),
+        (lambda: actor_loss(world_gradient=-0.5), "world_gradient=-0.5 must be a finite number >= 0"),
         (lambda: TDLambdaValueLoss(quadratic_critic(1.0), gamma=1.5), "gamma=1.5 must be a number in [0, 1]"),
         (lambda: TDLambdaValueLoss(quadratic_critic(1.0), lmbda=2), "lmbda=2 must be a number in [0, 1]"),
         (lambda: FiniteGradientStep(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), max_grad_norm=-1),

@@ -907,6 +907,21 @@ def test_the_actor_value_gradient_follows_the_config(tmp_path: Path):
         assert experiment.algorithm.update.groups["agents"].actor_loss.value_gradient == value_gradient
 
 
+@pytest.mark.parametrize("world_rollout", ["spliced", "one_pass"])
+def test_the_actor_world_gradient_follows_the_config_through_either_world_model(tmp_path: Path, world_rollout: str):
+    """``algorithm.actor_world_gradient`` reaches every group's actor loss, whose steps then scale the gradient through
+    either world model's action input (its maths: test_objectives)."""
+    config = ShacppConfig(actor_world_gradient=2.0, world_rollout=world_rollout)
+    experiment = tiny_experiment(config, tmp_path, max_n_iters=2)
+    actor_loss = experiment.algorithm.update.groups["agents"].actor_loss
+    assert actor_loss.world_gradient == 2.0
+    before = [p.detach().clone() for p in actor_loss.actor_network.parameters()]
+    experiment.run()
+    after = list(actor_loss.actor_network.parameters())
+    assert all(p.isfinite().all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+
+
 @pytest.mark.parametrize("algorithm", ["shac", "shacpp"])
 def test_the_actor_steps_are_bounded_by_the_config(tmp_path: Path, algorithm: str):
     """``algorithm.actor_max_mean_change`` shrinks the actor's steps (SHAC's one per collection on the simulator's

@@ -128,6 +128,49 @@ def test_shac_plus_plus_gradient_reaches_the_policy_without_simulator_gradients(
     assert world_model.module.s.grad is None and reward_model.module.c.grad is None
 
 
+@pytest.mark.parametrize("world_gradient", [0.0, 2.0])
+def test_shac_plus_plus_world_gradient_keeps_the_objective_and_weighs_the_world_models_gradient(world_gradient):
+    """``world_gradient`` β: the same objective; β times the gradient through the predicted observations, and the
+    reward model's own action term unscaled."""
+    window, actor, start, actions = point_mass_window(graph="policy")
+    first_segments = [segments[:1] for segments in SEGMENTS]
+    c = 0.7  # the reward model's action term -c|a|²: r = -|ô'|² - c|a|²
+
+    def reward_model() -> TensorDictModule:
+        def reward(next_observation: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+            return -(next_observation.pow(2) + c * action.pow(2)).sum(-1, keepdim=True)
+
+        keys = [("next", "agents", "observation"), ("agents", "action")]
+        return TensorDictModule(reward, in_keys=keys, out_keys=[("agents", "predicted_reward")])
+
+    loss = SHACActorLoss(actor, quadratic_critic(K_CRITIC), gamma=GAMMA, action_bound_coef=0.0,
+                         reward_model=reward_model(), world_model=cumulative_world_model(),
+                         world_gradient=world_gradient)  # fmt: skip
+    loss.set_keys(**MULTI_AGENT_KEYS, predicted_reward=("agents", "predicted_reward"))
+    with pytest.raises(KeyError, match="not the loss's action key 'action': set it with set_keys"):
+        loss(window)
+    loss.set_keys(action=("agents", "action"))
+    loss_actor = loss(window)["loss_actor"]
+    loss_actor.backward()
+
+    objective, through_world = closed_form_window(start, actions, first_segments, GAMMA, K_CRITIC)
+    credited = torch.zeros_like(actions)  # the action term's discount on each env's first segment, 0 after
+    for b, env_segments in enumerate(first_segments):
+        _, e, _ = env_segments[0]
+        credited[: e + 1, b] = (GAMMA ** torch.arange(e + 1, dtype=actions.dtype))[:, None, None]
+    objective = objective - c * (credited * actions.pow(2)).sum()
+    direct = -2 * c * credited * actions
+    normaliser = loss_normaliser(actions)
+    torch.testing.assert_close(loss_actor, -objective / normaliser)
+    torch.testing.assert_close(actor.module.actions.grad, -(world_gradient * through_world + direct) / normaliser)
+
+
+def test_world_gradient_needs_a_world_model():
+    with pytest.raises(ValueError, match="world_gradient=2.0 weighs the gradient through a world model"):
+        SHACActorLoss(open_loop_actor(torch.zeros(1, 1, 1, 1)), quadratic_critic(1.0), action_bound_coef=0,
+                      reward_model=quadratic_reward_model(1.0), world_gradient=2.0)  # fmt: skip
+
+
 class _PointMassTransition(torch.nn.Module):
     """The point mass's exact one-step dynamics x' = x + a, as a transition model."""
 

@@ -83,6 +83,10 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "actor_grad_outlier_ratio": (
         check_positive, "It bounds each agent-step's action gradient by a multiple of the median one, or null for none."
     ),
+    "actor_world_gradient": (
+        check_non_negative,
+        "It weighs the world model's gradient in the actor's (paper: 1; above 1 it amplifies the model's Jacobian).",
+    ),
     "world_gradient_growth": (
         check_positive, "It bounds the state gradient's growth per step back through the world model, or null for none."
     ),

@@ -91,7 +91,12 @@ class SHACActorLoss(LossModule):
     leaving the critic's errors to steer the actor; :math:`\alpha = 0` is the rewards' gradient alone, blind to
     what lies beyond the window. :math:`\alpha > 1` amplifies the critic's part: where a learned reward is
     sparse, its gradient is steep at the rewarded states and noise elsewhere, and can drown a critic whose smooth
-    gradient points the right way from afar.
+    gradient points the right way from afar. ``world_gradient`` :math:`\beta` does the same for SHAC++'s world model:
+    it reads the actions as :math:`a + (\beta - 1)(a - \operatorname{sg}(a))`, the same values, so every path from
+    the actions through the predicted observations (into the rewards and the bootstrap) carries :math:`\beta` times
+    its gradient, :math:`\partial \hat o / \partial a \to \beta\, \partial \hat o / \partial a`, while the reward
+    model's own action input keeps its; it sets the weight of the model's action Jacobian beside the reward model's
+    direct term where the model's Jacobian is too small (a one-pass model early in its training).
 
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
@@ -124,6 +129,8 @@ class SHACActorLoss(LossModule):
             is given (SHAC++, needs ``reward_model``), e.g. :func:`~torchrl_shacpp.modules.window_world_model`.
         value_gradient (float): :math:`\alpha \ge 0`, the weight of the bootstrap critic's gradient w.r.t.
             the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
+        world_gradient (float): :math:`\beta \ge 0`, the weight of the gradient through the world model's
+            predicted observations to the actions. Defaults to 1 (the paper's); needs ``world_model`` otherwise.
 
     Returns (forward):
         a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``, and, not losses, the control
@@ -174,6 +181,7 @@ class SHACActorLoss(LossModule):
         reward_model: TensorDictModule | None = None,
         world_model: TensorDictModule | None = None,
         value_gradient: float = 1.0,
+        world_gradient: float = 1.0,
     ) -> None:
         super().__init__()
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
@@ -192,6 +200,12 @@ class SHACActorLoss(LossModule):
                 "action_mean_relative=True keeps: set action_mean_relative=True, or action_mean_gate=0."
             )
         check_non_negative("value_gradient", value_gradient, "The critic's weight in the actor's gradient (paper: 1).")
+        check_non_negative("world_gradient", world_gradient, "The world model's weight in the actor's gradient (1).")
+        if world_gradient != 1 and world_model is None:
+            raise ValueError(
+                f"world_gradient={world_gradient} weighs the gradient through a world model, and none is given: "
+                "pass world_model (SHAC++), or world_gradient=1."
+            )
         if world_model is not None and reward_model is None:
             raise ValueError(
                 "A world model predicts observations only: SHAC++ also needs a reward_model to turn the predicted "
@@ -211,6 +225,7 @@ class SHACActorLoss(LossModule):
         self.__dict__["world_model"] = world_model
         self.gamma = gamma
         self.value_gradient = value_gradient
+        self.world_gradient = world_gradient
         self.action_bound_coef = action_bound_coef
         self.action_mean_coef = action_mean_coef
         self.action_mean_relative = action_mean_relative
@@ -231,9 +246,26 @@ class SHACActorLoss(LossModule):
         return self.world_model is not None and not getattr(self.world_model, "follows_resets", False)
 
     def _imagined_window(self, tensordict: TensorDictBase) -> TensorDictBase:
-        """A shallow copy of the window whose observations are the world model's predictions."""
+        """A shallow copy of the window whose observations are the world model's predictions, with the window's
+        actions; the world model reads them with ``world_gradient`` times their gradient."""
+        window = tensordict.copy()
+        action_key = self.tensor_keys.action
+        beta = self.world_gradient
+        action = None
+        if beta != 1:
+            if action_key not in self.world_model.in_keys:
+                raise KeyError(
+                    f"world_gradient={beta} scales the gradient through the world model's action input, but the "
+                    f"world model reads {self.world_model.in_keys}, not the loss's action key {action_key!r}: set "
+                    "it with set_keys(action=...)."
+                )
+            action = window.get(action_key)
+            window.set(action_key, action + (beta - 1) * (action - action.detach()))
         with held_out(self.world_model):
-            return self.world_model(tensordict.copy())
+            window = self.world_model(window)
+        if action is not None:
+            window.set(action_key, action)
+        return window
 
     def _rewards(self, tensordict: TensorDictBase) -> torch.Tensor:
         if self.reward_model is None:

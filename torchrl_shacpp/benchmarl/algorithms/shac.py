@@ -153,6 +153,8 @@ class Shac(Algorithm):
     #: SHAC's windows carry the simulator's graph: no replayed actor steps (:class:`Shacpp` sets them from its config).
     actor_replay_steps = 0
     actor_replay_windows = 32
+    #: SHAC's actor differentiates through no world model (:class:`Shacpp` sets its weight from its config).
+    actor_world_gradient = 1.0
 
     def __init__(
         self,
@@ -335,6 +337,7 @@ class Shac(Algorithm):
             reward_model=source.reward_model,
             world_model=source.world_model,
             value_gradient=self.actor_value_gradient,
+            world_gradient=self.actor_world_gradient,
         )
         actor.set_keys(
             reward=(group, "reward"),

@@ -119,6 +119,10 @@ class Shacpp(Shacp):
         world_gradient_growth: spliced: the most each step back along the chain of the world model's state Jacobians
             may grow the state's gradient, per environment, or ``None`` for no bound
             (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``max_gradient_growth``).
+        actor_world_gradient: the weight (>= 0) of the gradient through the world model's predicted observations to
+            the actions in the actor's, the objective unchanged (paper: 1; :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
+            ``world_gradient``): above 1 it raises the model's action Jacobian beside the reward model's own action
+            term and the critic's bootstrap.
         world_detached_features: spliced: the observation features whose predicted values carry no gradient to the
             actions, as indices or ``"integer"`` (those whose values in the window are all integers: flags, counts),
             or ``None`` (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``detached_features``).
@@ -149,9 +153,11 @@ class Shacpp(Shacp):
         actor_grad_outlier_ratio: Optional[float],
         world_gradient_growth: Optional[float],
         world_detached_features: Any,
+        actor_world_gradient: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.actor_world_gradient = actor_world_gradient
         self.world_detached_features = world_detached_features
         self.world_gradient_growth = world_gradient_growth
         self.actor_grad_outlier_ratio = actor_grad_outlier_ratio
@@ -270,6 +276,7 @@ class ShacppConfig(ShacpConfig):
     world_gradient_growth: Optional[float] = None
     #: ``None``, ``"integer"`` or a list of feature indices (a union OmegaConf's typed fields cannot hold).
     world_detached_features: Any = None
+    actor_world_gradient: float = 1.0
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
