@@ -216,17 +216,22 @@ def main(args: argparse.Namespace) -> None:
         model_minibatch_size=args.minibatch, world_minibatch_size=args.world_minibatch, **schedule,
         world_rollout=args.world_rollout, reward_uses_next_observation=args.reward_next_observation,
         world_model_steps=args.world_model_steps, world_model_max_steps=args.world_model_max_steps,
+        actor_world_gradient=args.world_gradient,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
     shacpp_update = learners.update.groups[GROUP]
-    models, world_gradient = shacpp_update.models, shacpp_update.source
+    models, world_source = shacpp_update.models, shacpp_update.source
     critic_params = value_loss.bootstrap_params
     if args.no_bootstrap:
         critic_params = critic_params.detach().clone().zero_()  # a critic of all-zero parameters outputs 0
-    shac, shacp, shacpp = (
+    shac, shacp = (
         make_actor_loss(data_env, policy, value_loss, source, gamma=args.gamma, value_params=critic_params)
-        for source in (SimulatorGradient(), LearnedRewardGradient(world_gradient.reward), world_gradient)
+        for source in (SimulatorGradient(), LearnedRewardGradient(world_source.reward))
+    )
+    shacpp = make_actor_loss(
+        data_env, policy, value_loss, world_source, gamma=args.gamma, value_params=critic_params,
+        world_gradient=args.world_gradient,
     )
     parameters = [p for p in policy.parameters() if p.requires_grad]
 
@@ -281,7 +286,7 @@ def main(args: argparse.Namespace) -> None:
             loop_rows.append(
                 f"| {label} | {mean_std(open_loop)} | {mean_std(open_plusplus)} | {mean_std(closed_plusplus)} |"
             )
-        world_error, reward_error = held_out_errors(eval_windows, world_gradient.world.loss, reward_model)
+        world_error, reward_error = held_out_errors(eval_windows, world_source.world.loss, reward_model)
         sensitivity_cos, sensitivity_ratio, by_block = world_sensitivity_agreement(
             eval_env, world_model, args.window, [block for _, block in args.feature_block]
         )
@@ -396,6 +401,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
     parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")
     parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="spliced", help="SHAC++'s world model")
+    parser.add_argument(
+        "--world-gradient", type=float, default=1.0,
+        help="SHAC++'s weight on the gradient through its world model, in training and in the measured gradient",
+    )  # fmt: skip
     parser.add_argument("--num-envs", type=int, default=64)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--data-windows", type=int, default=150, help="windows of training data for the models")

@@ -176,7 +176,8 @@ CASES = {
         ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--train-windows", "10",
          "--train-envs", "4", "--probe-every", "10", "--eval-windows", "3", "--cache-size", "200", "--minibatch",
          "16", "--world-rollout", "one_pass", "--world-cache-size", "40", "--world-bins", "2", "--model-epochs", "2",
-         "--world-minibatch", "3", "--world-model-max-steps", "2", "--model-steps", "2", "--threads", "1"],
+         "--world-minibatch", "3", "--world-model-max-steps", "2", "--model-steps", "2", "--world-gradient", "2",
+         "--threads", "1"],
         "stdout", row(r"10 \(0k\)", N, PM, PM, PM, N, N, N, N, N, N),
     ),
     "shacpp_profile.py": (

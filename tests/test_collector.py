@@ -180,8 +180,12 @@ def test_make_learners_takes_a_policy_network_and_bounds_its_steps():
 def test_make_learners_passes_the_gradient_bounds_to_shacpps_source_and_refuses_them_elsewhere():
     env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
     learners = replay_learners(
-        env, actor_grad_outlier_ratio=10.0, world_gradient_growth=1.5, world_detached_features="integer"
-    )
+        env, actor_grad_outlier_ratio=10.0, world_gradient_growth=1.5, world_detached_features="integer",
+        actor_world_gradient=2.0,
+    )  # fmt: skip
+    assert learners.update.groups["agents"].actor_loss.world_gradient == 2.0
+    with pytest.raises(ValueError, match="actor_world_gradient=2.0 weighs the gradient through SHAC"):
+        replay_learners(env, "shacp", actor_world_gradient=2.0)
     source = learners.update.groups["agents"].source
     assert source.action_grad_outlier_ratio == 10.0 and source.world_model.module.max_gradient_growth == 1.5
     assert source.world_model.module.detached_features == "integer"

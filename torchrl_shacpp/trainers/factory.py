@@ -82,9 +82,11 @@ def make_actor_loss(
     group: str = "agents",
     gamma: float = 0.99,
     value_params=None,
+    world_gradient: float = 1.0,
 ) -> SHACActorLoss:
     """The SHAC window objective of ``group``, its gradient carried by ``source`` (bootstrapping with the value
-    loss's critic, or with ``value_params``)."""
+    loss's critic, or with ``value_params``); ``world_gradient`` weighs the gradient through the source's world model
+    (:class:`~torchrl_shacpp.objectives.SHACActorLoss`)."""
     action_space = env.full_action_spec_unbatched[group, "action"].space
     actor_loss = SHACActorLoss(
         policy,
@@ -95,9 +97,10 @@ def make_actor_loss(
         action_high=action_space.high,
         reward_model=source.reward_model,
         world_model=source.world_model,
+        world_gradient=world_gradient,
     )
     actor_loss.set_keys(
-        reward=(group, "reward"), value=(group, "state_value"), loc=(group, "loc"),
+        reward=(group, "reward"), value=(group, "state_value"), loc=(group, "loc"), action=(group, "action"),
         predicted_reward=(group, "predicted_reward"),
     )  # fmt: skip
     return actor_loss
@@ -120,6 +123,7 @@ def make_learners(
     actor_max_mean_change: float | None = None,
     actor_skip_grad_norm: float | None = None,
     actor_grad_outlier_ratio: float | None = None,
+    actor_world_gradient: float = 1.0,
     world_gradient_growth: float | None = None,
     world_detached_features: Sequence[int] | str | None = None,
     use_target_critic: bool | None = None,
@@ -171,6 +175,9 @@ def make_learners(
         actor_grad_outlier_ratio: SHAC++: bound every agent-step's action gradient to this multiple of the window's
             median one before it reaches the policy (:func:`~torchrl_shacpp.optim.bound_outlier_gradients`), or
             ``None`` (paper).
+        actor_world_gradient: SHAC++: the weight of the gradient through the world model's predicted observations to
+            the actions in the actor's, the objective unchanged (:class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
+            ``world_gradient``; paper: 1).
         world_gradient_growth: SHAC++ spliced: the most each step back along the world model's chain of state
             Jacobians may grow the state's gradient (:func:`~torchrl_shacpp.modules.spliced_world_model`'s
             ``max_gradient_growth``), or ``None``.
@@ -231,6 +238,11 @@ def make_learners(
         raise ValueError(
             f"actor_grad_outlier_ratio={actor_grad_outlier_ratio} bounds the action gradients of SHAC++'s world model; "
             f"{algorithm!r} differentiates the simulator's own steps: use algorithm='shacpp', or leave it None."
+        )
+    if actor_world_gradient != 1 and algorithm != "shacpp":
+        raise ValueError(
+            f"actor_world_gradient={actor_world_gradient} weighs the gradient through SHAC++'s world model; "
+            f"{algorithm!r} has none: use algorithm='shacpp', or leave it 1."
         )
     observation_key, action_key, reward_key = (group, "observation"), (group, "action"), (group, "reward")
     n_agents, obs_dim = env.observation_spec[observation_key].shape[-2:]
@@ -307,7 +319,9 @@ def make_learners(
             functools.partial(value_items, observation_key=observation_key, value_target_key=(group, "value_target")),
         )  # fmt: skip
 
-    actor_loss = make_actor_loss(env, policy, value_loss, source, group=group, gamma=gamma)
+    actor_loss = make_actor_loss(
+        env, policy, value_loss, source, group=group, gamma=gamma, world_gradient=actor_world_gradient
+    )
     actor_step = FiniteGradientStep(
         torch.optim.Adam(actor_loss.parameters(), lr=actor_lr), max_grad_norm=1.0, skip_grad_norm=actor_skip_grad_norm
     )
