@@ -71,7 +71,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torchrl.objectives.utils import distance_loss
 
 from torchrl_shacpp.envs import make_vmas_env
-from torchrl_shacpp.modules import TransitionWorldModel, spliced_world_model
+from torchrl_shacpp.modules import PeriodicFeatures, TransitionWorldModel, spliced_world_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from action_jacobian_identifiability import action_jacobian, feature_slice, one_step_jacobians  # noqa: E402
@@ -80,6 +80,15 @@ from shacpp_gradient_alignment import cosine, feature_block, world_sensitivity_a
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
 # the biweight has no gradient beyond its scale: it starts from the squared error's fit, not from the initialisation
 TUKEY_WARM_UP = 300
+
+
+def periodic_feature(text: str) -> tuple[int, float]:
+    """``"INDEX:PERIOD"`` to ``(index, period)``."""
+    index, _, period = text.partition(":")
+    try:
+        return int(index), float(period)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INDEX:PERIOD, got {text!r}") from None
 
 
 class StandardisedInputs(nn.Module):
@@ -210,13 +219,16 @@ def main(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     count = 2 * args.transitions
     observation, action, next_observation = random_transitions(args.task, count, args.n_agents, args.seed)
+    periodic = PeriodicFeatures(args.periodic)
+    # The angle features' targets across the cut: the change itself, not the jump (as TransitionModelLoss's).
+    next_observation = observation + periodic.wrap(next_observation - observation)
     train, held_out = slice(0, args.transitions), slice(args.transitions, None)
     change = next_observation - observation
     n_agents, obs_dim, action_dim = *observation.shape[-2:], action.shape[-1]
     if args.centralised_mlp:
         transition = CentralisedMLP(n_agents, obs_dim, action_dim, args.centralised_mlp)
     else:
-        transition = TransitionWorldModel(obs_dim, action_dim)
+        transition = TransitionWorldModel(obs_dim, action_dim, periodic=periodic)
     if args.sensor_gain:
         transition = SensorGain(transition, obs_dim, *args.sensor_gain, ignored=args.gain_ignores)
     if args.normalize_inputs:
@@ -241,7 +253,8 @@ def main(args: argparse.Namespace) -> None:
           + f", the gain blind to features {args.gain_ignores}" * bool(args.gain_ignores)
           + f", Tukey's biweight at {args.tukey:g} median changes" * bool(args.tukey)
           + f", the largest {args.trim:.0%} of each feature's errors trimmed" * (args.trim > 0)
-          + f", state-Jacobian penalty {args.jacobian_penalty:g}" * (args.jacobian_penalty > 0) + "\n")  # fmt: skip
+          + f", state-Jacobian penalty {args.jacobian_penalty:g}" * (args.jacobian_penalty > 0)
+          + f", periodic features {[list(pair) for pair in args.periodic]}" * bool(args.periodic) + "\n")  # fmt: skip
     for name, block in args.block:
         entries = change[train][..., block].flatten()
         square = entries[entries != 0].pow(2).sort(descending=True).values
@@ -310,6 +323,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--tukey", type=float, default=0.0, metavar="k", help="biweight at k median changes")
     parser.add_argument("--jacobian-penalty", type=float, default=0.0, metavar="λ", help="on ∂Δ/∂o (0: off)")
     parser.add_argument("--one-step", action="store_true", help="also the one-step ∂ô/∂a's cosine with VMAS's")
+    parser.add_argument(
+        "--periodic", type=periodic_feature, action="append", default=[], metavar="INDEX:PERIOD",
+        help="an angle feature the model reads as cos/sin and learns across its cut (e.g. 15:3.141592653589793)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     return parser

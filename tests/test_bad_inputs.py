@@ -79,6 +79,12 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_detached_features="flags"), "algorithm.world_detached_features='flags' must be a"),
         (lambda: ShacppConfig(world_detached_features=[-1]), "algorithm.world_detached_features[0]=-1 must be an"),
         (lambda: ShacppConfig(world_rollout="one_pass", world_detached_features="integer"), "cuts features from the"),
+        (lambda: ShacppConfig(world_periodic_features=[[15]]), "world_periodic_features=[[15]]: periodic features are [index, period] pairs"),
+        (lambda: ShacppConfig(world_periodic_features=[15]), "Give [[index, period], ...], e.g. [[15,3.141592653589793]]"),
+        (
+            lambda: ShacppConfig(world_rollout="one_pass", world_periodic_features=[[15, 3.14]]),
+            "are read and learned by the spliced world model's transition",
+        ),
         (lambda: ShacppConfig(world_model_first_epochs=[30]), "algorithm.world_model_first_epochs=[30] gives passes"),
         (lambda: ShacppConfig(world_minibatch_size=0), "algorithm.world_minibatch_size=0 must be an integer >= 1"),
         (lambda: ShacppConfig(world_model_max_steps=100), "algorithm.world_model_max_steps=100 bounds the one-pass"),

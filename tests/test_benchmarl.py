@@ -1029,6 +1029,27 @@ def test_world_detached_features_reach_the_spliced_window_the_actor_differentiat
     assert module.detached_features == (detached if isinstance(detached, str) else tuple(detached))
 
 
+def test_world_periodic_features_from_the_command_line_reach_the_transition_model_and_its_loss(tmp_path: Path):
+    """Balance's line rotation (feature 15, modulo π) as a hydra list of pairs: the spliced model reads it as cos/sin
+    and its loss wraps it; a run trains on it; an index beyond the observation is refused at set-up."""
+    periodic = "algorithm.world_periodic_features=[[15,3.141592653589793]]"
+    common = ("algorithm=shacpp", "task=vmas/balance", "algorithm.model_train_every=2", *TINY)
+    for folder in ("ok", "bad"):
+        (tmp_path / folder).mkdir()
+    result = benchmarl_run(tmp_path / "ok", *common, periodic, "experiment.max_n_iters=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    losses = scalar(tmp_path / "ok", "train_agents_loss_world")
+    assert losses and all(0 <= loss < float("inf") for loss in losses)
+    result = benchmarl_run(tmp_path / "bad", *common, "algorithm.world_periodic_features=[[16,3.14]]")
+    assert result.returncode != 0
+    assert "periodic features [16] name a feature beyond the observation's 16: give indices below 16" in result.stderr
+    experiment = tiny_experiment(ShacppConfig(world_periodic_features=[[0, 2.0]]), tmp_path / "api", max_n_iters=1)
+    update = experiment.algorithm.update.groups["agents"]
+    world = update.source.world_model.module.transition
+    assert world.periodic.index.tolist() == [0] and world.periodic.period.tolist() == [2.0]
+    assert update.source.world.loss.periodic is world.periodic
+
+
 class KeepBatch(Callback):
     """Keeps the last collection (the algorithm's update writes its value targets into it afterwards)."""
 

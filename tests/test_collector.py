@@ -186,6 +186,11 @@ def test_make_learners_passes_the_gradient_bounds_to_shacpps_source_and_refuses_
     assert learners.update.groups["agents"].actor_loss.world_gradient == 2.0
     with pytest.raises(ValueError, match="actor_world_gradient=2.0 weighs the gradient through SHAC"):
         replay_learners(env, "shacp", actor_world_gradient=2.0)
+    periodic = replay_learners(env, world_periodic_features=[[1, 2.0]]).update.groups["agents"].source
+    assert periodic.world.loss.periodic is periodic.world_model.module.transition.periodic
+    assert periodic.world.loss.periodic.index.tolist() == [1]
+    with pytest.raises(ValueError, match=r"world_periodic_features=\[\[1, 2.0\]\] are read and learned by SHAC"):
+        replay_learners(env, world_rollout="one_pass", world_periodic_features=[[1, 2.0]])
     source = learners.update.groups["agents"].source
     assert source.action_grad_outlier_ratio == 10.0 and source.world_model.module.max_gradient_growth == 1.5
     assert source.world_model.module.detached_features == "integer"

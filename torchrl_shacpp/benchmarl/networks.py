@@ -15,6 +15,7 @@ from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
     SlotSet,
     SlotSumReward,
+    PeriodicFeatures,
     TransitionWorldModel,
     gaussian_actor,
     spliced_world_model,
@@ -219,7 +220,8 @@ def transition_world_models(algorithm: Algorithm, group: str, **sizes) -> tuple[
     module the actor differentiates through (spliced along the real rollout); one set of parameters."""
     observation_dim = algorithm.observation_spec[group, "observation"].shape[-1]
     _, action_dim = group_shape(algorithm, group)
-    network = TransitionWorldModel(observation_dim, action_dim, **sizes).to(algorithm.device)
+    periodic = PeriodicFeatures(algorithm.world_periodic_features or [])
+    network = TransitionWorldModel(observation_dim, action_dim, periodic=periodic, **sizes).to(algorithm.device)
     keys = dict(observation_key=(group, "observation"), action_key=(group, "action"))
     return (
         transition_world_model(network, predicted_observation_key=(group, "predicted_observation"), **keys),

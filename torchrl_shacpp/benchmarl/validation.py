@@ -39,7 +39,7 @@ from torchrl_shacpp.checks import (
 )
 from torchrl_shacpp.benchmarl.envs import is_vmas
 from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasTask
-from torchrl_shacpp.modules import WORLD_ROLLOUTS, check_detached_features
+from torchrl_shacpp.modules import WORLD_ROLLOUTS, PeriodicFeatures, check_detached_features
 from torchrl_shacpp.modules.slots import holds_whole_slots, is_slot_layout
 
 if TYPE_CHECKING:
@@ -222,6 +222,21 @@ def check_algorithm_config(config: ShacConfig) -> None:
             f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
             "world_detached_features=null."
         )
+    periodic_features = getattr(config, "world_periodic_features", None)
+    if periodic_features is not None:
+        try:
+            PeriodicFeatures(periodic_features)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"algorithm.world_periodic_features={periodic_features}: {error} Give [[index, period], ...], e.g. "
+                "[[15,3.141592653589793]] for the line's rotation on VMAS's balance, or null."
+            ) from None
+        if config.world_rollout != "spliced":
+            raise ValueError(
+                f"algorithm.world_periodic_features={periodic_features} are read and learned by the spliced world "
+                f"model's transition; algorithm.world_rollout={config.world_rollout!r} has none: set "
+                "world_rollout=spliced, or world_periodic_features=null."
+            )
     if getattr(config, "world_model_first_epochs", None) and config.world_rollout != "one_pass":
         raise ValueError(
             f"algorithm.world_model_first_epochs={list(config.world_model_first_epochs)} gives passes to the one-pass "

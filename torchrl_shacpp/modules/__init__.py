@@ -9,6 +9,7 @@ from torchrl_shacpp.modules.transformer import AgentSetTransformer, EncoderLayer
 from torchrl_shacpp.modules.world_model import (
     WORLD_ROLLOUTS,
     AxisAttentionWorldModel,
+    PeriodicFeatures,
     TransitionWorldModel,
     check_detached_features,
     spliced_world_model,
@@ -28,6 +29,7 @@ __all__ = [
     "SlotSet",
     "SlotSumReward",
     "TransformerRewardModel",
+    "PeriodicFeatures",
     "TransitionWorldModel",
     "axis_attention_mask",
     "check_detached_features",

@@ -224,6 +224,63 @@ def window_world_model(
     )
 
 
+class PeriodicFeatures(nn.Module):
+    r"""Observation features that are angles: feature :math:`k` observed modulo its period :math:`P_k` (VMAS's
+    balance and wheel observe their line's rotation modulo :math:`\pi` in :math:`[0, \pi)`, so a level line sits
+    on the cut and its feature jumps by :math:`\pi` whenever it tilts across level).
+
+    * :meth:`encode` gives a model each such feature as :math:`(\cos\phi_k, \sin\phi_k)`,
+      :math:`\phi_k = 2\pi o_k / P_k` (the cosine in the feature's place, the sines appended), so that one
+      configuration is one input and a function of it is continuous across the cut;
+    * :meth:`wrap` takes a difference of such features into :math:`[-P_k/2, P_k/2)`, the change that the jump
+      hides: :math:`d - P_k \lfloor d / P_k + 1/2 \rfloor`.
+
+    Args:
+        features: ``[[index, period], ...]``: the feature's index in the per-agent observation and its period
+            (> 0); an empty list for none.
+    """
+
+    def __init__(self, features: Sequence[Sequence[float]]) -> None:
+        super().__init__()
+        pairs = [tuple(pair) for pair in features]
+        for pair in pairs:
+            if len(pair) != 2:
+                raise ValueError(f"periodic features are [index, period] pairs; got {list(pair)}.")
+            check_count("a periodic feature's index", pair[0], minimum=0, hint="It indexes the observation.")
+            check_positive("a periodic feature's period", pair[1], "e.g. 3.141592653589793 for VMAS's rot % pi.")
+        if len({index for index, _ in pairs}) != len(pairs):
+            raise ValueError(f"periodic features name a feature twice: {[list(pair) for pair in pairs]}.")
+        self.register_buffer("index", torch.tensor([int(index) for index, _ in pairs], dtype=torch.long))
+        self.register_buffer("period", torch.tensor([float(period) for _, period in pairs]))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def check_observation(self, features: int) -> None:
+        """Refuses an index beyond ``features``, the observation's size."""
+        if len(self) and int(self.index.max()) >= features:
+            raise ValueError(
+                f"periodic features {self.index.tolist()} name a feature beyond the observation's {features}: give "
+                f"indices below {features}."
+            )
+
+    def encode(self, observation: Tensor) -> Tensor:
+        """``[..., features]`` -> ``[..., features + len(self)]``: each periodic feature as its phase's cosine, in its
+        place, and sine, appended."""
+        if not len(self):
+            return observation
+        phase = observation[..., self.index] * (2 * torch.pi / self.period)
+        return torch.cat([observation.index_copy(-1, self.index, phase.cos()), phase.sin()], -1)
+
+    def wrap(self, difference: Tensor) -> Tensor:
+        """A difference of observations with each periodic feature's part taken into ``[-P/2, P/2)``."""
+        if not len(self):
+            return difference
+        part = difference[..., self.index]
+        part = part - self.period * torch.floor(part / self.period + 0.5)
+        return difference.index_copy(-1, self.index, part)
+
+
 class TransitionWorldModel(nn.Module):
     r"""One step of every agent's dynamics, as a change of the observation:
 
@@ -238,19 +295,30 @@ class TransitionWorldModel(nn.Module):
     the model has to learn only the small remainder, and :math:`\partial o_{t+1}/\partial a_t` is the action's
     own effect over one step, which the data's action noise identifies directly.
 
+    With ``periodic`` features (angles observed modulo a period) :math:`\Delta_\theta` reads each as its phase's
+    cosine and sine (:meth:`PeriodicFeatures.encode`) and predicts its change across the cut, not the jump
+    (:class:`~torchrl_shacpp.objectives.TransitionModelLoss` wraps the residual the same way): the prediction
+    :math:`o_t + \Delta_\theta` may leave the period's interval, as its value is never used, only its Jacobians.
+
     Args:
         obs_dim: per-agent observation features.
         action_dim: per-agent action features.
 
     Keyword Args:
+        periodic (PeriodicFeatures, optional): the observation's angle features. Defaults to none.
         **options: :class:`AxisAttentionWorldModel`'s sizes (paper: 3 layers, hidden 64, feed-forward 128, 1 head) and
             options. Its attention is the dense masked one by default: over the window's :math:`2n` tokens that is
             the cheaper arithmetic (:class:`~torchrl_shacpp.modules.AxisSelfAttention`), the same function.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, **options) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, *, periodic: PeriodicFeatures | None = None, **options) -> None:
         super().__init__()
-        self.network = AxisAttentionWorldModel(obs_dim, action_dim, 1, **{"dense_attention": True, **options})
+        self.periodic = periodic if periodic is not None else PeriodicFeatures([])
+        self.periodic.check_observation(obs_dim)
+        options = {"dense_attention": True, **options}
+        self.network = AxisAttentionWorldModel(obs_dim + len(self.periodic), action_dim, 1, **options)
+        if len(self.periodic):  # the input has the sines besides; the change is the observation's
+            self.network.head = nn.Linear(self.network.head.in_features, obs_dim)
         # Start from "nothing changes": J_o = I and J_a = 0, so that an untrained model's Jacobians, chained over a
         # window, neither explode nor point anywhere.
         nn.init.zeros_(self.network.head.weight)
@@ -259,7 +327,7 @@ class TransitionWorldModel(nn.Module):
     def forward(self, observation: Tensor, action: Tensor) -> Tensor:
         r"""``[*batch, n_agents, obs_dim]``, ``[*batch, n_agents, action_dim]`` -> :math:`\hat o_{t+1}`, shaped as
         ``observation``."""
-        return observation + self.network(observation, action.unsqueeze(-3))[..., 1, :, :]
+        return observation + self.network(self.periodic.encode(observation), action.unsqueeze(-3))[..., 1, :, :]
 
 
 class _SplicedWindow(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -13,6 +14,9 @@ from torchrl.objectives.utils import distance_loss
 
 from torchrl_shacpp.checks import check_non_negative, check_positive
 from torchrl_shacpp.objectives.utils import check_window, expand_like
+
+if TYPE_CHECKING:
+    from torchrl_shacpp.modules import PeriodicFeatures
 
 
 def alive_mask(done: torch.Tensor, time_dim: int) -> torch.Tensor:
@@ -28,12 +32,15 @@ def alive_mask(done: torch.Tensor, time_dim: int) -> torch.Tensor:
 
 def regression_loss(
     model: TensorDictModule, tensordict: TensorDictBase, prediction_key: NestedKey, target_key: NestedKey,
-    loss_function: str, huber_delta: float | None = None,
+    loss_function: str, huber_delta: float | None = None, periodic: PeriodicFeatures | None = None,
 ) -> torch.Tensor:
     """The mean ``loss_function`` distance (Huber's loss at ``huber_delta`` if given) between ``model``'s output under
-    ``prediction_key`` and the batch's ``("next", target_key)`` entry (the reward, or the next observation)."""
+    ``prediction_key`` and the batch's ``("next", target_key)`` entry (the reward, or the next observation); with
+    ``periodic`` features, between the target and the prediction's image nearest to it, whole periods away."""
     prediction = model(tensordict.select(*model.in_keys)).get(prediction_key)
     target = tensordict.get(("next", target_key))
+    if periodic is not None:
+        prediction = target + periodic.wrap(prediction - target)
     if huber_delta is not None:
         return torch.nn.functional.huber_loss(prediction, target, delta=huber_delta)
     return distance_loss(prediction, target, loss_function).mean()
@@ -208,7 +215,9 @@ class TransitionModelLoss(LossModule):
 
     over every transition of the batch (flattened windows or samples of a transition cache). The next observation
     :math:`o'_t` at an episode end is the pre-reset one, so every transition is a target, including those after a
-    reset inside a window.
+    reset inside a window. With ``periodic`` features (angles observed modulo a period :math:`P`) their residual is
+    taken into :math:`[-P/2, P/2)` (:meth:`~torchrl_shacpp.modules.PeriodicFeatures.wrap`): a line that tilts across
+    VMAS's cut at level changes by a little, not by :math:`\pm\pi`.
 
     Args:
         transition_model (TensorDictModule): reads the observation and action keys and writes its prediction of the
@@ -216,6 +225,8 @@ class TransitionModelLoss(LossModule):
 
     Keyword Args:
         loss_function (str): ``"l2"`` (paper), ``"l1"`` or ``"smooth_l1"``. Defaults to ``"l2"``.
+        periodic (PeriodicFeatures, optional): the observation's angle features, as the model's
+            (:class:`~torchrl_shacpp.modules.TransitionWorldModel`). Defaults to none.
 
     Returns (forward):
         a TensorDict with ``loss_world``.
@@ -236,10 +247,13 @@ class TransitionModelLoss(LossModule):
     default_keys = _AcceptedKeys
     out_keys = ["loss_world"]
 
-    def __init__(self, transition_model: TensorDictModule, *, loss_function: str = "l2") -> None:
+    def __init__(
+        self, transition_model: TensorDictModule, *, loss_function: str = "l2", periodic: PeriodicFeatures | None = None
+    ) -> None:
         super().__init__()
         self.transition_model = transition_model
         self.loss_function = loss_function
+        self.periodic = periodic
 
     def _forward_value_estimator_keys(self, **kwargs) -> None:
         pass
@@ -247,6 +261,7 @@ class TransitionModelLoss(LossModule):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys = self.tensor_keys
         loss = regression_loss(
-            self.transition_model, tensordict, keys.predicted_observation, keys.observation, self.loss_function
+            self.transition_model, tensordict, keys.predicted_observation, keys.observation, self.loss_function,
+            periodic=self.periodic,
         )
         return TensorDict({"loss_world": loss}, batch_size=[])

@@ -25,6 +25,7 @@ from torchrl_shacpp.modules import (
     AxisAttentionWorldModel,
     TransformerRewardModel,
     WORLD_ROLLOUTS,
+    PeriodicFeatures,
     TransitionWorldModel,
     gaussian_actor,
     spliced_world_model,
@@ -124,6 +125,7 @@ def make_learners(
     actor_skip_grad_norm: float | None = None,
     actor_grad_outlier_ratio: float | None = None,
     actor_world_gradient: float = 1.0,
+    world_periodic_features: Sequence[Sequence[float]] | None = None,
     world_gradient_growth: float | None = None,
     world_detached_features: Sequence[int] | str | None = None,
     use_target_critic: bool | None = None,
@@ -178,6 +180,8 @@ def make_learners(
         actor_world_gradient: SHAC++: the weight of the gradient through the world model's predicted observations to
             the actions in the actor's, the objective unchanged (:class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
             ``world_gradient``; paper: 1).
+        world_periodic_features: SHAC++ spliced: ``[[index, period], ...]``, the observation's angle features
+            (:class:`~torchrl_shacpp.modules.PeriodicFeatures`), or ``None``.
         world_gradient_growth: SHAC++ spliced: the most each step back along the world model's chain of state
             Jacobians may grow the state's gradient (:func:`~torchrl_shacpp.modules.spliced_world_model`'s
             ``max_gradient_growth``), or ``None``.
@@ -239,6 +243,11 @@ def make_learners(
             f"actor_grad_outlier_ratio={actor_grad_outlier_ratio} bounds the action gradients of SHAC++'s world model; "
             f"{algorithm!r} differentiates the simulator's own steps: use algorithm='shacpp', or leave it None."
         )
+    if world_periodic_features and (algorithm != "shacpp" or world_rollout != "spliced"):
+        raise ValueError(
+            f"world_periodic_features={world_periodic_features} are read and learned by SHAC++'s spliced transition "
+            "model: use algorithm='shacpp' with world_rollout='spliced', or leave them None."
+        )
     if actor_world_gradient != 1 and algorithm != "shacpp":
         raise ValueError(
             f"actor_world_gradient={actor_world_gradient} weighs the gradient through SHAC++'s world model; "
@@ -286,8 +295,9 @@ def make_learners(
         keys_of_world = dict(observation_key=observation_key, action_key=action_key)
         world_cache = functools.partial(cache, batch_size=world_minibatch_size or model_minibatch_size)
         if world_rollout == "spliced":
-            transition = TransitionWorldModel(obs_dim, action_dim)
-            world_loss = TransitionModelLoss(transition_world_model(transition, **keys_of_world))
+            periodic = PeriodicFeatures(world_periodic_features or [])
+            transition = TransitionWorldModel(obs_dim, action_dim, periodic=periodic)
+            world_loss = TransitionModelLoss(transition_world_model(transition, **keys_of_world), periodic=periodic)
             world_loss.set_keys(observation=observation_key, predicted_observation=(group, "predicted_observation"))
             world = learned(
                 # Transitions, sampled uniformly: stratified by reward, the model's Jacobian learned the common

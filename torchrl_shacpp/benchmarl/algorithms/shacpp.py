@@ -119,6 +119,10 @@ class Shacpp(Shacp):
         world_gradient_growth: spliced: the most each step back along the chain of the world model's state Jacobians
             may grow the state's gradient, per environment, or ``None`` for no bound
             (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``max_gradient_growth``).
+        world_periodic_features: spliced: ``[[index, period], ...]``, the observation features that are angles
+            observed modulo a period, which the transition model reads as their phase's cosine and sine and whose
+            change it learns across the cut (:class:`~torchrl_shacpp.modules.PeriodicFeatures`), or ``None``. VMAS's
+            balance and wheel observe their line's rotation modulo π (balance: ``[[15, 3.141592653589793]]``).
         actor_world_gradient: the weight (>= 0) of the gradient through the world model's predicted observations to
             the actions in the actor's, the objective unchanged (paper: 1; :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
             ``world_gradient``): above 1 it raises the model's action Jacobian beside the reward model's own action
@@ -154,9 +158,11 @@ class Shacpp(Shacp):
         world_gradient_growth: Optional[float],
         world_detached_features: Any,
         actor_world_gradient: float,
+        world_periodic_features: Any,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        self.world_periodic_features = world_periodic_features
         self.actor_world_gradient = actor_world_gradient
         self.world_detached_features = world_detached_features
         self.world_gradient_growth = world_gradient_growth
@@ -221,7 +227,7 @@ class Shacpp(Shacp):
         at cosine 0.56 after 10 epochs on transport, against 1.00 uniformly
         (``benchmarks/results/shacpp_gradient_alignment.md``)."""
         teacher_forced, spliced = networks.transition_world_models(self, group, **self.world_sizes)
-        loss = TransitionModelLoss(teacher_forced)
+        loss = TransitionModelLoss(teacher_forced, periodic=teacher_forced.module.periodic)
         loss.set_keys(observation=(group, "observation"), predicted_observation=(group, "predicted_observation"))
         keys = self.transition_keys(group)
         world = self.learned_model(
@@ -277,6 +283,8 @@ class ShacppConfig(ShacpConfig):
     #: ``None``, ``"integer"`` or a list of feature indices (a union OmegaConf's typed fields cannot hold).
     world_detached_features: Any = None
     actor_world_gradient: float = 1.0
+    #: ``None`` or ``[[index, period], ...]`` (a nesting OmegaConf's typed fields cannot hold).
+    world_periodic_features: Any = None
 
     @staticmethod
     def associated_class() -> Type[Algorithm]:
