@@ -118,6 +118,15 @@ def feature_block(text: str) -> tuple[str, slice]:
     return name, slice(int(start), int(stop))
 
 
+def periodic_feature(text: str) -> tuple[int, float]:
+    """``"INDEX:PERIOD"`` to ``(index, period)``."""
+    index, _, period = text.partition(":")
+    try:
+        return int(index), float(period)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INDEX:PERIOD, got {text!r}") from None
+
+
 def without_gradient(window: TensorDictBase, block: slice) -> TensorDictBase:
     """A shallow copy of ``window`` whose observations and next observations carry no gradient through the features
     ``block``: the reward model and the critic read those features' values but cannot differentiate through them."""
@@ -216,7 +225,7 @@ def main(args: argparse.Namespace) -> None:
         model_minibatch_size=args.minibatch, world_minibatch_size=args.world_minibatch, **schedule,
         world_rollout=args.world_rollout, reward_uses_next_observation=args.reward_next_observation,
         world_model_steps=args.world_model_steps, world_model_max_steps=args.world_model_max_steps,
-        actor_world_gradient=args.world_gradient,
+        actor_world_gradient=args.world_gradient, world_periodic_features=args.world_periodic or None,
     )  # fmt: skip
     policy, value_loss = learners.policy, learners.value_loss
     world_model, reward_model = learners.world_model, learners.reward_model
@@ -401,6 +410,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
     parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")
     parser.add_argument("--world-rollout", choices=WORLD_ROLLOUTS, default="spliced", help="SHAC++'s world model")
+    parser.add_argument(
+        "--world-periodic", type=periodic_feature, action="append", default=[], metavar="INDEX:PERIOD",
+        help="an angle feature the spliced model reads as cos/sin and learns across its cut (balance: 15:3.14159...)",
+    )  # fmt: skip
     parser.add_argument(
         "--world-gradient", type=float, default=1.0,
         help="SHAC++'s weight on the gradient through its world model, in training and in the measured gradient",

@@ -75,20 +75,16 @@ from torchrl_shacpp.modules import PeriodicFeatures, TransitionWorldModel, splic
 
 sys.path.insert(0, str(Path(__file__).parent))
 from action_jacobian_identifiability import action_jacobian, feature_slice, one_step_jacobians  # noqa: E402
-from shacpp_gradient_alignment import cosine, feature_block, world_sensitivity_agreement  # noqa: E402
+from shacpp_gradient_alignment import (  # noqa: E402
+    cosine,
+    feature_block,
+    periodic_feature,
+    world_sensitivity_agreement,
+)
 
 OBSERVATION, ACTION = ("agents", "observation"), ("agents", "action")
 # the biweight has no gradient beyond its scale: it starts from the squared error's fit, not from the initialisation
 TUKEY_WARM_UP = 300
-
-
-def periodic_feature(text: str) -> tuple[int, float]:
-    """``"INDEX:PERIOD"`` to ``(index, period)``."""
-    index, _, period = text.partition(":")
-    try:
-        return int(index), float(period)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected INDEX:PERIOD, got {text!r}") from None
 
 
 class StandardisedInputs(nn.Module):

@@ -169,7 +169,7 @@ CASES = {
     "shacpp_gradient_alignment.py training": (  # SHAC++ trains 10 windows (one cool-down), then the probe
         ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--train-windows", "10",
          "--train-envs", "4", "--probe-every", "10", "--eval-windows", "3", "--cache-size", "200", "--minibatch",
-         "16", "--world-model-steps", "2", "--open-loop", "--threads", "1"],
+         "16", "--world-model-steps", "2", "--open-loop", "--world-periodic", "0:1.0", "--threads", "1"],
         "stdout", row(r"10 \(0k\)", N, PM, PM, PM, N, N, N, N, N, N),
     ),
     "shacpp_gradient_alignment.py one-pass training": (  # the one-pass model on its own passes, minibatch and cut
@@ -191,6 +191,11 @@ CASES = {
          "--block", "pos=0:2", "--block", "lidar=6:18", "--one-step", "--sensor-gain", "0:2", "6:18",
          "--gain-ignores", "2:4"],
         "stdout", row("2", N, f"{N} / {N}", N, f"{N} / {N}", N, N),
+    ),
+    "transition_model_fit.py periodic": (  # balance's line rotation read as cos/sin and learned across its cut
+        ["--task", "balance", "--n-agents", "3", "--transitions", "256", "--minibatch", "32", "--steps", "2",
+         "--block", "pos=0:2", "--periodic", "15:3.141592653589793"],
+        "stdout", row("2", N, f"{N} / {N}"),
     ),
     "scalar_blocks.py": (  # known answer: norms 0.5, 1, ..., 64 over 8 collections of 32 frames, in blocks of 64
         ["{runs}/shacpp_s0", "--scalars", "train_agents_actor_grad_norm", "--block", "64", "--frames-per-batch", "32"],
