@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -725,13 +726,24 @@ def test_balance_centred_is_benchmarl_balance_on_the_centred_scenario(tmp_path: 
     assert all(0 < g < float("inf") for g in scalar(tmp_path, "train_agents_actor_grad_norm"))
 
 
-def test_shacpp_on_vmas_balance_warns_and_names_the_centred_task(tmp_path: Path):
-    with pytest.warns(UserWarning, match="jumps by pi .* task=vmas/balance_centred"):
-        tiny_experiment(ShacppConfig(), tmp_path / "plain", task=VmasTask.BALANCE, max_n_iters=1)
+def test_shacpp_on_vmas_balance_reads_the_rotation_as_an_angle_or_warns_and_names_the_centred_task(tmp_path: Path):
+    """The spliced model reads balance's rotation (feature 15, modulo π) and wheel's (10) as angles by default; SHAC++
+    without that (the one-pass model, or ``world_periodic_features=[]``) warns and names the centred task."""
+    for config in (ShacppConfig(world_rollout="one_pass"), ShacppConfig(world_periodic_features=[])):
+        with pytest.warns(UserWarning, match="jumps by pi .* task=vmas/balance_centred"):
+            experiment = tiny_experiment(config, tmp_path / "plain", task=VmasTask.BALANCE, max_n_iters=1)
+        assert experiment.algorithm.periodic_features == []
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*balance_centred")
+        experiment = tiny_experiment(ShacppConfig(), tmp_path / "default", task=VmasTask.BALANCE, max_n_iters=1)
+        transition = experiment.algorithm.update.groups["agents"].source.world_model.module.transition
+        assert transition.periodic.index.tolist() == [15] and transition.periodic.period.tolist() == [pytest.approx(math.pi)]
         tiny_experiment(ShacppConfig(), tmp_path / "centred", task=CentredVmasTask.BALANCE_CENTRED, max_n_iters=1)
         tiny_experiment(ShacConfig(), tmp_path / "shac", task=VmasTask.BALANCE, max_n_iters=1, collect_with_grad=True)
+    wheel = tiny_experiment(ShacppConfig(), tmp_path / "wheel", task=VmasTask.WHEEL, max_n_iters=1, n_agents=4)
+    assert wheel.algorithm.periodic_features == [[10, math.pi]]
+    transport = tiny_experiment(ShacppConfig(), tmp_path / "transport", max_n_iters=1)
+    assert transport.algorithm.periodic_features == []
 
 
 @pytest.mark.parametrize("next_observation", [False, True])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Sequence
 
 from benchmarl.environments import TaskClass, VmasClass
 from torchrl.envs import Compose, StepCounter, TransformedEnv
@@ -53,3 +55,29 @@ def rewards_are_each_agents_own(task: TaskClass) -> bool:
     (navigation's and sampling's ``shared_rew``, the paper's dispersion's ``share_reward``). A task that declares
     nothing (transport, balance, wheel, give_way) is not taken to have individual rewards."""
     return is_vmas(task) and any(task.config.get(key) is False for key in VMAS_SHARED_REWARD_KEYS)
+
+
+#: The VMAS scenarios whose per-agent observation holds an angle modulo a period, as ``(index, period)`` pairs: balance's
+#: and wheel's line rotation, observed as ``rot % pi`` in [0, pi) (a level line sits on balance's cut).
+VMAS_PERIODIC_FEATURES: dict[str, tuple[tuple[int, float], ...]] = {
+    "balance": ((15, math.pi),),
+    "wheel": ((10, math.pi),),
+}
+
+
+def periodic_observation_features(task: TaskClass) -> list[list[float]]:
+    """The task's observation features that are angles, ``[[index, period], ...]`` (:data:`VMAS_PERIODIC_FEATURES`;
+    none for any other task)."""
+    if not is_vmas(task):
+        return []
+    return [list(pair) for pair in VMAS_PERIODIC_FEATURES.get(task.name.lower(), ())]
+
+
+def world_periodic_features(task: TaskClass, world_rollout: str, configured: Sequence | None) -> list[list[float]]:
+    """The angle features SHAC++'s spliced transition model reads: ``configured`` (``world_periodic_features``), or
+    with ``None`` the task's; none for the one-pass model, which has no such input."""
+    if world_rollout != "spliced":
+        return []
+    if configured is not None:
+        return [list(pair) for pair in configured]
+    return periodic_observation_features(task)

@@ -220,7 +220,7 @@ def transition_world_models(algorithm: Algorithm, group: str, **sizes) -> tuple[
     module the actor differentiates through (spliced along the real rollout); one set of parameters."""
     observation_dim = algorithm.observation_spec[group, "observation"].shape[-1]
     _, action_dim = group_shape(algorithm, group)
-    periodic = PeriodicFeatures(algorithm.world_periodic_features or [])
+    periodic = PeriodicFeatures(algorithm.periodic_features)
     network = TransitionWorldModel(observation_dim, action_dim, periodic=periodic, **sizes).to(algorithm.device)
     keys = dict(observation_key=(group, "observation"), action_key=(group, "action"))
     return (

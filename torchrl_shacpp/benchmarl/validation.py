@@ -37,7 +37,7 @@ from torchrl_shacpp.checks import (
     check_non_negative,
     check_positive,
 )
-from torchrl_shacpp.benchmarl.envs import is_vmas
+from torchrl_shacpp.benchmarl.envs import is_vmas, world_periodic_features
 from torchrl_shacpp.benchmarl.tasks import DifferentiableVmasTask
 from torchrl_shacpp.modules import WORLD_ROLLOUTS, PeriodicFeatures, check_detached_features
 from torchrl_shacpp.modules.slots import holds_whole_slots, is_slot_layout
@@ -231,7 +231,7 @@ def check_algorithm_config(config: ShacConfig) -> None:
                 f"algorithm.world_periodic_features={periodic_features}: {error} Give [[index, period], ...], e.g. "
                 "[[15,3.141592653589793]] for the line's rotation on VMAS's balance, or null."
             ) from None
-        if config.world_rollout != "spliced":
+        if periodic_features and config.world_rollout != "spliced":
             raise ValueError(
                 f"algorithm.world_periodic_features={periodic_features} are read and learned by the spliced world "
                 f"model's transition; algorithm.world_rollout={config.world_rollout!r} has none: set "
@@ -293,7 +293,8 @@ def check_experiment_config(config: ExperimentConfig, *, algorithm: str, uses_ta
 def check_experiment(algorithm: Shac) -> None:
     """The set-up checks of an algorithm of the SHAC family: its config, the experiment values it depends on, a
     warning when SHAC or SHAC+ would keep the simulator's graph over more than one window, and one when SHAC++ is
-    set up on a task whose observation its world model is known not to fit (:data:`WORLD_MODEL_TRAPS`), and that the
+    set up on a task whose observation its world model is known not to fit (:data:`WORLD_MODEL_TRAPS`) without the
+    periodic features that fix it, and that the
     task's info has the entry ``algorithm.critic_reward`` names, and that the slot layouts fit the observation."""
     name = type(algorithm).__name__.lower()
     algorithm_config, config = algorithm.experiment.algorithm_config, algorithm.experiment_config
@@ -304,8 +305,12 @@ def check_experiment(algorithm: Shac) -> None:
         _warn_long_simulator_graph(
             name, collection_length=frames // envs, window_length=algorithm_config.window_length, envs=envs
         )
-    if not algorithm.simulator_graph:
-        _warn_world_model_trap(name, algorithm.experiment.task)
+    task = algorithm.experiment.task
+    periodic = world_periodic_features(
+        task, getattr(algorithm_config, "world_rollout", ""), getattr(algorithm_config, "world_periodic_features", None)
+    )
+    if not algorithm.simulator_graph and not periodic:
+        _warn_world_model_trap(name, task)
     if algorithm_config.critic_reward is not None:
         _check_critic_reward(algorithm_config.critic_reward, algorithm.experiment)
     _check_slots_fit(algorithm)
@@ -377,13 +382,16 @@ def _warn_long_simulator_graph(algorithm: str, *, collection_length: int, window
     )
 
 
-#: VMAS tasks whose observation a learned world model cannot fit: this package's task that observes the same
-#: information without the trap, and why (``benchmarks/results/transition_model_fit.md``).
+#: VMAS tasks whose observation a learned world model cannot fit unless it reads their angle features as angles
+#: (the spliced model's ``world_periodic_features``, the task's by default): this package's task that observes the
+#: same information without the trap, and why (``benchmarks/results/transition_model_fit.md``).
 WORLD_MODEL_TRAPS: dict[str, tuple[str, str]] = {
     "balance": (
         "balance_centred",
         "VMAS observes the line's rotation modulo pi in [0, pi), so the feature jumps by pi whenever the line tilts "
-        "across level; the world model cannot fit the jumps, and its Jacobians chained over a window blow up",
+        "across level; a world model that does not read it as an angle cannot fit the jumps, and its Jacobians "
+        "chained over a window blow up (the spliced model reads it as one by default: "
+        "algorithm.world_periodic_features=null with algorithm.world_rollout=spliced)",
     ),
 }
 

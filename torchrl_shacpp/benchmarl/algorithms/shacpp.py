@@ -12,6 +12,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_shacpp.benchmarl import networks
 from torchrl_shacpp.benchmarl.algorithms.shacp import Shacp, ShacpConfig
+from torchrl_shacpp.benchmarl.envs import world_periodic_features
 from torchrl_shacpp.objectives import TDLambdaValueLoss, TransitionModelLoss, WorldModelLoss
 from torchrl_shacpp.trainers import (
     GradientSource,
@@ -121,8 +122,11 @@ class Shacpp(Shacp):
             (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``max_gradient_growth``).
         world_periodic_features: spliced: ``[[index, period], ...]``, the observation features that are angles
             observed modulo a period, which the transition model reads as their phase's cosine and sine and whose
-            change it learns across the cut (:class:`~torchrl_shacpp.modules.PeriodicFeatures`), or ``None``. VMAS's
-            balance and wheel observe their line's rotation modulo π (balance: ``[[15, 3.141592653589793]]``).
+            change it learns across the cut (:class:`~torchrl_shacpp.modules.PeriodicFeatures`); ``None`` (default):
+            the task's, VMAS's balance and wheel observing their line's rotation modulo π
+            (:func:`~torchrl_shacpp.benchmarl.envs.periodic_observation_features`); ``[]``: none. On balance they
+            take SHAC++ from not learning to a return of 40 in 41k frames
+            (``benchmarks/results/learning_vs_mappo/balance/``).
         actor_world_gradient: the weight (>= 0) of the gradient through the world model's predicted observations to
             the actions in the actor's, the objective unchanged (paper: 1; :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
             ``world_gradient``): above 1 it raises the model's action Jacobian beside the reward model's own action
@@ -185,6 +189,12 @@ class Shacpp(Shacp):
             checkpoint_chunks=world_checkpoint_chunks,
         )
         self.critic_from_cache = critic_from_cache
+
+    @property
+    def periodic_features(self) -> list[list[float]]:
+        """The spliced transition model's angle features: ``world_periodic_features``, or with ``None`` the task's;
+        none for the one-pass model."""
+        return world_periodic_features(self.experiment.task, self.world_rollout, self.world_periodic_features)
 
     @property
     def world_horizon(self) -> int:
