@@ -292,3 +292,10 @@ def test_transition_world_model_with_a_periodic_feature_learns_the_rotations_act
     by_truth = jacobian[:, None, None, :].expand_as(by_model)
     cos = torch.nn.functional.cosine_similarity(by_model.flatten(), by_truth.flatten(), dim=0)
     assert cos > 0.99 and abs(by_model.norm() / by_truth.norm() - 1) < 0.05
+
+
+def test_periodic_features_are_configuration_not_state_so_earlier_checkpoints_load():
+    plain = TransitionWorldModel(3, 1)
+    assert not [key for key in plain.state_dict() if "periodic" in key]
+    periodic = TransitionWorldModel(3, 1, periodic=PeriodicFeatures([[2, 1.0]]))
+    assert periodic.state_dict().keys() == plain.state_dict().keys()  # the sine widens the input embedding only

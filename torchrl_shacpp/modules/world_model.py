@@ -250,8 +250,10 @@ class PeriodicFeatures(nn.Module):
             check_positive("a periodic feature's period", pair[1], "e.g. 3.141592653589793 for VMAS's rot % pi.")
         if len({index for index, _ in pairs}) != len(pairs):
             raise ValueError(f"periodic features name a feature twice: {[list(pair) for pair in pairs]}.")
-        self.register_buffer("index", torch.tensor([int(index) for index, _ in pairs], dtype=torch.long))
-        self.register_buffer("period", torch.tensor([float(period) for _, period in pairs]))
+        # Not in a state dict: they are the configuration, and checkpoints from before them still load.
+        index = torch.tensor([int(index) for index, _ in pairs], dtype=torch.long)
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("period", torch.tensor([float(period) for _, period in pairs]), persistent=False)
 
     def __len__(self) -> int:
         return len(self.index)
