@@ -125,7 +125,7 @@ class Shacpp(Shacp):
             change it learns across the cut (:class:`~torchrl_shacpp.modules.PeriodicFeatures`); ``None`` (default):
             the task's, VMAS's balance and wheel observing their line's rotation modulo π
             (:func:`~torchrl_shacpp.benchmarl.envs.periodic_observation_features`); ``[]``: none. On balance they
-            take SHAC++ from not learning to a return of 40 in 41k frames
+            take SHAC++ from not learning to a return of 40 after 44k ± 5k frames, MAPPO's 92k ± 14k
             (``benchmarks/results/learning_vs_mappo/balance/``).
         actor_world_gradient: the weight (>= 0) of the gradient through the world model's predicted observations to
             the actions in the actor's, the objective unchanged (paper: 1; :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
