@@ -126,7 +126,8 @@ class Shacpp(Shacp):
             the task's, VMAS's balance and wheel observing their line's rotation modulo π
             (:func:`~torchrl_shacpp.benchmarl.envs.periodic_observation_features`); ``[]``: none. On balance they
             take SHAC++ from not learning to a return of 40 after 44k ± 5k frames, MAPPO's 92k ± 14k
-            (``benchmarks/results/learning_vs_mappo/balance/``).
+            (``benchmarks/results/learning_vs_mappo/balance/``); on wheel, whose reward reads the speed error, SHAC++
+            stays level with its return before them (2 seeds, ``.../other_tasks/``).
         actor_world_gradient: the weight (>= 0) of the gradient through the world model's predicted observations to
             the actions in the actor's, the objective unchanged (paper: 1; :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s
             ``world_gradient``): above 1 it raises the model's action Jacobian beside the reward model's own action
