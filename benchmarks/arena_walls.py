@@ -1,4 +1,4 @@
-"""Where does a checkpointed policy take its agents in a walled VMAS arena: to the food, or into the walls?
+r"""Where does a checkpointed policy take its agents in a walled VMAS arena: to the food, or into the walls?
 
 VMAS clamps an agent's position to the arena (``x_semidim``, ``y_semidim``: dispersion's ``pos_range``) and keeps its
 velocity, so an agent pressed into a wall stays there and its push outward moves nothing: the simulator's Jacobian

@@ -5,7 +5,8 @@ did: an AttributeError on its first probed window, seen only when run for real).
 would, from the repository root in a fresh interpreter, with the smallest options that still reach every stage (data,
 model fitting, the probe or the timing, the table or CSV written), and looks for a row of numbers in what it wrote.
 
-``arena_walls.py`` has its own test (it reads a checkpoint, which a tiny run writes first). Not run:
+``arena_walls.py`` and ``transport_contacts.py`` have their own tests (they read a checkpoint, which a tiny run writes
+first). Not run:
 ``gpu_session.sh`` and ``parallel_runs.sh`` (shell), ``benchmarl_experiment.py`` (a module the others import), and
 ``model_step_cost.py --compile`` (inductor's compilation would dominate the file's time).
 """
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from benchmarl.algorithms import MappoConfig
 from benchmarl.models import MlpConfig
 from test_benchmark import synthetic_run
@@ -262,6 +264,40 @@ def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
     # A margin of 0.95 of the half-width 1: the agents start 0.05 from the centre and leave it: both sets have elements.
     for elements in ("at its wall", "elsewhere"):
         assert re.search(row(elements, *[N] * 5), result.stdout, re.MULTILINE), result.stdout
+
+
+def test_transport_contacts_classifies_each_face_of_the_package():
+    """Closed form: the package (half-side 0.075) at the origin, its goal along +x, agents of radius 0.03 behind it,
+    in front of it 0.02 off the package-goal line, beside it, at a corner's diagonal, and away from it."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transport_contacts import contact_faces
+
+    agents = torch.tensor([[-0.1, 0.0], [0.1, 0.02], [0.0, -0.1], [0.09, 0.09], [0.5, 0.0]])
+    touching, push, offset = contact_faces(agents, torch.tensor([[1.0, 0.0]]).expand(5, 2), 0.075, 0.03, 0.0)
+    assert touching.tolist() == [True, True, True, True, False]
+    # Pushes along -n: towards the goal from behind, away from the front, across from the side, at 45° off the corner.
+    torch.testing.assert_close(push[:4], torch.tensor([1.0, -1.0, 0.0, -(0.5**0.5)]))
+    torch.testing.assert_close(offset, torch.tensor([0.0, 0.02, 0.1, 0.09, 0.0]))
+
+
+def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
+    """``transport_contacts.py`` restores a real (tiny) SHAC++ transport checkpoint and tabulates both kinds of
+    actions by phase, and the episode's return."""
+    overrides = [*TINY, "task=vmas/transport", "algorithm=shacpp", *SHACPP_MODELS]
+    train = [sys.executable, "-m", "benchmarl.run", *overrides, "experiment.max_n_iters=1",
+             "experiment.checkpoint_interval=64", f"experiment.save_folder={tmp_path}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (checkpoint,) = tmp_path.rglob("checkpoint_64.pt")
+    script = str(REPO / "benchmarks" / "transport_contacts.py")
+    command = [sys.executable, script, "--checkpoint", str(checkpoint), *overrides]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for actions in ("deterministic", "random"):
+        phase = row(actions, r"\d+-\d+", *[N] * 4, f"(?:{N}|nan)", N)  # NaN: nobody pushes the package away
+        assert re.search(phase, result.stdout, re.MULTILINE), result.stdout
+        assert re.search(row(actions, "episode", *[""] * 5, N), result.stdout, re.MULTILINE), result.stdout
 
 
 @pytest.mark.parametrize("case", list(CASES))

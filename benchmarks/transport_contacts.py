@@ -1,0 +1,143 @@
+r"""Which face of transport's package does a checkpointed policy push: towards the goal, or away from it?
+
+Every learner of transport n=3 with the approach potential paid as reward dips below its first evaluation before it
+learns (``results/learning_vs_mappo/transport_n3_64envs_shaped/``: SHAC++ -0.94 ± 0.19 at 122k frames, MAPPO -0.20
+± 0.12), while a scripted controller following the potential's gradient never pushes the package away. VMAS's box
+package is not rotatable, so an agent (a sphere of radius :math:`r`) touches it where the agent's distance to the box,
+:math:`\lVert x - q\rVert` with :math:`q` the box's point closest to :math:`x`, is at most :math:`r`; the contact
+pushes the package along :math:`-n`, :math:`n = (x - q) / \lVert x - q\rVert`. With :math:`u` the unit vector from
+the package to its goal, a contact pushes *towards the goal* where :math:`-n \cdot u > 1/2`, *away* where
+:math:`-n \cdot u < -1/2`, and *sideways* otherwise.
+
+This script restores a BenchMARL checkpoint (the run's overrides and ``experiment.restore_file=<checkpoint>``), rolls
+its policy out on the evaluation env for one episode, deterministically and with its exploration noise, and prints
+by phase of the episode (``arena_walls.phases``): the share of agent-steps in contact with the package, the shares of
+those contacts that push towards the goal, away and sideways, the median offset of the agents pushing away from the
+package-goal line (:math:`|(x - p)\cdot u^\perp|`, in units of the package's half-side plus :math:`r`: below 1 the
+agent sits in front of the package's goal face, where the blended potential's two waypoints meet,
+``DifferentiableTransport``'s docstring), and the task return earned in the phase (VMAS's reward, the agents' info
+``task_reward`` where the potential is paid, else the reward; per agent, summed over the phase's steps and averaged
+over the envs).
+
+Example (``results/learning_vs_mappo/transport_n3_64envs_shaped/``)::
+
+    python benchmarks/transport_contacts.py --checkpoint <run>/checkpoints/checkpoint_122880.pt <the run's overrides>
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+sys.path.insert(0, str(Path(__file__).parent))
+from arena_walls import phases  # noqa: E402
+from benchmarl_experiment import compose_experiment  # noqa: E402
+
+#: VMAS transport's observation: the package's offset from its goal and from the agent (``transport.py``'s
+#: ``observation``: ``[pos(2), vel(2), package - goal(2), package - agent(2), package_vel(2), on_goal(1)]``).
+PACKAGE_FROM_GOAL, PACKAGE_FROM_AGENT = slice(4, 6), slice(6, 8)
+
+
+def contact_faces(
+    agent_from_package: torch.Tensor, to_goal: torch.Tensor, half_side: float, agent_radius: float, margin: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Per agent-step (leading dims of ``agent_from_package`` ``[..., 2]``, the agent's centre relative to the
+    package's): whether it touches the package (its distance to the axis-aligned box of half-side ``half_side`` at
+    most ``agent_radius + margin``), the cosine of the push it gives the package (:math:`-n`) with the unit vector
+    ``to_goal``, and the agent's offset from the package-goal line, :math:`|x \cdot u^\perp|`."""
+    closest = agent_from_package.clamp(-half_side, half_side)
+    outward = agent_from_package - closest
+    distance = outward.norm(dim=-1)
+    # An agent whose centre is inside the box (a deep overlap): its normal is the nearer face's.
+    inside = distance == 0
+    axis = (half_side - agent_from_package.abs()).argmin(dim=-1, keepdim=True)
+    face = torch.zeros_like(agent_from_package).scatter(-1, axis, 1.0) * agent_from_package.sign()
+    normal = torch.where(inside.unsqueeze(-1), face, outward / distance.clamp_min(1e-12).unsqueeze(-1))
+    touching = distance <= agent_radius + margin
+    push_towards_goal = -(normal * to_goal).sum(-1)
+    across = torch.stack([-to_goal[..., 1], to_goal[..., 0]], dim=-1)
+    offset = (agent_from_package * across).sum(-1).abs()
+    return touching, push_towards_goal, offset
+
+
+def contact_rows(
+    rollout: TensorDictBase, group: str, half_side: float, agent_radius: float, margin: float
+) -> list[dict[str, float]]:
+    """Per phase of ``rollout`` (``[env, time]``): the share of agent-steps touching the package, the shares of the
+    contacts that push towards the goal, away and sideways, the median offset from the package-goal line of the agents
+    pushing away (in units of ``half_side + agent_radius``; NaN without any), and the phase's task return per agent."""
+    observation = rollout[group, "observation"]
+    package_from_goal = observation[..., PACKAGE_FROM_GOAL]
+    to_goal = -package_from_goal / package_from_goal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    touching, push, offset = contact_faces(
+        -observation[..., PACKAGE_FROM_AGENT], to_goal, half_side, agent_radius, margin
+    )
+    info = rollout.get(("next", group, "info"), None)
+    reward_key = ("next", group, "info", "task_reward") if info is not None and "task_reward" in info.keys() else None
+    reward = rollout[reward_key or ("next", group, "reward")].reshape(touching.shape)
+    rows = []
+    for start, end in phases(observation.shape[1]):
+        contacts = touching[:, start:end]
+        pushes = push[:, start:end][contacts]
+        away = contacts & (push[:, start:end] < -0.5)
+        n = max(int(contacts.sum()), 1)
+        rows.append(
+            {
+                "steps": f"{start}-{end}",
+                "in contact": contacts.float().mean().item(),
+                "towards the goal": (pushes > 0.5).sum().item() / n,
+                "away": (pushes < -0.5).sum().item() / n,
+                "sideways": (pushes.abs() <= 0.5).sum().item() / n,
+                "away: offset": (offset[:, start:end][away].median() / (half_side + agent_radius)).item()
+                if away.any()
+                else float("nan"),
+                "return": reward[:, start:end].sum(1).mean().item(),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a BenchMARL checkpoint_<frames>.pt")
+    parser.add_argument("--margin", type=float, default=0.005, help="how far beyond touching counts as contact")
+    parser.add_argument("--group", default="agents")
+    parser.add_argument("--seed", type=int, default=0, help="the rollouts' random stream")
+    parser.add_argument("overrides", nargs="*", help="the run's BenchMARL overrides")
+    args = parser.parse_args()
+    # Nothing logged: a restored experiment would log into the checkpointed run's folder.
+    overrides = [override for override in args.overrides if not override.startswith("experiment.loggers=")]
+    tasks = [override.removeprefix("task=") for override in overrides if override.startswith("task=")]
+    if len(tasks) != 1 or "transport" not in tasks[0]:
+        raise SystemExit(f"Name the run's transport task once among the overrides (task=vmas/...); got {tasks}.")
+    overrides = [override for override in overrides if not override.startswith("task=")]
+    overrides += [f"experiment.restore_file={args.checkpoint.resolve()}", "experiment.loggers=[]"]
+    experiment = compose_experiment(tasks[0], overrides, callbacks=[])
+    env = experiment.test_env
+    scenario = env.scenario
+    package = scenario.packages[0]
+    half_side = 0.5 * min(package.shape.length, package.shape.width)
+    print(f"{args.checkpoint.name}: {tasks[0]}, {env.batch_size[0]} envs, package half-side {half_side}\n")
+    columns = ["in contact", "towards the goal", "away", "sideways", "away: offset", "return"]
+    print("| actions | steps | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for exploration in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
+        torch.manual_seed(args.seed)
+        with set_exploration_type(exploration), torch.no_grad():
+            rollout = env.rollout(experiment.task.max_steps(env), policy=experiment.policy, break_when_any_done=False)
+        rows = contact_rows(rollout, args.group, half_side, scenario.agent_radius, args.margin)
+        for row in rows:
+            cells = [f"{row[name]:.4f}" if name == "return" else f"{row[name]:.2f}" for name in columns]
+            print(f"| {exploration.name.lower()} | {row['steps']} | " + " | ".join(cells) + " |")
+        total = sum(row["return"] for row in rows)
+        blanks = [""] * (len(columns) - 1)
+        print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{total:.4f}"]) + " |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
