@@ -19,6 +19,11 @@ agent sits in front of the package's goal face, where the blended potential's tw
 ``task_reward`` where the potential is paid, else the reward; per agent, summed over the phase's steps and averaged
 over the envs).
 
+Then it prints where the run's approach potential :math:`\Phi` (``DifferentiableTransport``, with the run's
+``approach_blend``) pulls an agent that touches the package's goal face, at offsets from the package-goal line: the
+share of :math:`\nabla_x \Phi / \lVert \nabla_x \Phi \rVert` into the face (:math:`-u`; what a follower of the
+potential pushes the package away with) and along it (:math:`u^\perp`, towards its waypoint; what takes it round).
+
 Example (``results/learning_vs_mappo/transport_n3_64envs_shaped/``)::
 
     python benchmarks/transport_contacts.py --checkpoint <run>/checkpoints/checkpoint_122880.pt <the run's overrides>
@@ -31,12 +36,15 @@ import sys
 from pathlib import Path
 
 import torch
+import vmas
 from tensordict import TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 sys.path.insert(0, str(Path(__file__).parent))
 from arena_walls import phases  # noqa: E402
 from benchmarl_experiment import compose_experiment  # noqa: E402
+
+from torchrl_shacpp.envs import DifferentiableTransport  # noqa: E402
 
 #: VMAS transport's observation: the package's offset from its goal and from the agent (``transport.py``'s
 #: ``observation``: ``[pos(2), vel(2), package - goal(2), package - agent(2), package_vel(2), on_goal(1)]``).
@@ -102,6 +110,28 @@ def contact_rows(
     return rows
 
 
+def goal_face_pull(approach_blend: float, offsets: list[float]) -> list[dict[str, float]]:
+    r"""Per offset (in units of the package's half-side plus the agent radius, towards :math:`u^\perp`): where the
+    approach potential pulls one agent touching the package's goal face, :math:`\nabla_x\Phi` by autograd through
+    ``DifferentiableTransport``'s own potential (the package at the origin, its goal at (1, 0)), as its unit
+    direction's components into the face and along it."""
+    env = vmas.make_env(
+        DifferentiableTransport(), num_envs=len(offsets), n_agents=1, approach_reward=True, approach_blend=approach_blend
+    )
+    scenario = env.scenario
+    package = scenario.packages[0]
+    package.set_pos(torch.zeros(len(offsets), 2), batch_index=None)
+    package.goal.set_pos(torch.tensor([[1.0, 0.0]]).expand(len(offsets), 2), batch_index=None)
+    contact = scenario.push_offset  # the agent's centre when it touches a face: half a side plus its radius
+    position = torch.tensor([[contact, contact * offset] for offset in offsets], requires_grad=True)
+    (pull,) = torch.autograd.grad(scenario._approach_potential(package, [position]).sum(), position)
+    direction = pull / pull.norm(dim=-1, keepdim=True)
+    return [
+        {"offset": offset, "into the face": -direction[i, 0].item(), "along it": direction[i, 1].abs().item()}
+        for i, offset in enumerate(offsets)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a BenchMARL checkpoint_<frames>.pt")
@@ -137,6 +167,13 @@ def main() -> None:
         total = sum(row["return"] for row in rows)
         blanks = [""] * (len(columns) - 1)
         print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{total:.4f}"]) + " |")
+    # After the rollouts: making another VMAS env moves the random streams their resets draw from.
+    blend = getattr(scenario, "approach_blend", None)
+    if blend is not None:
+        print(f"\nthe approach potential's pull on an agent touching the goal face (approach_blend={blend})\n")
+        print("| offset | into the face | along it |\n|---|---|---|")
+        for pull in goal_face_pull(blend, [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]):
+            print(f"| {pull['offset']:.2f} | {pull['into the face']:.2f} | {pull['along it']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -280,10 +280,26 @@ def test_transport_contacts_classifies_each_face_of_the_package():
     torch.testing.assert_close(offset, torch.tensor([0.0, 0.02, 0.1, 0.09, 0.0]))
 
 
+def test_transport_contacts_reads_the_approach_potentials_pull_at_the_goal_face():
+    """Closed form: with the hard switch (blend 0) an agent touching the goal face at half a contact distance c off
+    the line is pulled to the waypoint beside the push point, (-c, 2c) from (c, c/2): into the face 0.8, along it 0.6;
+    on the line, any blend pulls it straight into the face."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transport_contacts import goal_face_pull
+
+    (on_line, half) = goal_face_pull(0.0, [0.0, 0.5])
+    assert (half["into the face"], half["along it"]) == pytest.approx((0.8, 0.6), abs=1e-5)
+    assert (on_line["into the face"], on_line["along it"]) == pytest.approx((0.5**0.5, 0.5**0.5), abs=1e-5)
+    (blended,) = goal_face_pull(0.05, [0.0])
+    assert (blended["into the face"], blended["along it"]) == pytest.approx((1.0, 0.0), abs=1e-5)
+
+
 def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
-    """``transport_contacts.py`` restores a real (tiny) SHAC++ transport checkpoint and tabulates both kinds of
-    actions by phase, and the episode's return."""
-    overrides = [*TINY, "task=vmas/transport", "algorithm=shacpp", *SHACPP_MODELS]
+    """``transport_contacts.py`` restores a real (tiny) SHAC++ checkpoint of transport with the approach potential
+    paid, tabulates both kinds of actions by phase (the task return from the agents' info) and the episode's return,
+    and the potential's pull at the goal face."""
+    overrides = [*TINY, "task=vmas/transport_differentiable", "+task.approach_reward=true", "+task.approach_blend=0.05",
+                 "algorithm=shacpp", *SHACPP_MODELS]  # fmt: skip
     train = [sys.executable, "-m", "benchmarl.run", *overrides, "experiment.max_n_iters=1",
              "experiment.checkpoint_interval=64", f"experiment.save_folder={tmp_path}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -298,6 +314,7 @@ def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Pa
         phase = row(actions, r"\d+-\d+", *[N] * 4, f"(?:{N}|nan)", N)  # NaN: nobody pushes the package away
         assert re.search(phase, result.stdout, re.MULTILINE), result.stdout
         assert re.search(row(actions, "episode", *[""] * 5, N), result.stdout, re.MULTILINE), result.stdout
+    assert re.search(row("0.50", N, N), result.stdout, re.MULTILINE), result.stdout  # the potential's pull
 
 
 @pytest.mark.parametrize("case", list(CASES))
