@@ -115,9 +115,8 @@ def goal_face_pull(approach_blend: float, offsets: list[float]) -> list[dict[str
     approach potential pulls one agent touching the package's goal face, :math:`\nabla_x\Phi` by autograd through
     ``DifferentiableTransport``'s own potential (the package at the origin, its goal at (1, 0)), as its unit
     direction's components into the face and along it."""
-    env = vmas.make_env(
-        DifferentiableTransport(), num_envs=len(offsets), n_agents=1, approach_reward=True, approach_blend=approach_blend
-    )
+    scenario_kwargs = {"n_agents": 1, "approach_reward": True, "approach_blend": approach_blend}
+    env = vmas.make_env(DifferentiableTransport(), num_envs=len(offsets), **scenario_kwargs)
     scenario = env.scenario
     package = scenario.packages[0]
     package.set_pos(torch.zeros(len(offsets), 2), batch_index=None)
