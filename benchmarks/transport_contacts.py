@@ -20,9 +20,10 @@ agent sits in front of the package's goal face, where the blended potential's tw
 over the envs).
 
 Then it prints where the run's approach potential :math:`\Phi` (``DifferentiableTransport``, with the run's
-``approach_blend``) pulls an agent that touches the package's goal face, at offsets from the package-goal line: the
-share of :math:`\nabla_x \Phi / \lVert \nabla_x \Phi \rVert` into the face (:math:`-u`; what a follower of the
-potential pushes the package away with) and along it (:math:`u^\perp`, towards its waypoint; what takes it round).
+``approach_path`` and ``approach_blend``) pulls an agent that touches the package's goal face, at offsets from the
+package-goal line: the share of :math:`\nabla_x \Phi / \lVert \nabla_x \Phi \rVert` into the face (:math:`-u`;
+what a follower of the potential pushes the package away with) and along it (:math:`u^\perp`; what takes it round);
+0 and 0 where the potential does not pull (the blended ways' saddle on the line).
 
 Example (``results/learning_vs_mappo/transport_n3_64envs_shaped/``)::
 
@@ -110,13 +111,15 @@ def contact_rows(
     return rows
 
 
-def goal_face_pull(approach_blend: float, offsets: list[float]) -> list[dict[str, float]]:
+def goal_face_pull(
+    approach_blend: float, offsets: list[float], approach_path: str = "waypoint"
+) -> list[dict[str, float]]:
     r"""Per offset (in units of the package's half-side plus the agent radius, towards :math:`u^\perp`): where the
     approach potential pulls one agent touching the package's goal face, :math:`\nabla_x\Phi` by autograd through
     ``DifferentiableTransport``'s own potential (the package at the origin, its goal at (1, 0)), as its unit
     direction's components into the face and along it."""
-    scenario_kwargs = {"n_agents": 1, "approach_reward": True, "approach_blend": approach_blend}
-    env = vmas.make_env(DifferentiableTransport(), num_envs=len(offsets), **scenario_kwargs)
+    kwargs = {"approach_reward": True, "approach_blend": approach_blend, "approach_path": approach_path}
+    env = vmas.make_env(DifferentiableTransport(), num_envs=len(offsets), n_agents=1, **kwargs)
     scenario = env.scenario
     package = scenario.packages[0]
     package.set_pos(torch.zeros(len(offsets), 2), batch_index=None)
@@ -124,7 +127,7 @@ def goal_face_pull(approach_blend: float, offsets: list[float]) -> list[dict[str
     contact = scenario.push_offset  # the agent's centre when it touches a face: half a side plus its radius
     position = torch.tensor([[contact, contact * offset] for offset in offsets], requires_grad=True)
     (pull,) = torch.autograd.grad(scenario._approach_potential(package, [position]).sum(), position)
-    direction = pull / pull.norm(dim=-1, keepdim=True)
+    direction = pull / pull.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     return [
         {"offset": offset, "into the face": -direction[i, 0].item(), "along it": direction[i, 1].abs().item()}
         for i, offset in enumerate(offsets)
@@ -167,11 +170,11 @@ def main() -> None:
         blanks = [""] * (len(columns) - 1)
         print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{total:.4f}"]) + " |")
     # After the rollouts: making another VMAS env moves the random streams their resets draw from.
-    blend = getattr(scenario, "approach_blend", None)
+    blend, path = getattr(scenario, "approach_blend", None), getattr(scenario, "approach_path", None)
     if blend is not None:
-        print(f"\nthe approach potential's pull on an agent touching the goal face (approach_blend={blend})\n")
+        print(f"\nthe approach potential's pull on an agent touching the goal face ({path=}, {blend=})\n")
         print("| offset | into the face | along it |\n|---|---|---|")
-        for pull in goal_face_pull(blend, [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]):
+        for pull in goal_face_pull(blend, [0.0, 0.1, 0.25, 0.5, 0.75, 1.0], path):
             print(f"| {pull['offset']:.2f} | {pull['into the face']:.2f} | {pull['along it']:.2f} |")
 
 

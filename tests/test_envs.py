@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import vmas
@@ -247,6 +249,84 @@ def test_transport_approach_blend_makes_the_potential_continuous(blend: float, c
 def test_transport_refuses_a_negative_approach_blend():
     with pytest.raises(ValueError, match="approach_blend=-0.05 is not a width: use 0 for the hard switch"):
         vmas.make_env(DifferentiableTransport(), num_envs=2, n_agents=2, approach_blend=-0.05)
+
+
+def transport_around(positions: torch.Tensor, blend: float):
+    """Transport with ``approach_path="around"``, one agent per env at ``positions`` ([B, 2]), the package at the origin
+    and its goal at (1, 0): the scenario, the package, and Φ at ``positions`` with its graph."""
+    env = vmas.make_env(
+        DifferentiableTransport(), num_envs=len(positions), n_agents=1, approach_reward=True,
+        approach_blend=blend, approach_path="around",
+    )  # fmt: skip
+    scenario, package = env.scenario, env.scenario.packages[0]
+    package.set_pos(torch.zeros(len(positions), 2), batch_index=None)
+    package.goal.set_pos(torch.tensor([[1.0, 0.0]]).expand(len(positions), 2), batch_index=None)
+    return scenario, package, scenario._approach_potential(package, [positions])
+
+
+@pytest.mark.parametrize("blend", [0.0, 0.05])
+def test_transport_way_around_has_its_closed_forms(blend: float):
+    """Behind the package in view of the rim's back point h_R: straight there, then in to the push point h (0 at h);
+    in front on the package-goal line: the tangent, half the rim less the tangent's angle, and the way in, both sides
+    alike (their soft minimum less β log 2); at the rim's side point, a quarter of the rim and the way in."""
+    scenario, _, _ = transport_around(torch.zeros(1, 2), blend)
+    c, rim = scenario.push_offset, scenario.package_radius
+    assert rim == pytest.approx(0.075 * 2**0.5 + 0.03)
+    tangent = (0.3**2 - rim**2) ** 0.5
+    front = tangent + rim * (math.pi - math.atan2(tangent, rim)) + rim - c - blend * math.log(2)
+    positions = torch.tensor([[-0.3, 0.0], [-c, 0.0], [0.3, 0.0], [0.0, rim]])
+    scenario, package, _ = transport_around(positions, blend)
+    expected = torch.tensor([0.3 - c, 0.0, front, rim * math.pi / 2 + rim - c])
+    torch.testing.assert_close(scenario._way_around(package, positions), expected, atol=1e-4, rtol=0)
+
+
+def test_transport_way_around_is_continuous_and_its_gradient_matches_finite_differences():
+    """Φ along circles round the package (inside the rim, where agents touch it, and outside, across the tangent's
+    view of h_R) and across the rim moves by no more than the step allows; at points in general position
+    (outside, inside, behind, beside) autograd's gradient is the central differences'."""
+    angles = torch.linspace(-math.pi, math.pi, 2001)
+    for radius in (0.12, 0.2):
+        ring = radius * torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)
+        *_, potential = transport_around(ring, 0.05)
+        assert (potential.diff().abs() < 3 * radius * (angles[1] - angles[0])).all()
+    radii = torch.linspace(0.12, 0.15, 301)
+    for angle in (0.3, 1.5, 2.8):
+        ray = radii.unsqueeze(-1) * torch.tensor([[math.cos(angle), math.sin(angle)]])
+        *_, potential = transport_around(ray, 0.05)
+        assert (potential.diff().abs() < 3 * (radii[1] - radii[0])).all()
+    points = torch.tensor([[-0.4, 0.13], [0.3, -0.25], [-0.11, 0.06], [0.02, 0.125], [0.11, -0.05], [0.5, 0.5]])
+    positions = points.clone().requires_grad_(True)
+    *_, potential = transport_around(positions, 0.05)
+    (gradient,) = torch.autograd.grad(potential.sum(), positions)
+    eps, fd = 1e-3, torch.zeros_like(points)
+    for dim in range(2):
+        shift = torch.zeros_like(points)
+        shift[:, dim] = eps
+        fd[:, dim] = (transport_around(points + shift, 0.05)[2] - transport_around(points - shift, 0.05)[2]) / (2 * eps)
+    torch.testing.assert_close(gradient, fd, atol=2e-3, rtol=0.02)
+
+
+def test_transport_way_around_leads_along_the_goal_face_and_presses_only_from_behind():
+    """An agent touching the package's goal face is led along it (the waypoint potential pulls it 0.89-0.99 into
+    the face, what pushes the package away): into the face at most the sine of its angle off the line; touching the
+    back face, it is led to the push point and pressed in."""
+    c = 0.105
+    offsets = torch.tensor([0.1, 0.25, 0.5, 0.75])
+    front = torch.stack([torch.full_like(offsets, c), c * offsets], dim=-1).requires_grad_(True)
+    *_, potential = transport_around(front, 0.05)
+    (pull,) = torch.autograd.grad(potential.sum(), front)
+    into_face = -pull[:, 0] / pull.norm(dim=-1)
+    assert (into_face < offsets / (1 + offsets**2) ** 0.5 + 1e-3).all()
+    assert (pull[:, 1] > 0).all()  # round the side it is on
+    back = torch.tensor([[-c, 0.5 * c]], requires_grad=True)
+    *_, potential = transport_around(back, 0.05)
+    (pull,) = torch.autograd.grad(potential.sum(), back)
+    assert pull[0, 0] > 0 and pull[0, 1] < 0  # into the back face (towards the goal), and along it to the push point
+
+
+def test_transport_refuses_an_unknown_approach_path():
+    with pytest.raises(ValueError, match="approach_path='round' is not one of .*'around' for the shortest way"):
+        vmas.make_env(DifferentiableTransport(), num_envs=2, n_agents=2, approach_path="round")
 
 
 def test_transport_gradient_before_contact_is_the_approach_potentials():
