@@ -34,10 +34,9 @@ import sys
 from pathlib import Path
 
 import torch
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 sys.path.insert(0, str(Path(__file__).parent))
-from benchmarl_experiment import compose_experiment  # noqa: E402
+from benchmarl_experiment import policy_rollouts, restore_experiment  # noqa: E402
 
 
 def phases(steps: int) -> list[tuple[int, int]]:
@@ -119,15 +118,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="the run's BenchMARL overrides")
     args = parser.parse_args()
     position = slice(*(int(bound) for bound in args.position.split(":")))
-    # Nothing logged: a restored experiment would log into the checkpointed run's folder.
-    overrides = [override for override in args.overrides if not override.startswith("experiment.loggers=")]
-    tasks = [override.removeprefix("task=") for override in overrides if override.startswith("task=")]
-    if len(tasks) != 1:
-        raise SystemExit(f"Name the run's task once among the overrides (task=vmas/<name>); got {tasks or 'none'}.")
-    overrides = [override for override in overrides if not override.startswith("task=")]
-    overrides += [f"experiment.restore_file={args.checkpoint.resolve()}", "experiment.loggers=[]"]
-    task_name = tasks[0]
-    experiment = compose_experiment(task_name, overrides, callbacks=[])
+    experiment, task_name = restore_experiment(args.checkpoint, args.overrides)
     env = experiment.test_env
     half_width = env.scenario.world.x_semidim
     if half_width is None:
@@ -136,18 +127,15 @@ def main() -> None:
     columns = ["at a wall", "in a corner", "mean's norm", "mean vs outward", "from centre", "rewarded", "return"]
     print("| actions | steps | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
-    for exploration in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
-        torch.manual_seed(args.seed)
-        with set_exploration_type(exploration), torch.no_grad():
-            rollout = env.rollout(experiment.task.max_steps(env), policy=experiment.policy, break_when_any_done=False)
+    for actions, rollout in policy_rollouts(experiment, args.seed):
         rows = wall_rows(rollout, half_width, args.margin, position, args.group)
         for row in rows:
             cells = [f"{value:.2f}" if name not in ("rewarded", "return") else f"{value:.4f}"
                      for name, value in row.items() if name != "steps"]  # fmt: skip
-            print(f"| {exploration.name.lower()} | {row['steps']} | " + " | ".join(cells) + " |")
+            print(f"| {actions} | {row['steps']} | " + " | ".join(cells) + " |")
         episode_return = sum(row["return"] for row in rows)
         blanks = [""] * (len(columns) - 1)
-        print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{episode_return:.4f}"]) + " |")
+        print("| " + " | ".join([actions, "episode", *blanks, f"{episode_return:.4f}"]) + " |")
     if args.windows:
         if not hasattr(experiment.algorithm, "update"):
             raise SystemExit("--windows reads the actor objective of a SHAC, SHAC+ or SHAC++ checkpoint.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import benchmarl
@@ -12,6 +13,7 @@ from benchmarl.experiment.callback import Callback
 from benchmarl.hydra_config import load_experiment_from_hydra
 from hydra import compose, initialize_config_dir
 from tensordict import TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 BENCHMARL_CONFIGS = str(Path(benchmarl.__file__).parent / "conf")
 
@@ -22,6 +24,31 @@ def compose_experiment(task: str, overrides: list[str], callbacks: list[Callback
     with initialize_config_dir(config_dir=BENCHMARL_CONFIGS, version_base=None):
         cfg = compose(config_name="config", overrides=[f"task={task}", *overrides])
     return load_experiment_from_hydra(cfg, task_name=task, callbacks=callbacks)
+
+
+def restore_experiment(checkpoint: Path, overrides: list[str]) -> tuple[Experiment, str]:
+    """The experiment of a BenchMARL run restored from ``checkpoint``, and its task's name, from the run's command-line
+    ``overrides`` (which name the task once, ``task=vmas/<name>``). Nothing is logged: a restored experiment would log
+    into the checkpointed run's folder."""
+    overrides = [override for override in overrides if not override.startswith("experiment.loggers=")]
+    tasks = [override.removeprefix("task=") for override in overrides if override.startswith("task=")]
+    if len(tasks) != 1:
+        raise SystemExit(f"Name the run's task once among the overrides (task=vmas/<name>); got {tasks or 'none'}.")
+    overrides = [override for override in overrides if not override.startswith("task=")]
+    overrides += [f"experiment.restore_file={checkpoint.resolve()}", "experiment.loggers=[]"]
+    return compose_experiment(tasks[0], overrides, callbacks=[]), tasks[0]
+
+
+def policy_rollouts(experiment: Experiment, seed: int) -> Iterator[tuple[str, TensorDictBase]]:
+    """One episode of the experiment's policy on every evaluation env, deterministically (as BenchMARL's evaluation
+    with ``evaluation_deterministic_actions``) and with its exploration noise, each from the same random stream:
+    ``("deterministic" | "random", rollout [env, time])``."""
+    env = experiment.test_env
+    for exploration in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
+        torch.manual_seed(seed)
+        with set_exploration_type(exploration), torch.no_grad():
+            rollout = env.rollout(experiment.task.max_steps(env), policy=experiment.policy, break_when_any_done=False)
+        yield exploration.name.lower(), rollout
 
 
 class FillCaches(Callback):

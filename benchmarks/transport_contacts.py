@@ -39,11 +39,10 @@ from pathlib import Path
 import torch
 import vmas
 from tensordict import TensorDictBase
-from torchrl.envs.utils import ExplorationType, set_exploration_type
 
 sys.path.insert(0, str(Path(__file__).parent))
 from arena_walls import phases  # noqa: E402
-from benchmarl_experiment import compose_experiment  # noqa: E402
+from benchmarl_experiment import policy_rollouts, restore_experiment  # noqa: E402
 
 from torchrl_shacpp.envs import DifferentiableTransport  # noqa: E402
 
@@ -142,33 +141,25 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the rollouts' random stream")
     parser.add_argument("overrides", nargs="*", help="the run's BenchMARL overrides")
     args = parser.parse_args()
-    # Nothing logged: a restored experiment would log into the checkpointed run's folder.
-    overrides = [override for override in args.overrides if not override.startswith("experiment.loggers=")]
-    tasks = [override.removeprefix("task=") for override in overrides if override.startswith("task=")]
-    if len(tasks) != 1 or "transport" not in tasks[0]:
-        raise SystemExit(f"Name the run's transport task once among the overrides (task=vmas/...); got {tasks}.")
-    overrides = [override for override in overrides if not override.startswith("task=")]
-    overrides += [f"experiment.restore_file={args.checkpoint.resolve()}", "experiment.loggers=[]"]
-    experiment = compose_experiment(tasks[0], overrides, callbacks=[])
+    experiment, task_name = restore_experiment(args.checkpoint, args.overrides)
+    if "transport" not in task_name:
+        raise SystemExit(f"{task_name} is not transport: the probe reads transport's package and observation.")
     env = experiment.test_env
     scenario = env.scenario
     package = scenario.packages[0]
     half_side = 0.5 * min(package.shape.length, package.shape.width)
-    print(f"{args.checkpoint.name}: {tasks[0]}, {env.batch_size[0]} envs, package half-side {half_side}\n")
+    print(f"{args.checkpoint.name}: {task_name}, {env.batch_size[0]} envs, package half-side {half_side}\n")
     columns = ["in contact", "towards the goal", "away", "sideways", "away: offset", "return"]
     print("| actions | steps | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
-    for exploration in (ExplorationType.DETERMINISTIC, ExplorationType.RANDOM):
-        torch.manual_seed(args.seed)
-        with set_exploration_type(exploration), torch.no_grad():
-            rollout = env.rollout(experiment.task.max_steps(env), policy=experiment.policy, break_when_any_done=False)
+    for actions, rollout in policy_rollouts(experiment, args.seed):
         rows = contact_rows(rollout, args.group, half_side, scenario.agent_radius, args.margin)
         for row in rows:
             cells = [f"{row[name]:.4f}" if name == "return" else f"{row[name]:.2f}" for name in columns]
-            print(f"| {exploration.name.lower()} | {row['steps']} | " + " | ".join(cells) + " |")
+            print(f"| {actions} | {row['steps']} | " + " | ".join(cells) + " |")
         total = sum(row["return"] for row in rows)
         blanks = [""] * (len(columns) - 1)
-        print("| " + " | ".join([exploration.name.lower(), "episode", *blanks, f"{total:.4f}"]) + " |")
+        print("| " + " | ".join([actions, "episode", *blanks, f"{total:.4f}"]) + " |")
     # After the rollouts: making another VMAS env moves the random streams their resets draw from.
     blend, path = getattr(scenario, "approach_blend", None), getattr(scenario, "approach_path", None)
     if blend is not None:

@@ -244,20 +244,26 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
-    """``arena_walls.py`` restores a real (tiny) SHAC++ dispersion checkpoint and tabulates both kinds of actions, and
-    the return's gradient w.r.t. the actions on a collection's windows."""
-    overrides = [*TINY, "task=vmas/dispersion_paper", "algorithm=shacpp", *SHACPP_MODELS]
+def run_on_checkpoint(script: str, overrides: list[str], tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """Trains one iteration of ``python -m benchmarl.run <overrides>`` into ``tmp_path``, checkpointed after it, and
+    runs ``benchmarks/<script> --checkpoint <it> <options> <overrides>`` on it; asserts that both succeed."""
     train = [sys.executable, "-m", "benchmarl.run", *overrides, "experiment.max_n_iters=1",
              "experiment.checkpoint_interval=64", f"experiment.save_folder={tmp_path}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (checkpoint,) = tmp_path.rglob("checkpoint_64.pt")
-    script = str(REPO / "benchmarks" / "arena_walls.py")
-    command = [sys.executable, script, "--checkpoint", str(checkpoint), "--windows", "1", "--margin", "0.95", *overrides]
+    command = [sys.executable, str(REPO / "benchmarks" / script), "--checkpoint", str(checkpoint), *options, *overrides]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_arena_walls_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
+    """``arena_walls.py`` restores a real (tiny) SHAC++ dispersion checkpoint and tabulates both kinds of actions, and
+    the return's gradient w.r.t. the actions on a collection's windows."""
+    overrides = [*TINY, "task=vmas/dispersion_paper", "algorithm=shacpp", *SHACPP_MODELS]
+    result = run_on_checkpoint("arena_walls.py", overrides, tmp_path, "--windows", "1", "--margin", "0.95")
     for actions in ("deterministic", "random"):
         assert re.search(row(actions, r"\d+-\d+", *[N] * 7), result.stdout, re.MULTILINE), result.stdout
         assert re.search(row(actions, "episode", *[""] * 6, N), result.stdout, re.MULTILINE), result.stdout
@@ -300,16 +306,7 @@ def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Pa
     and the potential's pull at the goal face."""
     overrides = [*TINY, "task=vmas/transport_differentiable", "+task.approach_reward=true", "+task.approach_blend=0.05",
                  "algorithm=shacpp", *SHACPP_MODELS]  # fmt: skip
-    train = [sys.executable, "-m", "benchmarl.run", *overrides, "experiment.max_n_iters=1",
-             "experiment.checkpoint_interval=64", f"experiment.save_folder={tmp_path}"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (checkpoint,) = tmp_path.rglob("checkpoint_64.pt")
-    script = str(REPO / "benchmarks" / "transport_contacts.py")
-    command = [sys.executable, script, "--checkpoint", str(checkpoint), *overrides]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_on_checkpoint("transport_contacts.py", overrides, tmp_path)
     for actions in ("deterministic", "random"):
         phase = row(actions, r"\d+-\d+", *[N] * 4, f"(?:{N}|nan)", N)  # NaN: nobody pushes the package away
         assert re.search(phase, result.stdout, re.MULTILINE), result.stdout
