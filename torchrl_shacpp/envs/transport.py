@@ -74,11 +74,12 @@ class DifferentiableTransport(TransportScenario):
     :math:`\beta \to 0`.
 
     The waypoint's straight line pulls an agent touching the package's goal face 0.89-1.00 into that face (its target
-    is beside the push point, behind the package), so that a learned policy sliding round pushes the package away
-    from the goal: every learner of the paid potential dips (transport n=3: SHAC++ -0.94 ± 0.19 at 122k frames,
-    MAPPO -0.20 ± 0.12) with most of its contacts on the goal face (``benchmarks/transport_contacts.py``).
-    ``approach_path="around"`` measures the way round a disc that holds the package and the agents touching it, and
-    leads an agent on the goal face along it (into it at most the sine of its angle off the package-goal line).
+    is beside the push point, behind the package). ``approach_path="around"`` measures the way round a disc that holds
+    the package and the agents touching it instead, and leads an agent on the goal face along it (into it at most the
+    sine of its angle off the package-goal line). Every learner of the paid potential dips first (transport n=3:
+    SHAC++ -0.94 ± 0.19 at 122k frames, MAPPO -0.20 ± 0.12) with most of its contacts pushing the goal face
+    (``benchmarks/transport_contacts.py``), and SHAC++ dips as deep with ``"around"`` (-0.97 / -0.67 at 122k, 2
+    seeds): the pull at the face is not what drives it (``benchmarks/results/transport_contacts.md``).
 
     Why :math:`\alpha = 1` by default: a single agent (mass 1) pushing the package (mass 50) moves it by about
     1/51 of what the same force moves a free agent, so the task gradient per unit of agent displacement is about
