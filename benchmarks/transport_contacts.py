@@ -15,7 +15,8 @@ by phase of the episode (``arena_walls.phases``): the share of agent-steps in co
 those contacts that push towards the goal, away and sideways, the median offset of the agents pushing away from the
 package-goal line (:math:`|(x - p)\cdot u^\perp|`, in units of the package's half-side plus :math:`r`: below 1 the
 agent sits in front of the package's goal face, where the blended potential's two waypoints meet,
-``DifferentiableTransport``'s docstring), and the task return earned in the phase (VMAS's reward, the agents' info
+``DifferentiableTransport``'s docstring) and the median cosine of their policy mean with :math:`-u` (1: driving
+straight into the face), and the task return earned in the phase (VMAS's reward, the agents' info
 ``task_reward`` where the potential is paid, else the reward; per agent, summed over the phase's steps and averaged
 over the envs).
 
@@ -78,13 +79,17 @@ def contact_rows(
 ) -> list[dict[str, float]]:
     """Per phase of ``rollout`` (``[env, time]``): the share of agent-steps touching the package, the shares of the
     contacts that push towards the goal, away and sideways, the median offset from the package-goal line of the agents
-    pushing away (in units of ``half_side + agent_radius``; NaN without any), and the phase's task return per agent."""
+    pushing away (in units of ``half_side + agent_radius``) and the median cosine of their policy mean with :math:`-u`
+    (1: driving straight into the goal face; both NaN without any), and the phase's task return per agent."""
     observation = rollout[group, "observation"]
     package_from_goal = observation[..., PACKAGE_FROM_GOAL]
     to_goal = -package_from_goal / package_from_goal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     touching, push, offset = contact_faces(
         -observation[..., PACKAGE_FROM_AGENT], to_goal, half_side, agent_radius, margin
     )
+    # The policy mean's cosine with -u: for an agent on the goal face, how straight it drives into the package.
+    loc = rollout[group, "loc"]
+    into_face = -(loc * to_goal).sum(-1) / loc.norm(dim=-1).clamp_min(1e-12)
     info = rollout.get(("next", group, "info"), None)
     reward_key = ("next", group, "info", "task_reward") if info is not None and "task_reward" in info.keys() else None
     reward = rollout[reward_key or ("next", group, "reward")].reshape(touching.shape)
@@ -104,6 +109,7 @@ def contact_rows(
                 "away: offset": (offset[:, start:end][away].median() / (half_side + agent_radius)).item()
                 if away.any()
                 else float("nan"),
+                "away: mean into it": into_face[:, start:end][away].median().item() if away.any() else float("nan"),
                 "return": reward[:, start:end].sum(1).mean().item(),
             }
         )
@@ -149,7 +155,7 @@ def main() -> None:
     package = scenario.packages[0]
     half_side = 0.5 * min(package.shape.length, package.shape.width)
     print(f"{args.checkpoint.name}: {task_name}, {env.batch_size[0]} envs, package half-side {half_side}\n")
-    columns = ["in contact", "towards the goal", "away", "sideways", "away: offset", "return"]
+    columns = ["in contact", "towards the goal", "away", "sideways", "away: offset", "away: mean into it", "return"]
     print("| actions | steps | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for actions, rollout in policy_rollouts(experiment, args.seed):

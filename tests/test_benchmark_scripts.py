@@ -308,9 +308,9 @@ def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Pa
                  "algorithm=shacpp", *SHACPP_MODELS]  # fmt: skip
     result = run_on_checkpoint("transport_contacts.py", overrides, tmp_path)
     for actions in ("deterministic", "random"):
-        phase = row(actions, r"\d+-\d+", *[N] * 4, f"(?:{N}|nan)", N)  # NaN: nobody pushes the package away
+        phase = row(actions, r"\d+-\d+", *[N] * 4, *[f"(?:{N}|nan)"] * 2, N)  # NaN: nobody pushes it away
         assert re.search(phase, result.stdout, re.MULTILINE), result.stdout
-        assert re.search(row(actions, "episode", *[""] * 5, N), result.stdout, re.MULTILINE), result.stdout
+        assert re.search(row(actions, "episode", *[""] * 6, N), result.stdout, re.MULTILINE), result.stdout
     assert re.search(row("0.50", N, N), result.stdout, re.MULTILINE), result.stdout  # the potential's pull
 
 
