@@ -96,16 +96,15 @@ def contact_rows(
     rows = []
     for start, end in phases(observation.shape[1]):
         contacts = touching[:, start:end]
-        pushes = push[:, start:end][contacts]
-        away = contacts & (push[:, start:end] < -0.5)
+        towards, away = contacts & (push[:, start:end] > 0.5), contacts & (push[:, start:end] < -0.5)
         n = max(int(contacts.sum()), 1)
         rows.append(
             {
                 "steps": f"{start}-{end}",
                 "in contact": contacts.float().mean().item(),
-                "towards the goal": (pushes > 0.5).sum().item() / n,
-                "away": (pushes < -0.5).sum().item() / n,
-                "sideways": (pushes.abs() <= 0.5).sum().item() / n,
+                "towards the goal": towards.sum().item() / n,
+                "away": away.sum().item() / n,
+                "sideways": (contacts & ~towards & ~away).sum().item() / n,
                 "away: offset": (offset[:, start:end][away].median() / (half_side + agent_radius)).item()
                 if away.any()
                 else float("nan"),
