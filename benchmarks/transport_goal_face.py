@@ -1,0 +1,191 @@
+r"""Does the actor's gradient tell an agent pressing transport's package away from its goal to stop, and does the
+actor's update follow it there?
+
+The SHAC family's agents dip on transport n=3 by pressing the package's goal face (``results/transport_contacts.md``):
+their policy mean drives straight into it (cosine 0.91-0.97 with :math:`-u`, :math:`u` the unit vector from the package
+to its goal), whichever potential they are paid. This probe trains a run through BenchMARL (the command line's
+overrides) and, every ``--every`` collected windows, classifies the window's agent-steps that touch the package by the
+push they give (``transport_contacts.contact_faces``: towards the goal, :math:`-n\cdot u > 1/2`; away, below
+:math:`-1/2`) and measures at the agent-steps pushing it away:
+
+* ``grad_into_face``: the median cosine of the actor's descent direction with respect to each action,
+  :math:`-\partial\mathcal L_\pi/\partial a_t`, with :math:`-u` (above 0: the gradient says press harder; below 0:
+  back off), and ``grad_along_face`` its median :math:`|\cos|` with :math:`u^\perp`; ``towards_grad_to_goal``, at the
+  contacts pushing towards the goal, the descent direction's median cosine with :math:`u`;
+* ``grad_norm_ratio``: the median norm of :math:`\partial\mathcal L_\pi/\partial a_t` there over its median over all
+  the window's agent-steps (how loud these agent-steps are in the actor's gradient);
+* ``mean_into_face``: the median cosine of the policy mean :math:`\mu_\theta(o_t)` with :math:`-u`, before the update;
+* ``step_into_face``, ``step_backs_off``: for the change of the policy mean at the same observations over the
+  algorithm's whole update on this batch (its actor steps, replayed ones included),
+  :math:`\delta\mu = \mu_{\theta'}(o_t) - \mu_\theta(o_t)`, the median cosine with :math:`-u` and the share of those
+  agent-steps where :math:`\delta\mu\cdot u > 0` (the update moves the mean out of the face);
+* ``step_follows_grad``: the median cosine of :math:`\delta\mu` with the descent direction there, and
+  ``step_follows_grad_all`` over all the window's agent-steps; ``step_norm_ratio``: the median
+  :math:`\lVert\delta\mu\rVert` there over its median over all agent-steps.
+
+With the gradient saying *back off* at those agent-steps and the update's :math:`\delta\mu` not following it there
+(``step_follows_grad`` far below ``step_follows_grad_all``, or ``step_norm_ratio`` small), the policy presses the face
+because its update does not reach those states, not because its gradient asks it to.
+
+The probe draws nothing from the run's random stream, so a probed run follows the unprobed one. Example (the table in
+``results/transport_goal_face.md``)::
+
+    python benchmarks/transport_goal_face.py --every 5 --out shacpp.csv algorithm=shacpp <the line's overrides>
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+
+import torch
+from benchmarl.experiment.callback import Callback
+from tensordict import TensorDict, TensorDictBase
+from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+sys.path.insert(0, str(Path(__file__).parent))
+from benchmarl_experiment import compose_experiment  # noqa: E402
+from dispersion_probes import step_gradient  # noqa: E402
+from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, contact_faces  # noqa: E402
+
+
+def unit(vector: torch.Tensor) -> torch.Tensor:
+    """``vector / |vector|`` along the last dimension (0 for a zero vector)."""
+    return vector / vector.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The cosine of ``a`` and ``b`` along the last dimension."""
+    return (unit(a) * unit(b)).sum(-1)
+
+
+def median(values: torch.Tensor) -> float:
+    """The median of ``values``, NaN if there are none."""
+    return values.median().item() if values.numel() else math.nan
+
+
+def goal_face_columns(
+    observation: torch.Tensor,
+    descent: torch.Tensor,
+    mean_before: torch.Tensor,
+    mean_after: torch.Tensor,
+    half_side: float,
+    agent_radius: float,
+    margin: float,
+) -> dict[str, float]:
+    """The columns of the module's docstring from agent-steps ``[..., n]``: their transport ``observation``, the
+    actor's descent direction on each action and the policy mean before and after the update (``[..., n, 2]``)."""
+    package_from_goal = observation[..., PACKAGE_FROM_GOAL]
+    to_goal = unit(-package_from_goal)
+    touching, push, _ = contact_faces(
+        -observation[..., PACKAGE_FROM_AGENT], to_goal, half_side, agent_radius, margin
+    )
+    away, towards = touching & (push < -0.5), touching & (push > 0.5)
+    across = torch.stack([-to_goal[..., 1], to_goal[..., 0]], dim=-1)
+    step = mean_after - mean_before
+    gradient_norm, step_norm = descent.norm(dim=-1), step.norm(dim=-1)
+    return {
+        "away_share": away.float().mean().item(),
+        "towards_share": towards.float().mean().item(),
+        "grad_into_face": median(cosine(descent, -to_goal)[away]),
+        "grad_along_face": median(cosine(descent, across)[away].abs()),
+        "towards_grad_to_goal": median(cosine(descent, to_goal)[towards]),
+        "grad_norm_ratio": median(gradient_norm[away]) / gradient_norm.median().clamp_min(1e-30).item(),
+        "mean_into_face": median(cosine(mean_before, -to_goal)[away]),
+        "step_into_face": median(cosine(step, -to_goal)[away]),
+        "step_backs_off": ((step * to_goal).sum(-1)[away] > 0).float().mean().item() if away.any() else math.nan,
+        "step_follows_grad": median(cosine(step, descent)[away]),
+        "step_follows_grad_all": median(cosine(step, descent)),
+        "step_norm_ratio": median(step_norm[away]) / step_norm.median().clamp_min(1e-30).item(),
+    }
+
+
+class GoalFaceProbe(Callback):
+    """Measures the columns on every ``every``-th collected window: the gradient before the algorithm's update on it
+    (``on_batch_collected`` runs before the algorithm's own hook), the policy's change after it (``on_train_end``)."""
+
+    def __init__(self, every: int, out: Path, group: str = "agents", margin: float = 0.005) -> None:
+        super().__init__()
+        self.every, self.out, self.group, self.margin = every, out, group, margin
+        self.window, self.rows, self.pending = 0, [], None
+        self.last_eval = math.nan
+
+    def on_setup(self) -> None:
+        # The actions the simulator consumes, step by step (SHAC+: the window holds a stack of them).
+        self.step_actions: list[torch.Tensor] = []
+        self.experiment.policy.register_forward_hook(
+            lambda module, args, out: self.step_actions.append(out.get((self.group, "action")))
+        )
+        package = self.experiment.test_env.scenario.packages[0]
+        self.half_side = 0.5 * min(package.shape.length, package.shape.width)
+        self.agent_radius = self.experiment.test_env.scenario.agent_radius
+
+    def on_evaluation_end(self, rollouts) -> None:
+        key = ("next", self.group, "info", "task_reward")
+        key = key if key in rollouts[0].keys(True) else ("next", self.group, "reward")
+        self.last_eval = torch.stack([r[key].sum(0).mean() for r in rollouts]).mean().item()
+
+    def policy_mean(self, observation: torch.Tensor) -> torch.Tensor:
+        """The policy's mean at ``observation`` ``[..., n, d]`` (one env-step per leading index)."""
+        flat = observation.flatten(0, -3)
+        td = TensorDict({self.group: TensorDict({"observation": flat}, flat.shape[:-1])}, flat.shape[:-2])
+        policy = self.experiment.algorithm.get_policy_for_loss(self.group)
+        with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+            return policy(td).get((self.group, "loc")).reshape(*observation.shape[:-1], -1)
+
+    def on_batch_collected(self, batch: TensorDictBase) -> None:
+        self.window += 1
+        step_actions, self.step_actions = self.step_actions, []
+        if self.window % self.every:
+            return
+        with torch.random.fork_rng(devices=[]):  # draws nothing from the run's stream
+            update = self.experiment.algorithm.groups[self.group]
+            if update.source.simulator_graph:
+                window, action = batch, step_actions[-batch.shape[1] :]
+            else:
+                window = update.source.differentiable_window(batch.detach())
+                action = window.get((self.group, "action"))
+            descent = -step_gradient(update.actor_loss, window, action, update.source.simulator_graph, False)
+            observation = batch.get((self.group, "observation")).detach()
+            self.pending = (observation, descent.detach(), self.policy_mean(observation))
+
+    def on_train_end(self, training_td: TensorDictBase, group: str) -> None:
+        if self.pending is None or group != self.group:
+            return
+        observation, descent, mean_before = self.pending
+        self.pending = None
+        row = {"window": self.window, "frames": self.experiment.total_frames, "eval_return": self.last_eval}
+        row.update(
+            goal_face_columns(
+                observation, descent, mean_before, self.policy_mean(observation), self.half_side, self.agent_radius,
+                self.margin,
+            )
+        )  # fmt: skip
+        self.rows.append(row)
+        print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        with open(self.out, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(row))
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=Path("transport_goal_face.csv"))
+    parser.add_argument("--margin", type=float, default=0.005, help="how far beyond touching counts as contact")
+    parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, task=vmas/transport... among them")
+    args = parser.parse_args()
+    tasks = [override.removeprefix("task=") for override in args.overrides if override.startswith("task=")]
+    if len(tasks) != 1 or "transport" not in tasks[0]:
+        raise SystemExit(f"Name a transport task once among the overrides (task=vmas/transport...); got {tasks}.")
+    overrides = [override for override in args.overrides if not override.startswith("task=")]
+    probe = GoalFaceProbe(args.every, args.out, margin=args.margin)
+    compose_experiment(tasks[0], overrides, callbacks=[probe]).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
