@@ -23,6 +23,15 @@ push they give (``transport_contacts.contact_faces``: towards the goal, :math:`-
   ``step_follows_grad_all`` over all the window's agent-steps; ``step_norm_ratio``: the median
   :math:`\lVert\delta\mu\rVert` there over its median over all agent-steps.
 
+Where the windows carry the simulator's graph (SHAC+, SHAC) on ``task=vmas/transport_differentiable`` with the
+approach potential paid (``+task.approach_reward=true``), the exact gradient of the window's shaped return, through
+VMAS's dynamics and the env's own reward, is split into its two parts, VMAS's task reward and the potential's
+:math:`\alpha(1 - \mathrm{on\_goal})(\Phi_{t+1} - \Phi_t)` (``DifferentiableTransport``'s potential recomputed
+from the observations, which hold every agent's and the package's position): ``exact_into_face``,
+``task_into_face``, ``potential_into_face`` (their descent directions' median cosines with :math:`-u` there) and
+``potential_task_norm_ratio`` (the median ratio of the two parts' norms there); ``potential_value_error`` is the
+largest gap between the recomputed potential's reward and the env's (its reward less the info's ``task_reward``).
+
 With the gradient saying *back off* at those agent-steps and the update's :math:`\delta\mu` not following it there
 (``step_follows_grad`` far below ``step_follows_grad_all``, or ``step_norm_ratio`` small), the policy presses the face
 because its update does not reach those states, not because its gradient asks it to.
@@ -40,6 +49,7 @@ import csv
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from benchmarl.experiment.callback import Callback
@@ -50,6 +60,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from benchmarl_experiment import compose_experiment  # noqa: E402
 from dispersion_probes import step_gradient  # noqa: E402
 from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, contact_faces  # noqa: E402
+
+#: VMAS transport's observation ends with the package's on-goal flag.
+ON_GOAL = 10
 
 
 def unit(vector: torch.Tensor) -> torch.Tensor:
@@ -75,9 +88,11 @@ def goal_face_columns(
     half_side: float,
     agent_radius: float,
     margin: float,
+    exact: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """The columns of the module's docstring from agent-steps ``[..., n]``: their transport ``observation``, the
-    actor's descent direction on each action and the policy mean before and after the update (``[..., n, 2]``)."""
+    actor's descent direction on each action and the policy mean before and after the update (``[..., n, 2]``), and
+    with ``exact`` (``GoalFaceProbe.exact_parts``) the exact return's parts."""
     package_from_goal = observation[..., PACKAGE_FROM_GOAL]
     to_goal = unit(-package_from_goal)
     touching, push, _ = contact_faces(
@@ -87,7 +102,7 @@ def goal_face_columns(
     across = torch.stack([-to_goal[..., 1], to_goal[..., 0]], dim=-1)
     step = mean_after - mean_before
     gradient_norm, step_norm = descent.norm(dim=-1), step.norm(dim=-1)
-    return {
+    columns = {
         "away_share": away.float().mean().item(),
         "towards_share": towards.float().mean().item(),
         "grad_into_face": median(cosine(descent, -to_goal)[away]),
@@ -101,6 +116,33 @@ def goal_face_columns(
         "step_follows_grad_all": median(cosine(step, descent)),
         "step_norm_ratio": median(step_norm[away]) / step_norm.median().clamp_min(1e-30).item(),
     }
+    if exact is not None:
+        for part in ("exact", "task", "potential"):
+            columns[f"{part}_into_face"] = median(cosine(exact[part], -to_goal)[away])
+        norms = exact["potential"].norm(dim=-1) / exact["task"].norm(dim=-1).clamp_min(1e-30)
+        columns["potential_task_norm_ratio"] = median(norms[away])
+        columns["potential_value_error"] = exact["value_error"].item()
+    return columns
+
+
+def potential_reward(scenario, observation: torch.Tensor, next_observation: torch.Tensor) -> torch.Tensor:
+    r"""The approach potential's part of ``DifferentiableTransport``'s paid reward on each transition,
+    :math:`\alpha(1 - \mathrm{on\_goal}_{t+1})(\Phi(o_{t+1}) - \Phi(o_t))`, ``[..., n, 1]`` (every agent is paid the
+    same), from the transitions' observations ``[..., n, 11]`` by the scenario's own potential (differentiable where they
+    are)."""
+
+    def potential(obs: torch.Tensor) -> torch.Tensor:
+        flat = obs.flatten(0, -3)  # [N, n, 11]
+        agents = flat[..., 0:2]
+        package = agents[:, 0] + flat[:, 0, PACKAGE_FROM_AGENT]
+        goal = package - flat[:, 0, PACKAGE_FROM_GOAL]
+        # What the scenario's potential reads of its package: its position and its goal's.
+        landmark = SimpleNamespace(state=SimpleNamespace(pos=package), goal=SimpleNamespace(state=SimpleNamespace(pos=goal)))
+        return scenario._approach_potential(landmark, list(agents.unbind(1))).reshape(obs.shape[:-2])
+
+    off_goal = 1 - next_observation[..., 0, ON_GOAL]
+    paid = scenario.approach_coef * off_goal * (potential(next_observation) - potential(observation))
+    return paid[..., None, None].expand(*observation.shape[:-1], 1)
 
 
 class GoalFaceProbe(Callback):
@@ -150,18 +192,44 @@ class GoalFaceProbe(Callback):
                 action = window.get((self.group, "action"))
             descent = -step_gradient(update.actor_loss, window, action, update.source.simulator_graph, False)
             observation = batch.get((self.group, "observation")).detach()
-            self.pending = (observation, descent.detach(), self.policy_mean(observation))
+            exact = self.exact_parts(update, batch, action) if update.source.simulator_graph else None
+            self.pending = (observation, descent.detach(), self.policy_mean(observation), exact)
+
+    def exact_parts(self, update, batch: TensorDictBase, action: list[torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """The descent directions of the window's shaped return through the simulator, by the env's reward, by its
+        task part and by its potential part (the actor loss paid each in turn), and the potential's value check; None
+        where the env pays no potential."""
+        scenario = self.experiment.test_env.scenario
+        info_key = ("next", self.group, "info", "task_reward")
+        if not getattr(scenario, "approach_reward", False) or info_key not in batch.keys(True):
+            return None
+        reward = batch.get(("next", self.group, "reward"))
+        paid = potential_reward(
+            scenario, batch.get((self.group, "observation")), batch.get(("next", self.group, "observation"))
+        )
+        task = batch.get(info_key).reshape(reward.shape)
+        parts = {"exact": reward, "task": reward - paid, "potential": paid}
+        descents = {}
+        actor_loss = update.actor_loss
+        for name, part in parts.items():
+            actor_loss._rewards = lambda td, part=part: part
+            try:
+                descents[name] = -step_gradient(actor_loss, batch, action, True, False).detach()
+            finally:
+                del actor_loss._rewards
+        descents["value_error"] = (paid - (reward - task)).abs().max().detach()
+        return descents
 
     def on_train_end(self, training_td: TensorDictBase, group: str) -> None:
         if self.pending is None or group != self.group:
             return
-        observation, descent, mean_before = self.pending
+        observation, descent, mean_before, exact = self.pending
         self.pending = None
         row = {"window": self.window, "frames": self.experiment.total_frames, "eval_return": self.last_eval}
         row.update(
             goal_face_columns(
                 observation, descent, mean_before, self.policy_mean(observation), self.half_side, self.agent_radius,
-                self.margin,
+                self.margin, exact,
             )
         )  # fmt: skip
         self.rows.append(row)

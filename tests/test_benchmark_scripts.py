@@ -98,6 +98,13 @@ CASES = {
         rf"^window,frames,eval_return,boot_reward_cos,boot_norm,reward_part_norm,grad_norm_first,grad_norm_last,"
         rf"grad_norm_median,grad_norm_max,rewarded_window\n1,\d+,nan,{N},",
     ),
+    "transport_goal_face.py": (  # SHAC+: the window holds the simulator's per-step actions
+        ["--every", "1", "--out", "{tmp}/goal_face.csv", *TINY, "algorithm=shacp", "task=vmas/transport_differentiable",
+         "task.n_agents=3", "+task.approach_reward=true", *MODELS, "experiment.max_n_iters=2",
+         "experiment.max_n_frames=null", "experiment.save_folder={tmp}"],
+        "goal_face.csv",
+        rf"^window,frames,eval_return,away_share,towards_share,grad_into_face,.*,step_norm_ratio\n1,\d+,nan,{N},{N},",
+    ),
     "first_actor_steps.py": (
         ["--algorithm", "shac", "--task", "vmas/navigation", "--iters", "2", "--episodes", "2", "--steps", "4",
          "--label", "tiny", "--reward-part", "agent_collisions", "--detach-lidar", "--detach-observations", "--out",
@@ -298,6 +305,29 @@ def test_transport_contacts_reads_the_approach_potentials_pull_at_the_goal_face(
     assert (on_line["into the face"], on_line["along it"]) == pytest.approx((0.5**0.5, 0.5**0.5), abs=1e-5)
     (blended,) = goal_face_pull(0.05, [0.0])
     assert (blended["into the face"], blended["along it"]) == pytest.approx((1.0, 0.0), abs=1e-5)
+
+
+def test_transport_goal_face_reads_the_gradient_and_the_step_at_each_face():
+    """Closed form: the package at the origin, its goal along +x; one agent on its goal face (pushing it away) whose
+    descent direction and mean's change both point back out of the face (+x), one behind it pushing it to the goal,
+    one far from it."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transport_goal_face import goal_face_columns
+
+    agents = torch.tensor([[0.1, 0.0], [-0.1, 0.0], [0.5, 0.5]])
+    observation = torch.zeros(1, 3, 11)
+    observation[..., 4:6] = torch.tensor([-1.0, 0.0])  # package - goal
+    observation[0, :, 6:8] = -agents  # package - agent
+    descent = torch.tensor([[[2.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    before = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
+    after = before + torch.tensor([[[0.5, 0.0], [0.0, 0.25], [0.0, 0.25]]])
+    columns = goal_face_columns(observation, descent, before, after, 0.075, 0.03, 0.0)
+    expected = {
+        "away_share": 1 / 3, "towards_share": 1 / 3, "grad_into_face": -1.0, "grad_along_face": 0.0,
+        "towards_grad_to_goal": 1.0, "grad_norm_ratio": 2.0, "mean_into_face": 1.0, "step_into_face": -1.0,
+        "step_backs_off": 1.0, "step_follows_grad": 1.0, "step_follows_grad_all": 1.0, "step_norm_ratio": 2.0,
+    }  # fmt: skip
+    assert columns == pytest.approx(expected, abs=1e-6)
 
 
 def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
