@@ -36,10 +36,12 @@ With the gradient saying *back off* at those agent-steps and the update's :math:
 (``step_follows_grad`` far below ``step_follows_grad_all``, or ``step_norm_ratio`` small), the policy presses the face
 because its update does not reach those states, not because its gradient asks it to.
 
-The probe draws nothing from the run's random stream, so a probed run follows the unprobed one. Example (the table in
-``results/transport_goal_face.md``)::
+The probe draws nothing from the run's random stream, so a probed run follows the unprobed one. ``--summarise``
+prints probe CSVs' medians over blocks of frames (the evaluation interval). Example (the tables in
+``results/transport_goal_face/``)::
 
-    python benchmarks/transport_goal_face.py --every 5 --out shacpp.csv algorithm=shacpp <the line's overrides>
+    python benchmarks/transport_goal_face.py --every 3 --out shacpp.csv algorithm=shacpp <the line's overrides>
+    python benchmarks/transport_goal_face.py --summarise shacpp.csv shacp.csv
 """
 
 from __future__ import annotations
@@ -127,9 +129,9 @@ def goal_face_columns(
 
 def potential_reward(scenario, observation: torch.Tensor, next_observation: torch.Tensor) -> torch.Tensor:
     r"""The approach potential's part of ``DifferentiableTransport``'s paid reward on each transition,
-    :math:`\alpha(1 - \mathrm{on\_goal}_{t+1})(\Phi(o_{t+1}) - \Phi(o_t))`, ``[..., n, 1]`` (every agent is paid the
-    same), from the transitions' observations ``[..., n, 11]`` by the scenario's own potential (differentiable where they
-    are)."""
+    :math:`\alpha(1 - \mathrm{on\_goal}_{t+1})(\Phi(o_{t+1}) - \Phi(o_t))`, ``[..., n, 1]`` (every agent is paid
+    the same), from the transitions' observations ``[..., n, 11]`` by the scenario's own potential (differentiable
+    where they are)."""
 
     def potential(obs: torch.Tensor) -> torch.Tensor:
         flat = obs.flatten(0, -3)  # [N, n, 11]
@@ -137,7 +139,8 @@ def potential_reward(scenario, observation: torch.Tensor, next_observation: torc
         package = agents[:, 0] + flat[:, 0, PACKAGE_FROM_AGENT]
         goal = package - flat[:, 0, PACKAGE_FROM_GOAL]
         # What the scenario's potential reads of its package: its position and its goal's.
-        landmark = SimpleNamespace(state=SimpleNamespace(pos=package), goal=SimpleNamespace(state=SimpleNamespace(pos=goal)))
+        goal_landmark = SimpleNamespace(state=SimpleNamespace(pos=goal))
+        landmark = SimpleNamespace(state=SimpleNamespace(pos=package), goal=goal_landmark)
         return scenario._approach_potential(landmark, list(agents.unbind(1))).reshape(obs.shape[:-2])
 
     off_goal = 1 - next_observation[..., 0, ON_GOAL]
@@ -240,13 +243,55 @@ class GoalFaceProbe(Callback):
             writer.writerows(self.rows)
 
 
+#: The columns of ``--summarise``'s table, where a probe's CSV has them.
+SUMMARY_COLUMNS = (
+    "away_share", "grad_into_face", "mean_into_face", "step_into_face", "step_backs_off", "step_follows_grad",
+    "step_follows_grad_all", "exact_into_face", "task_into_face", "potential_into_face", "potential_task_norm_ratio",
+)  # fmt: skip
+
+
+def block_medians(rows: list[dict[str, str]], block_frames: int) -> list[dict[str, float]]:
+    """A probe's CSV rows grouped into blocks of ``block_frames`` frames (the evaluation interval: block k holds the
+    windows after evaluation k), each column's median over the block's windows where it is measured (NaN: no window
+    had a contact pushing the package away); ``windows`` counts the block's probed windows and ``return at start`` is
+    the evaluation at the block's start."""
+    blocks: dict[int, list[dict[str, str]]] = {}
+    for row in rows:
+        blocks.setdefault((int(row["frames"]) - 1) // block_frames, []).append(row)
+    table = []
+    for block, members in sorted(blocks.items()):
+        summary = {"frames": f"{block * block_frames // 1000}-{(block + 1) * block_frames // 1000}k"}
+        summary["return at start"] = float(members[0]["eval_return"])
+        summary["windows"] = len(members)
+        for column in (column for column in SUMMARY_COLUMNS if column in members[0]):
+            values = torch.tensor([float(member[column]) for member in members])
+            summary[column] = median(values[~values.isnan()])
+        table.append(summary)
+    return table
+
+
+def summarise(paths: list[Path], block_frames: int) -> None:
+    """Prints each probe CSV's block medians as a Markdown table."""
+    for path in paths:
+        with open(path, newline="") as file:
+            table = block_medians(list(csv.DictReader(file)), block_frames)
+        columns = list(table[0])
+        print(f"\n{path}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+        for row in table:
+            print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("transport_goal_face.csv"))
     parser.add_argument("--margin", type=float, default=0.005, help="how far beyond touching counts as contact")
+    parser.add_argument("--summarise", type=Path, nargs="+", help="print these probe CSVs' medians and stop")
+    parser.add_argument("--block", type=int, default=61440, help="--summarise's block, in frames")
     parser.add_argument("overrides", nargs="*", help="BenchMARL overrides, task=vmas/transport... among them")
     args = parser.parse_args()
+    if args.summarise:
+        return summarise(args.summarise, args.block)
     tasks = [override.removeprefix("task=") for override in args.overrides if override.startswith("task=")]
     if len(tasks) != 1 or "transport" not in tasks[0]:
         raise SystemExit(f"Name a transport task once among the overrides (task=vmas/transport...); got {tasks}.")

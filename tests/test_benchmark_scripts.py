@@ -13,6 +13,7 @@ first). Not run:
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -328,6 +329,24 @@ def test_transport_goal_face_reads_the_gradient_and_the_step_at_each_face():
         "step_backs_off": 1.0, "step_follows_grad": 1.0, "step_follows_grad_all": 1.0, "step_norm_ratio": 2.0,
     }  # fmt: skip
     assert columns == pytest.approx(expected, abs=1e-6)
+
+
+def test_transport_goal_face_summarises_a_probe_by_blocks_of_frames():
+    """Known answer: windows at 2, 4 and 6 (thousand) frames in blocks of 4k: the first block's median of 0.2 and 0.4
+    (torch's lower middle), a NaN window left out of the column it lacks; the second block's one window."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transport_goal_face import block_medians
+
+    rows = [
+        {"frames": "2000", "eval_return": "nan", "away_share": "0.2", "grad_into_face": "nan"},
+        {"frames": "4000", "eval_return": "0.5", "away_share": "0.4", "grad_into_face": "-0.5"},
+        {"frames": "6000", "eval_return": "0.7", "away_share": "0.1", "grad_into_face": "0.9"},
+    ]
+    first, second = block_medians(rows, 4000)
+    assert first["frames"] == "0-4k" and first["windows"] == 2 and math.isnan(first["return at start"])
+    assert (first["away_share"], first["grad_into_face"]) == pytest.approx((0.2, -0.5))
+    assert second == pytest.approx({"frames": "4-8k", "return at start": 0.7, "windows": 1, "away_share": 0.1,
+                                    "grad_into_face": 0.9})  # fmt: skip
 
 
 def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
