@@ -32,6 +32,11 @@ from the observations, which hold every agent's and the package's position): ``e
 ``potential_task_norm_ratio`` (the median ratio of the two parts' norms there); ``potential_value_error`` is the
 largest gap between the recomputed potential's reward and the env's (its reward less the info's ``task_reward``).
 
+Where the window is re-attached through SHAC++'s spliced world model, the learner's descent direction is split
+into the reward model's direct part, :math:`-\partial\hat r(o_t, a_t)/\partial a_t` (the gradient with every feature
+of the world model's predictions detached), and the rest, through the world model's Jacobians:
+``direct_into_face``, ``world_into_face`` and ``world_direct_norm_ratio`` (their norms' median ratio there).
+
 With the gradient saying *back off* at those agent-steps and the update's :math:`\delta\mu` not following it there
 (``step_follows_grad`` far below ``step_follows_grad_all``, or ``step_norm_ratio`` small), the policy presses the face
 because its update does not reach those states, not because its gradient asks it to.
@@ -118,7 +123,12 @@ def goal_face_columns(
         "step_follows_grad_all": median(cosine(step, descent)),
         "step_norm_ratio": median(step_norm[away]) / step_norm.median().clamp_min(1e-30).item(),
     }
-    if exact is not None:
+    if exact is not None and "direct" in exact:
+        for part in ("direct", "world"):
+            columns[f"{part}_into_face"] = median(cosine(exact[part], -to_goal)[away])
+        norms = exact["world"].norm(dim=-1) / exact["direct"].norm(dim=-1).clamp_min(1e-30)
+        columns["world_direct_norm_ratio"] = median(norms[away])
+    elif exact is not None:
         for part in ("exact", "task", "potential"):
             columns[f"{part}_into_face"] = median(cosine(exact[part], -to_goal)[away])
         norms = exact["potential"].norm(dim=-1) / exact["task"].norm(dim=-1).clamp_min(1e-30)
@@ -195,8 +205,25 @@ class GoalFaceProbe(Callback):
                 action = window.get((self.group, "action"))
             descent = -step_gradient(update.actor_loss, window, action, update.source.simulator_graph, False)
             observation = batch.get((self.group, "observation")).detach()
-            exact = self.exact_parts(update, batch, action) if update.source.simulator_graph else None
+            if update.source.simulator_graph:
+                exact = self.exact_parts(update, batch, action)
+            else:
+                exact = self.world_parts(update, window, action, descent)
             self.pending = (observation, descent.detach(), self.policy_mean(observation), exact)
+
+    def world_parts(self, update, window: TensorDictBase, action: torch.Tensor, descent: torch.Tensor) -> dict | None:
+        """The learner's descent direction's direct part through the reward model and its part through the spliced
+        world model's Jacobians; None without a spliced world model."""
+        spliced = getattr(update.actor_loss.world_model, "module", None)
+        if not hasattr(spliced, "detached_features"):
+            return None
+        detached = spliced.detached_features
+        spliced.detached_features = tuple(range(window.get((self.group, "observation")).shape[-1]))
+        try:
+            direct = -step_gradient(update.actor_loss, window, action, False, False).detach()
+        finally:
+            spliced.detached_features = detached
+        return {"direct": direct, "world": descent.detach() - direct}
 
     def exact_parts(self, update, batch: TensorDictBase, action: list[torch.Tensor]) -> dict[str, torch.Tensor] | None:
         """The descent directions of the window's shaped return through the simulator, by the env's reward, by its
@@ -247,6 +274,7 @@ class GoalFaceProbe(Callback):
 SUMMARY_COLUMNS = (
     "away_share", "grad_into_face", "mean_into_face", "step_into_face", "step_backs_off", "step_follows_grad",
     "step_follows_grad_all", "exact_into_face", "task_into_face", "potential_into_face", "potential_task_norm_ratio",
+    "direct_into_face", "world_into_face", "world_direct_norm_ratio",
 )  # fmt: skip
 
 
