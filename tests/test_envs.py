@@ -251,6 +251,27 @@ def test_transport_refuses_a_negative_approach_blend():
         vmas.make_env(DifferentiableTransport(), num_envs=2, n_agents=2, approach_blend=-0.05)
 
 
+def test_transport_goal_frame_observation_is_the_offset_along_and_across_the_package_goal_line():
+    """Closed form: the package at (1, 1), its goal at (1, 3) (u = +y, u⊥ = -x); an agent at (0.5, 0.8) is 0.2 behind
+    the package and 0.5 to u⊥'s side; VMAS's observation comes first, unchanged, and the offset carries the gradient
+    of the agent's position."""
+    kwargs = {"num_envs": 1, "n_agents": 1, "approach_reward": True}
+    plain = vmas.make_env(DifferentiableTransport(), **kwargs)
+    framed = vmas.make_env(DifferentiableTransport(), **kwargs, goal_frame_observation=True)
+    for env in (plain, framed):
+        scenario = env.scenario
+        scenario.packages[0].set_pos(torch.tensor([[1.0, 1.0]]), batch_index=None)
+        scenario.packages[0].goal.set_pos(torch.tensor([[1.0, 3.0]]), batch_index=None)
+        scenario.world.agents[0].set_pos(torch.tensor([[0.5, 0.8]], requires_grad=True), batch_index=None)
+    agent = framed.scenario.world.agents[0]
+    observation = framed.scenario.observation(agent)
+    assert observation.shape[-1] == plain.scenario.observation(plain.scenario.world.agents[0]).shape[-1] + 2
+    assert torch.equal(observation[:, :-2], plain.scenario.observation(plain.scenario.world.agents[0]))
+    assert observation[0, -2:].tolist() == pytest.approx([-0.2, 0.5])
+    (along,) = torch.autograd.grad(observation[0, -2], agent.state.pos)
+    assert along[0].tolist() == pytest.approx([0.0, 1.0])
+
+
 def transport_around(positions: torch.Tensor, blend: float):
     """Transport with ``approach_path="around"``, one agent per env at ``positions`` ([B, 2]), the package at the origin
     and its goal at (1, 0): the scenario, the package, and Φ at ``positions`` with its graph."""

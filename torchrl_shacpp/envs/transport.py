@@ -96,6 +96,10 @@ class DifferentiableTransport(TransportScenario):
         approach_path (str): ``"waypoint"`` (the default, above) or ``"around"``: :math:`\Phi_t = -\sum_i
             \sqrt{L_{i,t}^2 + \kappa^2}` with :math:`L` the length of a way round the package to the push point
             (:meth:`_way_around`; ``approach_blend`` blends its two sides).
+        goal_frame_observation (bool): append to each agent's observation, per package, its offset from the package
+            in the package-goal frame, :math:`((x_i - p)\cdot u,\ (x_i - p)\cdot u^\perp)`: whether an agent is on
+            the goal side of the package, where pushing drives it away, is then one feature's sign instead of a
+            product of two of VMAS's offsets. Defaults to ``False`` (VMAS's observation).
         **kwargs: VMAS transport's own (``n_agents``, ``n_packages``, ``package_width``, ``package_length``,
             ``package_mass``).
 
@@ -109,6 +113,7 @@ class DifferentiableTransport(TransportScenario):
         self.approach_reward = bool(kwargs.pop("approach_reward", False))
         self.approach_blend = float(kwargs.pop("approach_blend", 0.0))
         self.approach_path = str(kwargs.pop("approach_path", "waypoint"))
+        self.goal_frame_observation = bool(kwargs.pop("goal_frame_observation", False))
         if not self.approach_blend >= 0:
             raise ValueError(
                 f"approach_blend={self.approach_blend} is not a width: use 0 for the hard switch between the approach "
@@ -167,6 +172,21 @@ class DifferentiableTransport(TransportScenario):
         else:
             beside = torch.where(along < 0, 0.0, torch.where(across < 0, -1.0, 1.0))
         return push_point + 2 * self.push_offset * beside * normal
+
+    def observation(self, agent: Agent) -> Tensor:
+        """VMAS's observation, and with ``goal_frame_observation`` the agent's offset from each package in the
+        package-goal frame."""
+        observation = super().observation(agent)
+        if not self.goal_frame_observation:
+            return observation
+        offsets = []
+        for package in self.packages:
+            to_goal = package.goal.state.pos - package.state.pos
+            direction = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
+            normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=-1)
+            relative = agent.state.pos - package.state.pos
+            offsets += [(relative * direction).sum(-1, keepdim=True), (relative * normal).sum(-1, keepdim=True)]
+        return torch.cat([observation, *offsets], dim=-1)
 
     def info(self, agent: Agent) -> dict[str, Tensor]:
         """VMAS's reward as ``task_reward`` where the approach term adds to the reward's value; else VMAS's info."""
