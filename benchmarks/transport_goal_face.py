@@ -306,7 +306,15 @@ def summarise(paths: list[Path], block_frames: int) -> None:
         columns = list(table[0])
         print(f"\n{path}\n\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
         for row in table:
-            print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+            cells = [cell(column, value) for column, value in row.items()]
+            print("| " + " | ".join(cells) + " |")
+
+
+def cell(column: str, value: float | int | str) -> str:
+    """A summary cell: shares of agent-steps in percent (they are small), cosines and ratios to two decimals."""
+    if not isinstance(value, float):
+        return str(value)
+    return f"{100 * value:.2f}%" if column.endswith("_share") else f"{value:.2f}"
 
 
 def main() -> None:
