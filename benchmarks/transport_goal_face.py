@@ -37,6 +37,21 @@ into the reward model's direct part, :math:`-\partial\hat r(o_t, a_t)/\partial a
 of the world model's predictions detached), and the rest, through the world model's Jacobians:
 ``direct_into_face``, ``world_into_face`` and ``world_direct_norm_ratio`` (their norms' median ratio there).
 
+For SHAC++ the spliced world model's one-step transition is compared with VMAS's at the same transitions, the state
+rebuilt from the observations (which hold every agent's position and velocity and the package's and its goal's;
+``rebuilt_share``: the share of them where VMAS's next observation so rebuilt matches the window's to 1e-4), at up to
+256 agent-steps pushing the package away and 256 not touching it:
+
+* ``jacobian_cos_{away,free}``, ``jacobian_ratio_{away,free}``: the median cosine and norm ratio (model over VMAS) of
+  the Jacobians of an agent's next observation with respect to its own action, :math:`\partial o'_i/\partial a_i`.
+  In VMAS an action moves its agent the same whether it touches the package or not: the contact's force is computed
+  from the positions, so it acts through the next step's state;
+* ``press_*``: where it acts, the response of the pushing agent's next velocity and the package's next velocity to
+  moving that agent along :math:`-u`, deeper into the face (the observations rebuilt from the moved state):
+  ``press_cos_away`` and ``press_ratio_away`` (model against VMAS, both velocities), and the package's and the agent's
+  response norms, ``press_package_{exact,model}`` and ``press_agent_{exact,model}``. A model that has not learned the
+  contact moves neither: its chain then carries an action into the face as if into free space.
+
 With the gradient saying *back off* at those agent-steps and the update's :math:`\delta\mu` not following it there
 (``step_follows_grad`` far below ``step_follows_grad_all``, or ``step_norm_ratio`` small), the policy presses the face
 because its update does not reach those states, not because its gradient asks it to.
@@ -59,6 +74,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+import vmas
 from benchmarl.experiment.callback import Callback
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
@@ -68,8 +84,93 @@ from benchmarl_experiment import compose_experiment  # noqa: E402
 from dispersion_probes import step_gradient  # noqa: E402
 from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, contact_faces  # noqa: E402
 
-#: VMAS transport's observation ends with the package's on-goal flag.
+from torchrl_shacpp.envs import DifferentiableTransport  # noqa: E402
+
+#: VMAS transport's observation ends with the package's on-goal flag; its first four features are the agent's position
+#: and velocity, and the package's velocity follows its two offsets.
 ON_GOAL = 10
+POSITION, VELOCITY, PACKAGE_VELOCITY = slice(0, 2), slice(2, 4), slice(8, 10)
+#: The Jacobian comparison's columns (NaN in a window without a contact pushing the package away).
+JACOBIAN_COLUMNS = (
+    "jacobian_cos_away", "jacobian_ratio_away", "jacobian_cos_free", "jacobian_ratio_free", "press_cos_away",
+    "press_ratio_away", "press_package_exact", "press_package_model", "press_agent_exact", "press_agent_model",
+    "rebuilt_share",
+)  # fmt: skip
+#: How many agent-steps of each kind the Jacobians are compared at.
+JACOBIAN_SAMPLES = 256
+
+
+def own_action_jacobians(next_observations: list[torch.Tensor], actions: list[torch.Tensor]) -> torch.Tensor:
+    """``[N, n, F, d]``: :math:`\partial o'_{i,f}/\partial a_i` for each of the ``n`` agents' next observations
+    ``[N, F]`` and actions ``[N, d]`` (one backward pass per agent and feature)."""
+    blocks = []
+    for next_observation, action in zip(next_observations, actions):
+        rows = []
+        for feature in range(next_observation.shape[-1]):
+            output = next_observation[:, feature].sum()
+            (row,) = torch.autograd.grad(output, action, retain_graph=True, allow_unused=True)
+            rows.append(torch.zeros_like(action) if row is None else row)
+        blocks.append(torch.stack(rows, -2))
+    return torch.stack(blocks, 1)
+
+
+def vmas_transitions(
+    task_config: dict, transition, observation: torch.Tensor, action: torch.Tensor, pressed: torch.Tensor,
+    into: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """VMAS and the transition model at the states that the transitions' observations ``[N, n, F]`` describe (every
+    agent's position and velocity, the package's and its goal's), stepped with ``action`` ``[N, n, d]``: VMAS's next
+    observations (``next``), both own-action Jacobians ``[N, n, F, d]`` (``exact``, ``model``), and both responses of
+    agent ``pressed[k]``'s next velocity and the package's next velocity (``[N, 4]``) to moving that agent along
+    ``into[k]`` (``exact_press``, ``model_press``), the observations rebuilt by VMAS from the moved state."""
+    env = vmas.make_env(
+        DifferentiableTransport(), num_envs=len(observation), continuous_actions=True, grad_enabled=True, seed=0,
+        **task_config,
+    )  # fmt: skip
+    scenario = env.scenario
+    package = scenario.packages[0]
+    package_position = observation[:, 0, POSITION] + observation[:, 0, PACKAGE_FROM_AGENT]
+    package.set_pos(package_position, batch_index=None)
+    package.set_vel(observation[:, 0, PACKAGE_VELOCITY], batch_index=None)
+    package.goal.set_pos(package_position - observation[:, 0, PACKAGE_FROM_GOAL], batch_index=None)
+    shift = torch.zeros(len(observation), 1, requires_grad=True)
+    rows = torch.arange(len(observation))
+    for index, agent in enumerate(scenario.world.agents):
+        moved = (pressed == index).unsqueeze(-1) * shift * into
+        agent.set_pos(observation[:, index, POSITION] + moved, batch_index=None)
+        agent.set_vel(observation[:, index, VELOCITY], batch_index=None)
+    rebuilt = torch.stack([scenario.observation(agent) for agent in scenario.world.agents], 1)
+    actions = [action[:, index].clone().requires_grad_(True) for index in range(action.shape[1])]
+    next_observation = torch.stack(env.step(actions)[0], 1)
+    predicted = transition(rebuilt, torch.stack(actions, 1))
+    result = {"next": next_observation.detach()}
+    for name, output in (("exact", next_observation), ("model", predicted)):
+        result[name] = own_action_jacobians(list(output.unbind(1)), actions)
+        responses = output[rows, pressed][:, [VELOCITY.start, VELOCITY.start + 1, *range(8, 10)]]
+        gradients = [torch.autograd.grad(response.sum(), shift, retain_graph=True)[0] for response in responses.unbind(1)]
+        result[f"{name}_press"] = torch.cat(gradients, dim=1)
+    return result
+
+
+def jacobian_columns(transitions: dict[str, torch.Tensor], agent: torch.Tensor, away: torch.Tensor) -> dict[str, float]:
+    """The ``jacobian_*`` and ``press_*`` columns from :func:`vmas_transitions`' output at agent-steps of agents
+    ``agent`` ``[M]``, ``away`` marking those that push the package away (the rest touch nothing)."""
+    rows = torch.arange(len(agent))
+    model, exact = transitions["model"][rows, agent].flatten(1), transitions["exact"][rows, agent].flatten(1)
+    similarity, ratio = cosine(model, exact), model.norm(dim=-1) / exact.norm(dim=-1).clamp_min(1e-30)
+    columns = {}
+    for name, mask in (("away", away), ("free", ~away)):
+        columns[f"jacobian_cos_{name}"] = median(similarity[mask])
+        columns[f"jacobian_ratio_{name}"] = median(ratio[mask])
+    exact_press, model_press = transitions["exact_press"][away], transitions["model_press"][away]
+    columns["press_cos_away"] = median(cosine(model_press, exact_press))
+    columns["press_ratio_away"] = median(model_press.norm(dim=-1) / exact_press.norm(dim=-1).clamp_min(1e-30))
+    # Along the push (into the face): how fast the package is pushed away, and the agent pushed back, per unit moved.
+    columns["press_package_exact"] = median(exact_press[:, 2:4].norm(dim=-1))
+    columns["press_package_model"] = median(model_press[:, 2:4].norm(dim=-1))
+    columns["press_agent_exact"] = median(exact_press[:, 0:2].norm(dim=-1))
+    columns["press_agent_model"] = median(model_press[:, 0:2].norm(dim=-1))
+    return columns
 
 
 def unit(vector: torch.Tensor) -> torch.Tensor:
@@ -205,11 +306,39 @@ class GoalFaceProbe(Callback):
                 action = window.get((self.group, "action"))
             descent = -step_gradient(update.actor_loss, window, action, update.source.simulator_graph, False)
             observation = batch.get((self.group, "observation")).detach()
+            jacobians = None  # a window through the simulator: no model to compare
             if update.source.simulator_graph:
                 exact = self.exact_parts(update, batch, action)
             else:
                 exact = self.world_parts(update, window, action, descent)
-            self.pending = (observation, descent.detach(), self.policy_mean(observation), exact)
+                jacobians = self.transition_jacobians(update, batch.detach())
+            self.pending = (observation, descent.detach(), self.policy_mean(observation), exact, jacobians)
+
+    def transition_jacobians(self, update, batch: TensorDictBase) -> dict[str, float]:
+        """The ``jacobian_*`` columns on the window's transitions, the transition model as it is before its update;
+        none without a spliced world model or a contact pushing the package away."""
+        transition = getattr(getattr(update.actor_loss.world_model, "module", None), "transition", None)
+        observation = batch.get((self.group, "observation"))
+        to_goal = unit(-observation[..., PACKAGE_FROM_GOAL])
+        touching, push, _ = contact_faces(
+            -observation[..., PACKAGE_FROM_AGENT], to_goal, self.half_side, self.agent_radius, self.margin
+        )
+        away = touching & (push < -0.5)
+        if transition is None or not away.any():
+            return {}
+        generator = torch.Generator().manual_seed(self.window)
+        picks = [index[torch.randperm(len(index), generator=generator)[:JACOBIAN_SAMPLES]]
+                 for index in (away.nonzero(), (~touching).nonzero())]  # fmt: skip
+        index = torch.cat(picks)  # [M, 3]: env, step, agent
+        steps = observation[index[:, 0], index[:, 1]]
+        actions = batch.get((self.group, "action"))[index[:, 0], index[:, 1]]
+        into = -to_goal[index[:, 0], index[:, 1], index[:, 2]]
+        with torch.enable_grad():
+            transitions = vmas_transitions(self.experiment.task.config, transition, steps, actions, index[:, 2], into)
+        columns = jacobian_columns(transitions, index[:, 2], torch.arange(len(index)) < len(picks[0]))
+        gap = (transitions["next"] - batch.get(("next", self.group, "observation"))[index[:, 0], index[:, 1]]).abs()
+        columns["rebuilt_share"] = (gap.amax((1, 2)) < 1e-4).float().mean().item()
+        return columns
 
     def world_parts(self, update, window: TensorDictBase, action: torch.Tensor, descent: torch.Tensor) -> dict | None:
         """The learner's descent direction's direct part through the reward model and its part through the spliced
@@ -253,7 +382,7 @@ class GoalFaceProbe(Callback):
     def on_train_end(self, training_td: TensorDictBase, group: str) -> None:
         if self.pending is None or group != self.group:
             return
-        observation, descent, mean_before, exact = self.pending
+        observation, descent, mean_before, exact, jacobians = self.pending
         self.pending = None
         row = {"window": self.window, "frames": self.experiment.total_frames, "eval_return": self.last_eval}
         row.update(
@@ -262,6 +391,8 @@ class GoalFaceProbe(Callback):
                 self.margin, exact,
             )
         )  # fmt: skip
+        if jacobians is not None:
+            row.update({name: jacobians.get(name, math.nan) for name in JACOBIAN_COLUMNS})
         self.rows.append(row)
         print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
         with open(self.out, "w", newline="") as file:
@@ -274,7 +405,7 @@ class GoalFaceProbe(Callback):
 SUMMARY_COLUMNS = (
     "away_share", "grad_into_face", "mean_into_face", "step_into_face", "step_backs_off", "step_follows_grad",
     "step_follows_grad_all", "exact_into_face", "task_into_face", "potential_into_face", "potential_task_norm_ratio",
-    "direct_into_face", "world_into_face", "world_direct_norm_ratio",
+    "direct_into_face", "world_into_face", "world_direct_norm_ratio", *JACOBIAN_COLUMNS[:-1],
 )  # fmt: skip
 
 
