@@ -67,15 +67,18 @@ prints probe CSVs' medians over blocks of frames (the evaluation interval). Exam
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import vmas
 from benchmarl.experiment.callback import Callback
+from vmas.simulator.environment import environment as vmas_environment
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -101,7 +104,7 @@ JACOBIAN_SAMPLES = 256
 
 
 def own_action_jacobians(next_observations: list[torch.Tensor], actions: list[torch.Tensor]) -> torch.Tensor:
-    """``[N, n, F, d]``: :math:`\partial o'_{i,f}/\partial a_i` for each of the ``n`` agents' next observations
+    r"""``[N, n, F, d]``: :math:`\partial o'_{i,f}/\partial a_i` for each of the ``n`` agents' next observations
     ``[N, F]`` and actions ``[N, d]`` (one backward pass per agent and feature)."""
     blocks = []
     for next_observation, action in zip(next_observations, actions):
@@ -112,6 +115,18 @@ def own_action_jacobians(next_observations: list[torch.Tensor], actions: list[to
             rows.append(torch.zeros_like(action) if row is None else row)
         blocks.append(torch.stack(rows, -2))
     return torch.stack(blocks, 1)
+
+
+@contextlib.contextmanager
+def vmas_stream_kept() -> Iterator[None]:
+    """VMAS draws every env's resets from one stream shared by all its envs (``Environment.vmas_random_state``), which
+    making, seeding and stepping another env moves: this puts it back afterwards, so that the training env's resets,
+    and the probed run, stay as they were."""
+    stream = list(vmas_environment.Environment.vmas_random_state)
+    try:
+        yield
+    finally:
+        vmas_environment.Environment.vmas_random_state[:] = stream
 
 
 def vmas_transitions(
@@ -333,7 +348,7 @@ class GoalFaceProbe(Callback):
         steps = observation[index[:, 0], index[:, 1]]
         actions = batch.get((self.group, "action"))[index[:, 0], index[:, 1]]
         into = -to_goal[index[:, 0], index[:, 1], index[:, 2]]
-        with torch.enable_grad():
+        with torch.enable_grad(), vmas_stream_kept():
             transitions = vmas_transitions(self.experiment.task.config, transition, steps, actions, index[:, 2], into)
         columns = jacobian_columns(transitions, index[:, 2], torch.arange(len(index)) < len(picks[0]))
         gap = (transitions["next"] - batch.get(("next", self.group, "observation"))[index[:, 0], index[:, 1]]).abs()

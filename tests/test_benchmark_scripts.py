@@ -22,12 +22,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import vmas
 from benchmarl.algorithms import MappoConfig
 from benchmarl.models import MlpConfig
 from test_benchmark import synthetic_run
 from test_benchmarl import TINY
 
 from torchrl_shacpp.benchmarl import PaperVmasTask, ShacppConfig
+from torchrl_shacpp.envs import DifferentiableTransport
 
 REPO = Path(__file__).parents[1]
 # A number as the scripts print it (0.25, -1.3, 6.7e-08), and a mean ± standard deviation.
@@ -347,6 +349,33 @@ def test_transport_goal_face_summarises_a_probe_by_blocks_of_frames():
     assert (first["away_share"], first["grad_into_face"]) == pytest.approx((0.2, -0.5))
     assert second == pytest.approx({"frames": "4-8k", "return at start": 0.7, "windows": 1, "away_share": 0.1,
                                     "grad_into_face": 0.9})  # fmt: skip
+
+
+def test_transport_goal_face_rebuilds_vmas_transitions_and_keeps_vmas_random_stream():
+    """VMAS's step from states rebuilt from a real env's observations reproduces that env's next observations, the
+    pushing agent's response to moving into the package is VMAS's contact (non-zero), and VMAS's module-wide random
+    stream (``vmas.simulator.environment.environment.Environment.vmas_random_state``, private) is as it was before."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transport_goal_face import vmas_stream_kept, vmas_transitions
+    from vmas.simulator.environment import environment as vmas_environment
+
+    config = {"n_agents": 2, "approach_reward": True}
+    env = vmas.make_env(DifferentiableTransport(), num_envs=4, continuous_actions=True, seed=1, **config)
+    package = env.scenario.packages[0]
+    env.scenario.world.agents[0].set_pos(package.state.pos + torch.tensor([0.1, 0.0]), batch_index=None)
+    observation = torch.stack([env.scenario.observation(agent) for agent in env.scenario.world.agents], 1)
+    action = torch.tensor([[-1.0, 0.0], [0.5, 0.5]]).expand(4, 2, 2)
+    next_observation = torch.stack(env.step(list(action.unbind(1)))[0], 1)
+    stream = vmas_environment.Environment.vmas_random_state
+    before = [state.clone() if isinstance(state, torch.Tensor) else state for state in stream]
+    with torch.enable_grad(), vmas_stream_kept():
+        transitions = vmas_transitions(
+            config, lambda o, a: o + a.sum(-1, keepdim=True), observation, action, torch.zeros(4, dtype=torch.long),
+            torch.tensor([[-1.0, 0.0]]).expand(4, 2),
+        )  # fmt: skip
+    assert torch.allclose(transitions["next"], next_observation, atol=1e-5)
+    assert (transitions["exact_press"][:, 0:2].norm(dim=-1) > 1).all()  # the contact pushes the agent back
+    assert torch.equal(stream[0], before[0]) and stream[2] == before[2]
 
 
 def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
