@@ -457,10 +457,13 @@ def summarise(paths: list[Path], block_frames: int) -> None:
 
 
 def cell(column: str, value: float | int | str) -> str:
-    """A summary cell: shares of agent-steps in percent (they are small), cosines and ratios to two decimals."""
+    """A summary cell: shares of agent-steps in percent (they are small), the press responses (which span four orders
+    of magnitude) in two significant digits, the rest to two decimals."""
     if not isinstance(value, float):
         return str(value)
-    return f"{100 * value:.2f}%" if column.endswith("_share") else f"{value:.2f}"
+    if column.endswith("_share"):
+        return f"{100 * value:.2f}%"
+    return f"{value:.2g}" if column.startswith("press_") else f"{value:.2f}"
 
 
 def main() -> None:
