@@ -101,6 +101,10 @@ CASES = {
         rf"^window,frames,eval_return,boot_reward_cos,boot_norm,reward_part_norm,grad_norm_first,grad_norm_last,"
         rf"grad_norm_median,grad_norm_max,rewarded_window\n1,\d+,nan,{N},",
     ),
+    "transport_contact_fit.py": (
+        ["--contact-share", "0.5", "--transitions", "200", "--held-out", "100", "--steps", "2", "--minibatch", "32"],
+        "stdout", row("0.5", *[N] * 8),
+    ),
     "transport_goal_face.py": (  # SHAC+: the window holds the simulator's per-step actions
         ["--every", "1", "--out", "{tmp}/goal_face.csv", *TINY, "algorithm=shacp", "task=vmas/transport_differentiable",
          "task.n_agents=3", "+task.approach_reward=true", *MODELS, "experiment.max_n_iters=2",

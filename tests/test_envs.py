@@ -272,6 +272,21 @@ def test_transport_goal_frame_observation_is_the_offset_along_and_across_the_pac
     assert along[0].tolist() == pytest.approx([0.0, 1.0])
 
 
+def test_transport_contact_observation_is_the_gap_to_the_package():
+    """Closed form: the package (side 0.15) at (1, 1); an agent (radius 0.03) at (1.1, 1.0) overlaps its face by
+    0.005 (gap -0.005), one at (1.2, 1.2) is 0.125·√2 - 0.03 from its corner; after the goal frame's two offsets."""
+    env = vmas.make_env(
+        DifferentiableTransport(), num_envs=2, n_agents=1, goal_frame_observation=True, contact_observation=True
+    )
+    scenario = env.scenario
+    scenario.packages[0].set_pos(torch.tensor([[1.0, 1.0]]).expand(2, 2), batch_index=None)
+    scenario.packages[0].goal.set_pos(torch.tensor([[1.0, 3.0]]).expand(2, 2), batch_index=None)
+    scenario.world.agents[0].set_pos(torch.tensor([[1.1, 1.0], [1.2, 1.2]]), batch_index=None)
+    observation = scenario.observation(scenario.world.agents[0])
+    assert observation.shape[-1] == 11 + 2 + 1
+    assert observation[:, -1].tolist() == pytest.approx([-0.005, 0.125 * 2**0.5 - 0.03], abs=1e-6)
+
+
 def transport_around(positions: torch.Tensor, blend: float):
     """Transport with ``approach_path="around"``, one agent per env at ``positions`` ([B, 2]), the package at the origin
     and its goal at (1, 0): the scenario, the package, and Φ at ``positions`` with its graph."""

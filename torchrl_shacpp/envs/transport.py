@@ -99,7 +99,13 @@ class DifferentiableTransport(TransportScenario):
         goal_frame_observation (bool): append to each agent's observation, per package, its offset from the package
             in the package-goal frame, :math:`((x_i - p)\cdot u,\ (x_i - p)\cdot u^\perp)`: whether an agent is on
             the goal side of the package, where pushing drives it away, is then one feature's sign instead of a
-            product of two of VMAS's offsets. Defaults to ``False`` (VMAS's observation).
+            product of two of VMAS's offsets. Defaults to ``False`` (VMAS's observation). Measured on transport n=3
+            with the paid potential: neither SHAC++ nor SHAC dips less for it
+            (``benchmarks/results/transport_goal_face/``).
+        contact_observation (bool): append to each agent's observation, per package, the gap between the agent and
+            the package, :math:`\lVert x_i - q_i\rVert - r_a` with :math:`q_i` the package's point closest to the
+            agent (below 0: they overlap, where VMAS's contact force acts): the contact's force is then a function of
+            one feature instead of a narrow band of two. Defaults to ``False``.
         **kwargs: VMAS transport's own (``n_agents``, ``n_packages``, ``package_width``, ``package_length``,
             ``package_mass``).
 
@@ -114,6 +120,7 @@ class DifferentiableTransport(TransportScenario):
         self.approach_blend = float(kwargs.pop("approach_blend", 0.0))
         self.approach_path = str(kwargs.pop("approach_path", "waypoint"))
         self.goal_frame_observation = bool(kwargs.pop("goal_frame_observation", False))
+        self.contact_observation = bool(kwargs.pop("contact_observation", False))
         if not self.approach_blend >= 0:
             raise ValueError(
                 f"approach_blend={self.approach_blend} is not a width: use 0 for the hard switch between the approach "
@@ -174,19 +181,23 @@ class DifferentiableTransport(TransportScenario):
         return push_point + 2 * self.push_offset * beside * normal
 
     def observation(self, agent: Agent) -> Tensor:
-        """VMAS's observation, and with ``goal_frame_observation`` the agent's offset from each package in the
-        package-goal frame."""
+        """VMAS's observation, then per package with ``goal_frame_observation`` the agent's offset from it in the
+        package-goal frame and with ``contact_observation`` its gap to it."""
         observation = super().observation(agent)
-        if not self.goal_frame_observation:
-            return observation
-        offsets = []
+        extra = []
         for package in self.packages:
-            to_goal = package.goal.state.pos - package.state.pos
-            direction = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
-            normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=-1)
             relative = agent.state.pos - package.state.pos
-            offsets += [(relative * direction).sum(-1, keepdim=True), (relative * normal).sum(-1, keepdim=True)]
-        return torch.cat([observation, *offsets], dim=-1)
+            if self.goal_frame_observation:
+                to_goal = package.goal.state.pos - package.state.pos
+                direction = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
+                normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=-1)
+                extra += [(relative * direction).sum(-1, keepdim=True), (relative * normal).sum(-1, keepdim=True)]
+            if self.contact_observation:
+                # The box is axis-aligned (VMAS's transport package does not rotate).
+                half = torch.tensor([package.shape.length, package.shape.width], device=relative.device) / 2
+                outside = relative - torch.maximum(torch.minimum(relative, half), -half)
+                extra.append(torch.linalg.vector_norm(outside, dim=-1, keepdim=True) - self.agent_radius)
+        return torch.cat([observation, *extra], dim=-1)
 
     def info(self, agent: Agent) -> dict[str, Tensor]:
         """VMAS's reward as ``task_reward`` where the approach term adds to the reward's value; else VMAS's info."""
