@@ -78,15 +78,16 @@ from types import SimpleNamespace
 import torch
 import vmas
 from benchmarl.experiment.callback import Callback
-from vmas.simulator.environment import environment as vmas_environment
 from tensordict import TensorDict, TensorDictBase
 from torchrl.envs.utils import ExplorationType, set_exploration_type
+from vmas.simulator.environment import environment as vmas_environment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmarl_experiment import compose_experiment  # noqa: E402
 from dispersion_probes import step_gradient  # noqa: E402
 from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, contact_faces  # noqa: E402
 
+from torchrl_shacpp.benchmarl.callbacks import EvaluationInfo  # noqa: E402
 from torchrl_shacpp.envs import DifferentiableTransport  # noqa: E402
 
 #: VMAS transport's observation ends with the package's on-goal flag; its first four features are the agent's position
@@ -482,7 +483,8 @@ def main() -> None:
         raise SystemExit(f"Name a transport task once among the overrides (task=vmas/transport...); got {tasks}.")
     overrides = [override for override in args.overrides if not override.startswith("task=")]
     probe = GoalFaceProbe(args.every, args.out, margin=args.margin)
-    compose_experiment(tasks[0], overrides, callbacks=[probe]).run()
+    # As torchrl_shacpp.benchmarl.run logs it: the evaluations' task return, which learning_comparison.py --info reads.
+    compose_experiment(tasks[0], overrides, callbacks=[probe, EvaluationInfo()]).run()
 
 
 if __name__ == "__main__":
