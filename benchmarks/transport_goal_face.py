@@ -162,7 +162,8 @@ def vmas_transitions(
     result = {"next": next_observation.detach()}
     for name, output in (("exact", next_observation), ("model", predicted)):
         result[name] = own_action_jacobians(list(output.unbind(1)), actions)
-        responses = output[rows, pressed][:, [VELOCITY.start, VELOCITY.start + 1, *range(8, 10)]]
+        velocities = [*range(VELOCITY.start, VELOCITY.stop), *range(PACKAGE_VELOCITY.start, PACKAGE_VELOCITY.stop)]
+        responses = output[rows, pressed][:, velocities]
         gradients = [torch.autograd.grad(part.sum(), shift, retain_graph=True)[0] for part in responses.unbind(1)]
         result[f"{name}_press"] = torch.cat(gradients, dim=1)
     return result
