@@ -315,14 +315,19 @@ def step_gradient(actor_loss, window, action, per_step: bool, zero_reward: bool)
 
 
 @contextlib.contextmanager
-def zeroed_reward(actor_loss):
-    """The actor loss with every reward replaced by 0: its gradient is the bootstrap's alone."""
-    rewards = actor_loss._rewards
-    actor_loss._rewards = lambda td: torch.zeros_like(rewards(td))
+def rewards_replaced(actor_loss, rewards):
+    """The actor loss paid ``rewards(td)`` instead of its rewards."""
+    actor_loss._rewards = rewards
     try:
         yield
     finally:
         del actor_loss._rewards
+
+
+def zeroed_reward(actor_loss):
+    """The actor loss with every reward replaced by 0: its gradient is the bootstrap's alone."""
+    own = actor_loss._rewards
+    return rewards_replaced(actor_loss, lambda td: torch.zeros_like(own(td)))
 
 
 def main() -> None:

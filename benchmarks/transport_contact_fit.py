@@ -35,8 +35,8 @@ import torch
 import vmas
 
 sys.path.insert(0, str(Path(__file__).parent))
-from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, contact_faces  # noqa: E402
-from transport_goal_face import cosine, median, vmas_stream_kept, vmas_transitions  # noqa: E402
+from transport_contacts import PACKAGE_FROM_AGENT, observed_contacts  # noqa: E402
+from transport_goal_face import cosine, median, unit, vmas_stream_kept, vmas_transitions  # noqa: E402
 
 from torchrl_shacpp.envs import DifferentiableTransport  # noqa: E402
 from torchrl_shacpp.modules import TransitionWorldModel  # noqa: E402
@@ -78,15 +78,13 @@ def transport_transitions(
     return observation, action, next_observation
 
 
-def touching_faces(observation: torch.Tensor, half_side: float, agent_radius: float) -> torch.Tensor:
+def touching_faces(
+    observation: torch.Tensor, half_side: float, agent_radius: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``[N, n]``: whether each agent touches the package, and ``[N, n, 2]`` the direction into the face it touches."""
-    to_goal = -observation[..., PACKAGE_FROM_GOAL]
-    to_goal = to_goal / to_goal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    _, touching, _, _ = observed_contacts(observation, half_side, agent_radius, 0.0)
     agent_from_package = -observation[..., PACKAGE_FROM_AGENT]
-    touching, _, _ = contact_faces(agent_from_package, to_goal, half_side, agent_radius, 0.0)
-    closest = agent_from_package.clamp(-half_side, half_side)
-    into = closest - agent_from_package
-    return touching, into / into.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return touching, unit(agent_from_package.clamp(-half_side, half_side) - agent_from_package)
 
 
 def fit(model: TransitionWorldModel, data, steps: int, minibatch: int, lr: float, generator: torch.Generator) -> None:

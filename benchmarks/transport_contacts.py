@@ -74,6 +74,20 @@ def contact_faces(
     return touching, push_towards_goal, offset
 
 
+def observed_contacts(
+    observation: torch.Tensor, half_side: float, agent_radius: float, margin: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`contact_faces` read from transport observations ``[..., F]``: the unit vector from the package to its
+    goal ``[..., 2]``, then whether each agent touches the package, its push's cosine with that vector and its offset
+    from the package-goal line."""
+    package_from_goal = observation[..., PACKAGE_FROM_GOAL]
+    to_goal = -package_from_goal / package_from_goal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    touching, push, offset = contact_faces(
+        -observation[..., PACKAGE_FROM_AGENT], to_goal, half_side, agent_radius, margin
+    )
+    return to_goal, touching, push, offset
+
+
 def contact_rows(
     rollout: TensorDictBase, group: str, half_side: float, agent_radius: float, margin: float
 ) -> list[dict[str, float]]:
@@ -82,11 +96,7 @@ def contact_rows(
     pushing away (in units of ``half_side + agent_radius``) and the median cosine of their policy mean with :math:`-u`
     (1: driving straight into the goal face; both NaN without any), and the phase's task return per agent."""
     observation = rollout[group, "observation"]
-    package_from_goal = observation[..., PACKAGE_FROM_GOAL]
-    to_goal = -package_from_goal / package_from_goal.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    touching, push, offset = contact_faces(
-        -observation[..., PACKAGE_FROM_AGENT], to_goal, half_side, agent_radius, margin
-    )
+    to_goal, touching, push, offset = observed_contacts(observation, half_side, agent_radius, margin)
     # The policy mean's cosine with -u: for an agent on the goal face, how straight it drives into the package.
     loc = rollout[group, "loc"]
     into_face = -(loc * to_goal).sum(-1) / loc.norm(dim=-1).clamp_min(1e-12)

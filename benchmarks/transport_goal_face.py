@@ -84,8 +84,8 @@ from vmas.simulator.environment import environment as vmas_environment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from benchmarl_experiment import compose_experiment  # noqa: E402
-from dispersion_probes import step_gradient  # noqa: E402
-from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, contact_faces  # noqa: E402
+from dispersion_probes import rewards_replaced, step_gradient  # noqa: E402
+from transport_contacts import PACKAGE_FROM_AGENT, PACKAGE_FROM_GOAL, observed_contacts  # noqa: E402
 
 from torchrl_shacpp.benchmarl.callbacks import EvaluationInfo  # noqa: E402
 from torchrl_shacpp.envs import DifferentiableTransport  # noqa: E402
@@ -145,10 +145,10 @@ def vmas_transitions(
     )  # fmt: skip
     scenario = env.scenario
     package = scenario.packages[0]
-    package_position = observation[:, 0, POSITION] + observation[:, 0, PACKAGE_FROM_AGENT]
+    package_position, goal_position = package_and_goal(observation)
     package.set_pos(package_position, batch_index=None)
     package.set_vel(observation[:, 0, PACKAGE_VELOCITY], batch_index=None)
-    package.goal.set_pos(package_position - observation[:, 0, PACKAGE_FROM_GOAL], batch_index=None)
+    package.goal.set_pos(goal_position, batch_index=None)
     shift = torch.zeros(len(observation), 1, requires_grad=True)
     rows = torch.arange(len(observation))
     for index, agent in enumerate(scenario.world.agents):
@@ -218,11 +218,7 @@ def goal_face_columns(
     """The columns of the module's docstring from agent-steps ``[..., n]``: their transport ``observation``, the
     actor's descent direction on each action and the policy mean before and after the update (``[..., n, 2]``), and
     with ``exact`` (``GoalFaceProbe.exact_parts``) the exact return's parts."""
-    package_from_goal = observation[..., PACKAGE_FROM_GOAL]
-    to_goal = unit(-package_from_goal)
-    touching, push, _ = contact_faces(
-        -observation[..., PACKAGE_FROM_AGENT], to_goal, half_side, agent_radius, margin
-    )
+    to_goal, touching, push, _ = observed_contacts(observation, half_side, agent_radius, margin)
     away, towards = touching & (push < -0.5), touching & (push > 0.5)
     across = torch.stack([-to_goal[..., 1], to_goal[..., 0]], dim=-1)
     step = mean_after - mean_before
@@ -255,6 +251,13 @@ def goal_face_columns(
     return columns
 
 
+def package_and_goal(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The package's and its goal's positions ``[..., 2]`` from every agent's transport observation ``[..., n, F]``
+    (agent 0's position and its two offsets)."""
+    package = observation[..., 0, POSITION] + observation[..., 0, PACKAGE_FROM_AGENT]
+    return package, package - observation[..., 0, PACKAGE_FROM_GOAL]
+
+
 def potential_reward(scenario, observation: torch.Tensor, next_observation: torch.Tensor) -> torch.Tensor:
     r"""The approach potential's part of ``DifferentiableTransport``'s paid reward on each transition,
     :math:`\alpha(1 - \mathrm{on\_goal}_{t+1})(\Phi(o_{t+1}) - \Phi(o_t))`, ``[..., n, 1]`` (every agent is paid
@@ -263,9 +266,8 @@ def potential_reward(scenario, observation: torch.Tensor, next_observation: torc
 
     def potential(obs: torch.Tensor) -> torch.Tensor:
         flat = obs.flatten(0, -3)  # [N, n, 11]
-        agents = flat[..., 0:2]
-        package = agents[:, 0] + flat[:, 0, PACKAGE_FROM_AGENT]
-        goal = package - flat[:, 0, PACKAGE_FROM_GOAL]
+        agents = flat[..., POSITION]
+        package, goal = package_and_goal(flat)
         # What the scenario's potential reads of its package: its position and its goal's.
         goal_landmark = SimpleNamespace(state=SimpleNamespace(pos=goal))
         landmark = SimpleNamespace(state=SimpleNamespace(pos=package), goal=goal_landmark)
@@ -336,10 +338,7 @@ class GoalFaceProbe(Callback):
         none without a spliced world model or a contact pushing the package away."""
         transition = getattr(getattr(update.actor_loss.world_model, "module", None), "transition", None)
         observation = batch.get((self.group, "observation"))
-        to_goal = unit(-observation[..., PACKAGE_FROM_GOAL])
-        touching, push, _ = contact_faces(
-            -observation[..., PACKAGE_FROM_AGENT], to_goal, self.half_side, self.agent_radius, self.margin
-        )
+        to_goal, touching, push, _ = observed_contacts(observation, self.half_side, self.agent_radius, self.margin)
         away = touching & (push < -0.5)
         if transition is None or not away.any():
             return {}
@@ -388,11 +387,8 @@ class GoalFaceProbe(Callback):
         descents = {}
         actor_loss = update.actor_loss
         for name, part in parts.items():
-            actor_loss._rewards = lambda td, part=part: part
-            try:
+            with rewards_replaced(actor_loss, lambda td, part=part: part):
                 descents[name] = -step_gradient(actor_loss, batch, action, True, False).detach()
-            finally:
-                del actor_loss._rewards
         descents["value_error"] = (paid - (reward - task)).abs().max().detach()
         return descents
 

@@ -164,12 +164,17 @@ class DifferentiableTransport(TransportScenario):
                 )
         return reward
 
+    @staticmethod
+    def _goal_frame(package: Landmark) -> tuple[Tensor, Tensor]:
+        """:math:`u`, the unit vector from the package to its goal, and its normal :math:`u^\\perp`, each [B, 2]."""
+        to_goal = package.goal.state.pos - package.state.pos
+        direction = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
+        return direction, torch.stack([-direction[:, 1], direction[:, 0]], dim=-1)
+
     @torch.no_grad()
     def _approach_target(self, package: Landmark, position: Tensor) -> Tensor:
         """:math:`\\tau`: the push point for an agent behind the package, else a waypoint beside the package."""
-        to_goal = package.goal.state.pos - package.state.pos
-        direction = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
-        normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=-1)
+        direction, normal = self._goal_frame(package)
         push_point = package.state.pos - self.push_offset * direction
         relative = position - package.state.pos
         along = (relative * direction).sum(-1, keepdim=True) + 0.5 * self.push_offset  # < 0: behind the package
@@ -188,9 +193,7 @@ class DifferentiableTransport(TransportScenario):
         for package in self.packages:
             relative = agent.state.pos - package.state.pos
             if self.goal_frame_observation:
-                to_goal = package.goal.state.pos - package.state.pos
-                direction = to_goal / torch.linalg.vector_norm(to_goal, dim=-1, keepdim=True).clamp_min(1e-6)
-                normal = torch.stack([-direction[:, 1], direction[:, 0]], dim=-1)
+                direction, normal = self._goal_frame(package)
                 extra += [(relative * direction).sum(-1, keepdim=True), (relative * normal).sum(-1, keepdim=True)]
             if self.contact_observation:
                 # The box is axis-aligned (VMAS's transport package does not rotate).
