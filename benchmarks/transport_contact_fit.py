@@ -87,13 +87,18 @@ def touching_faces(
     return touching, unit(agent_from_package.clamp(-half_side, half_side) - agent_from_package)
 
 
-def fit(model: TransitionWorldModel, data, steps: int, minibatch: int, lr: float, generator: torch.Generator) -> None:
-    """Adam on the L2 loss of the predicted next observation, ``steps`` minibatches of ``minibatch`` transitions."""
+def fit(
+    model: TransitionWorldModel, data, steps: int, minibatch: int, lr: float, generator: torch.Generator,
+    weight: torch.Tensor | None = None,
+) -> None:
+    """Adam on the L2 loss of the predicted next observation, ``steps`` minibatches of ``minibatch`` transitions;
+    each agent-step's squared error weighted by ``weight`` (``[N, n]``) where given."""
     observation, action, next_observation = data
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
         index = torch.randint(0, len(observation), (minibatch,), generator=generator)
-        loss = (model(observation[index], action[index]) - next_observation[index]).pow(2).mean()
+        error = (model(observation[index], action[index]) - next_observation[index]).pow(2).mean(-1)
+        loss = error.mean() if weight is None else (error * weight[index]).sum() / weight[index].sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -133,6 +138,10 @@ def main() -> None:
     parser.add_argument("--n-agents", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--touching-weight", type=float, nargs="+", default=[1.0],
+        help="weights of the touching agent-steps' squared errors in the loss (the free ones' 1), one row each",
+    )  # fmt: skip
+    parser.add_argument(
         "--scenario", nargs="*", default=[], metavar="KEY=true",
         help="DifferentiableTransport's observation options, e.g. contact_observation=true",
     )  # fmt: skip
@@ -150,14 +159,17 @@ def main() -> None:
                "loss_touching", "loss_free"]  # fmt: skip
     print(f"{args.transitions} transitions, {args.steps} minibatches of {args.minibatch}, lr {args.lr}, "
           f"held out {args.held_out} (half touching), seed {args.seed}, scenario {config}\n")  # fmt: skip
-    print("| contact share | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+    print("| contact share | touching weight | " + " | ".join(columns) + " |\n|---|---|" + "---|" * len(columns))
     for share in args.contact_share:
-        generator = torch.Generator().manual_seed(args.seed)
-        data = transport_transitions(config, args.transitions, share, generator)
-        model = copy.deepcopy(initial)
-        fit(model, data, args.steps, args.minibatch, args.lr, generator)
-        row = contact_response(model, config, held_out, half_side, agent_radius)
-        print(f"| {share:g} | " + " | ".join(f"{row[c]:.3g}" for c in columns) + " |", flush=True)
+        data = transport_transitions(config, args.transitions, share, torch.Generator().manual_seed(args.seed))
+        touching = touching_faces(data[0], half_side, agent_radius)[0]
+        for touching_weight in args.touching_weight:
+            generator = torch.Generator().manual_seed(args.seed)
+            model = copy.deepcopy(initial)
+            fit(model, data, args.steps, args.minibatch, args.lr, generator, 1 + (touching_weight - 1) * touching)
+            row = contact_response(model, config, held_out, half_side, agent_radius)
+            print(f"| {share:g} | {touching_weight:g} | " + " | ".join(f"{row[c]:.3g}" for c in columns) + " |",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -106,6 +106,11 @@ class DifferentiableTransport(TransportScenario):
             the package, :math:`\lVert x_i - q_i\rVert - r_a` with :math:`q_i` the package's point closest to the
             agent (below 0: they overlap, where VMAS's contact force acts): the contact's force is then a function of
             one feature instead of a narrow band of two. Defaults to ``False``.
+        penetration_observation (bool): append to each agent's observation, per package, its overlap with the
+            package in agent radii along the face's outward normal, :math:`\max(0, -g_i)\, n_i / r_a` with
+            :math:`g_i` the gap above and :math:`n_i = (x_i - q_i) / \lVert x_i - q_i\rVert`: VMAS's contact force
+            on the agent is a soft rectifier of :math:`-g_i` about a thousandth wide along :math:`n_i`, so this
+            feature is that force up to a factor, zero apart from contact. Defaults to ``False``.
         **kwargs: VMAS transport's own (``n_agents``, ``n_packages``, ``package_width``, ``package_length``,
             ``package_mass``).
 
@@ -121,6 +126,7 @@ class DifferentiableTransport(TransportScenario):
         self.approach_path = str(kwargs.pop("approach_path", "waypoint"))
         self.goal_frame_observation = bool(kwargs.pop("goal_frame_observation", False))
         self.contact_observation = bool(kwargs.pop("contact_observation", False))
+        self.penetration_observation = bool(kwargs.pop("penetration_observation", False))
         if not self.approach_blend >= 0:
             raise ValueError(
                 f"approach_blend={self.approach_blend} is not a width: use 0 for the hard switch between the approach "
@@ -187,7 +193,8 @@ class DifferentiableTransport(TransportScenario):
 
     def observation(self, agent: Agent) -> Tensor:
         """VMAS's observation, then per package with ``goal_frame_observation`` the agent's offset from it in the
-        package-goal frame and with ``contact_observation`` its gap to it."""
+        package-goal frame, with ``contact_observation`` its gap to it and with ``penetration_observation`` its
+        overlap with it."""
         observation = super().observation(agent)
         extra = []
         for package in self.packages:
@@ -195,11 +202,16 @@ class DifferentiableTransport(TransportScenario):
             if self.goal_frame_observation:
                 direction, normal = self._goal_frame(package)
                 extra += [(relative * direction).sum(-1, keepdim=True), (relative * normal).sum(-1, keepdim=True)]
-            if self.contact_observation:
+            if self.contact_observation or self.penetration_observation:
                 # The box is axis-aligned (VMAS's transport package does not rotate).
                 half = torch.tensor([package.shape.length, package.shape.width], device=relative.device) / 2
                 outside = relative - torch.maximum(torch.minimum(relative, half), -half)
-                extra.append(torch.linalg.vector_norm(outside, dim=-1, keepdim=True) - self.agent_radius)
+                gap = torch.linalg.vector_norm(outside, dim=-1, keepdim=True) - self.agent_radius
+                if self.contact_observation:
+                    extra.append(gap)
+                if self.penetration_observation:
+                    normal = outside / torch.linalg.vector_norm(outside, dim=-1, keepdim=True).clamp_min(1e-9)
+                    extra.append((-gap).clamp_min(0) / self.agent_radius * normal)
         return torch.cat([observation, *extra], dim=-1)
 
     def info(self, agent: Agent) -> dict[str, Tensor]:
