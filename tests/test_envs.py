@@ -8,6 +8,7 @@ import pytest
 import torch
 import vmas
 from tensordict import TensorDictBase
+from torch.nn.functional import cosine_similarity
 from torchrl.envs import EnvBase
 from torchrl.envs.libs.vmas import VmasWrapper
 from vmas.scenarios.sampling import Scenario as VmasSampling
@@ -285,6 +286,26 @@ def test_transport_contact_observation_is_the_gap_to_the_package():
     observation = scenario.observation(scenario.world.agents[0])
     assert observation.shape[-1] == 11 + 2 + 1
     assert observation[:, -1].tolist() == pytest.approx([-0.005, 0.125 * 2**0.5 - 0.03], abs=1e-6)
+
+
+def test_transport_penetration_observation_is_the_contact_force_up_to_a_factor():
+    """Closed form: the package (side 0.15) at (1, 1); an agent (radius 0.03) at (1.1, 1.0) overlaps its right face
+    by 0.005, one at (1.0, 0.905) its bottom face by 0.01, one at (1.2, 1.2) does not touch it: (0.005 / 0.03)·(1, 0),
+    (0.01 / 0.03)·(0, -1) and 0. From rest with no action, VMAS's step gives each agent a velocity along its feature,
+    larger where it is deeper (over the step's substeps the agent moves out, so not in proportion)."""
+    env = vmas.make_env(DifferentiableTransport(), num_envs=3, n_agents=1, penetration_observation=True)
+    scenario = env.scenario
+    scenario.packages[0].set_pos(torch.tensor([[1.0, 1.0]]).expand(3, 2), batch_index=None)
+    scenario.packages[0].goal.set_pos(torch.tensor([[1.0, 3.0]]).expand(3, 2), batch_index=None)
+    scenario.world.agents[0].set_pos(torch.tensor([[1.1, 1.0], [1.0, 0.905], [1.2, 1.2]]), batch_index=None)
+    scenario.world.agents[0].set_vel(torch.zeros(3, 2), batch_index=None)
+    penetration = scenario.observation(scenario.world.agents[0])[:, -2:]
+    assert penetration.flatten().tolist() == pytest.approx([0.005 / 0.03, 0, 0, -0.01 / 0.03, 0, 0], abs=1e-6)
+    env.step([torch.zeros(3, 2)])
+    velocity = scenario.world.agents[0].state.vel
+    assert velocity[2].abs().max() < 1e-6
+    assert cosine_similarity(velocity[:2], penetration[:2]).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert velocity[1].norm() > velocity[0].norm() > 0.05
 
 
 def transport_around(positions: torch.Tensor, blend: float):
