@@ -13,6 +13,7 @@ first). Not run:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import re
@@ -30,6 +31,7 @@ from test_benchmarl import TINY
 
 from torchrl_shacpp.benchmarl import PaperVmasTask, ShacppConfig
 from torchrl_shacpp.envs import DifferentiableTransport
+from torchrl_shacpp.modules import TransitionWorldModel
 
 REPO = Path(__file__).parents[1]
 # A number as the scripts print it (0.25, -1.3, 6.7e-08), and a mean ± standard deviation.
@@ -102,8 +104,9 @@ CASES = {
         rf"grad_norm_median,grad_norm_max,rewarded_window\n1,\d+,nan,{N},",
     ),
     "transport_contact_fit.py": (
-        ["--contact-share", "0.5", "--transitions", "200", "--held-out", "100", "--steps", "2", "--minibatch", "32"],
-        "stdout", row("0.5", *[N] * 8),
+        ["--contact-share", "0.5", "--transitions", "200", "--held-out", "100", "--steps", "2", "--minibatch", "32",
+         "--touching-weight", "10", "--scenario", "penetration_observation=true"],
+        "stdout", row("0.5", "10", *[N] * 8),
     ),
     "transport_goal_face.py": (  # SHAC+: the window holds the simulator's per-step actions
         ["--every", "1", "--out", "{tmp}/goal_face.csv", *TINY, "algorithm=shacp", "task=vmas/transport_differentiable",
@@ -382,6 +385,29 @@ def test_transport_goal_face_rebuilds_vmas_transitions_and_keeps_vmas_random_str
     assert torch.allclose(transitions["next"], next_observation, atol=1e-5)
     assert (transitions["exact_press"][:, 0:2].norm(dim=-1) > 1).all()  # the contact pushes the agent back
     assert torch.equal(stream[0], before[0]) and stream[2] == before[2]
+
+
+def test_transport_contact_fit_weights_agent_steps_by_their_share_of_the_weights():
+    """The weights are relative (the loss is divided by their sum): equal weights fit as no weights do, weights (1, 0)
+    over two agents as (5, 0) do, and those not as no weights do (agent 1's errors left out)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from transport_contact_fit import fit
+
+    generator = torch.Generator().manual_seed(0)
+    data = (torch.randn(64, 2, 5, generator=generator), torch.randn(64, 2, 2, generator=generator),
+            torch.randn(64, 2, 5, generator=generator))  # fmt: skip
+    initial = TransitionWorldModel(5, 2)
+
+    def fitted(weight: torch.Tensor | None) -> list[torch.Tensor]:
+        model = copy.deepcopy(initial)
+        fit(model, data, 3, 16, 1e-2, torch.Generator().manual_seed(1), weight)
+        return list(model.parameters())
+
+    for plain, weighted in zip(fitted(None), fitted(torch.full((64, 2), 7.0))):
+        assert torch.allclose(plain, weighted, atol=1e-6)
+    first_only, scaled = fitted(torch.tensor([1.0, 0.0]).expand(64, 2)), fitted(torch.tensor([5.0, 0.0]).expand(64, 2))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first_only, scaled))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(first_only, fitted(None)))
 
 
 def test_transport_contacts_reads_a_checkpoint_and_writes_its_table(tmp_path: Path):
