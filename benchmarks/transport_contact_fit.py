@@ -16,12 +16,17 @@ package's in [-0.1, 0.1]; actions uniform in the action box. Each share is fitte
 many transitions and minibatches.
 
 ``--scenario contact_observation=true`` fits on observations that hold each agent's gap to the package
-(``DifferentiableTransport``'s option), where the contact's force is a function of one feature.
+(``DifferentiableTransport``'s option), where the contact's force is a function of one feature;
+``--scenario penetration_observation=true`` on observations that hold its overlap with the package along the face's
+normal, the force itself up to a factor. ``--touching-weight w`` weights the touching agent-steps' squared errors by
+``w`` (the free ones' by 1; the loss is divided by the weights' sum), one row per weight.
 
 Example (``results/transport_contact_fit.md``)::
 
     python benchmarks/transport_contact_fit.py --contact-share 0.02 0.2 0.5 --transitions 20000 --steps 3000
     python benchmarks/transport_contact_fit.py --contact-share 0.02 0.5 --scenario contact_observation=true
+    python benchmarks/transport_contact_fit.py --contact-share 0.02 --touching-weight 1 10 \
+        --scenario penetration_observation=true
 """
 
 from __future__ import annotations

@@ -111,8 +111,8 @@ class DifferentiableTransport(TransportScenario):
             :math:`g_i` the gap above and :math:`n_i = (x_i - q_i) / \lVert x_i - q_i\rVert`: VMAS's contact force
             on the agent is a soft rectifier of :math:`-g_i` about a thousandth wide along :math:`n_i`, so this
             feature is that force up to a factor, zero apart from contact. Defaults to ``False``. Measured on
-            transport n=3 with the paid potential: SHAC++'s world model then learns the contact, and SHAC++ climbs
-            out of its early dip sooner without learning the task sooner
+            transport n=3 with the paid potential: SHAC++'s world model then learns the contact's direction, and
+            SHAC++ climbs out of its early dip sooner without solving the task sooner; MAPPO does not gain from it
             (``benchmarks/results/transport_goal_face/``, ``benchmarks/results/transport_contact_fit.md``).
         **kwargs: VMAS transport's own (``n_agents``, ``n_packages``, ``package_width``, ``package_length``,
             ``package_mass``).
