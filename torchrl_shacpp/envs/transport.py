@@ -110,7 +110,8 @@ class DifferentiableTransport(TransportScenario):
             package in agent radii along the face's outward normal, :math:`\max(0, -g_i)\, n_i / r_a` with
             :math:`g_i` the gap above and :math:`n_i = (x_i - q_i) / \lVert x_i - q_i\rVert`: VMAS's contact force
             on the agent is a soft rectifier of :math:`-g_i` about a thousandth wide along :math:`n_i`, so this
-            feature is that force up to a factor, zero apart from contact. Defaults to ``False``. Measured on
+            feature is that force up to a factor, zero apart from contact (and for an agent whose centre is inside
+            the package, which has no face normal). Defaults to ``False``. Measured on
             transport n=3 with the paid potential: SHAC++'s world model then learns the contact's direction, and
             SHAC++ climbs out of its early dip sooner without solving the task sooner; MAPPO does not gain from it
             (``benchmarks/results/transport_goal_face/``, ``benchmarks/results/transport_contact_fit.md``).
@@ -213,6 +214,7 @@ class DifferentiableTransport(TransportScenario):
                 if self.contact_observation:
                     extra.append(gap)
                 if self.penetration_observation:
+                    # Inside the box ``outside`` is 0 with a zero gradient: no normal, the feature 0.
                     normal = outside / torch.linalg.vector_norm(outside, dim=-1, keepdim=True).clamp_min(1e-9)
                     extra.append((-gap).clamp_min(0) / self.agent_radius * normal)
         return torch.cat([observation, *extra], dim=-1)
