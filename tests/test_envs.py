@@ -303,15 +303,15 @@ def test_transport_penetration_observation_is_the_contact_force_up_to_a_factor()
     assert penetration.flatten().tolist() == pytest.approx([0.005 / 0.03, 0, 0, -0.01 / 0.03, 0, 0], abs=1e-6)
     env.step([torch.zeros(3, 2)])
     velocity = scenario.world.agents[0].state.vel
+    assert velocity[2].abs().max() < 1e-6
+    assert cosine_similarity(velocity[:2], penetration[:2]).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
+    assert velocity[1].norm() > velocity[0].norm() > 0.05
     # An agent whose centre is inside the package: no normal, the feature 0 and its gradient finite and 0.
     inside = torch.tensor([[1.0, 1.0]]).expand(3, 2).clone().requires_grad_(True)
     scenario.world.agents[0].set_pos(inside, batch_index=None)
     feature = scenario.observation(scenario.world.agents[0])[:, -2:]
     (gradient,) = torch.autograd.grad(feature.sum(), inside)
     assert feature.abs().max() == 0 and torch.equal(gradient, torch.zeros(3, 2))
-    assert velocity[2].abs().max() < 1e-6
-    assert cosine_similarity(velocity[:2], penetration[:2]).tolist() == pytest.approx([1.0, 1.0], abs=1e-5)
-    assert velocity[1].norm() > velocity[0].norm() > 0.05
 
 
 def transport_around(positions: torch.Tensor, blend: float):

@@ -210,12 +210,13 @@ class DifferentiableTransport(TransportScenario):
                 # The box is axis-aligned (VMAS's transport package does not rotate).
                 half = torch.tensor([package.shape.length, package.shape.width], device=relative.device) / 2
                 outside = relative - torch.maximum(torch.minimum(relative, half), -half)
-                gap = torch.linalg.vector_norm(outside, dim=-1, keepdim=True) - self.agent_radius
+                distance = torch.linalg.vector_norm(outside, dim=-1, keepdim=True)
+                gap = distance - self.agent_radius
                 if self.contact_observation:
                     extra.append(gap)
                 if self.penetration_observation:
                     # Inside the box ``outside`` is 0 with a zero gradient: no normal, the feature 0.
-                    normal = outside / torch.linalg.vector_norm(outside, dim=-1, keepdim=True).clamp_min(1e-9)
+                    normal = outside / distance.clamp_min(1e-9)
                     extra.append((-gap).clamp_min(0) / self.agent_radius * normal)
         return torch.cat([observation, *extra], dim=-1)
 
