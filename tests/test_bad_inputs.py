@@ -64,6 +64,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacConfig(actor_lr=-1e-3), "algorithm.actor_lr=-0.001 must be a finite number > 0"),
         (lambda: ShacConfig(actor_max_grad_norm=-1.0), "algorithm.actor_max_grad_norm=-1.0 must be a finite"),
         (lambda: ShacppConfig(actor_value_gradient=-1.0), "algorithm.actor_value_gradient=-1.0 must be a finite"),
+        (lambda: ShacppConfig(actor_likelihood_ratio=-1.0), "algorithm.actor_likelihood_ratio=-1.0 must be a finite"),
         (lambda: ShacppConfig(actor_world_gradient=-1.0), "algorithm.actor_world_gradient=-1.0 must be a finite"),
         (lambda: ShacConfig(action_mean_coef=-0.1), "algorithm.action_mean_coef=-0.1 must be a finite"),
         (lambda: ShacConfig(action_mean_relative=True), "algorithm.action_mean_relative=true scales the control cost"),

@@ -1125,3 +1125,24 @@ def test_linear_lr_schedule_sets_actor_and_critic_rates_from_the_iteration(
     lrs = [optimizer.param_groups[0]["lr"] for optimizer in (actor_optimizer, critic_optimizer)]
     assert lrs == pytest.approx(expected, rel=1e-9)
     assert [lr for lr in logged if lr is not None] == pytest.approx([2e-3 + (floor - 2e-3) * k / 4 for k in range(4)])
+
+
+@pytest.mark.parametrize("algorithm_config", [ShacppConfig, ShacConfig], ids=["shacpp", "shac"])
+def test_the_actor_likelihood_ratio_follows_the_config_and_trains(tmp_path: Path, algorithm_config):
+    """``algorithm.actor_likelihood_ratio`` reaches every group's actor loss, SHAC++'s windows carry the collecting
+    policy's log-probability for its importance ratio (SHAC's are on-policy: none), and the run's actor steps take
+    the term, logged beside the actor loss (its maths: test_likelihood_ratio)."""
+    graph = dict(collect_with_grad=True) if algorithm_config is ShacConfig else {}
+    experiment = tiny_experiment(algorithm_config(actor_likelihood_ratio=0.5), tmp_path, max_n_iters=3, **graph)
+    group = experiment.algorithm.update.groups["agents"]
+    assert group.actor_loss.likelihood_ratio_weight == 0.5
+    assert group.actor_loss.advantage_lmbda == experiment.algorithm.lmbda
+    expected_key = ("agents", "sample_log_prob") if algorithm_config is ShacppConfig else None
+    assert getattr(group.source, "keys", {}).get("log_prob_key") == expected_key
+    logged = []
+    original = group.actor_loss.likelihood_ratio_loss
+    group.actor_loss.likelihood_ratio_loss = lambda window: logged.append(original(window)) or logged[-1]
+    experiment.run()
+    assert logged and all(value.requires_grad and value.isfinite() for value in logged)
+    assert any(value.item() != 0 for value in logged)
+    assert all(p.isfinite().all() for p in group.actor_loss.actor_network.parameters())

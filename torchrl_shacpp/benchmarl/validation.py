@@ -72,6 +72,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
         check_non_negative,
         "It weighs the critic's gradient in the actor's (paper: 1; 0: none; above 1 it amplifies it).",
     ),
+    "actor_likelihood_ratio": (
+        check_non_negative, "It weighs the likelihood-ratio estimate of the actor's gradient (paper: 0, none)."
+    ),
     "window_length": (check_count, "It is the actor's window in steps (paper: 32), or null for the whole collection."),
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -11,6 +12,7 @@ from tensordict.utils import NestedKey
 from torchrl.envs import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.checks import check_count
+from torchrl_shacpp.modules.actor import clamped_normal_log_prob
 
 
 class WindowGraphCut(TensorDictModuleBase):
@@ -73,6 +75,7 @@ def attach_policy_graph(
     action_key: NestedKey,
     loc_key: NestedKey,
     scale_key: NestedKey,
+    log_prob_key: NestedKey | None = None,
 ) -> TensorDictBase:
     r"""A shallow copy of ``window`` whose actions carry the policy's pathwise graph, with unchanged values.
 
@@ -99,7 +102,12 @@ def attach_policy_graph(
     has zero gradient: :math:`\tilde a` keeps the gradient of the components strictly inside the box only, where
     :math:`a = \mu_\theta + \sigma_\theta\varepsilon` and the recovered noise is exact.
 
-    The written ``loc`` is the recomputed mean, so the action-bound penalty has its gradient too.
+    The written ``loc`` and ``scale`` are the recomputed ones, so the action-bound penalty and a likelihood-ratio
+    term have their gradients too. With ``log_prob_key``, the collected action's log-probability under the policy
+    that collected it (the window's stored ``loc`` and ``scale``, read before they are overwritten;
+    :func:`~torchrl_shacpp.modules.clamped_normal_log_prob` on the box the actor clamps to) is written there,
+    detached: the denominator of an importance ratio :math:`\pi_\theta(a|o) / \pi_{\text{old}}(a|o)` for a window
+    the policy has changed since.
 
     Args:
         window: a ``[*B, T]`` window with observations and the sampled actions.
@@ -108,6 +116,8 @@ def attach_policy_graph(
 
     Keyword Args:
         action_key, loc_key, scale_key: the action and the distribution parameters the actor writes.
+        log_prob_key: where to write the collected action's log-probability under the collecting policy, or
+            ``None``.
     """
     with set_exploration_type(ExplorationType.RANDOM), torch.enable_grad():
         params = actor.get_dist_params(window.select(*actor.in_keys).copy())
@@ -116,10 +126,22 @@ def attach_policy_graph(
     noise = (action - loc.detach()) / scale.detach()
     pathwise = (loc - loc.detach()) + (scale - scale.detach()) * noise
     sampler = actor.module[-1]  # the distribution module, which projects samples onto its spec when safe
+    low, high = -math.inf, math.inf
     if getattr(sampler, "safe", False):
         box = sampler.spec[action_key].space
-        pathwise = pathwise * ((action > box.low) & (action < box.high))
+        low, high = box.low, box.high
+        pathwise = pathwise * ((action > low) & (action < high))
     window = window.copy()
+    if log_prob_key is not None:
+        if loc_key not in window.keys(True) or scale_key not in window.keys(True):
+            raise KeyError(
+                f"log_prob_key={log_prob_key!r} reads the collecting policy's {loc_key!r} and {scale_key!r}, which "
+                "the window does not hold: collect with the actor that writes them (gaussian_actor), or pass "
+                "log_prob_key=None."
+            )
+        collected = clamped_normal_log_prob(action, window.get(loc_key), window.get(scale_key), low, high)
+        window.set(log_prob_key, collected.detach().unsqueeze(-1))
     window.set(action_key, action + pathwise)
     window.set(loc_key, loc)
+    window.set(scale_key, scale)
     return window

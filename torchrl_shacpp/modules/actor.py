@@ -53,6 +53,42 @@ class ClampedNormal(IndependentNormal):
         return self.low * below + self.high * above + loc * (1 - below - above) + scale * density
 
 
+def clamped_normal_log_prob(
+    action: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    low: torch.Tensor | float,
+    high: torch.Tensor | float,
+) -> torch.Tensor:
+    r"""Log-probability of a clamped Gaussian action, :math:`a = \operatorname{clip}(x, l, h)`,
+    :math:`x \sim \mathcal N(\mu, \sigma^2 I)`, summed over the last (action) dimension.
+
+    The clamp's law is a Gaussian density inside the box and a point mass on each face, so per component
+
+    .. math::
+
+        \log p(a) = \begin{cases}
+            \log \Phi\big((l - \mu)/\sigma\big) & a \le l \\
+            \log \Phi\big((\mu - h)/\sigma\big) & a \ge h \\
+            \log \mathcal N(a; \mu, \sigma^2) & \text{otherwise,}
+        \end{cases}
+
+    whose score :math:`\nabla_\mu \log p(a)` is the likelihood-ratio gradient of the clamped policy: a clamped
+    component pushes the mean towards or away from its face by how much mass lies beyond it, where the Gaussian
+    density at the face would credit a sample that was never drawn there. ``log_ndtr`` keeps the tails finite.
+
+    Args:
+        action: the clamped action ``[..., action_dim]``.
+        loc, scale: :math:`\mu` and :math:`\sigma`, broadcast against ``action``.
+        low, high: the box (tensors broadcast against ``action``, or numbers).
+    """
+    density = torch.distributions.Normal(loc, scale).log_prob(action)
+    below = torch.special.log_ndtr((low - loc) / scale)
+    above = torch.special.log_ndtr((loc - high) / scale)
+    log_prob = torch.where(action <= low, below, torch.where(action >= high, above, density))
+    return log_prob.sum(-1)
+
+
 def gaussian_actor(
     loc_module: TensorDictModule,
     *,

@@ -11,9 +11,10 @@ from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
-from torchrl.objectives.value.functional import vec_td1_return_estimate
+from torchrl.objectives.value.functional import vec_generalized_advantage_estimate, vec_td1_return_estimate
 
 from torchrl_shacpp.checks import check_fraction, check_non_negative
+from torchrl_shacpp.modules.actor import clamped_normal_log_prob
 from torchrl_shacpp.objectives.utils import check_window, expand_like, held_out, window_end_as_done
 
 
@@ -98,6 +99,30 @@ class SHACActorLoss(LossModule):
     model's own action input keeps its; it sets the weight of the model's action Jacobian beside the reward model's
     direct term where the model's Jacobian is too small (a one-pass model early in its training).
 
+    ``likelihood_ratio_weight`` :math:`\lambda_{LR} > 0` adds the likelihood-ratio (zeroth-order) estimate of the
+    same gradient, from the window's real rewards and actions alone, as ``loss_likelihood_ratio``: PPO's clipped
+    surrogate on one pass,
+
+    .. math::
+
+        \mathcal{L}_{LR} = -\frac{\lambda_{LR}}{B\,n\,h} \sum_{\text{env}, t, \text{agent}}
+            \min\big(\rho_t A_t,\ \operatorname{clip}(\rho_t, 1 - \epsilon, 1 + \epsilon) A_t\big),
+        \qquad \rho_t = \frac{\pi_\theta(a_t | o_t)}{\pi_{\text{old}}(a_t | o_t)},
+
+    with :math:`A_t` the generalised advantage estimate (TorchRL's
+    :func:`~torchrl.objectives.value.functional.vec_generalized_advantage_estimate`, :math:`\lambda` =
+    ``advantage_lmbda``) of the real rewards under the ``reward`` key with the held-out critic, not normalised (so
+    that :math:`\mathcal{L}_{LR}` and :math:`\mathcal{L}_\pi` estimate one gradient on one scale, up to the
+    discount's weighting of the window's later steps), :math:`\pi` the clamped Gaussian
+    (:func:`~torchrl_shacpp.modules.clamped_normal_log_prob` on the action box) and :math:`\pi_{\text{old}}` the
+    policy that collected the window (``sample_log_prob``, written by
+    :func:`~torchrl_shacpp.collectors.attach_policy_graph`; absent, the window is taken as on-policy,
+    :math:`\rho = 1` with the gradient of :math:`\log \pi_\theta`). The pathwise gradient is exact for the
+    samples drawn but blind to what a discontinuity between them does to the expected return (a contact that
+    starts or stops, Suh et al. 2022's empirical bias), and a learned model's errors bias it further; the
+    likelihood ratio needs neither the dynamics' Jacobian nor a model, at the price of its variance: MAPPO's
+    gradient, mixed into SHAC's as the α-order estimators of Suh et al. mix them.
+
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
             parameters.
@@ -131,9 +156,14 @@ class SHACActorLoss(LossModule):
             the window's last observations in the actor's gradient. Defaults to 1 (SHAC's, the paper's).
         world_gradient (float): :math:`\beta \ge 0`, the weight of the gradient through the world model's
             predicted observations to the actions. Defaults to 1 (the paper's); needs ``world_model`` otherwise.
+        likelihood_ratio_weight (float): :math:`\lambda_{LR} \ge 0`, the likelihood-ratio term's weight beside the
+            pathwise loss. Defaults to 0 (the paper's: none); needs the action box.
+        likelihood_ratio_clip (float): PPO's :math:`\epsilon`. Defaults to 0.2.
+        advantage_lmbda (float): the advantage's GAE :math:`\lambda`. Defaults to 0.95.
 
     Returns (forward):
-        a TensorDict with ``loss_actor``, ``loss_action_bound`` and ``loss_action_mean``, and, not losses, the control
+        a TensorDict with ``loss_actor``, ``loss_action_bound``, ``loss_action_mean`` and ``loss_likelihood_ratio``
+        (0 at ``likelihood_ratio_weight = 0``), and, not losses, the control
         cost's coefficient as applied, ``action_mean_weight``, and the share of mean elements it reaches,
         ``action_mean_share``.
     """
@@ -151,6 +181,9 @@ class SHACActorLoss(LossModule):
                 to ``"loc"``.
             action: the actions the window's rewards read, for the control cost's gate. Defaults to ``"action"``.
             predicted_reward: the reward model's output key. Defaults to ``"predicted_reward"``.
+            scale: the policy's standard deviation, for the likelihood ratio. Defaults to ``"scale"``.
+            sample_log_prob: the collected action's log-probability under the collecting policy, for the
+                likelihood ratio's importance weight. Defaults to ``"sample_log_prob"``.
         """
 
         reward: NestedKey = "reward"
@@ -160,9 +193,14 @@ class SHACActorLoss(LossModule):
         loc: NestedKey = "loc"
         action: NestedKey = "action"
         predicted_reward: NestedKey = "predicted_reward"
+        scale: NestedKey = "scale"
+        sample_log_prob: NestedKey = "sample_log_prob"
 
     default_keys = _AcceptedKeys
-    out_keys = ["loss_actor", "loss_action_bound", "loss_action_mean", "action_mean_weight", "action_mean_share"]
+    out_keys = [
+        "loss_actor", "loss_action_bound", "loss_action_mean", "loss_likelihood_ratio", "action_mean_weight",
+        "action_mean_share",
+    ]
 
     def __init__(
         self,
@@ -182,6 +220,9 @@ class SHACActorLoss(LossModule):
         world_model: TensorDictModule | None = None,
         value_gradient: float = 1.0,
         world_gradient: float = 1.0,
+        likelihood_ratio_weight: float = 0.0,
+        likelihood_ratio_clip: float = 0.2,
+        advantage_lmbda: float = 0.95,
     ) -> None:
         super().__init__()
         check_fraction("gamma", gamma, "It discounts the window's rewards (paper: 0.99).")
@@ -211,6 +252,14 @@ class SHACActorLoss(LossModule):
                 "A world model predicts observations only: SHAC++ also needs a reward_model to turn the predicted "
                 "observations into rewards."
             )
+        check_non_negative("likelihood_ratio_weight", likelihood_ratio_weight, "Its weight (0: none).")
+        check_non_negative("likelihood_ratio_clip", likelihood_ratio_clip, "PPO's clip on the importance ratio.")
+        check_fraction("advantage_lmbda", advantage_lmbda, "The advantage's GAE lambda.")
+        if likelihood_ratio_weight and (action_low is None or action_high is None):
+            raise ValueError(
+                "The likelihood ratio reads the clamped policy's probability, which needs the action box: pass "
+                "action_low and action_high, or likelihood_ratio_weight=0."
+            )
         if action_bound_coef and (action_low is None or action_high is None):
             raise ValueError(
                 "The action-bound penalty needs the action box: pass action_low and action_high "
@@ -231,6 +280,9 @@ class SHACActorLoss(LossModule):
         self.action_mean_relative = action_mean_relative
         self.action_mean_momentum = action_mean_momentum
         self.action_mean_gate = action_mean_gate
+        self.likelihood_ratio_weight = likelihood_ratio_weight
+        self.likelihood_ratio_clip = likelihood_ratio_clip
+        self.advantage_lmbda = advantage_lmbda
         # The running mean of |g| (0 until a window has a gradient): in the state only where it is used, so that a
         # checkpoint restores it and the checkpoints of losses without it (older ones too) still load.
         self.register_buffer("return_gradient_scale", torch.tensor(0.0), persistent=action_mean_relative)
@@ -381,6 +433,43 @@ class SHACActorLoss(LossModule):
         squares = tensordict.get(self.tensor_keys.loc).pow(2)
         return weight * (squares if mask is None else squares * mask).mean()
 
+    def advantage(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """The GAE of the window's real rewards with the held-out critic, ``[*B, T, *A, 1]`` (no gradient)."""
+        time_dim = check_window(tensordict, type(self).__name__)
+        keys = self.tensor_keys
+        next_td = tensordict.get("next")
+        reward = next_td.get(keys.reward)
+        with held_out(self.value_network, self._value_params), torch.no_grad():
+            value = self.value_network(tensordict.select(*self.value_network.in_keys)).get(keys.value)
+            next_value = self.value_network(next_td.select(*self.value_network.in_keys)).get(keys.value)
+        advantage, _ = vec_generalized_advantage_estimate(
+            self.gamma,
+            self.advantage_lmbda,
+            value,
+            next_value,
+            reward,
+            done=window_end_as_done(expand_like(next_td.get(keys.done), reward), time_dim),
+            terminated=expand_like(next_td.get(keys.terminated), reward),
+            time_dim=time_dim,
+        )
+        return advantage
+
+    def likelihood_ratio_loss(self, tensordict: TensorDictBase) -> torch.Tensor:
+        r""":math:`\mathcal{L}_{LR}` (the class docstring): PPO's clipped surrogate of the window's real advantages."""
+        keys = self.tensor_keys
+        if not self.likelihood_ratio_weight:
+            return torch.zeros((), device=self.action_low.device)
+        action = tensordict.get(keys.action).detach()
+        log_prob = clamped_normal_log_prob(
+            action, tensordict.get(keys.loc), tensordict.get(keys.scale), self.action_low, self.action_high
+        ).unsqueeze(-1)
+        collected = tensordict.get(keys.sample_log_prob, None)
+        ratio = (log_prob - (log_prob.detach() if collected is None else collected)).exp()
+        advantage = self.advantage(tensordict)
+        clip = self.likelihood_ratio_clip
+        surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
+        return -self.likelihood_ratio_weight * surrogate.mean()
+
     def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """``loss_actor`` with a zero gradient to the policy, for a window whose rewards and bootstrap do not depend
         on its actions although the policy's output carries the graph: a window without contact on a task whose
@@ -410,6 +499,7 @@ class SHACActorLoss(LossModule):
                 "loss_actor": loss_actor,
                 "loss_action_bound": self.action_bound_penalty(tensordict),
                 "loss_action_mean": self.action_mean_penalty(tensordict, weight, mask),
+                "loss_likelihood_ratio": self.likelihood_ratio_loss(tensordict),
                 "action_mean_weight": weight,
                 "action_mean_share": share,
             },

@@ -93,6 +93,8 @@ class LearnedWorldGradient(LearnedRewardGradient):
 
     Keyword Args:
         action_key, loc_key, scale_key: the action and the distribution parameters the actor writes.
+        log_prob_key: where to write each collected action's log-probability under the policy that collected it
+            (for the actor loss's likelihood ratio), or ``None``.
         actor_world_model: the window module the actor loss differentiates through, when it is not the world loss's
             own (the spliced variant: :func:`~torchrl_shacpp.modules.spliced_world_model` around the transition
             model that :class:`~torchrl_shacpp.objectives.TransitionModelLoss` trains). Defaults to the world loss's
@@ -112,6 +114,7 @@ class LearnedWorldGradient(LearnedRewardGradient):
         action_key: NestedKey,
         loc_key: NestedKey,
         scale_key: NestedKey,
+        log_prob_key: NestedKey | None = None,
         actor_world_model: TensorDictModuleBase | None = None,
         action_grad_outlier_ratio: float | None = None,
     ) -> None:
@@ -122,7 +125,7 @@ class LearnedWorldGradient(LearnedRewardGradient):
         self.models.insert(0, world)
         self.world = world
         self.actor = actor
-        self.keys = dict(action_key=action_key, loc_key=loc_key, scale_key=scale_key)
+        self.keys = dict(action_key=action_key, loc_key=loc_key, scale_key=scale_key, log_prob_key=log_prob_key)
         self._world_model = actor_world_model if actor_world_model is not None else world.loss.world_model
 
     @property

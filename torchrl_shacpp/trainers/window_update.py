@@ -28,6 +28,7 @@ ACTOR_STEP_LOGS = {
     "actor_loss": "actor_loss",
     "action_bound_loss": "action_bound_loss",
     "action_mean_loss": "action_mean_loss",
+    "likelihood_ratio_loss": "likelihood_ratio_loss",
     "action_mean_weight": "action_mean_weight",
     "action_mean_share": "action_mean_share",
     "grad_norm": "actor_grad_norm",
@@ -366,18 +367,22 @@ class WindowUpdate:
 
 
 def actor_objective(losses: TensorDictBase) -> torch.Tensor:
-    """What the actor descends: the window loss plus the policy mean's penalties (:class:`SHACActorLoss`'s outputs)."""
-    return losses["loss_actor"] + losses["loss_action_bound"] + losses["loss_action_mean"]
+    """What the actor descends: the window loss, the policy mean's penalties and the likelihood-ratio term
+    (:class:`SHACActorLoss`'s outputs)."""
+    return (
+        losses["loss_actor"] + losses["loss_action_bound"] + losses["loss_action_mean"]
+        + losses["loss_likelihood_ratio"]
+    )
 
 
 def _loss_info(losses: list[TensorDictBase]) -> dict[str, float]:
-    """The mean actor loss, policy-mean penalties, control-cost weight and share of ``losses`` (the actor loss's
-    outputs), for logging."""
+    """The mean actor loss, policy-mean penalties, likelihood-ratio term, control-cost weight and share of
+    ``losses`` (the actor loss's outputs), for logging."""
     return {
         key: sum(loss[name].item() for loss in losses) / len(losses)
         for key, name in (
             ("actor_loss", "loss_actor"), ("action_bound_loss", "loss_action_bound"),
-            ("action_mean_loss", "loss_action_mean"), ("action_mean_weight", "action_mean_weight"),
-            ("action_mean_share", "action_mean_share"),
+            ("action_mean_loss", "loss_action_mean"), ("likelihood_ratio_loss", "loss_likelihood_ratio"),
+            ("action_mean_weight", "action_mean_weight"), ("action_mean_share", "action_mean_share"),
         )
     }

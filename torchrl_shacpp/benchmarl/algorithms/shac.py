@@ -144,6 +144,10 @@ class Shac(Algorithm):
             reward): a critic of the shaped return learns :math:`V - \Phi` and its bootstrap takes the potential's
             gradient back out of the actor's; a critic of the task's return keeps it, the window objective being
             about the task's plus :math:`\Phi(s_h) - \Phi(s_0)`.
+        actor_likelihood_ratio: the weight (>= 0) of the likelihood-ratio (PPO-clipped, zeroth-order) estimate of
+            the actor's gradient from the window's real rewards, beside the pathwise one (0: the paper's, none);
+            :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``likelihood_ratio_weight``, its advantage's GAE
+            :math:`\lambda` the critic's ``lmbda``.
     """
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
@@ -183,6 +187,7 @@ class Shac(Algorithm):
         use_target_critic: bool,
         actor_value_gradient: float,
         critic_reward: Optional[str],
+        actor_likelihood_ratio: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -210,6 +215,7 @@ class Shac(Algorithm):
         self.use_target_critic = use_target_critic
         self.actor_value_gradient = actor_value_gradient
         self.critic_reward = critic_reward
+        self.actor_likelihood_ratio = actor_likelihood_ratio
         self.collection_length = self._check_experiment()
         self.window_length = window_length
         self.groups: dict[str, GroupUpdate] = {}
@@ -338,11 +344,15 @@ class Shac(Algorithm):
             world_model=source.world_model,
             value_gradient=self.actor_value_gradient,
             world_gradient=self.actor_world_gradient,
+            likelihood_ratio_weight=self.actor_likelihood_ratio,
+            advantage_lmbda=self.lmbda,
         )
         actor.set_keys(
             reward=(group, "reward"),
             value=(group, "state_value"),
             loc=(group, "loc"),
+            scale=(group, "scale"),
+            sample_log_prob=(group, "sample_log_prob"),
             action=(group, "action"),
             predicted_reward=(group, "predicted_reward"),
         )
@@ -548,6 +558,7 @@ class ShacConfig(AlgorithmConfig):
     use_target_critic: bool = True
     actor_value_gradient: float = 1.0
     critic_reward: Optional[str] = None
+    actor_likelihood_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         validation.check_algorithm_config(self)

@@ -211,6 +211,7 @@ class Shacpp(Shacp):
         return LearnedWorldGradient(
             world, self.reward_model(group, reward_loss), policy,
             action_key=(group, "action"), loc_key=(group, "loc"), scale_key=(group, "scale"),
+            log_prob_key=(group, "sample_log_prob") if self.actor_likelihood_ratio else None,
             actor_world_model=actor_world_model, action_grad_outlier_ratio=self.actor_grad_outlier_ratio,
         )  # fmt: skip
 

@@ -1,0 +1,186 @@
+"""The actor loss's likelihood-ratio term: the clamped policy's score, the advantage, the importance ratio, and its
+expectation against the pathwise gradient's closed form."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensordict import TensorDict
+from tensordict.nn import TensorDictModule
+from test_objectives import hand_td_lambda, linear_critic, random_window
+from torchrl.data import Bounded
+from toy_env import make_point_mass_env
+
+from torchrl_shacpp.collectors import WindowCollector, attach_policy_graph
+from torchrl_shacpp.modules import clamped_normal_log_prob, gaussian_actor
+from torchrl_shacpp.objectives import SHACActorLoss
+
+KEYS = dict(
+    reward=("agents", "reward"), value=("agents", "state_value"), loc=("agents", "loc"), scale=("agents", "scale"),
+    action=("agents", "action"), sample_log_prob=("agents", "sample_log_prob"),
+)  # fmt: skip
+
+
+def clipped_mean_gradient(mu: float, low: float, high: float) -> float:
+    r""":math:`\partial_\mu \mathbb E[\operatorname{clip}(\mu + \varepsilon, l, h)] = \Phi(h - \mu) - \Phi(l - \mu)`."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    return (normal.cdf(torch.tensor(high - mu)) - normal.cdf(torch.tensor(low - mu))).item()
+
+
+def test_clamped_normal_score_is_the_clamped_actions_likelihood_ratio():
+    """The score of :func:`clamped_normal_log_prob` gives the likelihood-ratio gradient of the clamped action's mean,
+    whose closed form is the mass inside the box; the Gaussian density at the faces (no point masses) does not."""
+    torch.manual_seed(0)
+    mu = torch.tensor(0.6, requires_grad=True)
+    sample = (mu.detach() + torch.randn(400_000)).clamp(-1.0, 1.0)
+    log_prob = clamped_normal_log_prob(sample[:, None], mu, torch.tensor(1.0), -1.0, 1.0)
+    (score,) = torch.autograd.grad(log_prob.mean(), mu, retain_graph=True)
+    assert score.item() == pytest.approx(0.0, abs=0.01)  # a score's expectation is 0
+    (estimate,) = torch.autograd.grad((sample * log_prob).mean(), mu)  # mean of f(a) · ∂μ log p(a)
+    expected = clipped_mean_gradient(0.6, -1.0, 1.0)
+    assert estimate.item() == pytest.approx(expected, abs=0.01)
+    gaussian = sample - 0.6  # the Gaussian density's score at every sample, faces included
+    assert abs((gaussian * sample).mean().item() - expected) > 0.1
+
+
+def test_clamped_normal_log_prob_puts_the_tails_on_the_faces():
+    """Inside the box the Gaussian's log-density; on a face the log of the mass beyond it; summed over components."""
+    loc, scale = torch.tensor([0.2, -0.5, 0.0]), torch.tensor([0.5, 2.0, 1.0])
+    action = torch.tensor([0.1, -1.0, 1.0])
+    normal = torch.distributions.Normal(loc, scale)
+    expected = torch.stack(
+        [normal.log_prob(action)[0], normal.cdf(action)[1].log(), (1 - normal.cdf(action)[2]).log()]
+    ).sum()
+    torch.testing.assert_close(clamped_normal_log_prob(action, loc, scale, -1.0, 1.0), expected)
+
+
+def zero_critic() -> TensorDictModule:
+    critic = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(critic.weight)
+    torch.nn.init.zeros_(critic.bias)
+    return TensorDictModule(critic, in_keys=[("agents", "observation")], out_keys=[("agents", "state_value")])
+
+
+def bandit_window(mu: torch.Tensor, num_envs: int) -> TensorDict:
+    """One terminal step per env: the action :math:`\\operatorname{clip}(\\mu + \\varepsilon, -1, 1)` is the reward."""
+    shape = (num_envs, 1, 1, 1)
+    loc = mu.expand(shape)
+    action = (loc.detach() + torch.randn(shape)).clamp(-1.0, 1.0)
+    ended = torch.ones(num_envs, 1, 1, dtype=torch.bool)
+    return TensorDict(
+        {
+            "agents": {"observation": torch.zeros(shape), "loc": loc, "scale": torch.ones(shape), "action": action},
+            "next": {
+                "agents": {"observation": torch.zeros(shape), "reward": action.clone()},
+                "terminated": ended, "truncated": torch.zeros_like(ended), "done": ended,
+            },
+        },
+        batch_size=[num_envs, 1],
+    )  # fmt: skip
+
+
+def likelihood_ratio_loss(weight: float = 2.0, critic=None, **kwargs) -> SHACActorLoss:
+    actor = TensorDictModule(torch.nn.Identity(), in_keys=[("agents", "loc")], out_keys=[("agents", "loc")])
+    loss = SHACActorLoss(
+        actor, critic or zero_critic(), action_low=-1.0, action_high=1.0, likelihood_ratio_weight=weight, **kwargs
+    )
+    loss.set_keys(**KEYS)
+    return loss
+
+
+def test_likelihood_ratio_gradient_is_the_expected_returns_gradient():
+    """On a bandit whose reward is the clamped action, the term's gradient w.r.t. the policy mean is, in
+    expectation, ``weight`` times the closed-form gradient of the expected reward (the pathwise one's expectation)."""
+    torch.manual_seed(1)
+    mu = torch.tensor(0.3, requires_grad=True)
+    window = bandit_window(mu, 400_000)
+    value = likelihood_ratio_loss(weight=2.0).likelihood_ratio_loss(window)
+    (gradient,) = torch.autograd.grad(value, mu)
+    assert -gradient.item() / 2.0 == pytest.approx(clipped_mean_gradient(0.3, -1.0, 1.0), abs=0.01)
+    torch.testing.assert_close(value, -2.0 * window["next", "agents", "reward"].mean())  # ρ = 1 in value
+
+
+def test_likelihood_ratio_is_zero_and_off_by_default():
+    mu = torch.tensor(0.3, requires_grad=True)
+    loss = likelihood_ratio_loss(weight=0.0)
+    assert loss.likelihood_ratio_loss(bandit_window(mu, 8)).item() == 0.0
+
+
+def test_importance_ratio_against_the_collecting_policy_is_clipped_as_ppos():
+    """With the collecting policy's log-probability in the window the term is PPO's clipped surrogate: its value by
+    hand, and no gradient where the ratio has left :math:`[1 - \\epsilon, 1 + \\epsilon]` on the advantage's side."""
+    torch.manual_seed(2)
+    mu = torch.tensor(0.5, requires_grad=True)
+    window = bandit_window(mu, 64)
+    action = window["agents", "action"]
+    window["agents", "sample_log_prob"] = clamped_normal_log_prob(action, torch.zeros(()), torch.ones(()), -1.0, 1.0)[
+        ..., None
+    ]
+    loss = likelihood_ratio_loss(weight=1.0, likelihood_ratio_clip=0.2)
+    value = loss.likelihood_ratio_loss(window)
+    log_prob = clamped_normal_log_prob(action, mu.detach(), torch.ones(()), -1.0, 1.0)[..., None]
+    ratio = (log_prob - window["agents", "sample_log_prob"]).exp()
+    advantage = window["next", "agents", "reward"]
+    expected = -torch.minimum(ratio * advantage, ratio.clamp(0.8, 1.2) * advantage).mean()
+    torch.testing.assert_close(value, expected)
+    clipped = ((ratio > 1.2) & (advantage > 0)) | ((ratio < 0.8) & (advantage < 0))
+    assert 0 < clipped.sum() < clipped.numel()
+    loc = window["agents", "loc"]
+    (gradient,) = torch.autograd.grad(loss.likelihood_ratio_loss(window), loc)
+    assert (gradient[clipped] == 0).all() and (gradient[~clipped] != 0).all()
+
+
+def test_advantage_is_the_td_lambda_target_less_the_value_with_terminations_and_truncations():
+    """GAE's advantage plus the value is the TD(λ) target, on a window whose next observations are the following
+    steps' observations except across an episode's end (a reset)."""
+    window = random_window()
+    observation, next_observation = window["agents", "observation"], window["next", "agents", "observation"]
+    follows = ~window["next", "done"][:, :-1, None, :].expand_as(observation[:, 1:])
+    observation[:, 1:] = torch.where(follows, next_observation[:, :-1], observation[:, 1:])
+    loss = likelihood_ratio_loss(critic=linear_critic(), gamma=0.9, advantage_lmbda=0.7)
+    value = window["agents", "observation"]  # the linear critic is the identity
+    next_value = window["next", "agents", "observation"]
+    done = window["next", "done"][..., None, :].expand_as(value)
+    terminated = window["next", "terminated"][..., None, :].expand_as(value)
+    done = done.clone()
+    done[:, -1] = True  # the window's end cuts the return
+    target = hand_td_lambda(window["next", "agents", "reward"], next_value, done, terminated, 0.9, 0.7)
+    torch.testing.assert_close(loss.advantage(window), target - value)
+
+
+def test_attached_window_carries_the_collecting_policys_log_prob():
+    """``attach_policy_graph`` writes each collected action's log-probability under the policy that collected it
+    (the clamped law on the actor's box), which is the current policy's until the policy changes; without the
+    collected mean it refuses with the fix."""
+    torch.manual_seed(0)
+    n_agents, dim = 2, 2
+    network = torch.nn.Linear(dim, dim)
+    loc = TensorDictModule(network, in_keys=[("agents", "observation")], out_keys=[("agents", "loc")])
+    actor = gaussian_actor(
+        loc, action_dim=dim, loc_key=("agents", "loc"), scale_key=("agents", "scale"),
+        action_key=("agents", "action"), action_std=0.5, spec=Bounded(-0.3, 0.3, shape=(n_agents, dim)),
+    )  # fmt: skip
+    env = make_point_mass_env(torch.randn(3, n_agents, dim), terminate_at=[0, 0, 0], max_steps=100)
+    window = WindowCollector(env, actor, window_length=8, graph="policy").rollout().detach()
+    keys = dict(action_key=("agents", "action"), loc_key=("agents", "loc"), scale_key=("agents", "scale"))
+    attached = attach_policy_graph(window, actor, log_prob_key=("agents", "sample_log_prob"), **keys)
+    expected = clamped_normal_log_prob(
+        window["agents", "action"], window["agents", "loc"], window["agents", "scale"], -0.3, 0.3
+    )
+    torch.testing.assert_close(attached["agents", "sample_log_prob"], expected[..., None])
+    current = clamped_normal_log_prob(
+        attached["agents", "action"], attached["agents", "loc"], attached["agents", "scale"], -0.3, 0.3
+    )
+    torch.testing.assert_close(current.detach(), expected)
+    with torch.no_grad():
+        network.bias.add_(0.1)
+    moved = attach_policy_graph(window, actor, log_prob_key=("agents", "sample_log_prob"), **keys)
+    torch.testing.assert_close(moved["agents", "sample_log_prob"], expected[..., None])  # still the collecting one
+    with pytest.raises(KeyError, match="collecting policy"):
+        attach_policy_graph(window.exclude(("agents", "loc")), actor, log_prob_key=("agents", "sample_log_prob"), **keys)
+
+
+def test_likelihood_ratio_needs_the_action_box():
+    actor = TensorDictModule(torch.nn.Identity(), in_keys=[("agents", "loc")], out_keys=[("agents", "loc")])
+    with pytest.raises(ValueError, match="action box"):
+        SHACActorLoss(actor, zero_critic(), action_bound_coef=0.0, likelihood_ratio_weight=1.0)
