@@ -52,6 +52,13 @@ rebuilt from the observations (which hold every agent's position and velocity an
   response norms, ``press_package_{exact,model}`` and ``press_agent_{exact,model}``. A model that has not learned the
   contact moves neither: its chain then carries an action into the face as if into free space.
 
+``likelihood_into_face``: the likelihood-ratio estimate of the same gradient (``SHACActorLoss``'s
+``likelihood_ratio_loss`` at weight 1, whatever the run's weight; on the window as collected, so on-policy), with
+respect to the policy mean, :math:`(a_t - \mu_t) A_t / \sigma^2` per agent-step from the window's real rewards and
+the critic's advantage, aggregated over the agent-steps pushing the package away as
+:math:`\sum d_t \cdot (-u_t) / \sum \lVert d_t \rVert` (one sample's direction is noise; the sum is the
+estimate): above 0 it says press harder, below 0 back off, as the real returns that followed those pushes say.
+
 With the gradient saying *back off* at those agent-steps and the update's :math:`\delta\mu` not following it there
 (``step_follows_grad`` far below ``step_follows_grad_all``, or ``step_norm_ratio`` small), the policy presses the face
 because its update does not reach those states, not because its gradient asks it to.
@@ -214,10 +221,12 @@ def goal_face_columns(
     agent_radius: float,
     margin: float,
     exact: dict[str, torch.Tensor] | None = None,
+    likelihood: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The columns of the module's docstring from agent-steps ``[..., n]``: their transport ``observation``, the
     actor's descent direction on each action and the policy mean before and after the update (``[..., n, 2]``), and
-    with ``exact`` (``GoalFaceProbe.exact_parts``) the exact return's parts."""
+    with ``exact`` (``GoalFaceProbe.exact_parts``) the exact return's parts, with ``likelihood`` the likelihood-ratio
+    descent on each mean (``GoalFaceProbe.likelihood_descent``)."""
     to_goal, touching, push, _ = observed_contacts(observation, half_side, agent_radius, margin)
     away, towards = touching & (push < -0.5), touching & (push > 0.5)
     across = torch.stack([-to_goal[..., 1], to_goal[..., 0]], dim=-1)
@@ -237,6 +246,9 @@ def goal_face_columns(
         "step_follows_grad_all": median(cosine(step, descent)),
         "step_norm_ratio": median(step_norm[away]) / step_norm.median().clamp_min(1e-30).item(),
     }
+    if likelihood is not None:
+        along = (likelihood * -to_goal).sum(-1)[away].sum() / likelihood.norm(dim=-1)[away].sum().clamp_min(1e-30)
+        columns["likelihood_into_face"] = along.item() if away.any() else math.nan
     if exact is not None and "direct" in exact:
         for part in ("direct", "world"):
             columns[f"{part}_into_face"] = median(cosine(exact[part], -to_goal)[away])
@@ -331,7 +343,23 @@ class GoalFaceProbe(Callback):
             else:
                 exact = self.world_parts(update, window, action, descent)
                 jacobians = self.transition_jacobians(update, batch.detach())
-            self.pending = (observation, descent.detach(), self.policy_mean(observation), exact, jacobians)
+            likelihood = self.likelihood_descent(update.actor_loss, window)
+            self.pending = (
+                observation, descent.detach(), self.policy_mean(observation), exact, jacobians, likelihood
+            )  # fmt: skip
+
+    @staticmethod
+    def likelihood_descent(actor_loss, window: TensorDictBase) -> torch.Tensor:
+        """The likelihood-ratio term's descent direction on each agent-step's policy mean, at weight 1 and scaled by
+        the window's agent-steps: :math:`(a_t - \mu_t) A_t / \sigma^2` (``[..., n, d]``)."""
+        loc = window.get(actor_loss.tensor_keys.loc)
+        weight, actor_loss.likelihood_ratio_weight = actor_loss.likelihood_ratio_weight, 1.0
+        try:
+            value = actor_loss.likelihood_ratio_loss(window)
+        finally:
+            actor_loss.likelihood_ratio_weight = weight
+        (gradient,) = torch.autograd.grad(value, loc, retain_graph=True)
+        return -gradient.detach() * loc.shape[:-1].numel()
 
     def transition_jacobians(self, update, batch: TensorDictBase) -> dict[str, float]:
         """The ``jacobian_*`` columns on the window's transitions, the transition model as it is before its update;
@@ -395,13 +423,13 @@ class GoalFaceProbe(Callback):
     def on_train_end(self, training_td: TensorDictBase, group: str) -> None:
         if self.pending is None or group != self.group:
             return
-        observation, descent, mean_before, exact, jacobians = self.pending
+        observation, descent, mean_before, exact, jacobians, likelihood = self.pending
         self.pending = None
         row = {"window": self.window, "frames": self.experiment.total_frames, "eval_return": self.last_eval}
         row.update(
             goal_face_columns(
                 observation, descent, mean_before, self.policy_mean(observation), self.half_side, self.agent_radius,
-                self.margin, exact,
+                self.margin, exact, likelihood,
             )
         )  # fmt: skip
         if jacobians is not None:
@@ -417,8 +445,8 @@ class GoalFaceProbe(Callback):
 #: The columns of ``--summarise``'s table, where a probe's CSV has them.
 SUMMARY_COLUMNS = (
     "away_share", "grad_into_face", "mean_into_face", "step_into_face", "step_backs_off", "step_follows_grad",
-    "step_follows_grad_all", "exact_into_face", "task_into_face", "potential_into_face", "potential_task_norm_ratio",
-    "direct_into_face", "world_into_face", "world_direct_norm_ratio", *JACOBIAN_COLUMNS[:-1],
+    "step_follows_grad_all", "likelihood_into_face", "exact_into_face", "task_into_face", "potential_into_face",
+    "potential_task_norm_ratio", "direct_into_face", "world_into_face", "world_direct_norm_ratio", *JACOBIAN_COLUMNS[:-1],
 )  # fmt: skip
 
 

@@ -114,7 +114,8 @@ CASES = {
          "experiment.max_n_frames=null", "experiment.save_folder={tmp}"],
         "goal_face.csv",
         # the potential recomputed from the observations matches the env's reward to 1e-4 (its last column)
-        rf"^window,frames,eval_return,away_share,towards_share,grad_into_face,.*,step_norm_ratio,exact_into_face,.*,"
+        rf"^window,frames,eval_return,away_share,towards_share,grad_into_face,.*,step_norm_ratio,likelihood_into_face,"
+        rf"exact_into_face,.*,"
         rf"potential_value_error\n1,\d+,nan,{N},{N},.*,(?:0\.0|\d(?:\.\d+)?e-0[5-9])$",
     ),
     "first_actor_steps.py": (
@@ -322,7 +323,7 @@ def test_transport_contacts_reads_the_approach_potentials_pull_at_the_goal_face(
 def test_transport_goal_face_reads_the_gradient_and_the_step_at_each_face():
     """Closed form: the package at the origin, its goal along +x; one agent on its goal face (pushing it away) whose
     descent direction and mean's change both point back out of the face (+x), one behind it pushing it to the goal,
-    one far from it."""
+    one far from it; the likelihood-ratio descent's share into the face, summed over the agents pushing it away."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     from transport_goal_face import goal_face_columns
 
@@ -333,11 +334,13 @@ def test_transport_goal_face_reads_the_gradient_and_the_step_at_each_face():
     descent = torch.tensor([[[2.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
     before = torch.tensor([[[-1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
     after = before + torch.tensor([[[0.5, 0.0], [0.0, 0.25], [0.0, 0.25]]])
-    columns = goal_face_columns(observation, descent, before, after, 0.075, 0.03, 0.0)
+    likelihood = torch.tensor([[[3.0, 4.0], [-5.0, 0.0], [0.0, 7.0]]])  # -u = -x: 3 of 5 out of the face
+    columns = goal_face_columns(observation, descent, before, after, 0.075, 0.03, 0.0, likelihood=likelihood)
     expected = {
         "away_share": 1 / 3, "towards_share": 1 / 3, "grad_into_face": -1.0, "grad_along_face": 0.0,
         "towards_grad_to_goal": 1.0, "grad_norm_ratio": 2.0, "mean_into_face": 1.0, "step_into_face": -1.0,
         "step_backs_off": 1.0, "step_follows_grad": 1.0, "step_follows_grad_all": 1.0, "step_norm_ratio": 2.0,
+        "likelihood_into_face": -0.6,
     }  # fmt: skip
     assert columns == pytest.approx(expected, abs=1e-6)
 
