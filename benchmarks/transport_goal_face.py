@@ -350,7 +350,7 @@ class GoalFaceProbe(Callback):
 
     @staticmethod
     def likelihood_descent(actor_loss, window: TensorDictBase) -> torch.Tensor:
-        """The likelihood-ratio term's descent direction on each agent-step's policy mean, at weight 1 and scaled by
+        r"""The likelihood-ratio term's descent direction on each agent-step's policy mean, at weight 1 and scaled by
         the window's agent-steps: :math:`(a_t - \mu_t) A_t / \sigma^2` (``[..., n, d]``)."""
         loc = window.get(actor_loss.tensor_keys.loc)
         weight, actor_loss.likelihood_ratio_weight = actor_loss.likelihood_ratio_weight, 1.0
@@ -446,7 +446,8 @@ class GoalFaceProbe(Callback):
 SUMMARY_COLUMNS = (
     "away_share", "grad_into_face", "mean_into_face", "step_into_face", "step_backs_off", "step_follows_grad",
     "step_follows_grad_all", "likelihood_into_face", "exact_into_face", "task_into_face", "potential_into_face",
-    "potential_task_norm_ratio", "direct_into_face", "world_into_face", "world_direct_norm_ratio", *JACOBIAN_COLUMNS[:-1],
+    "potential_task_norm_ratio", "direct_into_face", "world_into_face", "world_direct_norm_ratio",
+    *JACOBIAN_COLUMNS[:-1],
 )  # fmt: skip
 
 

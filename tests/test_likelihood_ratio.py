@@ -176,8 +176,9 @@ def test_attached_window_carries_the_collecting_policys_log_prob():
         network.bias.add_(0.1)
     moved = attach_policy_graph(window, actor, log_prob_key=("agents", "sample_log_prob"), **keys)
     torch.testing.assert_close(moved["agents", "sample_log_prob"], expected[..., None])  # still the collecting one
+    without_mean = window.exclude(("agents", "loc"))
     with pytest.raises(KeyError, match="collecting policy"):
-        attach_policy_graph(window.exclude(("agents", "loc")), actor, log_prob_key=("agents", "sample_log_prob"), **keys)
+        attach_policy_graph(without_mean, actor, log_prob_key=("agents", "sample_log_prob"), **keys)
 
 
 def test_likelihood_ratio_needs_the_action_box():
