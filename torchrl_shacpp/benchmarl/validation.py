@@ -75,6 +75,10 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "actor_likelihood_ratio": (
         check_non_negative, "It weighs the likelihood-ratio estimate of the actor's gradient (paper: 0, none)."
     ),
+    "actor_likelihood_ratio_steps": (
+        functools.partial(check_count, minimum=0), "It is PPO's minibatch steps of the actor per collection (paper: 0)."
+    ),
+    "actor_likelihood_ratio_lr": (check_positive, "It is the Adam learning rate of PPO's steps of the actor."),
     "window_length": (check_count, "It is the actor's window in steps (paper: 32), or null for the whole collection."),
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),

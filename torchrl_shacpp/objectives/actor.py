@@ -10,6 +10,7 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 from torch import nn
+from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate, vec_td1_return_estimate
 
@@ -121,7 +122,10 @@ class SHACActorLoss(LossModule):
     samples drawn but blind to what a discontinuity between them does to the expected return (a contact that
     starts or stops, Suh et al. 2022's empirical bias), and a learned model's errors bias it further; the
     likelihood ratio needs neither the dynamics' Jacobian nor a model, at the price of its variance: MAPPO's
-    gradient, mixed into SHAC's as the α-order estimators of Suh et al. mix them.
+    gradient, mixed into SHAC's as the α-order estimators of Suh et al. mix them. PPO's own steps, several per
+    collection on minibatches of its transitions, descend the same surrogate (unweighted) on
+    :meth:`likelihood_ratio_items` with :meth:`minibatch_likelihood_ratio_loss`
+    (:class:`~torchrl_shacpp.trainers.WindowUpdate`'s ``likelihood_ratio_steps``).
 
     Args:
         actor_network (TensorDictModule): the policy that produced the window; its parameters are this loss's
@@ -184,6 +188,7 @@ class SHACActorLoss(LossModule):
             scale: the policy's standard deviation, for the likelihood ratio. Defaults to ``"scale"``.
             sample_log_prob: the collected action's log-probability under the collecting policy, for the
                 likelihood ratio's importance weight. Defaults to ``"sample_log_prob"``.
+            advantage: where :meth:`likelihood_ratio_items` writes the advantage. Defaults to ``"advantage"``.
         """
 
         reward: NestedKey = "reward"
@@ -195,6 +200,7 @@ class SHACActorLoss(LossModule):
         predicted_reward: NestedKey = "predicted_reward"
         scale: NestedKey = "scale"
         sample_log_prob: NestedKey = "sample_log_prob"
+        advantage: NestedKey = "advantage"
 
     default_keys = _AcceptedKeys
     out_keys = [
@@ -459,16 +465,48 @@ class SHACActorLoss(LossModule):
         keys = self.tensor_keys
         if not self.likelihood_ratio_weight:
             return torch.zeros((), device=self.action_low.device)
-        action = tensordict.get(keys.action).detach()
-        log_prob = clamped_normal_log_prob(
+        log_prob = self._log_prob(tensordict.get(keys.action).detach(), tensordict)
+        collected = tensordict.get(keys.sample_log_prob, None)
+        collected = log_prob.detach() if collected is None else collected
+        return self.likelihood_ratio_weight * self.clipped_surrogate(log_prob, collected, self.advantage(tensordict))
+
+    def _log_prob(self, action: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
+        """``action``'s log-probability under the clamped Gaussian of ``tensordict``'s ``loc`` and ``scale``,
+        ``[..., 1]``."""
+        keys = self.tensor_keys
+        return clamped_normal_log_prob(
             action, tensordict.get(keys.loc), tensordict.get(keys.scale), self.action_low, self.action_high
         ).unsqueeze(-1)
-        collected = tensordict.get(keys.sample_log_prob, None)
-        ratio = (log_prob - (log_prob.detach() if collected is None else collected)).exp()
-        advantage = self.advantage(tensordict)
+
+    def clipped_surrogate(
+        self, log_prob: torch.Tensor, collected_log_prob: torch.Tensor, advantage: torch.Tensor
+    ) -> torch.Tensor:
+        r"""PPO's clipped surrogate, as a loss: :math:`-\operatorname{mean} \min\big(\rho A,
+        \operatorname{clip}(\rho, 1 - \epsilon, 1 + \epsilon) A\big)`, :math:`\rho = \exp(\log \pi -
+        \log \pi_{\text{old}})`."""
+        ratio = (log_prob - collected_log_prob).exp()
         clip = self.likelihood_ratio_clip
-        surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage)
-        return -self.likelihood_ratio_weight * surrogate.mean()
+        return -torch.minimum(ratio * advantage, ratio.clamp(1 - clip, 1 + clip) * advantage).mean()
+
+    def likelihood_ratio_items(self, tensordict: TensorDictBase) -> TensorDictBase:
+        """A collected ``[*B, T]`` batch as the flat transitions of PPO's minibatch steps, without gradient: the
+        actor's inputs, the actions, their log-probability under the collecting policy (the batch's ``loc`` and
+        ``scale``) and their advantage (:meth:`advantage`, over the whole batch)."""
+        keys = self.tensor_keys
+        tensordict = tensordict.detach()
+        items = tensordict.select(*self.actor_network.in_keys, keys.action)
+        items.set(keys.sample_log_prob, self._log_prob(tensordict.get(keys.action), tensordict))
+        items.set(keys.advantage, self.advantage(tensordict))
+        return items.reshape(-1)
+
+    def minibatch_likelihood_ratio_loss(self, items: TensorDictBase) -> torch.Tensor:
+        """PPO's clipped surrogate (:meth:`clipped_surrogate`) on a minibatch of :meth:`likelihood_ratio_items`, the
+        current policy's log-probability from the actor run again on the items' observations."""
+        keys = self.tensor_keys
+        with set_exploration_type(ExplorationType.RANDOM):  # the sampling distribution's, as collected
+            params = self.actor_network.get_dist_params(items.select(*self.actor_network.in_keys).copy())
+        log_prob = self._log_prob(items.get(keys.action), params)
+        return self.clipped_surrogate(log_prob, items.get(keys.sample_log_prob), items.get(keys.advantage))
 
     def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:
         """``loss_actor`` with a zero gradient to the policy, for a window whose rewards and bootstrap do not depend

@@ -54,6 +54,8 @@ class GroupUpdate:
             elsewhere for their non-finite inputs or targets.
         step_bound: shrinks each actor step whose policy mean moves too far on the step's observations, or ``None``
             (the paper's steps).
+        likelihood_ratio_step: the guarded step of PPO's minibatch steps on the actor (its own optimiser, beside the
+            pathwise steps'), or ``None``: no such steps (the paper's).
     """
 
     actor_loss: SHACActorLoss
@@ -64,6 +66,7 @@ class GroupUpdate:
     target_updater: TargetNetUpdater | None = None
     dropped_critic_items: int = 0
     step_bound: PolicyMeanStepBound | None = None
+    likelihood_ratio_step: FiniteGradientStep | None = None
 
     def bounded_step(self, window: TensorDictBase, step: Callable[[], dict[str, float]]) -> dict[str, float]:
         """``step()``, an actor step taken on ``window``, within :attr:`step_bound` when there is one."""
@@ -107,6 +110,12 @@ class WindowUpdate:
     ``train/non_finite_envs``, the envs of this batch with a non-finite value.
     5. **cool-down**: after every ``cooldown.every``-th window the learned models train from their caches, and a
        cache-trained critic's target takes one Polyak step.
+    6. **likelihood-ratio steps**: a group with a ``likelihood_ratio_step`` then takes ``likelihood_ratio_steps``
+       steps of PPO's clipped surrogate on minibatches of the batch's transitions
+       (:meth:`SHACActorLoss.likelihood_ratio_items`, drawn without replacement as BenchMARL draws MAPPO's), with their
+       own optimiser: MAPPO's update of the actor beside SHAC's, the importance ratio taken against the collecting
+       policy (the pathwise steps have moved it since). Logged as ``train/<group>/likelihood_ratio_step_loss`` and
+       ``likelihood_ratio_grad_norm`` (means over the steps) and ``skipped_likelihood_ratio_steps``.
 
     With ``actor_replay_steps`` :math:`k \ge 1`, a group whose windows carry no simulator graph (SHAC++) then takes
     :math:`k` more steps per collected window, each on a window drawn uniformly from the last
@@ -142,6 +151,9 @@ class WindowUpdate:
             simulator graph (paper: 0). Defaults to 0.
         actor_replay_windows: the replayed windows: the last this many, less each batch's shorter last window
             (batches of one shape) and the windows holding a non-finite value. Defaults to 32.
+        likelihood_ratio_steps: PPO's minibatch steps per collected batch for the groups with a
+            ``likelihood_ratio_step`` (paper: none). Defaults to 0.
+        likelihood_ratio_minibatch_size: the transitions in each of them; ``None``: the whole batch.
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -161,6 +173,8 @@ class WindowUpdate:
         actor_waits_for_models: bool = False,
         actor_replay_steps: int = 0,
         actor_replay_windows: int = 32,
+        likelihood_ratio_steps: int = 0,
+        likelihood_ratio_minibatch_size: int | None = None,
     ) -> None:
         if window_length is not None:
             check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
@@ -181,6 +195,17 @@ class WindowUpdate:
                 "collected it: use actor_replay_steps=0, or SHAC++."
             )
         self.actor_replay_steps = actor_replay_steps
+        check_count("likelihood_ratio_steps", likelihood_ratio_steps, 0, "It is PPO's minibatch steps per batch.")
+        if likelihood_ratio_minibatch_size is not None:
+            check_count("likelihood_ratio_minibatch_size", likelihood_ratio_minibatch_size, hint="Transitions per step.")
+        unstepped = [name for name, group in self.groups.items() if group.likelihood_ratio_step is None]
+        if likelihood_ratio_steps and len(unstepped) == len(self.groups):
+            raise ValueError(
+                f"likelihood_ratio_steps={likelihood_ratio_steps} steps the groups' likelihood_ratio_step, and no group "
+                "has one: give GroupUpdate(likelihood_ratio_step=...) its optimiser, or likelihood_ratio_steps=0."
+            )
+        self.likelihood_ratio_steps = likelihood_ratio_steps
+        self.likelihood_ratio_minibatch_size = likelihood_ratio_minibatch_size
         # On the CPU, and each draw moved to the batch's device: a storage on device="auto" forgets its device when a
         # checkpoint is loaded into it before its first write (torchrl 0.11). Its own generator, which its state_dict
         # saves, so that a resumed run draws the windows the uninterrupted one draws.
@@ -221,7 +246,31 @@ class WindowUpdate:
         if self.cooldown is not None:
             for _ in filter(self.cooldown.should_train, range(first, self.windows)):
                 logs.update(self.train_models())
+        with record_function("shac/likelihood_ratio_steps"):
+            for name, group in self.groups.items():
+                if self.likelihood_ratio_steps and group.likelihood_ratio_step is not None:
+                    logs.update(self.train_likelihood_ratio(name, group, data))
         return logs
+
+    def train_likelihood_ratio(self, name: str, group: GroupUpdate, batch: TensorDictBase) -> dict[str, float]:
+        """Step 6: ``likelihood_ratio_steps`` guarded steps of PPO's clipped surrogate on minibatches of ``batch``'s
+        finite transitions, drawn without replacement (a new pass over them when one is used up)."""
+        items = group.actor_loss.likelihood_ratio_items(batch)
+        items = items[finite_items(items, 1)]
+        if not items.numel():
+            return {}
+        size = min(self.likelihood_ratio_minibatch_size or items.numel(), items.numel())
+        passes = -(-self.likelihood_ratio_steps * size // items.numel())
+        order = torch.cat([torch.randperm(items.numel(), device=items.device) for _ in range(passes)])
+        infos = []
+        for minibatch in order[: self.likelihood_ratio_steps * size].split(size):
+            loss = group.actor_loss.minibatch_likelihood_ratio_loss(items[minibatch])
+            infos.append({"loss": loss.item(), **group.likelihood_ratio_step(loss)})
+        return {
+            f"train/{name}/likelihood_ratio_step_loss": sum(info["loss"] for info in infos) / len(infos),
+            f"train/{name}/likelihood_ratio_grad_norm": sum(info["grad_norm"] for info in infos) / len(infos),
+            f"train/{name}/skipped_likelihood_ratio_steps": group.likelihood_ratio_step.skipped_steps,
+        }
 
     def finite_critic_items(self, name: str, batch: TensorDictBase) -> TensorDictBase:
         """The transitions of ``batch`` (with its value targets) that group ``name``'s critic can regress on: all of
@@ -344,6 +393,13 @@ class WindowUpdate:
                     "skipped_actor_steps": group.actor_step.skipped_steps,
                     "dropped_critic_items": group.dropped_critic_items,
                     "models": {model.name: model.state_dict() for model in group.models},
+                    **(
+                        {
+                            "likelihood_ratio_optimizer": group.likelihood_ratio_step.optimizer.state_dict(),
+                            "skipped_likelihood_ratio_steps": group.likelihood_ratio_step.skipped_steps,
+                        }
+                        if group.likelihood_ratio_step is not None else {}
+                    ),
                 }
                 for name, group in self.groups.items()
             },
@@ -364,6 +420,9 @@ class WindowUpdate:
             group.dropped_critic_items = state.get("dropped_critic_items", 0)  # checkpoints before it was counted
             for model in group.models:
                 model.load_state_dict(state["models"][model.name])
+            if group.likelihood_ratio_step is not None and "likelihood_ratio_optimizer" in state:
+                load_state_keeping_rates(group.likelihood_ratio_step.optimizer, state["likelihood_ratio_optimizer"])
+                group.likelihood_ratio_step.skipped_steps = state["skipped_likelihood_ratio_steps"]
 
 
 def actor_objective(losses: TensorDictBase) -> torch.Tensor:

@@ -148,6 +148,11 @@ class Shac(Algorithm):
             the actor's gradient from the window's real rewards, beside the pathwise one (0: the paper's, none);
             :class:`~torchrl_shacpp.objectives.SHACActorLoss`'s ``likelihood_ratio_weight``, its advantage's GAE
             :math:`\lambda` the critic's ``lmbda``.
+        actor_likelihood_ratio_steps: PPO's steps of the same clipped surrogate per collection, each on
+            ``experiment.on_policy_minibatch_size`` of its transitions, with their own Adam: MAPPO's update of the
+            actor beside SHAC's (:class:`~torchrl_shacpp.trainers.WindowUpdate`'s ``likelihood_ratio_steps``; 0, the
+            paper's, none).
+        actor_likelihood_ratio_lr: their Adam's learning rate (PPO's, 3e-4, by default; ``lr_schedule`` leaves it).
     """
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
@@ -188,6 +193,8 @@ class Shac(Algorithm):
         actor_value_gradient: float,
         critic_reward: Optional[str],
         actor_likelihood_ratio: float,
+        actor_likelihood_ratio_steps: int,
+        actor_likelihood_ratio_lr: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -216,6 +223,8 @@ class Shac(Algorithm):
         self.actor_value_gradient = actor_value_gradient
         self.critic_reward = critic_reward
         self.actor_likelihood_ratio = actor_likelihood_ratio
+        self.actor_likelihood_ratio_steps = actor_likelihood_ratio_steps
+        self.actor_likelihood_ratio_lr = actor_likelihood_ratio_lr
         self.collection_length = self._check_experiment()
         self.window_length = window_length
         self.groups: dict[str, GroupUpdate] = {}
@@ -364,7 +373,14 @@ class Shac(Algorithm):
             step_bound = PolicyMeanStepBound(
                 policy_for_loss, actor_step.parameters, actor.tensor_keys.loc, self.actor_max_mean_change
             )
-        self.groups[group] = GroupUpdate(actor, actor_step, value, source, step_bound=step_bound)
+        likelihood_ratio_step = None
+        if self.actor_likelihood_ratio_steps:
+            likelihood_ratio_step = FiniteGradientStep(
+                self._adam(actor.parameters(), self.actor_likelihood_ratio_lr), self.actor_max_grad_norm
+            )
+        self.groups[group] = GroupUpdate(
+            actor, actor_step, value, source, step_bound=step_bound, likelihood_ratio_step=likelihood_ratio_step
+        )
         return value, self.use_target_critic
 
     def _critic_reward_key(self, group: str) -> NestedKey:
@@ -422,6 +438,8 @@ class Shac(Algorithm):
             actor_waits_for_models=self.actor_waits_for_models,
             actor_replay_steps=self.actor_replay_steps,
             actor_replay_windows=self.actor_replay_windows,
+            likelihood_ratio_steps=self.actor_likelihood_ratio_steps,
+            likelihood_ratio_minibatch_size=self.experiment_config.on_policy_minibatch_size,
         )
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():
@@ -559,6 +577,8 @@ class ShacConfig(AlgorithmConfig):
     actor_value_gradient: float = 1.0
     critic_reward: Optional[str] = None
     actor_likelihood_ratio: float = 0.0
+    actor_likelihood_ratio_steps: int = 0
+    actor_likelihood_ratio_lr: float = 3e-4
 
     def __post_init__(self) -> None:
         validation.check_algorithm_config(self)
