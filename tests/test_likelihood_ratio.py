@@ -9,15 +9,18 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from test_objectives import hand_td_lambda, linear_critic, random_window
 from torchrl.data import Bounded
+from torchrl.envs import ExplorationType, set_exploration_type
 from toy_env import make_point_mass_env
 
 from torchrl_shacpp.collectors import WindowCollector, attach_policy_graph
 from torchrl_shacpp.modules import clamped_normal_log_prob, gaussian_actor
-from torchrl_shacpp.objectives import SHACActorLoss
+from torchrl_shacpp.objectives import SHACActorLoss, TDLambdaValueLoss
+from torchrl_shacpp.optim import FiniteGradientStep
+from torchrl_shacpp.trainers import GroupUpdate, SimulatorGradient, WindowUpdate
 
 KEYS = dict(
     reward=("agents", "reward"), value=("agents", "state_value"), loc=("agents", "loc"), scale=("agents", "scale"),
-    action=("agents", "action"), sample_log_prob=("agents", "sample_log_prob"),
+    action=("agents", "action"), sample_log_prob=("agents", "sample_log_prob"), advantage=("agents", "advantage"),
 )  # fmt: skip
 
 
@@ -185,3 +188,135 @@ def test_likelihood_ratio_needs_the_action_box():
     actor = TensorDictModule(torch.nn.Identity(), in_keys=[("agents", "loc")], out_keys=[("agents", "loc")])
     with pytest.raises(ValueError, match="action box"):
         SHACActorLoss(actor, zero_critic(), action_bound_coef=0.0, likelihood_ratio_weight=1.0)
+
+
+def bandit_actor(mu: float) -> torch.nn.Module:
+    """The clamped Gaussian policy :math:`\\mathcal N(\\mu, 1)` on ``[-1, 1]`` whose mean is a learned constant (a
+    bias on the zero observation)."""
+    network = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(network.weight)
+    torch.nn.init.constant_(network.bias, mu)
+    loc = TensorDictModule(network, in_keys=[("agents", "observation")], out_keys=[("agents", "loc")])
+    return gaussian_actor(
+        loc, action_dim=1, loc_key=("agents", "loc"), scale_key=("agents", "scale"), action_key=("agents", "action"),
+        spec=Bounded(-1.0, 1.0, shape=(1, 1)),
+    )  # fmt: skip
+
+
+def policy_mean(actor: torch.nn.Module) -> float:
+    """:func:`bandit_actor`'s mean :math:`\\mu`."""
+    (bias,) = [parameter for name, parameter in actor.named_parameters() if name.endswith("bias")]
+    return bias.item()
+
+
+def collected_bandit(actor: torch.nn.Module, num_envs: int) -> TensorDict:
+    """:func:`bandit_window` collected by ``actor``, without a graph."""
+    shape = (num_envs, 1, 1, 1)
+    window = TensorDict({"agents": {"observation": torch.zeros(shape)}}, batch_size=[num_envs, 1])
+    with set_exploration_type(ExplorationType.RANDOM), torch.no_grad():
+        actor(window)
+    ended = torch.ones(num_envs, 1, 1, dtype=torch.bool)
+    window["next"] = TensorDict(
+        {
+            "agents": {"observation": torch.zeros(shape), "reward": window["agents", "action"].clone()},
+            "terminated": ended, "truncated": torch.zeros_like(ended), "done": ended,
+        },
+        batch_size=[num_envs, 1],
+    )  # fmt: skip
+    return window
+
+
+def actor_likelihood_ratio_loss(actor: torch.nn.Module, weight: float = 2.0) -> SHACActorLoss:
+    loss = SHACActorLoss(actor, zero_critic(), action_low=-1.0, action_high=1.0, likelihood_ratio_weight=weight)
+    loss.set_keys(**KEYS)
+    return loss
+
+
+def test_minibatch_surrogate_on_every_item_is_the_window_terms():
+    """PPO's minibatch loss on all of :meth:`likelihood_ratio_items` is the window's likelihood-ratio term divided by
+    its weight, in value and in gradient, while the policy is the collecting one: the same estimate, taken in steps
+    of its own."""
+    torch.manual_seed(3)
+    actor = bandit_actor(0.2)
+    loss = actor_likelihood_ratio_loss(actor, weight=2.0)
+    window = collected_bandit(actor, 256)
+    keys = dict(action_key=("agents", "action"), loc_key=("agents", "loc"), scale_key=("agents", "scale"))
+    attached = attach_policy_graph(window, actor, log_prob_key=("agents", "sample_log_prob"), **keys)
+    window_term = loss.likelihood_ratio_loss(attached) / 2.0
+    items = loss.likelihood_ratio_items(window)
+    assert items.batch_size == (256,) and not items["agents", "advantage"].requires_grad
+    torch.testing.assert_close(items["agents", "advantage"], window["next", "agents", "reward"].reshape(256, 1, 1))
+    minibatch = loss.minibatch_likelihood_ratio_loss(items)
+    torch.testing.assert_close(minibatch, window_term)
+    parameters = list(actor.parameters())
+    for expected, gradient in zip(
+        torch.autograd.grad(window_term, parameters), torch.autograd.grad(minibatch, parameters), strict=True
+    ):
+        torch.testing.assert_close(gradient, expected)
+
+
+def likelihood_ratio_update(actor: torch.nn.Module, steps: int, minibatch_size: int | None) -> WindowUpdate:
+    """A one-group update whose only training here is PPO's minibatch steps (Adam, rate 0.05)."""
+    loss = actor_likelihood_ratio_loss(actor)
+    ppo_step = FiniteGradientStep(torch.optim.Adam(actor.parameters(), lr=0.05))
+    group = GroupUpdate(
+        loss, FiniteGradientStep(torch.optim.SGD(actor.parameters(), lr=0.0)), TDLambdaValueLoss(zero_critic()),
+        SimulatorGradient(), likelihood_ratio_step=ppo_step,
+    )  # fmt: skip
+    return WindowUpdate(
+        {"agents": group}, likelihood_ratio_steps=steps, likelihood_ratio_minibatch_size=minibatch_size
+    )
+
+
+def test_likelihood_ratio_steps_raise_the_rewarded_mean_within_ppos_clip_and_skip_non_finite_items():
+    """On the bandit whose reward is the clamped action, PPO's minibatch steps raise the policy's mean, and no
+    further than the clip lets them: once the ratio of every positively rewarded action is past :math:`1 + \\epsilon`
+    the surrogate has no gradient left. A transition whose reward is NaN is left out of the steps; the optimiser's
+    state and skip count are saved and restored."""
+    torch.manual_seed(4)
+    actor = bandit_actor(0.0)
+    batch = collected_bandit(actor, 512)
+    batch["next", "agents", "reward"][0] = float("nan")
+    update = likelihood_ratio_update(actor, steps=8, minibatch_size=128)
+    logs = update.train_likelihood_ratio("agents", update.groups["agents"], batch)
+    mean = policy_mean(actor)
+    assert 0.05 < mean < 1.0
+    assert all(p.isfinite().all() for p in actor.parameters())
+    assert logs["train/agents/skipped_likelihood_ratio_steps"] == 0
+    assert set(logs) == {
+        "train/agents/likelihood_ratio_step_loss", "train/agents/likelihood_ratio_grad_norm",
+        "train/agents/skipped_likelihood_ratio_steps",
+    }  # fmt: skip
+    for _ in range(40):  # many more steps on the same batch: they end at the clipped surrogate's maximum
+        update.train_likelihood_ratio("agents", update.groups["agents"], batch)
+    held = policy_mean(actor)
+    loss = update.groups["agents"].actor_loss
+    items = loss.likelihood_ratio_items(batch)
+    items = items[items["agents", "advantage"].reshape(-1).isfinite()]
+
+    def surrogate(mu: float) -> float:
+        log_prob = clamped_normal_log_prob(items["agents", "action"], torch.tensor(mu), torch.ones(()), -1.0, 1.0)
+        return -loss.clipped_surrogate(log_prob[..., None], items["agents", "sample_log_prob"],
+                                       items["agents", "advantage"]).item()
+
+    best = max(surrogate(mu) for mu in torch.linspace(-1.0, 2.0, 301).tolist())
+    assert held > mean and surrogate(held) == pytest.approx(best, abs=2e-3)
+    assert surrogate(held) > surrogate(0.0) + 0.05
+    state = update.state_dict()["groups"]["agents"]
+    assert state["likelihood_ratio_optimizer"]["state"] and state["skipped_likelihood_ratio_steps"] == 0
+    restored = likelihood_ratio_update(bandit_actor(held), steps=8, minibatch_size=128)
+    restored.load_state_dict(update.state_dict())
+    restored_optimizer = restored.groups["agents"].likelihood_ratio_step.optimizer.state_dict()["state"]
+    for name, value in state["likelihood_ratio_optimizer"]["state"][0].items():
+        torch.testing.assert_close(restored_optimizer[0][name], value)
+
+
+def test_likelihood_ratio_steps_need_a_group_with_their_step():
+    actor = bandit_actor(0.0)
+    loss = actor_likelihood_ratio_loss(actor)
+    group = GroupUpdate(
+        loss, FiniteGradientStep(torch.optim.SGD(actor.parameters(), lr=0.0)), TDLambdaValueLoss(zero_critic()),
+        SimulatorGradient(),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no group has one"):
+        WindowUpdate({"agents": group}, likelihood_ratio_steps=2)

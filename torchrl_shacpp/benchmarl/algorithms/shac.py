@@ -362,6 +362,7 @@ class Shac(Algorithm):
             loc=(group, "loc"),
             scale=(group, "scale"),
             sample_log_prob=(group, "sample_log_prob"),
+            advantage=(group, "advantage"),
             action=(group, "action"),
             predicted_reward=(group, "predicted_reward"),
         )
