@@ -66,7 +66,7 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(actor_value_gradient=-1.0), "algorithm.actor_value_gradient=-1.0 must be a finite"),
         (lambda: ShacppConfig(actor_likelihood_ratio=-1.0), "algorithm.actor_likelihood_ratio=-1.0 must be a finite"),
         (lambda: ShacConfig(actor_likelihood_ratio_steps=-1), "algorithm.actor_likelihood_ratio_steps=-1 must be an"),
-        (lambda: ShacppConfig(actor_likelihood_ratio_lr=0.0), "algorithm.actor_likelihood_ratio_lr=0.0 must be a finite"),
+        (lambda: ShacppConfig(actor_likelihood_ratio_lr=0.0), "algorithm.actor_likelihood_ratio_lr=0.0 must be a"),
         (lambda: ShacppConfig(actor_world_gradient=-1.0), "algorithm.actor_world_gradient=-1.0 must be a finite"),
         (lambda: ShacConfig(action_mean_coef=-0.1), "algorithm.action_mean_coef=-0.1 must be a finite"),
         (lambda: ShacConfig(action_mean_relative=True), "algorithm.action_mean_relative=true scales the control cost"),

@@ -197,12 +197,12 @@ class WindowUpdate:
         self.actor_replay_steps = actor_replay_steps
         check_count("likelihood_ratio_steps", likelihood_ratio_steps, 0, "It is PPO's minibatch steps per batch.")
         if likelihood_ratio_minibatch_size is not None:
-            check_count("likelihood_ratio_minibatch_size", likelihood_ratio_minibatch_size, hint="Transitions per step.")
+            check_count("likelihood_ratio_minibatch_size", likelihood_ratio_minibatch_size, hint="Items per step.")
         unstepped = [name for name, group in self.groups.items() if group.likelihood_ratio_step is None]
         if likelihood_ratio_steps and len(unstepped) == len(self.groups):
             raise ValueError(
-                f"likelihood_ratio_steps={likelihood_ratio_steps} steps the groups' likelihood_ratio_step, and no group "
-                "has one: give GroupUpdate(likelihood_ratio_step=...) its optimiser, or likelihood_ratio_steps=0."
+                f"likelihood_ratio_steps={likelihood_ratio_steps} steps the groups' likelihood_ratio_step, and no "
+                "group has one: give GroupUpdate(likelihood_ratio_step=...) its optimiser, or likelihood_ratio_steps=0."
             )
         self.likelihood_ratio_steps = likelihood_ratio_steps
         self.likelihood_ratio_minibatch_size = likelihood_ratio_minibatch_size
