@@ -3,6 +3,8 @@ expectation against the pathwise gradient's closed form."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tensordict import TensorDict
@@ -272,7 +274,8 @@ def test_likelihood_ratio_steps_raise_the_rewarded_mean_within_ppos_clip_and_ski
     """On the bandit whose reward is the clamped action, PPO's minibatch steps raise the policy's mean, and no
     further than the clip lets them: once the ratio of every positively rewarded action is past :math:`1 + \\epsilon`
     the surrogate has no gradient left. A transition whose reward is NaN is left out of the steps; the optimiser's
-    state and skip count are saved and restored."""
+    state, skip count and minibatch draws are saved
+    and restored: a restored update then takes the uninterrupted one's steps."""
     torch.manual_seed(4)
     actor = bandit_actor(0.0)
     batch = collected_bandit(actor, 512)
@@ -304,11 +307,16 @@ def test_likelihood_ratio_steps_raise_the_rewarded_mean_within_ppos_clip_and_ski
     assert surrogate(held) > surrogate(0.0) + 0.05
     state = update.state_dict()["groups"]["agents"]
     assert state["likelihood_ratio_optimizer"]["state"] and state["skipped_likelihood_ratio_steps"] == 0
-    restored = likelihood_ratio_update(bandit_actor(held), steps=8, minibatch_size=128)
-    restored.load_state_dict(update.state_dict())
+    restored_actor = bandit_actor(held)
+    restored = likelihood_ratio_update(restored_actor, steps=8, minibatch_size=100)
+    restored.load_state_dict(copy.deepcopy(update.state_dict()))  # as from a file: no tensor shared
     restored_optimizer = restored.groups["agents"].likelihood_ratio_step.optimizer.state_dict()["state"]
     for name, value in state["likelihood_ratio_optimizer"]["state"][0].items():
         torch.testing.assert_close(restored_optimizer[0][name], value)
+    update.likelihood_ratio_minibatch_size = 100  # minibatches across the passes' ends: the draws must agree too
+    for learner in (update, restored):
+        learner.train_likelihood_ratio("agents", learner.groups["agents"], batch)
+    assert policy_mean(restored_actor) == policy_mean(actor)  # the same minibatches, the same steps
 
 
 def test_likelihood_ratio_steps_need_a_group_with_their_step():

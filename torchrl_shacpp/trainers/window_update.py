@@ -206,6 +206,8 @@ class WindowUpdate:
             )
         self.likelihood_ratio_steps = likelihood_ratio_steps
         self.likelihood_ratio_minibatch_size = likelihood_ratio_minibatch_size
+        # Its own stream, saved in the state, so that a resumed run draws the minibatches the uninterrupted one draws.
+        self.likelihood_ratio_generator = torch.Generator().manual_seed(torch.initial_seed())
         # On the CPU, and each draw moved to the batch's device: a storage on device="auto" forgets its device when a
         # checkpoint is loaded into it before its first write (torchrl 0.11). Its own generator, which its state_dict
         # saves, so that a resumed run draws the windows the uninterrupted one draws.
@@ -261,7 +263,8 @@ class WindowUpdate:
             return {}
         size = min(self.likelihood_ratio_minibatch_size or items.numel(), items.numel())
         passes = -(-self.likelihood_ratio_steps * size // items.numel())
-        order = torch.cat([torch.randperm(items.numel(), device=items.device) for _ in range(passes)])
+        generator = self.likelihood_ratio_generator
+        order = torch.cat([torch.randperm(items.numel(), generator=generator) for _ in range(passes)])
         infos = []
         for minibatch in order[: self.likelihood_ratio_steps * size].split(size):
             loss = group.actor_loss.minibatch_likelihood_ratio_loss(items[minibatch])
@@ -406,12 +409,16 @@ class WindowUpdate:
         }
         if len(self.actor_replay):  # TorchRL cannot load an unwritten storage's state (no replayed steps, e.g. SHAC)
             state["actor_replay"] = self.actor_replay.state_dict()
+        if self.likelihood_ratio_steps:
+            state["likelihood_ratio_generator"] = self.likelihood_ratio_generator.get_state()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.windows = state_dict["windows"]
         if "actor_replay" in state_dict:  # none before the replay existed, or while it is empty
             self.actor_replay.load_state_dict(state_dict["actor_replay"])
+        if "likelihood_ratio_generator" in state_dict:  # none without the likelihood-ratio steps
+            self.likelihood_ratio_generator.set_state(state_dict["likelihood_ratio_generator"])
         for name, group in self.groups.items():
             state = state_dict["groups"][name]
             group.actor_loss.load_state_dict(state["actor"])
