@@ -271,11 +271,10 @@ def likelihood_ratio_update(actor: torch.nn.Module, steps: int, minibatch_size: 
 
 
 def test_likelihood_ratio_steps_raise_the_rewarded_mean_within_ppos_clip_and_skip_non_finite_items():
-    """On the bandit whose reward is the clamped action, PPO's minibatch steps raise the policy's mean, and no
-    further than the clip lets them: once the ratio of every positively rewarded action is past :math:`1 + \\epsilon`
-    the surrogate has no gradient left. A transition whose reward is NaN is left out of the steps; the optimiser's
-    state, skip count and minibatch draws are saved
-    and restored: a restored update then takes the uninterrupted one's steps."""
+    """On the bandit whose reward is the clamped action, PPO's minibatch steps raise the policy's mean and, taken on
+    the same batch again and again, end at the maximum of its clipped surrogate (found on a grid), where the ratio's
+    clip stops them. A transition whose reward is NaN is left out of the steps. The optimiser's state, the skip count
+    and the minibatch draws are saved and restored: a restored update takes the uninterrupted one's steps."""
     torch.manual_seed(4)
     actor = bandit_actor(0.0)
     batch = collected_bandit(actor, 512)
