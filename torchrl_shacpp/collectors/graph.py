@@ -9,10 +9,9 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.envs import ExplorationType, set_exploration_type
 
 from torchrl_shacpp.checks import check_count
-from torchrl_shacpp.modules.actor import clamped_normal_log_prob
+from torchrl_shacpp.modules.actor import clamped_normal_log_prob, sampling_distribution_params
 
 
 class WindowGraphCut(TensorDictModuleBase):
@@ -119,8 +118,7 @@ def attach_policy_graph(
         log_prob_key: where to write the collected action's log-probability under the collecting policy, or
             ``None``.
     """
-    with set_exploration_type(ExplorationType.RANDOM), torch.enable_grad():
-        params = actor.get_dist_params(window.select(*actor.in_keys).copy())
+    params = sampling_distribution_params(actor, window)
     loc, scale = params.get(loc_key), params.get(scale_key)
     action = window.get(action_key).detach()
     noise = (action - loc.detach()) / scale.detach()

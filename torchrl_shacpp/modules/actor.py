@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from tensordict.nn import TensorDictModule, TensorDictSequential
+from tensordict import TensorDictBase
+from tensordict.nn import ProbabilisticTensorDictSequential, TensorDictModule, TensorDictSequential
 from tensordict.nn.distributions import AddStateIndependentNormalScale
 from tensordict.utils import NestedKey
 from torchrl.data import TensorSpec
+from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.modules import IndependentNormal, ProbabilisticActor
 
 from torchrl_shacpp.checks import check_positive
@@ -87,6 +89,16 @@ def clamped_normal_log_prob(
     above = torch.special.log_ndtr((loc - high) / scale)
     log_prob = torch.where(action <= low, below, torch.where(action >= high, above, density))
     return log_prob.sum(-1)
+
+
+def sampling_distribution_params(
+    actor: ProbabilisticTensorDictSequential, tensordict: TensorDictBase
+) -> TensorDictBase:
+    """The distribution parameters (e.g. ``loc`` and ``scale``) that ``actor`` samples from on ``tensordict``'s
+    inputs, with their graph to its parameters: its deterministic part run again, as under collection
+    (``ExplorationType.RANDOM``, whatever the caller's)."""
+    with set_exploration_type(ExplorationType.RANDOM), torch.enable_grad():
+        return actor.get_dist_params(tensordict.select(*actor.in_keys).copy())
 
 
 def gaussian_actor(

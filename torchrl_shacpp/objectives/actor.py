@@ -10,12 +10,11 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModule
 from tensordict.utils import NestedKey
 from torch import nn
-from torchrl.envs import ExplorationType, set_exploration_type
 from torchrl.objectives import LossModule
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate, vec_td1_return_estimate
 
 from torchrl_shacpp.checks import check_fraction, check_non_negative
-from torchrl_shacpp.modules.actor import clamped_normal_log_prob
+from torchrl_shacpp.modules.actor import clamped_normal_log_prob, sampling_distribution_params
 from torchrl_shacpp.objectives.utils import check_window, expand_like, held_out, window_end_as_done
 
 
@@ -503,9 +502,7 @@ class SHACActorLoss(LossModule):
         """PPO's clipped surrogate (:meth:`clipped_surrogate`) on a minibatch of :meth:`likelihood_ratio_items`, the
         current policy's log-probability from the actor run again on the items' observations."""
         keys = self.tensor_keys
-        with set_exploration_type(ExplorationType.RANDOM):  # the sampling distribution's, as collected
-            params = self.actor_network.get_dist_params(items.select(*self.actor_network.in_keys).copy())
-        log_prob = self._log_prob(items.get(keys.action), params)
+        log_prob = self._log_prob(items.get(keys.action), sampling_distribution_params(self.actor_network, items))
         return self.clipped_surrogate(log_prob, items.get(keys.sample_log_prob), items.get(keys.advantage))
 
     def _attached_to_policy(self, loss_actor: torch.Tensor, tensordict: TensorDictBase) -> torch.Tensor:

@@ -198,8 +198,7 @@ class WindowUpdate:
         check_count("likelihood_ratio_steps", likelihood_ratio_steps, 0, "It is PPO's minibatch steps per batch.")
         if likelihood_ratio_minibatch_size is not None:
             check_count("likelihood_ratio_minibatch_size", likelihood_ratio_minibatch_size, hint="Items per step.")
-        unstepped = [name for name, group in self.groups.items() if group.likelihood_ratio_step is None]
-        if likelihood_ratio_steps and len(unstepped) == len(self.groups):
+        if likelihood_ratio_steps and all(group.likelihood_ratio_step is None for group in self.groups.values()):
             raise ValueError(
                 f"likelihood_ratio_steps={likelihood_ratio_steps} steps the groups' likelihood_ratio_step, and no "
                 "group has one: give GroupUpdate(likelihood_ratio_step=...) its optimiser, or likelihood_ratio_steps=0."
