@@ -82,6 +82,8 @@ def raises(error: type[Exception], message: str):
         (lambda: ShacppConfig(world_detached_features="flags"), "algorithm.world_detached_features='flags' must be a"),
         (lambda: ShacppConfig(world_detached_features=[-1]), "algorithm.world_detached_features[0]=-1 must be an"),
         (lambda: ShacppConfig(world_rollout="one_pass", world_detached_features="integer"), "cuts features from the"),
+        (lambda: ShacppConfig(world_trusted_error_ratio=0.0), "algorithm.world_trusted_error_ratio=0.0 must be a"),
+        (lambda: ShacppConfig(world_rollout="one_pass", world_trusted_error_ratio=10.0), "cuts badly predicted agent"),
         (lambda: ShacppConfig(world_periodic_features=[[15]]), "world_periodic_features=[[15]]: periodic features are [index, period] pairs"),
         (lambda: ShacppConfig(world_periodic_features=[15]), "Give [[index, period], ...], e.g. [[15,3.141592653589793]]"),
         (

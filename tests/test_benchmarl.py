@@ -1032,6 +1032,14 @@ def test_world_gradient_growth_reaches_the_spliced_window_the_actor_differentiat
     assert update.actor_loss.world_model is update.source.world_model
     assert update.source.world_model.module.max_gradient_growth == 1.5
     assert update.source.world_model.module.detached_features is None  # off by default
+    assert update.source.world_model.module.trusted_error_ratio is None
+
+
+def test_world_trusted_error_ratio_reaches_the_spliced_window_from_the_command_line(tmp_path: Path):
+    experiment = tiny_experiment(ShacppConfig(world_trusted_error_ratio=10.0), tmp_path, max_n_iters=1)
+    update = experiment.algorithm.update.groups["agents"]
+    assert update.actor_loss.world_model is update.source.world_model
+    assert update.source.world_model.module.trusted_error_ratio == 10.0
 
 
 @pytest.mark.parametrize("detached", ["integer", [0, 2]])

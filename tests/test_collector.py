@@ -181,7 +181,7 @@ def test_make_learners_passes_the_gradient_bounds_to_shacpps_source_and_refuses_
     env = make_point_mass_env(torch.randn(3, 2, 2), terminate_at=[0, 0, 0], max_steps=100)
     learners = replay_learners(
         env, actor_grad_outlier_ratio=10.0, world_gradient_growth=1.5, world_detached_features="integer",
-        actor_world_gradient=2.0,
+        actor_world_gradient=2.0, world_trusted_error_ratio=10.0,
     )  # fmt: skip
     assert learners.update.groups["agents"].actor_loss.world_gradient == 2.0
     with pytest.raises(ValueError, match="actor_world_gradient=2.0 weighs the gradient through SHAC"):
@@ -194,12 +194,15 @@ def test_make_learners_passes_the_gradient_bounds_to_shacpps_source_and_refuses_
     source = learners.update.groups["agents"].source
     assert source.action_grad_outlier_ratio == 10.0 and source.world_model.module.max_gradient_growth == 1.5
     assert source.world_model.module.detached_features == "integer"
+    assert source.world_model.module.trusted_error_ratio == 10.0
     with pytest.raises(ValueError, match="actor_grad_outlier_ratio=10.0 bounds the action gradients of SHAC"):
         replay_learners(env, "shacp", actor_grad_outlier_ratio=10.0)
     with pytest.raises(ValueError, match="world_gradient_growth=1.5 bounds the chain of SHAC"):
         replay_learners(env, world_rollout="one_pass", world_gradient_growth=1.5)
     with pytest.raises(ValueError, match="world_detached_features=integer cuts features from the Jacobians of SHAC"):
         replay_learners(env, world_rollout="one_pass", world_detached_features="integer")
+    with pytest.raises(ValueError, match="world_trusted_error_ratio=10.0 cuts badly predicted agent-steps from the"):
+        replay_learners(env, world_rollout="one_pass", world_trusted_error_ratio=10.0)
     one_pass = replay_learners(
         env, world_rollout="one_pass", world_model_first_epochs=[30, 20], world_model_max_steps=50,
         world_minibatch_size=7,

@@ -148,6 +148,52 @@ def test_spliced_window_gives_detached_features_no_gradient(detached):
     torch.testing.assert_close(action.grad, expected[None, :, None, :].expand_as(action.grad))
 
 
+def test_spliced_window_cuts_the_agent_steps_its_model_mispredicts():
+    """A linear model that predicts every transition of the window but one agent-step's (env 0, agent 1, t = 2),
+    whose next observation is off by far more than ``trusted_error_ratio`` times the median error: the values stay
+    the real ones, that agent's chain through step 2 carries no gradient, ∂õ'_t/∂a_k = C^{t-k} B only where k > 2
+    or t < 2, and every other agent-step keeps the closed form. A residual of one whole period of a periodic
+    feature (env 1, agent 0, the last step) is no error. Without the ratio nothing is cut."""
+    torch.manual_seed(0)
+    num_envs, horizon, n_agents, obs_dim, action_dim = 2, 5, 3, 4, 2
+    transition = _LinearTransition(obs_dim, action_dim)
+    transition.periodic = PeriodicFeatures([[0, 2 * torch.pi]])
+    window, action = _window(num_envs, horizon, n_agents, obs_dim, action_dim, None)
+    observation, next_observation = window["agents", "observation"], window["next", "agents", "observation"]
+    with torch.no_grad():
+        for t in range(horizon):
+            next_observation[:, t] = transition(observation[:, t], action[:, t]) + 1e-3 * torch.randn_like(
+                observation[:, t]
+            )
+            if t == 2:
+                next_observation[0, t, 1] += 1.0
+            if t + 1 < horizon:
+                observation[:, t + 1] = next_observation[:, t]
+        next_observation[1, -1, 0, 0] += 2 * torch.pi
+    weights = torch.randn(horizon, obs_dim)
+    C, B = transition.C.detach(), transition.B.detach()
+    full = torch.zeros(horizon, action_dim)
+    cut = torch.zeros(horizon, action_dim)
+    for k in range(horizon):
+        for t in range(k, horizon):
+            full[k] += weights[t] @ torch.linalg.matrix_power(C, t - k) @ B
+            if not k <= 2 <= t:
+                cut[k] += weights[t] @ torch.linalg.matrix_power(C, t - k) @ B
+
+    for ratio, cut_at in ((100.0, (0, slice(None), 1)), (None, None)):
+        action.grad = None
+        module = spliced_world_model(transition, trusted_error_ratio=ratio)
+        spliced = module(window.copy())["next", "agents", "observation"]
+        torch.testing.assert_close(spliced, next_observation)
+        (spliced * weights[:, None, :]).sum().backward()
+        expected = full[None, :, None, :].expand_as(action).clone()
+        if cut_at is not None:
+            expected[cut_at] = cut
+        torch.testing.assert_close(action.grad, expected)
+    with pytest.raises(ValueError, match="trusted_error_ratio=0 must be a finite number > 0"):
+        spliced_world_model(transition, trusted_error_ratio=0)
+
+
 def test_integer_features_of_the_papers_dispersion_are_its_eaten_flags():
     """On a rollout of the paper's dispersion (3 agents, 3 foods: own position and velocity, then per food its offset
     and eaten flag), ``"integer"`` detaches exactly the 3 eaten flags: no other feature's prediction loses its

@@ -227,6 +227,7 @@ def transition_world_models(algorithm: Algorithm, group: str, **sizes) -> tuple[
         transition_world_model(network, predicted_observation_key=(group, "predicted_observation"), **keys),
         spliced_world_model(
             network, max_gradient_growth=algorithm.world_gradient_growth,
-            detached_features=algorithm.world_detached_features, **keys,
+            detached_features=algorithm.world_detached_features,
+            trusted_error_ratio=algorithm.world_trusted_error_ratio, **keys,
         ),  # fmt: skip
     )

@@ -97,6 +97,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
     "world_gradient_growth": (
         check_positive, "It bounds the state gradient's growth per step back through the world model, or null for none."
     ),
+    "world_trusted_error_ratio": (
+        check_positive, "It is a multiple of the window's median one-step error, or null to keep every agent-step."
+    ),
     "reward_observation_noise": (
         check_non_negative, "It is the std of the noise on the reward model's training observations (paper: 0)."
     ),
@@ -145,7 +148,14 @@ OPTIONAL_KEYS = (
     "window_length", "world_cache_size", "world_minibatch_size", "critic_lr", "model_steps", "world_model_steps",
     "world_model_max_steps", "reward_huber_delta", "model_surprise_steps", "action_std_final", "action_mean_coef_final",
     "lr_final", "actor_max_mean_change", "actor_skip_grad_norm", "actor_grad_outlier_ratio", "world_gradient_growth",
+    "world_trusted_error_ratio",
 )
+#: SHAC++'s options that act on the spliced world model, with what each does to it.
+SPLICED_OPTIONS = {
+    "world_gradient_growth": "bounds the spliced world model's chain of Jacobians",
+    "world_detached_features": "cuts features from the spliced world model's Jacobians",
+    "world_trusted_error_ratio": "cuts badly predicted agent-steps from the spliced world model's chain of Jacobians",
+}
 #: The algorithms whose checkpoints hold this package's entry.
 SHAC_FAMILY = ("shac", "shacp", "shacpp")
 #: Where the sizes of ``model=layers/transformer`` are also set.
@@ -215,20 +225,14 @@ def check_algorithm_config(config: ShacConfig) -> None:
             "algorithm.world_rollout", config.world_rollout, WORLD_ROLLOUTS, "one_pass is the paper's world model "
             "(the window from its first observation); spliced chains a one-step model's Jacobians along the rollout.",
         )  # fmt: skip
-    if getattr(config, "world_gradient_growth", None) is not None and config.world_rollout != "spliced":
-        raise ValueError(
-            f"algorithm.world_gradient_growth={config.world_gradient_growth} bounds the spliced world model's chain of "
-            f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
-            "world_gradient_growth=null."
-        )
-    detached_features = getattr(config, "world_detached_features", None)
-    check_detached_features("algorithm.world_detached_features", detached_features)
-    if detached_features is not None and config.world_rollout != "spliced":
-        raise ValueError(
-            f"algorithm.world_detached_features={detached_features} cuts features from the spliced world model's "
-            f"Jacobians; algorithm.world_rollout={config.world_rollout!r} has none: set world_rollout=spliced, or "
-            "world_detached_features=null."
-        )
+    check_detached_features("algorithm.world_detached_features", getattr(config, "world_detached_features", None))
+    for name, effect in SPLICED_OPTIONS.items():
+        value = getattr(config, name, None)
+        if value is not None and config.world_rollout != "spliced":
+            raise ValueError(
+                f"algorithm.{name}={value} {effect}; algorithm.world_rollout={config.world_rollout!r} has none: set "
+                f"world_rollout=spliced, or {name}=null."
+            )
     periodic_features = getattr(config, "world_periodic_features", None)
     if periodic_features is not None:
         try:

@@ -341,13 +341,17 @@ class _SplicedWindow(nn.Module):
         transition: nn.Module,
         max_gradient_growth: float | None = None,
         detached_features: Sequence[int] | str | None = None,
+        trusted_error_ratio: float | None = None,
     ) -> None:
         super().__init__()
         if max_gradient_growth is not None:
             check_positive("max_gradient_growth", max_gradient_growth)
+        if trusted_error_ratio is not None:
+            check_positive("trusted_error_ratio", trusted_error_ratio, "It is a multiple of the window's median error.")
         self.transition = transition
         self.max_gradient_growth = max_gradient_growth
         self.detached_features = check_detached_features("detached_features", detached_features)
+        self.trusted_error_ratio = trusted_error_ratio
 
     def _detached_mask(self, observation: Tensor, next_observation: Tensor) -> Tensor | None:
         """``[features]``: True for the features whose prediction carries no gradient, or ``None``."""
@@ -365,6 +369,20 @@ class _SplicedWindow(nn.Module):
         mask = torch.zeros(features, dtype=torch.bool, device=observation.device)
         mask[list(self.detached_features)] = True
         return mask
+
+    def trusted_steps(self, observation: Tensor, action: Tensor, next_observation: Tensor) -> Tensor | None:
+        r"""``[*B, T, n_agents, 1]``: True at the agent-steps whose one-step prediction error
+        :math:`e_{t,i} = \lVert T_\theta(o_t, a_t)_i - o'_{t,i}\rVert^2` (each periodic feature's residual wrapped)
+        is at most ``trusted_error_ratio`` times the window's median; ``None`` without the ratio."""
+        if self.trusted_error_ratio is None:
+            return None
+        with torch.no_grad():
+            residual = self.transition(observation, action) - next_observation
+            periodic = getattr(self.transition, "periodic", None)
+            if periodic is not None:
+                residual = periodic.wrap(residual)
+            error = residual.pow(2).sum(-1, keepdim=True)
+            return error <= self.trusted_error_ratio * error.median()
 
     def _step(self, current: Tensor, action: Tensor) -> Tensor:
         r""":math:`T_\theta(\tilde o_t, a_t)`; with ``max_gradient_growth`` the gradient it passes back to
@@ -394,12 +412,15 @@ class _SplicedWindow(nn.Module):
         episode_end = done.unsqueeze(-1)  # [*B, T, 1, 1]: broadcasts over agents and features
         current = observation[..., 0, :, :]
         detached = self._detached_mask(observation, next_observation)
+        trusted = self.trusted_steps(observation, action, next_observation)
         observed, spliced_next = [], []
         for t in range(steps):
             observed.append(current)
             predicted = self._step(current, action[..., t, :, :])
             if detached is not None:
                 predicted = torch.where(detached, predicted.detach(), predicted)
+            if trusted is not None:
+                predicted = torch.where(trusted[..., t, :, :], predicted, predicted.detach())
             spliced = next_observation[..., t, :, :] + (predicted - predicted.detach())
             spliced_next.append(spliced)
             if t + 1 < steps:  # a reset starts from the real observation, which no earlier action reaches
@@ -429,6 +450,7 @@ def spliced_world_model(
     done_key: NestedKey = "done",
     max_gradient_growth: float | None = None,
     detached_features: Sequence[int] | str | None = None,
+    trusted_error_ratio: float | None = None,
 ) -> TensorDictModule:
     r"""The window module of SHAC++'s spliced variant: a transition model's Jacobians along the *real* rollout.
 
@@ -468,11 +490,19 @@ def spliced_world_model(
     the whole window is cut too (transport's package velocity while nobody pushes it, a lidar ray that sees nothing,
     VMAS's ``max_range - distance`` = 0): there the simulator's own Jacobian is zero as well, unless a contact is
     about to begin.
+
+    With ``trusted_error_ratio`` :math:`k`, an agent-step whose one-step prediction misses the real next observation
+    by more than :math:`k` times the window's median agent-step error, :math:`e_{t,i} > k \operatorname{median}(e)`
+    with :math:`e_{t,i} = \lVert T_\theta(o_t, a_t)_i - o'_{t,i}\rVert^2`, passes no gradient:
+    :math:`\partial\tilde o'_{t,i}/\partial(\tilde o_t, a_t) = 0`. Where the model has not learned what happened
+    (navigation's lidar seeing another agent, a contact), its Jacobian says nothing of it and the pathwise gradient
+    through that step is blind; the cut leaves such agent-steps to the other terms of the actor's loss (the reward
+    model's direct term, the likelihood ratio).
     """
     observation_key = (observation_key,) if isinstance(observation_key, str) else tuple(observation_key)
     done_key = (done_key,) if isinstance(done_key, str) else tuple(done_key)
     module = TensorDictModule(
-        _SplicedWindow(transition, max_gradient_growth, detached_features),
+        _SplicedWindow(transition, max_gradient_growth, detached_features, trusted_error_ratio),
         in_keys=[observation_key, action_key, ("next", *observation_key), ("next", *done_key)],
         out_keys=[observation_key, ("next", *observation_key)],
     )

@@ -128,6 +128,7 @@ def make_learners(
     world_periodic_features: Sequence[Sequence[float]] | None = None,
     world_gradient_growth: float | None = None,
     world_detached_features: Sequence[int] | str | None = None,
+    world_trusted_error_ratio: float | None = None,
     use_target_critic: bool | None = None,
     target_tau: float = 0.8,
     cache_size: int = 30_000,
@@ -188,6 +189,9 @@ def make_learners(
         world_detached_features: SHAC++ spliced: the observation features whose predicted values carry no gradient
             to the actions, as indices or ``"integer"`` (those whose values in the window are all integers: flags,
             counts; :func:`~torchrl_shacpp.modules.spliced_world_model`'s ``detached_features``), or ``None``.
+        world_trusted_error_ratio: SHAC++ spliced: the agent-steps whose one-step prediction error exceeds this
+            multiple of the window's median pass no gradient (:func:`~torchrl_shacpp.modules.spliced_world_model`'s
+            ``trusted_error_ratio``), or ``None``.
         world_rollout: SHAC++'s world model, ``"one_pass"`` (the paper's: the window predicted from :math:`o_0`,
             cached as ``world_cache_size`` windows in ``world_bins`` return bins) or ``"spliced"`` (a one-step
             :class:`~torchrl_shacpp.modules.TransitionWorldModel` trained on ``world_cache_size`` transitions, default
@@ -218,16 +222,17 @@ def make_learners(
     if algorithm not in ("shac", "shacp", "shacpp"):
         raise ValueError(f"Unknown algorithm {algorithm!r}: use 'shac', 'shacp' or 'shacpp'.")
     check_choice("world_rollout", world_rollout, WORLD_ROLLOUTS)
-    if world_gradient_growth is not None and (algorithm != "shacpp" or world_rollout != "spliced"):
-        raise ValueError(
-            f"world_gradient_growth={world_gradient_growth} bounds the chain of SHAC++'s spliced world model: use "
-            "algorithm='shacpp' with world_rollout='spliced', or leave it None."
-        )
-    if world_detached_features is not None and (algorithm != "shacpp" or world_rollout != "spliced"):
-        raise ValueError(
-            f"world_detached_features={world_detached_features} cuts features from the Jacobians of SHAC++'s spliced "
-            "world model: use algorithm='shacpp' with world_rollout='spliced', or leave it None."
-        )
+    spliced_options = {
+        "world_gradient_growth": (world_gradient_growth, "bounds the chain of"),
+        "world_detached_features": (world_detached_features, "cuts features from the Jacobians of"),
+        "world_trusted_error_ratio": (world_trusted_error_ratio, "cuts badly predicted agent-steps from the chain of"),
+    }
+    for name, (value, effect) in spliced_options.items():
+        if value is not None and (algorithm != "shacpp" or world_rollout != "spliced"):
+            raise ValueError(
+                f"{name}={value} {effect} SHAC++'s spliced world model: use algorithm='shacpp' with "
+                "world_rollout='spliced', or leave it None."
+            )
     if world_model_first_epochs and (algorithm != "shacpp" or world_rollout != "one_pass"):
         raise ValueError(
             f"world_model_first_epochs={list(world_model_first_epochs)} gives passes to the first trainings of "
@@ -307,7 +312,7 @@ def make_learners(
             )  # fmt: skip
             world_module = spliced_world_model(
                 transition, max_gradient_growth=world_gradient_growth, detached_features=world_detached_features,
-                **keys_of_world,
+                trusted_error_ratio=world_trusted_error_ratio, **keys_of_world,
             )  # fmt: skip
         else:
             world_module = window_world_model(

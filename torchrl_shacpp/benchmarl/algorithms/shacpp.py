@@ -135,6 +135,10 @@ class Shacpp(Shacp):
         world_detached_features: spliced: the observation features whose predicted values carry no gradient to the
             actions, as indices or ``"integer"`` (those whose values in the window are all integers: flags, counts),
             or ``None`` (:func:`~torchrl_shacpp.modules.spliced_world_model`'s ``detached_features``).
+        world_trusted_error_ratio: spliced: the agent-steps whose one-step prediction error exceeds this multiple of
+            the window's median pass no gradient, leaving them to the reward model's direct term and the likelihood
+            ratio, or ``None`` (default) to keep every one (:func:`~torchrl_shacpp.modules.spliced_world_model`'s
+            ``trusted_error_ratio``).
         **kwargs: see :class:`Shacp` and :class:`Shac`. With ``use_target_critic`` a cache-trained critic takes one
             Polyak step (``experiment.polyak_tau``) after each cool-down training.
     """
@@ -162,6 +166,7 @@ class Shacpp(Shacp):
         actor_grad_outlier_ratio: Optional[float],
         world_gradient_growth: Optional[float],
         world_detached_features: Any,
+        world_trusted_error_ratio: Optional[float],
         actor_world_gradient: float,
         world_periodic_features: Any,
         **kwargs,
@@ -170,6 +175,7 @@ class Shacpp(Shacp):
         self.world_periodic_features = world_periodic_features
         self.actor_world_gradient = actor_world_gradient
         self.world_detached_features = world_detached_features
+        self.world_trusted_error_ratio = world_trusted_error_ratio
         self.world_gradient_growth = world_gradient_growth
         self.actor_grad_outlier_ratio = actor_grad_outlier_ratio
         self.actor_replay_steps = actor_replay_steps
@@ -294,6 +300,7 @@ class ShacppConfig(ShacpConfig):
     world_gradient_growth: Optional[float] = None
     #: ``None``, ``"integer"`` or a list of feature indices (a union OmegaConf's typed fields cannot hold).
     world_detached_features: Any = None
+    world_trusted_error_ratio: Optional[float] = None
     actor_world_gradient: float = 1.0
     #: ``None`` or ``[[index, period], ...]`` (a nesting OmegaConf's typed fields cannot hold).
     world_periodic_features: Any = None
