@@ -1,4 +1,4 @@
-"""Do SHAC+'s and SHAC++'s learned gradients point where the simulator's gradient points?
+r"""Do SHAC+'s and SHAC++'s learned gradients point where the simulator's gradient points?
 
 On a task whose reward has an exact gradient (transport with ``approach_coef=0``, i.e. VMAS's own gradient;
 sampling), the SHAC actor gradient :math:`g_{sim}` of a window is exact. SHAC+ (learned reward on the simulator's
@@ -47,6 +47,12 @@ e.g. ``--task sampling --open-loop --no-bootstrap`` for the reward path without 
 SHAC++'s world model gets right where it learns those features' sensitivity to the actions not at all), and
 ``--task wheel --n-agents 4 --open-loop --train-windows 360 --world-model-steps 300 --lr 3e-3`` for the alignment
 along SHAC++'s own training at the BenchMARL algorithm's defaults.
+
+``--trusted-error-ratio k`` adds a table: SHAC++'s gradient with the agent-steps its world model mispredicts cut from
+the chain (``algorithm.world_trusted_error_ratio=k``: those whose one-step error exceeds k times the window's median)
+beside the uncut one, the share of agent-steps cut and, with ``--cut-block``, how often that block of features changed
+over the transition at the cut agent-steps and at the kept ones (navigation's lidar changes where another agent is in
+its range: do the cut steps find them?).
 """
 
 from __future__ import annotations
@@ -274,6 +280,7 @@ def main(args: argparse.Namespace) -> None:
             for i in range(len(eval_windows)) for j in range(i + 1, len(eval_windows))
         ]  # fmt: skip
         plus, plusplus, plus_norm, plusplus_norm, plus_cut = [], [], [], [], []
+        trusted, cut_share, cut_changed, kept_changed = [], [], [], []
         for window, g_sim in zip(eval_windows, simulator_gradients):
             g_plus = flat_gradient(shacp(window)["loss_actor"], parameters)
             if args.cut_block:
@@ -282,6 +289,20 @@ def main(args: argparse.Namespace) -> None:
             g_plusplus = flat_gradient(shacpp(window)["loss_actor"], parameters)
             plus.append(cosine(g_sim, g_plus))
             plusplus.append(cosine(g_sim, g_plusplus))
+            if args.trusted_error_ratio:
+                spliced = world_source.world_model.module
+                spliced.trusted_error_ratio = args.trusted_error_ratio
+                trusted.append(cosine(g_sim, flat_gradient(shacpp(window)["loss_actor"], parameters)))
+                steps = window.select(OBSERVATION, ACTION, ("next", *OBSERVATION)).detach()
+                observation, next_observation = steps[OBSERVATION], steps["next", *OBSERVATION]
+                kept = spliced.trusted_steps(observation, steps[ACTION], next_observation).squeeze(-1)
+                spliced.trusted_error_ratio = None
+                cut_share.append(1 - kept.float().mean().item())
+                if args.cut_block:
+                    block = args.cut_block[1]
+                    changed = (next_observation[..., block] != observation[..., block]).any(-1)
+                    cut_changed.append(changed[~kept].float().mean().item())
+                    kept_changed.append(changed[kept].float().mean().item())
             plus_norm.append((g_plus.norm() / g_sim.norm()).item())
             plusplus_norm.append((g_plusplus.norm() / g_sim.norm()).item())
         if open_twins is not None:
@@ -302,6 +323,12 @@ def main(args: argparse.Namespace) -> None:
         block_rows.append(f"| {label} | " + " | ".join(f"{cos:.2f} / {ratio:.2f}" for cos, ratio in by_block) + " |")
         cut = mean_std(plus_cut) if plus_cut else "–"
         cut_rows.append(f"| {label} | {mean_std(plus)} | {cut} | {mean_std(plusplus)} |")
+        if trusted:
+            changes = "– | –"
+            if cut_changed:
+                changes = f"{statistics.mean(cut_changed):.3f} | {statistics.mean(kept_changed):.3f}"
+            share = statistics.mean(cut_share)
+            trusted_rows.append(f"| {label} | {mean_std(plusplus)} | {mean_std(trusted)} | {share:.3f} | {changes} |")
         rows.append(
             f"| {label} | {mean_std(across_windows)} | {mean_std(plus)} | {mean_std(plusplus)} | "
             f"{statistics.mean(plus_norm):.2f} | "
@@ -310,7 +337,7 @@ def main(args: argparse.Namespace) -> None:
         )
         print(rows[-1], f"({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
-    rows, block_rows, cut_rows, loop_rows = [], [], [], []
+    rows, block_rows, cut_rows, loop_rows, trusted_rows = [], [], [], [], []
     if args.train_windows:
         # SHAC++ itself trains the policy and the models (its window update, cool-down every 10 windows); every
         # --probe-every windows the same measurement runs on fresh windows of the policy as it is then.
@@ -379,6 +406,13 @@ def main(args: argparse.Namespace) -> None:
         print(f"| {stage} | cos(sim, +) | cos(sim, + without {name}'s gradient) | cos(sim, ++) |")
         print(f"|{stage_rule}|---:|---:|---:|")
         print("\n".join(cut_rows))
+    if args.trusted_error_ratio:
+        block = f"{args.cut_block[0]} changed" if args.cut_block else "block changed"
+        print(f"\nSHAC++ with the agent-steps whose one-step error exceeds {args.trusted_error_ratio:g} times the "
+              "window's median cut from its world model's chain:\n")  # fmt: skip
+        print(f"| {stage} | cos(sim, ++) | cos(sim, ++ cut) | share cut | {block}, cut steps | {block}, kept steps |")
+        print(f"|{stage_rule}|---:|---:|---:|---:|---:|")
+        print("\n".join(trusted_rows))
     if args.loop_terms:
         print("\nThe closed-loop terms: SHAC's exact gradient with them (sim) and without them (sim open loop, on the"
               " same windows' open-loop twins), and SHAC++'s on the twins (it has none):\n")  # fmt: skip
@@ -406,6 +440,10 @@ def parser() -> argparse.ArgumentParser:
     loop.add_argument(
         "--loop-terms", action="store_true",
         help="also compare the exact gradient with and without its closed-loop terms, on twin windows",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trusted-error-ratio", type=float, metavar="k",
+        help="also SHAC++'s gradient with the agent-steps its world model mispredicts (k x the median error) cut",
     )  # fmt: skip
     parser.add_argument("--no-bootstrap", action="store_true", help="a zero critic in all three objectives")
     parser.add_argument("--reward-next-observation", action="store_true", help="the reward model reads (o, a, o')")
