@@ -18,7 +18,7 @@ the return first reached ``--target``, the mean return at ``--at`` frames (none 
 after the last evaluation of a run that ended below the target, or of any run with ``--no-early-stop``), each run's
 last evaluation and, with ``--baseline LABEL``, Mann-Whitney's exact tests against that configuration of the same
 panel: of the frames to the target, and of the returns at each ``--at`` frames) and ``curves.png`` (mean over seeds,
-the band one standard deviation, one panel per PANEL).
+the band one standard deviation, one panel per PANEL; ``--plot-frames N`` ends its curves at N frames).
 """
 
 from __future__ import annotations
@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("--info", metavar="KEY",
                         help="compare the evaluation's sums of the agents' info KEY instead of its returns, for the "
                         "runs read from run folders (e.g. task_reward: VMAS's where the task's reward is shaped)")
+    parser.add_argument("--plot-frames", type=int, metavar="N",
+                        help="the plot's curves end at N frames (a baseline run longer than the others hid them); "
+                        "the tables are unchanged")  # fmt: skip
     args = parser.parse_args()
     # The return at which a run stopped early; a run that reached it keeps its last evaluation beyond its frames.
     stop_target = math.inf if args.no_early_stop else args.target
@@ -205,6 +208,9 @@ def main() -> None:
         grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
         if not any(returns[-1] >= stop_target for _, _, returns in runs):  # no curve past its runs' last evaluation
             shown = grid <= max(frames[-1] for _, frames, _ in runs)
+            grid, mean, std = grid[shown], mean[shown], std[shown]
+        if args.plot_frames is not None:
+            shown = grid <= args.plot_frames
             grid, mean, std = grid[shown], mean[shown], std[shown]
         baseline = {"color": "black", "linewidth": 2} if label == args.baseline else {}
         (line,) = ax.plot(grid, mean, label=textwrap.fill(f"{label} ({len(runs)})", 60), **baseline)

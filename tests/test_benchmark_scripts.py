@@ -140,7 +140,7 @@ CASES = {
     ),
     "learning_comparison.py without early stops": (  # seed 0 ended at 512 frames: no return at 768, as MAPPO's
         ["n=1/SHAC++={runs}/shacpp_s*", "n=1/MAPPO={runs}/mappo_s*", "--target", "0.9", "--at", "768",
-         "--no-early-stop", "--out", "{tmp}"],
+         "--no-early-stop", "--plot-frames", "512", "--out", "{tmp}"],
         "summary.md", row("n=1", "SHAC\\+\\+", "2", r"1 ± 0k \(2/2\)", "0.92", "0k / 0k"),
     ),
     "learning_comparison.py on an info term": (  # EvaluationInfo's sums: seed 1 reaches 0.9 at 512, seed 0 never
@@ -181,12 +181,13 @@ CASES = {
          "1", "--out", "{tmp}/window.md"],
         "window.md", row(r"shac window \(collect \+ loss \+ backward \+ Adam step\)", N, N, N),
     ),
-    "shacpp_gradient_alignment.py epochs": (  # every table: blocks, cut gradient, closed-loop terms
+    "shacpp_gradient_alignment.py epochs": (  # every table: blocks, cut gradient, closed-loop terms, cut agent-steps
         ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--data-windows", "2",
          "--eval-windows", "3", "--epochs", "0", "1", "--cache-size", "200", "--minibatch", "16",
          "--world-model-steps", "2", "--feature-block", "pos=0:2", "--cut-block", "pos=0:2", "--loop-terms",
-         "--threads", "1"],
-        "stdout", row("1", PM, PM, PM, N, N, N, N, N, N),
+         "--trusted-error-ratio", "2", "--threads", "1"],
+        # the main table's row, then the cut agent-steps' (the kept steps' share of changed positions is a number)
+        "stdout", row("1", PM, PM, PM, N, N, N, N, N, N)[:-1] + r"\n(?:.*\n)*" + row("1", PM, PM, N, f"(?:{N}|nan)", N),
     ),
     "shacpp_gradient_alignment.py training": (  # SHAC++ trains 10 windows (one cool-down), then the probe
         ["--task", "sampling", "--n-agents", "2", "--num-envs", "4", "--window", "4", "--train-windows", "10",
