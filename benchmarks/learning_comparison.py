@@ -206,12 +206,11 @@ def main() -> None:
     for (panel, label), runs in configurations.items():
         ax = axes[0, panels.index(panel)]
         grid, mean, std = band([Curve(tuple(frames), tuple(returns)) for _, frames, returns in runs])
+        end = math.inf if args.plot_frames is None else args.plot_frames
         if not any(returns[-1] >= stop_target for _, _, returns in runs):  # no curve past its runs' last evaluation
-            shown = grid <= max(frames[-1] for _, frames, _ in runs)
-            grid, mean, std = grid[shown], mean[shown], std[shown]
-        if args.plot_frames is not None:
-            shown = grid <= args.plot_frames
-            grid, mean, std = grid[shown], mean[shown], std[shown]
+            end = min(end, max(frames[-1] for _, frames, _ in runs))
+        shown = grid <= end
+        grid, mean, std = grid[shown], mean[shown], std[shown]
         baseline = {"color": "black", "linewidth": 2} if label == args.baseline else {}
         (line,) = ax.plot(grid, mean, label=textwrap.fill(f"{label} ({len(runs)})", 60), **baseline)
         ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
