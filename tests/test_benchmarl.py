@@ -1160,13 +1160,17 @@ def test_the_actor_likelihood_ratio_follows_the_config_and_trains(tmp_path: Path
 def test_the_actor_likelihood_ratio_steps_follow_the_config_and_train(tmp_path: Path, algorithm_config):
     """``algorithm.actor_likelihood_ratio_steps`` gives every group PPO's minibatch steps with their own Adam at
     ``actor_likelihood_ratio_lr`` on the experiment's minibatch size; each collection takes them and logs their loss,
-    and the actor stays finite (their maths: test_likelihood_ratio). Off (0, the default), the groups have none."""
+    and the actor stays finite (their maths: test_likelihood_ratio); with ``actor_likelihood_ratio_collections=2``
+    they draw from the last two collections. Off (0, the default), the groups have none."""
     graph = dict(collect_with_grad=True) if algorithm_config is ShacConfig else {}
-    config = algorithm_config(actor_likelihood_ratio_steps=2, actor_likelihood_ratio_lr=2e-4)
+    config = algorithm_config(
+        actor_likelihood_ratio_steps=2, actor_likelihood_ratio_lr=2e-4, actor_likelihood_ratio_collections=2
+    )
     experiment = tiny_experiment(config, tmp_path, max_n_iters=3, **graph)
     update = experiment.algorithm.update
     group = update.groups["agents"]
     assert update.likelihood_ratio_steps == 2 and update.likelihood_ratio_minibatch_size == 32
+    assert update.likelihood_ratio_collections == 2
     assert group.likelihood_ratio_step.optimizer is not group.actor_step.optimizer
     assert group.likelihood_ratio_step.optimizer.param_groups[0]["lr"] == 2e-4
     logged, log = [], experiment.logger.log
@@ -1176,5 +1180,6 @@ def test_the_actor_likelihood_ratio_steps_follow_the_config_and_train(tmp_path: 
     experiment.run()
     assert sum(value is not None and math.isfinite(value) for value in logged) == 3
     assert all(p.isfinite().all() for p in group.actor_loss.actor_network.parameters())
+    assert len(update.likelihood_ratio_batches) == 2  # the last two of the three collections
     off = tiny_experiment(algorithm_config(), tmp_path / "off", max_n_iters=1, **graph)
     assert off.algorithm.update.groups["agents"].likelihood_ratio_step is None

@@ -257,7 +257,9 @@ def test_minibatch_surrogate_on_every_item_is_the_window_terms():
         torch.testing.assert_close(gradient, expected)
 
 
-def likelihood_ratio_update(actor: torch.nn.Module, steps: int, minibatch_size: int | None) -> WindowUpdate:
+def likelihood_ratio_update(
+    actor: torch.nn.Module, steps: int, minibatch_size: int | None, collections: int = 1
+) -> WindowUpdate:
     """A one-group update whose only training here is PPO's minibatch steps (Adam, rate 0.05)."""
     loss = actor_likelihood_ratio_loss(actor)
     ppo_step = FiniteGradientStep(torch.optim.Adam(actor.parameters(), lr=0.05))
@@ -266,8 +268,9 @@ def likelihood_ratio_update(actor: torch.nn.Module, steps: int, minibatch_size: 
         SimulatorGradient(), likelihood_ratio_step=ppo_step,
     )  # fmt: skip
     return WindowUpdate(
-        {"agents": group}, likelihood_ratio_steps=steps, likelihood_ratio_minibatch_size=minibatch_size
-    )
+        {"agents": group}, likelihood_ratio_steps=steps, likelihood_ratio_minibatch_size=minibatch_size,
+        likelihood_ratio_collections=collections,
+    )  # fmt: skip
 
 
 def test_likelihood_ratio_steps_raise_the_rewarded_mean_within_ppos_clip_and_skip_non_finite_items():
@@ -316,6 +319,43 @@ def test_likelihood_ratio_steps_raise_the_rewarded_mean_within_ppos_clip_and_ski
     for learner in (update, restored):
         learner.train_likelihood_ratio("agents", learner.groups["agents"], batch)
     assert policy_mean(restored_actor) == policy_mean(actor)  # the same minibatches, the same steps
+
+
+def test_likelihood_ratio_steps_draw_from_the_last_collections_with_the_current_critic():
+    """With ``likelihood_ratio_collections=2`` a step's minibatch holds the transitions of this batch and the one
+    before (each with the log-probability of the policy that collected it) and not older ones, its advantages those
+    of the critic as it is at the step, not as it was when the batch was collected. A batch of another shape starts
+    the collections again; the kept batches are saved and restored with the update."""
+    torch.manual_seed(5)
+    batches = [collected_bandit(bandit_actor(mu), 64) for mu in (-0.5, 0.0, 0.5)]
+    actor = bandit_actor(0.2)
+    update = likelihood_ratio_update(actor, steps=1, minibatch_size=None, collections=2)
+    loss = update.groups["agents"].actor_loss
+    critic = loss.value_network.module
+
+    def expected_loss(*kept: TensorDict) -> float:
+        with torch.no_grad():
+            items = torch.cat([loss.likelihood_ratio_items(batch) for batch in kept])
+            return loss.minibatch_likelihood_ratio_loss(items).item()
+
+    first = expected_loss(batches[0])
+    assert update.train_likelihood_ratios(batches[0])["train/agents/likelihood_ratio_step_loss"] == pytest.approx(first)
+    torch.nn.init.constant_(critic.bias, 0.5)  # the critic moves: the kept batch's advantages with it
+    both = expected_loss(batches[0], batches[1])
+    assert both != pytest.approx(expected_loss(batches[1]))
+    assert update.train_likelihood_ratios(batches[1])["train/agents/likelihood_ratio_step_loss"] == pytest.approx(both)
+    restored_actor = copy.deepcopy(actor)
+    restored = likelihood_ratio_update(restored_actor, steps=1, minibatch_size=None, collections=2)
+    restored.load_state_dict(copy.deepcopy(update.state_dict()))
+    torch.nn.init.constant_(restored.groups["agents"].actor_loss.value_network.module.bias, 0.5)
+    last = expected_loss(batches[1], batches[2])  # the first batch has left
+    for learner in (update, restored):
+        logs = learner.train_likelihood_ratios(batches[2])
+        assert logs["train/agents/likelihood_ratio_step_loss"] == pytest.approx(last)
+    assert policy_mean(restored_actor) == pytest.approx(policy_mean(actor))
+    shorter = collected_bandit(actor, 16)
+    alone = expected_loss(shorter)
+    assert update.train_likelihood_ratios(shorter)["train/agents/likelihood_ratio_step_loss"] == pytest.approx(alone)
 
 
 def test_likelihood_ratio_steps_need_a_group_with_their_step():

@@ -79,6 +79,9 @@ ALGORITHM_RULES: dict[str, tuple[Callable[..., None], str]] = {
         functools.partial(check_count, minimum=0), "It is PPO's minibatch steps of the actor per collection (paper: 0)."
     ),
     "actor_likelihood_ratio_lr": (check_positive, "It is the Adam learning rate of PPO's steps of the actor."),
+    "actor_likelihood_ratio_collections": (
+        check_count, "It is the last collections PPO's steps draw their minibatches from (1: this one)."
+    ),
     "window_length": (check_count, "It is the actor's window in steps (paper: 32), or null for the whole collection."),
     "cache_size": (check_count, "It is the number of items in each model cache (paper: 30000)."),
     "reward_bins": (check_count, "It is the number of score bins of the reward cache (paper: 9)."),
@@ -202,6 +205,12 @@ def check_algorithm_config(config: ShacConfig) -> None:
             f"algorithm.action_mean_gate={config.action_mean_gate} compares the return's gradient with its running "
             "mean, which only algorithm.action_mean_relative=true keeps: set action_mean_relative=true, or "
             "action_mean_gate=0."
+        )
+    if config.actor_likelihood_ratio_collections > 1 and not config.actor_likelihood_ratio_steps:
+        raise ValueError(
+            f"algorithm.actor_likelihood_ratio_collections={config.actor_likelihood_ratio_collections} keeps "
+            "collections for PPO's steps, and algorithm.actor_likelihood_ratio_steps=0 takes none: set "
+            "actor_likelihood_ratio_steps (e.g. 8), or actor_likelihood_ratio_collections=1."
         )
     if config.deterministic_clamped_mean and not config.clamp_actions:
         raise ValueError(

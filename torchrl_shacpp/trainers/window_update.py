@@ -114,8 +114,12 @@ class WindowUpdate:
        steps of PPO's clipped surrogate on minibatches of the batch's transitions
        (:meth:`SHACActorLoss.likelihood_ratio_items`, drawn without replacement as BenchMARL draws MAPPO's), with their
        own optimiser: MAPPO's update of the actor beside SHAC's, the importance ratio taken against the collecting
-       policy (the pathwise steps have moved it since). Logged as ``train/<group>/likelihood_ratio_step_loss`` and
-       ``likelihood_ratio_grad_norm`` (means over the steps) and ``skipped_likelihood_ratio_steps``.
+       policy (the pathwise steps have moved it since). With ``likelihood_ratio_collections`` :math:`n > 1` the
+       minibatches are drawn from the transitions of the last :math:`n` batches (this one included), each batch's
+       advantages computed again with the current critic and its log-probabilities those of the policy that
+       collected it: PPO's steps on :math:`n` times the transitions while the pathwise steps keep their small
+       collections. Logged as ``train/<group>/likelihood_ratio_step_loss`` and ``likelihood_ratio_grad_norm`` (means
+       over the steps) and ``skipped_likelihood_ratio_steps``.
 
     With ``actor_replay_steps`` :math:`k \ge 1`, a group whose windows carry no simulator graph (SHAC++) then takes
     :math:`k` more steps per collected window, each on a window drawn uniformly from the last
@@ -153,7 +157,9 @@ class WindowUpdate:
             (batches of one shape) and the windows holding a non-finite value. Defaults to 32.
         likelihood_ratio_steps: PPO's minibatch steps per collected batch for the groups with a
             ``likelihood_ratio_step`` (paper: none). Defaults to 0.
-        likelihood_ratio_minibatch_size: the transitions in each of them; ``None``: the whole batch.
+        likelihood_ratio_minibatch_size: the transitions in each of them; ``None``: all that they draw from.
+        likelihood_ratio_collections: the collected batches they draw from, the last this many. Defaults to 1 (this
+            one, as MAPPO).
 
     Examples:
         >>> update = WindowUpdate({"agents": GroupUpdate(actor_loss, actor_step, value_loss, SimulatorGradient())})
@@ -175,6 +181,7 @@ class WindowUpdate:
         actor_replay_windows: int = 32,
         likelihood_ratio_steps: int = 0,
         likelihood_ratio_minibatch_size: int | None = None,
+        likelihood_ratio_collections: int = 1,
     ) -> None:
         if window_length is not None:
             check_count("window_length", window_length, hint="It is a number of steps (paper: 32), or None.")
@@ -203,8 +210,16 @@ class WindowUpdate:
                 f"likelihood_ratio_steps={likelihood_ratio_steps} steps the groups' likelihood_ratio_step, and no "
                 "group has one: give GroupUpdate(likelihood_ratio_step=...) its optimiser, or likelihood_ratio_steps=0."
             )
+        check_count("likelihood_ratio_collections", likelihood_ratio_collections, hint="Batches drawn from (1: this).")
+        if likelihood_ratio_collections > 1 and not likelihood_ratio_steps:
+            raise ValueError(
+                f"likelihood_ratio_collections={likelihood_ratio_collections} keeps batches for PPO's steps, and "
+                "likelihood_ratio_steps=0 takes none: give likelihood_ratio_steps, or likelihood_ratio_collections=1."
+            )
         self.likelihood_ratio_steps = likelihood_ratio_steps
         self.likelihood_ratio_minibatch_size = likelihood_ratio_minibatch_size
+        self.likelihood_ratio_collections = likelihood_ratio_collections
+        self.likelihood_ratio_batches = self.new_likelihood_ratio_batches()
         # Its own stream, saved in the state, so that a resumed run draws the minibatches the uninterrupted one draws.
         self.likelihood_ratio_generator = torch.Generator().manual_seed(torch.initial_seed())
         # On the CPU, and each draw moved to the batch's device: a storage on device="auto" forgets its device when a
@@ -247,16 +262,38 @@ class WindowUpdate:
         if self.cooldown is not None:
             for _ in filter(self.cooldown.should_train, range(first, self.windows)):
                 logs.update(self.train_models())
-        with record_function("shac/likelihood_ratio_steps"):
-            for name, group in self.groups.items():
-                if self.likelihood_ratio_steps and group.likelihood_ratio_step is not None:
-                    logs.update(self.train_likelihood_ratio(name, group, data))
+        if self.likelihood_ratio_steps:
+            with record_function("shac/likelihood_ratio_steps"):
+                logs.update(self.train_likelihood_ratios(data))
         return logs
 
-    def train_likelihood_ratio(self, name: str, group: GroupUpdate, batch: TensorDictBase) -> dict[str, float]:
-        """Step 6: ``likelihood_ratio_steps`` guarded steps of PPO's clipped surrogate on minibatches of ``batch``'s
-        finite transitions, drawn without replacement (a new pass over them when one is used up)."""
-        items = group.actor_loss.likelihood_ratio_items(batch)
+    def new_likelihood_ratio_batches(self) -> ReplayBuffer:
+        """An empty store of the last ``likelihood_ratio_collections`` batches. Whole batches, not transitions: each
+        one's advantages are computed again, over its time dimension, with the critic as it is at each update."""
+        return ReplayBuffer(storage=LazyTensorStorage(self.likelihood_ratio_collections))
+
+    def train_likelihood_ratios(self, batch: TensorDictBase) -> dict[str, float]:
+        """Step 6 for every group with a ``likelihood_ratio_step``, on ``batch`` and the batches kept before it."""
+        keeping = self.likelihood_ratio_collections > 1
+        if keeping and len(self.likelihood_ratio_batches) and self.likelihood_ratio_batches[0].shape != batch.shape:
+            # A batch of another shape (a shorter last one): the kept ones are items of one shape.
+            self.likelihood_ratio_batches = self.new_likelihood_ratio_batches()
+        if keeping:
+            self.likelihood_ratio_batches.extend(batch.unsqueeze(0).cpu())  # one item: the batch
+            batches = self.likelihood_ratio_batches[:].to(batch.device)
+        else:
+            batches = batch
+        logs = {}
+        for name, group in self.groups.items():
+            if group.likelihood_ratio_step is not None:
+                logs.update(self.train_likelihood_ratio(name, group, batches))
+        return logs
+
+    def train_likelihood_ratio(self, name: str, group: GroupUpdate, batches: TensorDictBase) -> dict[str, float]:
+        """Step 6: ``likelihood_ratio_steps`` guarded steps of PPO's clipped surrogate on minibatches of the finite
+        transitions of ``batches`` (``[*B, T]`` collected batches), drawn without replacement (a new pass over them
+        when one is used up)."""
+        items = group.actor_loss.likelihood_ratio_items(batches)
         items = items[finite_items(items, 1)]
         if not items.numel():
             return {}
@@ -410,6 +447,8 @@ class WindowUpdate:
             state["actor_replay"] = self.actor_replay.state_dict()
         if self.likelihood_ratio_steps:
             state["likelihood_ratio_generator"] = self.likelihood_ratio_generator.get_state()
+        if len(self.likelihood_ratio_batches):
+            state["likelihood_ratio_batches"] = self.likelihood_ratio_batches.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -418,6 +457,8 @@ class WindowUpdate:
             self.actor_replay.load_state_dict(state_dict["actor_replay"])
         if "likelihood_ratio_generator" in state_dict:  # none without the likelihood-ratio steps
             self.likelihood_ratio_generator.set_state(state_dict["likelihood_ratio_generator"])
+        if "likelihood_ratio_batches" in state_dict:  # none while they are kept for one collection only
+            self.likelihood_ratio_batches.load_state_dict(state_dict["likelihood_ratio_batches"])
         for name, group in self.groups.items():
             state = state_dict["groups"][name]
             group.actor_loss.load_state_dict(state["actor"])

@@ -153,6 +153,9 @@ class Shac(Algorithm):
             actor beside SHAC's (:class:`~torchrl_shacpp.trainers.WindowUpdate`'s ``likelihood_ratio_steps``; 0, the
             paper's, none).
         actor_likelihood_ratio_lr: their Adam's learning rate (PPO's, 3e-4, by default; ``lr_schedule`` leaves it).
+        actor_likelihood_ratio_collections: the collections their minibatches are drawn from, the last this many
+            (1, MAPPO's: this one): PPO's steps on more transitions than a SHAC collection holds, each collection's
+            advantages computed again with the current critic (``WindowUpdate``'s ``likelihood_ratio_collections``).
     """
 
     #: Whether the collected windows carry the simulator's autograd graph (SHAC, SHAC+).
@@ -195,6 +198,7 @@ class Shac(Algorithm):
         actor_likelihood_ratio: float,
         actor_likelihood_ratio_steps: int,
         actor_likelihood_ratio_lr: float,
+        actor_likelihood_ratio_collections: int,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -225,6 +229,7 @@ class Shac(Algorithm):
         self.actor_likelihood_ratio = actor_likelihood_ratio
         self.actor_likelihood_ratio_steps = actor_likelihood_ratio_steps
         self.actor_likelihood_ratio_lr = actor_likelihood_ratio_lr
+        self.actor_likelihood_ratio_collections = actor_likelihood_ratio_collections
         self.collection_length = self._check_experiment()
         self.window_length = window_length
         self.groups: dict[str, GroupUpdate] = {}
@@ -441,6 +446,7 @@ class Shac(Algorithm):
             actor_replay_windows=self.actor_replay_windows,
             likelihood_ratio_steps=self.actor_likelihood_ratio_steps,
             likelihood_ratio_minibatch_size=self.experiment_config.on_policy_minibatch_size,
+            likelihood_ratio_collections=self.actor_likelihood_ratio_collections,
         )
         for group, optimizers in self.experiment.optimizers.items():
             for optimizer in optimizers.values():
@@ -580,6 +586,7 @@ class ShacConfig(AlgorithmConfig):
     actor_likelihood_ratio: float = 0.0
     actor_likelihood_ratio_steps: int = 0
     actor_likelihood_ratio_lr: float = 3e-4
+    actor_likelihood_ratio_collections: int = 1
 
     def __post_init__(self) -> None:
         validation.check_algorithm_config(self)
