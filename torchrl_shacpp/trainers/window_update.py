@@ -274,15 +274,13 @@ class WindowUpdate:
 
     def train_likelihood_ratios(self, batch: TensorDictBase) -> dict[str, float]:
         """Step 6 for every group with a ``likelihood_ratio_step``, on ``batch`` and the batches kept before it."""
-        keeping = self.likelihood_ratio_collections > 1
-        if keeping and len(self.likelihood_ratio_batches) and self.likelihood_ratio_batches[0].shape != batch.shape:
-            # A batch of another shape (a shorter last one): the kept ones are items of one shape.
-            self.likelihood_ratio_batches = self.new_likelihood_ratio_batches()
-        if keeping:
+        batches = batch
+        if self.likelihood_ratio_collections > 1:
+            if len(self.likelihood_ratio_batches) and self.likelihood_ratio_batches[0].shape != batch.shape:
+                # A batch of another shape (a shorter last one): the kept ones are items of one shape.
+                self.likelihood_ratio_batches = self.new_likelihood_ratio_batches()
             self.likelihood_ratio_batches.extend(batch.unsqueeze(0).cpu())  # one item: the batch
             batches = self.likelihood_ratio_batches[:].to(batch.device)
-        else:
-            batches = batch
         logs = {}
         for name, group in self.groups.items():
             if group.likelihood_ratio_step is not None:
